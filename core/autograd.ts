@@ -1,0 +1,200 @@
+/**
+ * Define-by-run reverse-mode autograd. An op whose inputs need gradients records a GradNode
+ * on its output; `backward()` walks the nodes in reverse topological order once.
+ */
+import { MoongradError } from "./errors.ts";
+import { isFloat } from "./dtype.ts";
+import type { Tensor } from "./tensor.ts";
+
+/** Computes the gradients of a node's inputs from its output gradient. `needs[i]` says which. */
+export type Vjp = (grad: Tensor, needs: readonly boolean[]) => readonly (Tensor | null)[];
+
+/** One recorded op: its inputs, its vjp, and the tensors it saved for backward. */
+export interface GradNode {
+  /** Op name, for error messages. */
+  readonly op: string;
+  /** The op's tensor inputs. */
+  readonly inputs: readonly Tensor[];
+  /** The vjp; null once backward has used it (the graph is freed). */
+  vjp: Vjp | null;
+  /** Tensors kept alive for the vjp, released right after it runs. */
+  saved: Tensor[];
+}
+
+let gradEnabled = true;
+
+/** True when ops record the graph (false inside `noGrad`). */
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs `fn` without recording any graph: nothing is saved for backward. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** True when an op on these inputs must record a node. */
+export function needsGrad(...inputs: readonly (Tensor | number | null | undefined)[]): boolean {
+  if (!gradEnabled) return false;
+  for (const t of inputs) {
+    if (t && typeof t === "object" && t.requiresGrad) return true;
+  }
+  return false;
+}
+
+/**
+ * Records `vjp` as the node producing `out` when any input requires grad. `saved` tensors
+ * are retained (new handles on the same storage) and released after the vjp has run.
+ * Returns `out`.
+ */
+export function record(
+  out: Tensor,
+  op: string,
+  inputs: readonly Tensor[],
+  vjp: Vjp,
+  saved: readonly Tensor[] = [],
+): Tensor {
+  if (!needsGrad(...inputs) || !isFloat(out.dtype)) {
+    return out;
+  }
+  out.requiresGrad = true;
+  out.gradFn = { op, inputs, vjp, saved: saved.map((t) => t.retainForBackward()) };
+  return out;
+}
+
+/** Options of `backward`. */
+export interface BackwardOptions {
+  /** Keep the graph so backward can run through it again. */
+  retainGraph?: boolean;
+}
+
+/** Reverse-mode pass from `root`, accumulating into `.grad` of the leaves that require grad. */
+export function runBackward(
+  root: Tensor,
+  grad: Tensor | undefined,
+  ones: (like: Tensor) => Tensor,
+  add: (a: Tensor, b: Tensor) => Tensor,
+  alias: (t: Tensor) => Tensor,
+  options: BackwardOptions = {},
+): void {
+  if (!root.requiresGrad) {
+    throw new MoongradError(
+      "backward",
+      "the tensor does not require grad: no input of its graph was created with requiresGrad",
+    );
+  }
+  if (!grad && root.size !== 1) {
+    throw new MoongradError(
+      "backward",
+      `backward() without a gradient needs a scalar (one element), got shape [${root.shape}]; ` +
+        "pass the upstream gradient: t.backward(grad)",
+    );
+  }
+  if (
+    grad && (grad.shape.length !== root.shape.length ||
+      grad.shape.some((d, i) => d !== root.shape[i]))
+  ) {
+    throw new MoongradError(
+      "backward",
+      `gradient shape [${grad.shape}] must equal the tensor's shape [${root.shape}]`,
+    );
+  }
+  const order = topoOrder(root);
+  for (const node of order) {
+    if (!node.vjp) {
+      throw new MoongradError(
+        "backward",
+        `the graph through ${node.op} was already freed by an earlier backward(); ` +
+          "pass { retainGraph: true } to the first call to run backward twice",
+      );
+    }
+  }
+  noGrad(() => {
+    const nodeGrads = new Map<GradNode, Tensor>();
+    const leafGrads = new Map<Tensor, Tensor>();
+    const accumulate = (t: Tensor, g: Tensor) => {
+      if (t.gradFn) {
+        const prev = nodeGrads.get(t.gradFn);
+        nodeGrads.set(t.gradFn, prev ? sumAndDispose(prev, g, add) : g);
+      } else if (t.requiresGrad) {
+        const prev = leafGrads.get(t);
+        leafGrads.set(t, prev ? sumAndDispose(prev, g, add) : g);
+      } else {
+        g.dispose();
+      }
+    };
+    accumulate(root, grad ? alias(grad) : ones(root));
+    for (let i = order.length - 1; i >= 0; i--) {
+      const node = order[i];
+      const g = nodeGrads.get(node);
+      nodeGrads.delete(node);
+      if (!g) continue;
+      const needs = node.inputs.map((t) => t.requiresGrad && isFloat(t.dtype));
+      const grads = node.vjp!(g, needs);
+      node.inputs.forEach((t, j) => {
+        const gj = grads[j];
+        if (!gj || !needs[j]) {
+          if (gj && gj !== g) gj.dispose();
+          return;
+        }
+        accumulate(t, gj === g ? alias(g) : gj);
+      });
+      g.dispose();
+      if (!options.retainGraph) freeNode(node);
+    }
+    for (const [leaf, g] of leafGrads) {
+      if (leaf.isDisposed) {
+        g.dispose();
+        continue;
+      }
+      const prev = leaf.grad;
+      leaf.grad = prev ? sumAndDispose(prev, g, add) : g;
+      leaf.grad.untrack();
+    }
+  });
+}
+
+function sumAndDispose(a: Tensor, b: Tensor, add: (a: Tensor, b: Tensor) => Tensor): Tensor {
+  const s = add(a, b);
+  a.dispose();
+  b.dispose();
+  return s;
+}
+
+/** Releases what a node saved and drops its vjp. */
+export function freeNode(node: GradNode): void {
+  for (const t of node.saved) t.dispose();
+  node.saved = [];
+  node.vjp = null;
+}
+
+/** Nodes reachable from `root`, inputs before the nodes that use them. */
+function topoOrder(root: Tensor): GradNode[] {
+  const order: GradNode[] = [];
+  const seen = new Set<GradNode>();
+  if (!root.gradFn) return order;
+  const stack: [GradNode, number][] = [[root.gradFn, 0]];
+  seen.add(root.gradFn);
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [node, i] = top;
+    if (i < node.inputs.length) {
+      top[1]++;
+      const child = node.inputs[i].gradFn;
+      if (child && !seen.has(child)) {
+        seen.add(child);
+        stack.push([child, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(node);
+    }
+  }
+  return order;
+}

@@ -1,0 +1,147 @@
+import { MoongradError } from "./errors.ts";
+
+/** What `init()` found: the adapter, the features in use and the limits granted. */
+export interface DeviceInfo {
+  /** Adapter description, e.g. "NVIDIA H100" or "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  description: string;
+  /** Adapter vendor string. */
+  vendor: string;
+  /** Adapter architecture string (may be empty). */
+  architecture: string;
+  /** True for software (CPU) adapters. */
+  isFallbackAdapter: boolean;
+  /** Features requested on the device (shader-f16, timestamp-query when present). */
+  features: string[];
+  /** Limits granted to the device that moongrad relies on. */
+  limits: {
+    maxStorageBufferBindingSize: number;
+    maxBufferSize: number;
+    maxComputeWorkgroupStorageSize: number;
+    maxComputeInvocationsPerWorkgroup: number;
+    maxComputeWorkgroupsPerDimension: number;
+    maxStorageBuffersPerShaderStage: number;
+    minUniformBufferOffsetAlignment: number;
+  };
+  /** True when f16 tensors are available. */
+  f16: boolean;
+}
+
+/** Options for `init()`. */
+export interface InitOptions {
+  /** Adapter preference passed to `requestAdapter`. */
+  powerPreference?: GPUPowerPreference;
+  /** Ask for a software adapter. */
+  forceFallbackAdapter?: boolean;
+}
+
+interface DeviceState {
+  device: GPUDevice;
+  info: DeviceInfo;
+  lost: string | null;
+  errors: string[];
+}
+
+let state: DeviceState | null = null;
+let pending: Promise<DeviceInfo> | null = null;
+let runningOp = "(no op)";
+
+const NO_ADAPTER =
+  "no WebGPU adapter found. On a machine without a GPU install a software adapter: " +
+  "`apt-get install -y mesa-vulkan-drivers` (Mesa lavapipe) on Debian/Ubuntu; Mesa's llvmpipe " +
+  "through EGL also works. In a browser, use one with WebGPU enabled.";
+
+/** Picks one adapter, requests the limits and features moongrad needs, and returns what it found. */
+export function init(options: InitOptions = {}): Promise<DeviceInfo> {
+  if (state) return Promise.resolve(state.info);
+  pending ??= create(options).finally(() => pending = null);
+  return pending;
+}
+
+async function create(options: InitOptions): Promise<DeviceInfo> {
+  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+  if (!gpu) throw new MoongradError("init", `navigator.gpu is missing: ${NO_ADAPTER}`);
+  const adapter = await gpu.requestAdapter({
+    powerPreference: options.powerPreference ?? "high-performance",
+    forceFallbackAdapter: options.forceFallbackAdapter,
+  });
+  if (!adapter) throw new MoongradError("init", NO_ADAPTER);
+  const al = adapter.limits;
+  const wanted = [...adapter.features].filter((f) => f === "shader-f16" || f === "timestamp-query");
+  const requiredLimits: Record<string, number> = {
+    maxStorageBufferBindingSize: al.maxStorageBufferBindingSize,
+    maxBufferSize: al.maxBufferSize,
+    maxComputeWorkgroupStorageSize: al.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: al.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: al.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupSizeY: al.maxComputeWorkgroupSizeY,
+    maxStorageBuffersPerShaderStage: al.maxStorageBuffersPerShaderStage,
+    minUniformBufferOffsetAlignment: al.minUniformBufferOffsetAlignment,
+    minStorageBufferOffsetAlignment: al.minStorageBufferOffsetAlignment,
+  };
+  const device = await adapter.requestDevice({
+    label: "moongrad",
+    requiredFeatures: wanted as GPUFeatureName[],
+    requiredLimits,
+  });
+  const dl = device.limits;
+  const ai = adapter.info;
+  const info: DeviceInfo = {
+    description: ai.description || ai.device || "unknown adapter",
+    vendor: ai.vendor,
+    architecture: ai.architecture,
+    isFallbackAdapter: Boolean((ai as { isFallbackAdapter?: boolean }).isFallbackAdapter),
+    features: [...device.features],
+    limits: {
+      maxStorageBufferBindingSize: dl.maxStorageBufferBindingSize,
+      maxBufferSize: dl.maxBufferSize,
+      maxComputeWorkgroupStorageSize: dl.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: dl.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupsPerDimension: dl.maxComputeWorkgroupsPerDimension,
+      maxStorageBuffersPerShaderStage: dl.maxStorageBuffersPerShaderStage,
+      minUniformBufferOffsetAlignment: dl.minUniformBufferOffsetAlignment,
+    },
+    f16: device.features.has("shader-f16"),
+  };
+  const s: DeviceState = { device, info, lost: null, errors: [] };
+  device.lost.then((l) => {
+    s.lost = `device lost (${l.reason}): ${l.message} (while running ${runningOp})`;
+  });
+  device.addEventListener("uncapturederror", (e) => {
+    const err = (e as GPUUncapturedErrorEvent).error;
+    s.errors.push(`${err.constructor.name}: ${err.message} (while running ${runningOp})`);
+  });
+  state = s;
+  return info;
+}
+
+/** The device; throws when `init()` has not finished or the device was lost. */
+export function gpuDevice(op = "device"): GPUDevice {
+  if (!state) {
+    throw new MoongradError(op, "no device: call `await mg.init()` before creating tensors");
+  }
+  if (state.lost) throw new MoongradError(op, state.lost);
+  return state.device;
+}
+
+/** The DeviceInfo of the initialised device; throws before `init()`. */
+export function deviceInfo(): DeviceInfo {
+  if (!state) throw new MoongradError("deviceInfo", "call `await mg.init()` first");
+  return state.info;
+}
+
+/** Records which op is recording GPU work, so asynchronous GPU errors can name it. */
+export function setRunningOp(op: string): void {
+  runningOp = op;
+}
+
+/** Throws the first GPU error reported since the last check (validation, out-of-memory, loss). */
+export function throwPendingGpuError(op: string): void {
+  if (!state) return;
+  if (state.lost) throw new MoongradError(op, state.lost);
+  if (state.errors.length) {
+    const first = state.errors[0];
+    const more = state.errors.length - 1;
+    state.errors.length = 0;
+    throw new MoongradError(op, `GPU error: ${first}${more ? ` (+${more} more)` : ""}`);
+  }
+}

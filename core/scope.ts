@@ -1,0 +1,66 @@
+import type { Tensor } from "./tensor.ts";
+
+const scopes: Set<Tensor>[] = [];
+
+/** Registers a new tensor with the innermost scope (called by the Tensor constructor). */
+export function trackTensor(t: Tensor): void {
+  scopes[scopes.length - 1]?.add(t);
+}
+
+/** Removes a tensor from every open scope (kept, returned, or disposed). */
+export function untrackTensor(t: Tensor): void {
+  for (const s of scopes) s.delete(t);
+}
+
+/** What a scope function may return: tensors inside arrays and plain objects are kept. */
+export type ScopeResult = unknown;
+
+/**
+ * Runs `fn` and disposes every tensor created inside it except the ones it returns (found in
+ * the returned value, arrays and plain objects included) and the ones marked with `keep()`.
+ * Returned tensors move to the enclosing scope.
+ */
+export function scope<T>(fn: () => T): T {
+  const tracked = new Set<Tensor>();
+  scopes.push(tracked);
+  let result: T;
+  try {
+    result = fn();
+  } catch (e) {
+    scopes.pop();
+    for (const t of tracked) t.dispose();
+    throw e;
+  }
+  scopes.pop();
+  if (result instanceof Promise) {
+    for (const t of tracked) t.dispose();
+    throw new Error("moongrad.scope: the function must be synchronous (it returned a Promise)");
+  }
+  const keep = new Set<Tensor>();
+  collect(result, keep, new Set());
+  for (const t of tracked) {
+    if (!keep.has(t)) t.dispose();
+  }
+  for (const t of keep) if (tracked.has(t)) trackTensor(t);
+  return result;
+}
+
+function collect(value: unknown, out: Set<Tensor>, seen: Set<unknown>): void {
+  if (value === null || typeof value !== "object" || seen.has(value)) return;
+  seen.add(value);
+  if (isTensor(value)) {
+    out.add(value);
+    return;
+  }
+  if (Array.isArray(value)) {
+    for (const v of value) collect(v, out, seen);
+  } else if (Object.getPrototypeOf(value) === Object.prototype || value instanceof Map) {
+    const vals = value instanceof Map ? value.values() : Object.values(value);
+    for (const v of vals) collect(v, out, seen);
+  }
+}
+
+function isTensor(v: object): v is Tensor {
+  return "shape" in v && "strides" in v && typeof (v as Tensor).dispose === "function" &&
+    "gradFn" in v;
+}

@@ -1,0 +1,426 @@
+import { byteSize, decode, type DType, type TensorData } from "./dtype.ts";
+import { fmtShape, MoongradError } from "./errors.ts";
+import { contiguousStrides, numel, type Shape } from "./shape.ts";
+import { Storage } from "./storage.ts";
+import { readback } from "./runtime.ts";
+import { type BackwardOptions, type GradNode, runBackward } from "./autograd.ts";
+import { trackTensor, untrackTensor } from "./scope.ts";
+import * as ew from "../ops/elementwise.ts";
+import * as cr from "../ops/creation.ts";
+import * as red from "../ops/reduce.ts";
+import * as lay from "../ops/layout.ts";
+import * as sm from "../ops/softmax.ts";
+import * as mm from "../ops/matmul.ts";
+import * as cat from "../ops/concat.ts";
+import * as idx from "../ops/indexing.ts";
+
+/** Nested arrays returned by `toArray()`: a number for a scalar, else arrays of rank depth. */
+export type NestedArray = number | NestedArray[];
+
+/** A scalar operand accepted wherever a tensor operand broadcasts. */
+export type Operand = Tensor | number;
+
+let liveTensors = 0;
+let nextTensorId = 1;
+
+/** Number of tensor handles not yet disposed. */
+export function liveTensorCount(): number {
+  return liveTensors;
+}
+
+/**
+ * An n-dimensional array on the GPU. A tensor is a view (shape, strides, offset) of a
+ * reference-counted storage buffer; several views may share one storage.
+ */
+export class Tensor {
+  /** Unique id of this handle. */
+  readonly id: number = nextTensorId++;
+  /** Size of each axis. */
+  readonly shape: readonly number[];
+  /** Element stride of each axis in the storage. */
+  readonly strides: readonly number[];
+  /** Offset of the first element in the storage, in elements. */
+  readonly offset: number;
+  /** Element type. */
+  readonly dtype: DType;
+  /** True when backward should compute a gradient for this tensor. */
+  requiresGrad = false;
+  /** Accumulated gradient after `backward()`, or null. */
+  grad: Tensor | null = null;
+  /** The recorded op that produced this tensor (null for leaves). */
+  gradFn: GradNode | null = null;
+  #storage: Storage | null;
+
+  /** Wraps a storage as a tensor view. Prefer the creation functions (`mg.tensor`, `mg.zeros`). */
+  constructor(
+    storage: Storage,
+    shape: Shape,
+    dtype: DType,
+    strides: Shape = contiguousStrides(shape),
+    offset = 0,
+  ) {
+    this.#storage = storage;
+    this.shape = Object.freeze([...shape]);
+    this.strides = Object.freeze([...strides]);
+    this.offset = offset;
+    this.dtype = dtype;
+    liveTensors++;
+    trackTensor(this);
+  }
+
+  /** Allocates a new contiguous tensor with uninitialised contents. */
+  static empty(shape: Shape, dtype: DType): Tensor {
+    return new Tensor(new Storage(Math.max(numel(shape), 1) * byteSize(dtype)), shape, dtype);
+  }
+
+  /** Number of elements. */
+  get size(): number {
+    return numel(this.shape);
+  }
+  /** Number of axes. */
+  get rank(): number {
+    return this.shape.length;
+  }
+  /** True when the elements are laid out row-major without gaps (offset may be non-zero). */
+  get isContiguous(): boolean {
+    let s = 1;
+    for (let i = this.shape.length - 1; i >= 0; i--) {
+      if (this.shape[i] !== 1 && this.strides[i] !== s) return false;
+      s *= this.shape[i];
+    }
+    return true;
+  }
+  /** True once `dispose()` has run. */
+  get isDisposed(): boolean {
+    return this.#storage === null;
+  }
+
+  /** The storage; throws a clear error after dispose. */
+  storage(op = "use"): Storage {
+    if (!this.#storage) {
+      throw new MoongradError(op, `tensor ${fmtShape(this.shape)} ${this.dtype} was disposed`);
+    }
+    return this.#storage;
+  }
+
+  /** A new handle on the same storage with another shape/strides/offset (no copy). */
+  view(shape: Shape, strides: Shape, offset: number): Tensor {
+    return new Tensor(this.storage("view").retain(), shape, this.dtype, strides, offset);
+  }
+
+  /** A handle that keeps this tensor's storage alive for a backward pass, outside any scope. */
+  retainForBackward(): Tensor {
+    const t = this.view(this.shape, this.strides, this.offset);
+    untrackTensor(t);
+    return t;
+  }
+
+  /** Frees this handle; the storage returns to the pool when no view uses it. Idempotent. */
+  dispose(): void {
+    if (!this.#storage) return;
+    this.#storage.releaseRef();
+    this.#storage = null;
+    liveTensors--;
+    untrackTensor(this);
+  }
+
+  /** `using t = ...` support: disposes at the end of the block. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** Removes this tensor from the enclosing `scope()`s so it survives them. Returns it. */
+  keep(): this {
+    untrackTensor(this);
+    return this;
+  }
+
+  /** Same as keep(), used by autograd for gradients that escape a scope. */
+  untrack(): void {
+    untrackTensor(this);
+  }
+
+  /** Reads the elements back, row-major: Float32Array (f32, f16), Int32Array or Uint8Array (bool). */
+  async data(): Promise<TensorData> {
+    this.storage("data");
+    const n = this.size;
+    if (n === 0) return decode(this.dtype, new ArrayBuffer(0), 0);
+    const src = this.isContiguous ? this : ew.contiguous(this);
+    try {
+      const bs = byteSize(this.dtype);
+      const bytes = await readback("data", src.storage("data").buf, src.offset * bs, n * bs);
+      return decode(this.dtype, bytes, n);
+    } finally {
+      if (src !== this) src.dispose();
+    }
+  }
+
+  /** Reads the elements back as nested arrays (a number for a scalar). */
+  async toArray(): Promise<NestedArray> {
+    const flat = Array.from(await this.data());
+    const build = (axis: number, start: number): NestedArray => {
+      if (axis === this.shape.length) return flat[start];
+      const out: NestedArray[] = [];
+      const step = numel(this.shape.slice(axis + 1));
+      for (let i = 0; i < this.shape[axis]; i++) out.push(build(axis + 1, start + i * step));
+      return out;
+    };
+    return build(0, 0);
+  }
+
+  /** Reads a one-element tensor back as a number. */
+  async item(): Promise<number> {
+    if (this.size !== 1) {
+      throw new MoongradError(
+        "item",
+        `item() needs a tensor with one element, got shape ${fmtShape(this.shape)}`,
+      );
+    }
+    return (await this.data())[0];
+  }
+
+  /** Marks this leaf tensor as requiring a gradient. Returns it. */
+  requiresGrad_(value = true): this {
+    if (value && this.dtype !== "f32" && this.dtype !== "f16") {
+      throw new MoongradError(
+        "requiresGrad_",
+        `only floating-point tensors can require grad, got ${this.dtype}`,
+      );
+    }
+    this.requiresGrad = value;
+    return this;
+  }
+
+  /** Runs reverse-mode autograd from this tensor (a scalar unless `grad` is given). */
+  backward(grad?: Tensor, options?: BackwardOptions): void {
+    runBackward(this, grad, cr.onesLike, ew.add, lay.alias, options);
+  }
+
+  /** A tensor sharing this one's data that is cut from the graph. */
+  detach(): Tensor {
+    return lay.alias(this);
+  }
+
+  /** Frees and clears `.grad`. */
+  zeroGrad(): void {
+    this.grad?.dispose();
+    this.grad = null;
+  }
+
+  /** Short description: `Tensor(f32 [2, 3])`. */
+  toString(): string {
+    return `Tensor(${this.dtype} ${fmtShape(this.shape)}${
+      this.requiresGrad ? " requiresGrad" : ""
+    })`;
+  }
+
+  // ---- elementwise ------------------------------------------------------------------------
+  /** this + other (broadcasting). */
+  add(other: Operand): Tensor {
+    return ew.add(this, other);
+  }
+  /** this − other (broadcasting). */
+  sub(other: Operand): Tensor {
+    return ew.sub(this, other);
+  }
+  /** this × other (broadcasting). */
+  mul(other: Operand): Tensor {
+    return ew.mul(this, other);
+  }
+  /** this ÷ other (broadcasting). */
+  div(other: Operand): Tensor {
+    return ew.div(this, other);
+  }
+  /** this ** other (broadcasting). */
+  pow(other: Operand): Tensor {
+    return ew.pow(this, other);
+  }
+  /** Elementwise maximum. */
+  maximum(other: Operand): Tensor {
+    return ew.maximum(this, other);
+  }
+  /** Elementwise minimum. */
+  minimum(other: Operand): Tensor {
+    return ew.minimum(this, other);
+  }
+  /** this == other, as bool. */
+  eq(other: Operand): Tensor {
+    return ew.eq(this, other);
+  }
+  /** this != other, as bool. */
+  ne(other: Operand): Tensor {
+    return ew.ne(this, other);
+  }
+  /** this < other, as bool. */
+  lt(other: Operand): Tensor {
+    return ew.lt(this, other);
+  }
+  /** this <= other, as bool. */
+  le(other: Operand): Tensor {
+    return ew.le(this, other);
+  }
+  /** this > other, as bool. */
+  gt(other: Operand): Tensor {
+    return ew.gt(this, other);
+  }
+  /** this >= other, as bool. */
+  ge(other: Operand): Tensor {
+    return ew.ge(this, other);
+  }
+  /** −this. */
+  neg(): Tensor {
+    return ew.neg(this);
+  }
+  /** |this|. */
+  abs(): Tensor {
+    return ew.abs(this);
+  }
+  /** e^this. */
+  exp(): Tensor {
+    return ew.exp(this);
+  }
+  /** Natural logarithm. */
+  log(): Tensor {
+    return ew.log(this);
+  }
+  /** Square root. */
+  sqrt(): Tensor {
+    return ew.sqrt(this);
+  }
+  /** 1 / sqrt(this). */
+  rsqrt(): Tensor {
+    return ew.rsqrt(this);
+  }
+  /** Sine. */
+  sin(): Tensor {
+    return ew.sin(this);
+  }
+  /** Cosine. */
+  cos(): Tensor {
+    return ew.cos(this);
+  }
+  /** Hyperbolic tangent. */
+  tanh(): Tensor {
+    return ew.tanh(this);
+  }
+  /** Logistic sigmoid. */
+  sigmoid(): Tensor {
+    return ew.sigmoid(this);
+  }
+  /** x · sigmoid(x). */
+  silu(): Tensor {
+    return ew.silu(this);
+  }
+  /** GELU (exact erf form by default, or the tanh approximation). */
+  gelu(approximate: "none" | "tanh" = "none"): Tensor {
+    return ew.gelu(this, approximate);
+  }
+  /** max(x, 0). */
+  relu(): Tensor {
+    return ew.relu(this);
+  }
+  /** x². */
+  square(): Tensor {
+    return ew.square(this);
+  }
+  /** Converts to another dtype (a copy). */
+  cast(dtype: DType): Tensor {
+    return ew.cast(this, dtype);
+  }
+  /** A contiguous copy, or this tensor's data in a new handle when already contiguous. */
+  contiguous(): Tensor {
+    return ew.contiguous(this);
+  }
+
+  // ---- reductions -------------------------------------------------------------------------
+  /** Sum over `axes` (all when omitted). */
+  sum(axes?: number | number[], keepDims = false): Tensor {
+    return red.sum(this, axes, keepDims);
+  }
+  /** Mean over `axes` (all when omitted). */
+  mean(axes?: number | number[], keepDims = false): Tensor {
+    return red.mean(this, axes, keepDims);
+  }
+  /** Maximum over `axes` (all when omitted). */
+  max(axes?: number | number[], keepDims = false): Tensor {
+    return red.max(this, axes, keepDims);
+  }
+  /** Minimum over `axes` (all when omitted). */
+  min(axes?: number | number[], keepDims = false): Tensor {
+    return red.min(this, axes, keepDims);
+  }
+  /** Index (i32) of the maximum along `axis` (over the flattened tensor when omitted). */
+  argmax(axis?: number, keepDims = false): Tensor {
+    return red.argmax(this, axis, keepDims);
+  }
+  /** Variance over `axes` with Bessel's correction (correction = 1) unless told otherwise. */
+  var(axes?: number | number[], options: red.VarOptions = {}): Tensor {
+    return red.variance(this, axes, options);
+  }
+  /** Softmax along `axis` (last by default). */
+  softmax(axis = -1): Tensor {
+    return sm.softmax(this, axis);
+  }
+  /** Log-softmax along `axis` (last by default). */
+  logSoftmax(axis = -1): Tensor {
+    return sm.logSoftmax(this, axis);
+  }
+
+  // ---- matmul -----------------------------------------------------------------------------
+  /** Matrix product with batch broadcasting (1-D operands as in NumPy). */
+  matmul(other: Tensor): Tensor {
+    return mm.matmul(this, other);
+  }
+
+  // ---- layout -----------------------------------------------------------------------------
+  /** Same data, new shape (a view when contiguous); one axis may be −1. */
+  reshape(shape: readonly number[]): Tensor {
+    return lay.reshape(this, shape);
+  }
+  /** Reorders axes (a view). */
+  permute(axes: readonly number[]): Tensor {
+    return lay.permute(this, axes);
+  }
+  /** Swaps two axes (a view); the last two by default. */
+  transpose(a = -2, b = -1): Tensor {
+    return lay.transpose(this, a, b);
+  }
+  /** Elements `start..end` (exclusive) with `step` along `axis` (a view). */
+  slice(axis: number, start: number, end?: number, step = 1): Tensor {
+    return lay.slice(this, axis, start, end, step);
+  }
+  /** Broadcasts to `shape` (a view with zero strides). */
+  expand(shape: readonly number[]): Tensor {
+    return lay.expand(this, shape);
+  }
+  /** Inserts a size-1 axis at `axis` (a view). */
+  unsqueeze(axis: number): Tensor {
+    return lay.unsqueeze(this, axis);
+  }
+  /** Removes size-1 axes (all, or the given one) (a view). */
+  squeeze(axis?: number): Tensor {
+    return lay.squeeze(this, axis);
+  }
+  /** Flattens to 1-D. */
+  flatten(): Tensor {
+    return lay.reshape(this, [this.size]);
+  }
+  /** Splits along `axis` into pieces of the given sizes, or into `n` equal pieces (views). */
+  split(sizesOrSections: number | readonly number[], axis = 0): Tensor[] {
+    return cat.split(this, sizesOrSections, axis);
+  }
+
+  // ---- indexing ---------------------------------------------------------------------------
+  /** Selects entries of `axis` at the i32 positions of a 1-D `index`. */
+  indexSelect(axis: number, index: Tensor): Tensor {
+    return idx.indexSelect(this, axis, index);
+  }
+  /** PyTorch-style gather: out[...i...] = this[...index[...i...]...] along `axis`. */
+  gather(axis: number, index: Tensor): Tensor {
+    return idx.gather(this, axis, index);
+  }
+  /** The k largest entries along the last axis: values and i32 indices, largest first. */
+  topk(k: number): { values: Tensor; indices: Tensor } {
+    return idx.topk(this, k);
+  }
+}

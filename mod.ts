@@ -1,0 +1,91 @@
+/**
+ * moongrad: a WebGPU-native tensor library with reverse-mode autograd.
+ *
+ * ```ts
+ * import * as mg from "./mod.ts";
+ * await mg.init();
+ * const x = mg.tensor([[1, 2], [3, 4]]);
+ * console.log(await x.matmul(x).softmax().toArray());
+ * ```
+ * @module
+ */
+export { type DeviceInfo, deviceInfo, init, type InitOptions } from "./core/device.ts";
+export { type DType, type TensorData } from "./core/dtype.ts";
+export { MoongradError } from "./core/errors.ts";
+export { type NestedArray, type Operand, Tensor } from "./core/tensor.ts";
+export { scope } from "./core/scope.ts";
+export { type BackwardOptions, isGradEnabled, noGrad } from "./core/autograd.ts";
+export { emptyCache, memory, type MemoryStats, sync } from "./core/memory.ts";
+export {
+  arange,
+  type CreateOptions,
+  full,
+  manualSeed,
+  type NestedNumbers,
+  ones,
+  onesLike,
+  rand,
+  randn,
+  type RandomOptions,
+  tensor,
+  zeros,
+  zerosLike,
+} from "./ops/creation.ts";
+export {
+  abs,
+  add,
+  cast,
+  contiguous,
+  cos,
+  div,
+  eq,
+  exp,
+  ge,
+  gelu,
+  gt,
+  le,
+  log,
+  lt,
+  maximum,
+  minimum,
+  mul,
+  ne,
+  neg,
+  pow,
+  relu,
+  rsqrt,
+  sigmoid,
+  silu,
+  sin,
+  sqrt,
+  square,
+  sub,
+  tanh,
+  where,
+} from "./ops/elementwise.ts";
+export {
+  argmax,
+  argmin,
+  max,
+  mean,
+  min,
+  sum,
+  sumTo,
+  variance,
+  type VarOptions,
+} from "./ops/reduce.ts";
+export { logSoftmax, softmax } from "./ops/softmax.ts";
+export { matmul } from "./ops/matmul.ts";
+export {
+  broadcastTo,
+  expand,
+  permute,
+  reshape,
+  slice,
+  squeeze,
+  transpose,
+  unsqueeze,
+} from "./ops/layout.ts";
+export { concat, split, stack } from "./ops/concat.ts";
+export { embedding, gather, indexAdd, indexSelect, scatterAdd, topk } from "./ops/indexing.ts";
+export { crossEntropy, type CrossEntropyOptions, mseLoss } from "./ops/loss.ts";

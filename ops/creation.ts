@@ -1,0 +1,286 @@
+/** Creating tensors: from JS data, constants, ranges, and seeded GPU random numbers. */
+import { deviceInfo } from "../core/device.ts";
+import { checkDType, type DType, encode } from "../core/dtype.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { kernel, Params } from "../core/kernel.ts";
+import { dispatch, upload } from "../core/runtime.ts";
+import { checkShape, numel } from "../core/shape.ts";
+import { Tensor } from "../core/tensor.ts";
+import { fillInPlace } from "./copy.ts";
+import { grid1d, linearId } from "./grid.ts";
+
+/** Options accepted by every creation function. */
+export interface CreateOptions {
+  /** Element type (default "f32"; "i32" for Int32Array data; "bool" for boolean data). */
+  dtype?: DType;
+  /** Marks the new tensor as a leaf that requires grad. */
+  requiresGrad?: boolean;
+}
+
+/** Nested JS arrays of numbers or booleans (a scalar is a number). */
+export type NestedNumbers = number | boolean | readonly NestedNumbers[];
+
+function finish(t: Tensor, options: CreateOptions): Tensor {
+  if (options.requiresGrad) t.requiresGrad_(true);
+  return t;
+}
+
+function fromBytes(shape: readonly number[], dtype: DType, bytes: Uint8Array<ArrayBuffer>): Tensor {
+  const t = Tensor.empty(shape, dtype);
+  if (bytes.byteLength > 0) upload(t.storage("tensor").buf, 0, bytes);
+  return t;
+}
+
+function inferShape(data: NestedNumbers): number[] {
+  const shape: number[] = [];
+  let cur: NestedNumbers = data;
+  while (Array.isArray(cur)) {
+    shape.push(cur.length);
+    cur = cur[0] as NestedNumbers;
+  }
+  return shape;
+}
+
+function flatten(
+  data: NestedNumbers,
+  shape: number[],
+  depth: number,
+  out: number[],
+  path: number[],
+): void {
+  if (depth === shape.length) {
+    if (typeof data === "boolean") out.push(data ? 1 : 0);
+    else if (typeof data === "number") out.push(data);
+    else {
+      throw new MoongradError(
+        "tensor",
+        `element at [${path}] is ${JSON.stringify(data)}; expected a number or boolean`,
+      );
+    }
+    return;
+  }
+  if (!Array.isArray(data) || data.length !== shape[depth]) {
+    throw new MoongradError(
+      "tensor",
+      `ragged nested array: entry at [${path}] has length ${
+        Array.isArray(data) ? data.length : "(not an array)"
+      }, expected ${shape[depth]}`,
+    );
+  }
+  data.forEach((d, i) => flatten(d, shape, depth + 1, out, [...path, i]));
+}
+
+/**
+ * A tensor from nested arrays, a number, or a flat typed array with `shape`.
+ * `mg.tensor([[1, 2], [3, 4]])`, `mg.tensor(new Float32Array(6), { shape: [2, 3] })`.
+ */
+export function tensor(
+  data: NestedNumbers | Float32Array | Int32Array | Uint8Array,
+  options: CreateOptions & { shape?: readonly number[] } = {},
+): Tensor {
+  let values: ArrayLike<number>;
+  let shape: number[];
+  let dtype: DType | undefined = options.dtype === undefined
+    ? undefined
+    : checkDType("tensor", options.dtype);
+  if (ArrayBuffer.isView(data)) {
+    values = data;
+    shape = options.shape ? checkShape("tensor", options.shape) : [data.length];
+    dtype ??= data instanceof Int32Array ? "i32" : data instanceof Uint8Array ? "bool" : "f32";
+  } else {
+    shape = inferShape(data);
+    const flat: number[] = [];
+    flatten(data, shape, 0, flat, []);
+    values = flat;
+    if (options.shape) {
+      const s = checkShape("tensor", options.shape);
+      if (numel(s) !== flat.length) {
+        throw new MoongradError(
+          "tensor",
+          `shape ${fmtShape(s)} needs ${numel(s)} values, got ${flat.length}`,
+        );
+      }
+      shape = s;
+    }
+    dtype ??= isBooleanData(data) ? "bool" : "f32";
+  }
+  if (numel(shape) !== values.length) {
+    throw new MoongradError(
+      "tensor",
+      `shape ${fmtShape(shape)} needs ${numel(shape)} values, got ${values.length}`,
+    );
+  }
+  if (dtype === "f16") requireF16("tensor");
+  return finish(fromBytes(shape, dtype, encode(dtype, values)), options);
+}
+
+function isBooleanData(data: NestedNumbers): boolean {
+  let cur: NestedNumbers = data;
+  while (Array.isArray(cur)) cur = cur[0] as NestedNumbers;
+  return typeof cur === "boolean";
+}
+
+function requireF16(op: string): void {
+  if (!deviceInfo().f16) {
+    throw new MoongradError(
+      op,
+      "dtype f16 needs an adapter with the shader-f16 feature; this one has none",
+    );
+  }
+}
+
+/** A tensor of `shape` filled with `value`. */
+export function full(shape: readonly number[], value: number, options: CreateOptions = {}): Tensor {
+  const s = checkShape("full", shape);
+  const dtype = checkDType("full", options.dtype ?? "f32");
+  if (dtype === "f16") requireF16("full");
+  if (typeof value !== "number") {
+    throw new MoongradError("full", `value must be a number, got ${typeof value}`);
+  }
+  const t = Tensor.empty(s, dtype);
+  fillInPlace(t, value);
+  return finish(t, options);
+}
+
+/** A tensor of zeros. */
+export function zeros(shape: readonly number[], options: CreateOptions = {}): Tensor {
+  return full(shape, 0, options);
+}
+
+/** A tensor of ones. */
+export function ones(shape: readonly number[], options: CreateOptions = {}): Tensor {
+  return full(shape, 1, options);
+}
+
+/** Zeros with the shape and dtype of `x`. */
+export function zerosLike(x: Tensor): Tensor {
+  return full(x.shape, 0, { dtype: x.dtype });
+}
+
+/** Ones with the shape and dtype of `x`. */
+export function onesLike(x: Tensor): Tensor {
+  return full(x.shape, 1, { dtype: x.dtype });
+}
+
+/** Values start, start+step, … below `stop` (NumPy's arange); `arange(n)` is 0..n−1. */
+export function arange(
+  start: number,
+  stop?: number,
+  step = 1,
+  options: CreateOptions = {},
+): Tensor {
+  if (stop === undefined) [start, stop] = [0, start];
+  if (![start, stop, step].every(Number.isFinite) || step === 0) {
+    throw new MoongradError(
+      "arange",
+      `start ${start}, stop ${stop}, step ${step} must be finite with step != 0`,
+    );
+  }
+  const n = Math.max(0, Math.ceil((stop - start) / step));
+  const dtype = options.dtype ?? "f32";
+  const values = Array.from({ length: n }, (_, i) => start + i * step);
+  return finish(fromBytes([n], dtype, encode(dtype, values)), options);
+}
+
+// ---- random numbers ---------------------------------------------------------------------
+
+let globalSeed = 0x5eed;
+let globalStream = 1;
+
+/** Sets the seed of the global generator used when `seed` is not given. */
+export function manualSeed(seed: number): void {
+  globalSeed = seed >>> 0;
+  globalStream = 1;
+}
+
+/** Options of `rand` / `randn`. */
+export interface RandomOptions extends CreateOptions {
+  /** Same seed, same numbers (counter-based Philox4x32-10 on the GPU). */
+  seed?: number;
+}
+
+const PHILOX_WGSL = `
+fn mulhilo(a: u32, b: u32) -> vec2<u32> {
+  let al = a & 0xffffu; let ah = a >> 16u; let bl = b & 0xffffu; let bh = b >> 16u;
+  let ll = al * bl; let lh = al * bh; let hl = ah * bl; let hh = ah * bh;
+  let mid = (ll >> 16u) + (lh & 0xffffu) + (hl & 0xffffu);
+  let hi = hh + (lh >> 16u) + (hl >> 16u) + (mid >> 16u);
+  return vec2<u32>(a * b, hi);
+}
+fn philox(counter: vec4<u32>, key0: vec2<u32>) -> vec4<u32> {
+  var c = counter;
+  var k = key0;
+  for (var r = 0; r < 10; r++) {
+    let p0 = mulhilo(0xD2511F53u, c.x);
+    let p1 = mulhilo(0xCD9E8D57u, c.z);
+    c = vec4<u32>(p1.y ^ c.y ^ k.x, p1.x, p0.y ^ c.w ^ k.y, p0.x);
+    k = k + vec2<u32>(0x9E3779B9u, 0xBB67AE85u);
+  }
+  return c;
+}
+fn unit(x: u32) -> f32 { return f32(x >> 8u) * 5.9604644775390625e-8; }`;
+
+function random(
+  op: "rand" | "randn",
+  shape: readonly number[],
+  options: RandomOptions,
+  a: number,
+  b: number,
+): Tensor {
+  const s = checkShape(op, shape);
+  const dtype = checkDType(op, options.dtype ?? "f32");
+  if (dtype !== "f32" && dtype !== "f16") {
+    throw new MoongradError(op, `dtype must be f32 or f16, got ${dtype}`);
+  }
+  if (dtype === "f16") requireF16(op);
+  let seed: number;
+  let stream: number;
+  if (options.seed === undefined) {
+    seed = globalSeed;
+    stream = globalStream++;
+  } else {
+    if (!Number.isInteger(options.seed)) {
+      throw new MoongradError(op, `seed must be an integer, got ${options.seed}`);
+    }
+    seed = options.seed;
+    stream = 0;
+  }
+  const t = Tensor.empty(s, dtype);
+  const n = t.size;
+  if (n > 0) {
+    const p = new Params().u(n, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0, stream).f(a, b);
+    const value = op === "rand"
+      ? "prmf(4u) + prmf(5u) * unit(r.x)"
+      : "prmf(4u) + prmf(5u) * sqrt(-2.0 * log(unit(r.x) + 5.9604644775390625e-8)) * cos(6.283185307179586 * unit(r.y))";
+    const k = kernel({
+      name: op,
+      bindings: [{ name: "out", type: dtype, access: "read_write" }],
+      workgroupSize: [256],
+      prelude: PHILOX_WGSL,
+      body: `
+  let i = ${linearId(256)};
+  if (i >= prm(0u)) { return; }
+  let r = philox(vec4<u32>(i, prm(3u), 0u, 0u), vec2<u32>(prm(1u), prm(2u)));
+  out[i] = ${dtype}(${value});`,
+    });
+    dispatch(k, [t.storage(op).buf], p.words, grid1d(n, 256));
+  }
+  return finish(t, options);
+}
+
+/** Uniform numbers in [low, high) (default [0, 1)). */
+export function rand(
+  shape: readonly number[],
+  options: RandomOptions & { low?: number; high?: number } = {},
+): Tensor {
+  const low = options.low ?? 0;
+  return random("rand", shape, options, low, (options.high ?? 1) - low);
+}
+
+/** Normal numbers with `mean` (default 0) and `std` (default 1), by Box–Muller. */
+export function randn(
+  shape: readonly number[],
+  options: RandomOptions & { mean?: number; std?: number } = {},
+): Tensor {
+  return random("randn", shape, options, options.mean ?? 0, options.std ?? 1);
+}

@@ -1,0 +1,389 @@
+/**
+ * Elementwise ops: unary math, binary arithmetic and comparisons with NumPy broadcasting,
+ * `where`, `cast` and `contiguous`, each with its vjp next to it.
+ */
+import { type DType, isFloat } from "../core/dtype.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { broadcastShapes } from "../core/shape.ts";
+import { Tensor } from "../core/tensor.ts";
+import { record } from "../core/autograd.ts";
+import { pointwise, type PointwiseInput } from "./pointwise.ts";
+import { sumTo } from "./reduce.ts";
+
+/** A tensor or a JS number (taking the other operand's dtype). */
+export type Operand = Tensor | number;
+
+/** WGSL helpers shared by the float expressions below (stable in f32 for any input). */
+export const MATH_WGSL = `
+fn mg_tanh(x: f32) -> f32 { let e = exp(-2.0 * abs(x)); return sign(x) * (1.0 - e) / (1.0 + e); }
+fn mg_sigmoid(x: f32) -> f32 { let e = exp(-abs(x)); return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0); }
+fn mg_erf(x: f32) -> f32 {
+  // Abramowitz & Stegun 7.1.26 refined: |error| < 1.5e-7.
+  let t = 1.0 / (1.0 + 0.3275911 * abs(x));
+  let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-x * x);
+  return sign(x) * y;
+}
+fn mg_gelu(x: f32) -> f32 { return 0.5 * x * (1.0 + mg_erf(x * 0.7071067811865476)); }
+fn mg_gelu_tanh(x: f32) -> f32 { return 0.5 * x * (1.0 + mg_tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+fn mg_pow(a: f32, b: f32) -> f32 {
+  if (b == 0.0) { return 1.0; }
+  if (a == 0.0) { return select(0.0, bitcast<f32>(0x7f800000u), b < 0.0); }
+  let m = exp2(b * log2(abs(a)));
+  if (a > 0.0) { return m; }
+  if (fract(b) != 0.0) { return bitcast<f32>(0x7fc00000u); }
+  return select(m, -m, fract(b * 0.5) != 0.0);
+}`;
+
+function checkTensor(op: string, x: unknown, arg: string): Tensor {
+  if (!(x instanceof Tensor)) {
+    throw new MoongradError(op, `${arg} must be a Tensor, got ${typeof x}`);
+  }
+  x.storage(op);
+  return x;
+}
+
+// ---- unary ------------------------------------------------------------------------------
+
+interface UnarySpec {
+  float: string;
+  int?: string;
+}
+
+const UNARY: Record<string, UnarySpec> = {
+  neg: { float: "-v0", int: "-v0" },
+  abs: { float: "abs(v0)", int: "abs(v0)" },
+  exp: { float: "exp(v0)" },
+  log: { float: "log(v0)" },
+  sqrt: { float: "sqrt(v0)" },
+  rsqrt: { float: "inverseSqrt(v0)" },
+  sin: { float: "sin(v0)" },
+  cos: { float: "cos(v0)" },
+  tanh: { float: "mg_tanh(v0)" },
+  sigmoid: { float: "mg_sigmoid(v0)" },
+  silu: { float: "v0 * mg_sigmoid(v0)" },
+  gelu: { float: "mg_gelu(v0)" },
+  gelu_tanh: { float: "mg_gelu_tanh(v0)" },
+  relu: { float: "max(v0, 0.0)", int: "max(v0, 0)" },
+  square: { float: "v0 * v0", int: "v0 * v0" },
+};
+
+function unary(op: string, x: Tensor): Tensor {
+  checkTensor(op, x, "x");
+  const spec = UNARY[op];
+  const expr = isFloat(x.dtype) ? spec.float : x.dtype === "i32" ? spec.int : undefined;
+  if (!expr) {
+    throw new MoongradError(
+      op,
+      `x has dtype ${x.dtype}; expected ${spec.int ? "f32, f16 or i32" : "f32 or f16"}`,
+    );
+  }
+  return pointwise(op, [x], x.shape, x.dtype, expr, MATH_WGSL);
+}
+
+/** Gradient kernel `g ⊙ f'(...)` as one pointwise pass over (g, saved). */
+function gradKernel(op: string, g: Tensor, saved: Tensor, expr: string): Tensor {
+  return pointwise(`${op}_grad`, [g, saved], g.shape, g.dtype, expr, MATH_WGSL);
+}
+
+function unaryWithGrad(
+  op: string,
+  x: Tensor,
+  grad: string,
+  from: "input" | "output",
+): Tensor {
+  const out = unary(op, x);
+  const saved = from === "input" ? x : out;
+  return record(out, op, [x], (g) => [gradKernel(op, g, saved, grad)], [saved]);
+}
+
+/** −x. */
+export const neg = (x: Tensor): Tensor =>
+  record(unary("neg", x), "neg", [x], (g) => [unary("neg", g)]);
+/** |x| (gradient sign(x), 0 at 0). */
+export const abs = (x: Tensor): Tensor => unaryWithGrad("abs", x, "v0 * sign(v1)", "input");
+/** e^x. */
+export const exp = (x: Tensor): Tensor => unaryWithGrad("exp", x, "v0 * v1", "output");
+/** Natural logarithm. */
+export const log = (x: Tensor): Tensor => unaryWithGrad("log", x, "v0 / v1", "input");
+/** Square root. */
+export const sqrt = (x: Tensor): Tensor => unaryWithGrad("sqrt", x, "v0 * 0.5 / v1", "output");
+/** 1 / √x. */
+export const rsqrt = (x: Tensor): Tensor =>
+  unaryWithGrad("rsqrt", x, "v0 * -0.5 * v1 * v1 * v1", "output");
+/** Sine. */
+export const sin = (x: Tensor): Tensor => unaryWithGrad("sin", x, "v0 * cos(v1)", "input");
+/** Cosine. */
+export const cos = (x: Tensor): Tensor => unaryWithGrad("cos", x, "-v0 * sin(v1)", "input");
+/** Hyperbolic tangent. */
+export const tanh = (x: Tensor): Tensor =>
+  unaryWithGrad("tanh", x, "v0 * (1.0 - v1 * v1)", "output");
+/** Logistic sigmoid 1 / (1 + e^−x). */
+export const sigmoid = (x: Tensor): Tensor =>
+  unaryWithGrad("sigmoid", x, "v0 * v1 * (1.0 - v1)", "output");
+/** SiLU x·σ(x). */
+export const silu = (x: Tensor): Tensor =>
+  unaryWithGrad(
+    "silu",
+    x,
+    "v0 * mg_sigmoid(v1) * (1.0 + v1 * (1.0 - mg_sigmoid(v1)))",
+    "input",
+  );
+/** GELU: exact `0.5·x·(1 + erf(x/√2))`, or the tanh approximation. */
+export function gelu(x: Tensor, approximate: "none" | "tanh" = "none"): Tensor {
+  if (approximate !== "none" && approximate !== "tanh") {
+    throw new MoongradError("gelu", `approximate must be "none" or "tanh", got ${approximate}`);
+  }
+  if (approximate === "tanh") {
+    return unaryWithGrad(
+      "gelu_tanh",
+      x,
+      `v0 * (0.5 * (1.0 + mg_tanh(0.7978845608028654 * (v1 + 0.044715 * v1 * v1 * v1))) +
+        0.5 * v1 * (1.0 - mg_tanh(0.7978845608028654 * (v1 + 0.044715 * v1 * v1 * v1)) *
+        mg_tanh(0.7978845608028654 * (v1 + 0.044715 * v1 * v1 * v1))) *
+        0.7978845608028654 * (1.0 + 0.134145 * v1 * v1))`,
+      "input",
+    );
+  }
+  return unaryWithGrad(
+    "gelu",
+    x,
+    "v0 * (0.5 * (1.0 + mg_erf(v1 * 0.7071067811865476)) + v1 * 0.3989422804014327 * exp(-0.5 * v1 * v1))",
+    "input",
+  );
+}
+/** max(x, 0) (gradient 0 at 0). */
+export const relu = (x: Tensor): Tensor =>
+  unaryWithGrad("relu", x, "select(0.0, v0, v1 > 0.0)", "input");
+/** x². */
+export const square = (x: Tensor): Tensor => unaryWithGrad("square", x, "2.0 * v0 * v1", "input");
+
+// ---- binary -----------------------------------------------------------------------------
+
+interface BinarySpec {
+  float: string;
+  int?: string;
+  bool?: string;
+  compare?: boolean;
+}
+
+const BINARY: Record<string, BinarySpec> = {
+  add: { float: "v0 + v1", int: "v0 + v1" },
+  sub: { float: "v0 - v1", int: "v0 - v1" },
+  mul: { float: "v0 * v1", int: "v0 * v1" },
+  div: { float: "v0 / v1", int: "v0 / v1" },
+  pow: { float: "mg_pow(v0, v1)" },
+  maximum: { float: "max(v0, v1)", int: "max(v0, v1)" },
+  minimum: { float: "min(v0, v1)", int: "min(v0, v1)" },
+  eq: { float: "v0 == v1", int: "v0 == v1", bool: "v0 == v1", compare: true },
+  ne: { float: "v0 != v1", int: "v0 != v1", bool: "v0 != v1", compare: true },
+  lt: { float: "v0 < v1", int: "v0 < v1", compare: true },
+  le: { float: "v0 <= v1", int: "v0 <= v1", compare: true },
+  gt: { float: "v0 > v1", int: "v0 > v1", compare: true },
+  ge: { float: "v0 >= v1", int: "v0 >= v1", compare: true },
+};
+
+function operands(op: string, a: Operand, b: Operand): [PointwiseInput, PointwiseInput, DType] {
+  if (typeof a === "number" && typeof b === "number") {
+    throw new MoongradError(op, "at least one operand must be a Tensor, got two numbers");
+  }
+  if (typeof a !== "number") checkTensor(op, a, "a");
+  if (typeof b !== "number") checkTensor(op, b, "b");
+  if (a instanceof Tensor && b instanceof Tensor && a.dtype !== b.dtype) {
+    throw new MoongradError(
+      op,
+      `operands have different dtypes: a is ${a.dtype} ${fmtShape(a.shape)}, b is ${b.dtype} ${
+        fmtShape(b.shape)
+      }; cast one with .cast()`,
+    );
+  }
+  const dtype = (a instanceof Tensor ? a : b as Tensor).dtype;
+  const wrap = (v: Operand): PointwiseInput => typeof v === "number" ? { scalar: v, dtype } : v;
+  return [wrap(a), wrap(b), dtype];
+}
+
+function shapeOf(v: Operand): readonly number[] {
+  return typeof v === "number" ? [] : v.shape;
+}
+
+function binary(op: string, a: Operand, b: Operand): Tensor {
+  const [x, y, dtype] = operands(op, a, b);
+  const spec = BINARY[op];
+  const expr = isFloat(dtype) ? spec.float : dtype === "i32" ? spec.int : spec.bool;
+  if (!expr) {
+    const allowed = spec.bool ? "any dtype" : spec.int ? "f32, f16 or i32" : "f32 or f16";
+    throw new MoongradError(op, `operands have dtype ${dtype}; expected ${allowed}`);
+  }
+  const shape = broadcastShapes(op, shapeOf(a), shapeOf(b));
+  return pointwise(op, [x, y], shape, spec.compare ? "bool" : dtype, expr, MATH_WGSL);
+}
+
+type BinaryVjp = (
+  g: Tensor,
+  a: Operand,
+  b: Operand,
+  out: Tensor,
+  needs: readonly boolean[],
+) => [Tensor | null, Tensor | null];
+
+function differentiable(
+  op: string,
+  a: Operand,
+  b: Operand,
+  vjp: BinaryVjp,
+  save: "inputs" | "inputs+out" | "none",
+): Tensor {
+  const out = binary(op, a, b);
+  const tensors = [a, b].filter((v): v is Tensor => v instanceof Tensor);
+  const saved = save === "none" ? [] : save === "inputs" ? tensors : [...tensors, out];
+  return record(out, op, tensors, (g, needs) => {
+    const full = [
+      a instanceof Tensor && needs[0],
+      b instanceof Tensor && needs[a instanceof Tensor ? 1 : 0],
+    ];
+    const [ga, gb] = vjp(g, a, b, out, full);
+    const grads: (Tensor | null)[] = [];
+    if (a instanceof Tensor) grads.push(ga ? reduceTo(ga, a.shape, g) : null);
+    if (b instanceof Tensor) grads.push(gb ? reduceTo(gb, b.shape, g) : null);
+    return grads;
+  }, saved);
+}
+
+/** Sums a gradient down to an input's shape, disposing the unreduced one unless it is `keep`. */
+function reduceTo(g: Tensor, shape: readonly number[], keep?: Tensor): Tensor {
+  const r = sumTo(g, shape);
+  if (r !== g && g !== keep) g.dispose();
+  return r;
+}
+
+/** a + b with broadcasting. */
+export const add = (a: Operand, b: Operand): Tensor =>
+  differentiable("add", a, b, (g, _a, _b, _o, n) => [n[0] ? g : null, n[1] ? g : null], "none");
+/** a − b with broadcasting. */
+export const sub = (a: Operand, b: Operand): Tensor =>
+  differentiable(
+    "sub",
+    a,
+    b,
+    (g, _a, _b, _o, n) => [n[0] ? g : null, n[1] ? neg(g) : null],
+    "none",
+  );
+/** a × b with broadcasting. */
+export const mul = (a: Operand, b: Operand): Tensor =>
+  differentiable(
+    "mul",
+    a,
+    b,
+    (g, a, b, _o, n) => [n[0] ? binary("mul", g, b) : null, n[1] ? binary("mul", g, a) : null],
+    "inputs",
+  );
+/** a ÷ b with broadcasting (integer division truncates for i32). */
+export const div = (a: Operand, b: Operand): Tensor =>
+  differentiable("div", a, b, (g, _a, b, out, n) => [
+    n[0] ? binary("div", g, b) : null,
+    n[1] ? pointwiseGrad("div_grad_b", g, out, b, "-v0 * v1 / v2") : null,
+  ], "inputs+out");
+/** a ** b with broadcasting (float only; negative bases need integral exponents). */
+export const pow = (a: Operand, b: Operand): Tensor =>
+  differentiable("pow", a, b, (g, a, b, out, n) => [
+    n[0] ? pointwiseGrad("pow_grad_a", g, a, b, "v0 * v2 * mg_pow(v1, v2 - 1.0)") : null,
+    n[1]
+      ? pointwiseGrad("pow_grad_b", g, a, out, "select(0.0, v0 * v2 * log(v1), v1 > 0.0)")
+      : null,
+  ], "inputs+out");
+/** Elementwise maximum (ties split the gradient equally). */
+export const maximum = (a: Operand, b: Operand): Tensor =>
+  differentiable("maximum", a, b, (g, a, b, _o, n) => [
+    n[0]
+      ? pointwiseGrad("max_grad", g, a, b, "v0 * select(select(0.0, 0.5, v1 == v2), 1.0, v1 > v2)")
+      : null,
+    n[1]
+      ? pointwiseGrad("max_grad", g, b, a, "v0 * select(select(0.0, 0.5, v1 == v2), 1.0, v1 > v2)")
+      : null,
+  ], "inputs");
+/** Elementwise minimum (ties split the gradient equally). */
+export const minimum = (a: Operand, b: Operand): Tensor =>
+  differentiable("minimum", a, b, (g, a, b, _o, n) => [
+    n[0]
+      ? pointwiseGrad("min_grad", g, a, b, "v0 * select(select(0.0, 0.5, v1 == v2), 1.0, v1 < v2)")
+      : null,
+    n[1]
+      ? pointwiseGrad("min_grad", g, b, a, "v0 * select(select(0.0, 0.5, v1 == v2), 1.0, v1 < v2)")
+      : null,
+  ], "inputs");
+
+function pointwiseGrad(name: string, g: Tensor, x: Operand, y: Operand, expr: string): Tensor {
+  const wrap = (v: Operand): PointwiseInput =>
+    typeof v === "number" ? { scalar: v, dtype: g.dtype } : v;
+  return pointwise(name, [g, wrap(x), wrap(y)], g.shape, g.dtype, expr, MATH_WGSL);
+}
+
+/** a == b (bool). */
+export const eq = (a: Operand, b: Operand): Tensor => binary("eq", a, b);
+/** a != b (bool). */
+export const ne = (a: Operand, b: Operand): Tensor => binary("ne", a, b);
+/** a < b (bool). */
+export const lt = (a: Operand, b: Operand): Tensor => binary("lt", a, b);
+/** a <= b (bool). */
+export const le = (a: Operand, b: Operand): Tensor => binary("le", a, b);
+/** a > b (bool). */
+export const gt = (a: Operand, b: Operand): Tensor => binary("gt", a, b);
+/** a >= b (bool). */
+export const ge = (a: Operand, b: Operand): Tensor => binary("ge", a, b);
+
+// ---- where, cast, contiguous --------------------------------------------------------------
+
+/** Picks `a` where `cond` (bool) is true and `b` elsewhere, broadcasting all three. */
+export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
+  checkTensor("where", cond, "cond");
+  if (cond.dtype !== "bool") {
+    throw new MoongradError(
+      "where",
+      `cond must be bool, got ${cond.dtype} ${fmtShape(cond.shape)}; compare first (e.g. x.gt(0))`,
+    );
+  }
+  const [x, y, dtype] = operands("where", a, b);
+  const shape = broadcastShapes(
+    "where",
+    cond.shape,
+    broadcastShapes("where", shapeOf(a), shapeOf(b)),
+  );
+  const out = pointwise("where", [cond, x, y], shape, dtype, "select(v2, v1, v0 != 0u)");
+  const tensors = [a, b].filter((v): v is Tensor => v instanceof Tensor);
+  return record(out, "where", tensors, (g, needs) => {
+    const grads: (Tensor | null)[] = [];
+    let j = 0;
+    for (const [v, pickA] of [[a, true], [b, false]] as const) {
+      if (!(v instanceof Tensor)) continue;
+      if (!needs[j++]) {
+        grads.push(null);
+        continue;
+      }
+      const expr = pickA ? "select(0.0, v1, v0 != 0u)" : "select(v1, 0.0, v0 != 0u)";
+      grads.push(reduceTo(pointwise("where_grad", [cond, g], g.shape, g.dtype, expr), v.shape));
+    }
+    return grads;
+  }, [cond]);
+}
+
+/** Converts to `dtype`: floats truncate toward zero into i32; bool is `x != 0`. */
+export function cast(x: Tensor, dtype: DType): Tensor {
+  checkTensor("cast", x, "x");
+  if (!["f32", "f16", "i32", "bool"].includes(dtype)) {
+    throw new MoongradError("cast", `unknown dtype ${dtype}; expected f32, f16, i32 or bool`);
+  }
+  let expr = "v0";
+  if (dtype === "bool") {
+    expr = x.dtype === "bool" ? "v0" : isFloat(x.dtype) ? "v0 != 0.0" : "v0 != 0";
+  } else if (isFloat(dtype)) expr = "f32(v0)";
+  else if (dtype === "i32") expr = "i32(v0)";
+  const out = pointwise(`cast_${dtype}`, [x], x.shape, dtype, expr);
+  if (!isFloat(dtype) || !isFloat(x.dtype)) return out;
+  return record(out, "cast", [x], (g) => [cast(g, x.dtype)]);
+}
+
+/** A contiguous copy of a strided view (a new tensor even when `x` is contiguous). */
+export function contiguous(x: Tensor): Tensor {
+  checkTensor("contiguous", x, "x");
+  const out = pointwise("copy", [x], x.shape, x.dtype, "v0");
+  return record(out, "contiguous", [x], (g) => [g]);
+}

@@ -1,0 +1,337 @@
+/**
+ * Reductions over any set of axes: sum, mean, max, min, argmax, variance, and `sumTo` (the
+ * broadcast-gradient reduction). The reduced axes are moved innermost (a copy only when the
+ * layout needs it) and each output row is reduced by one workgroup, or by one thread when
+ * rows are short.
+ */
+import { type DType, isFloat, wgslType } from "../core/dtype.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { kernel, Params } from "../core/kernel.ts";
+import { dispatch } from "../core/runtime.ts";
+import { normalizeAxes, normalizeAxis } from "../core/shape.ts";
+import { Tensor } from "../core/tensor.ts";
+import { record } from "../core/autograd.ts";
+import { grid1d, linearId } from "./grid.ts";
+import { computeType, pointwise } from "./pointwise.ts";
+import { cast, contiguous, div, eq, mul, square, sub } from "./elementwise.ts";
+import { expand, permute, reshape } from "./layout.ts";
+
+type ReduceKind = "sum" | "max" | "min" | "argmax" | "argmin";
+
+const WG = 64;
+/** Rows at most this long are reduced by one thread each instead of one workgroup. */
+const SHORT_ROW = 16;
+
+interface Plan {
+  rows: Tensor; // contiguous [outer, inner] data (maybe a copy of x)
+  outer: number;
+  inner: number;
+  outShape: number[]; // with keepDims applied
+}
+
+function plan(x: Tensor, axes: number[], keepDims: boolean): Plan {
+  const kept = [...x.shape.keys()].filter((i) => !axes.includes(i));
+  const order = [...kept, ...axes];
+  const inner = axes.reduce((n, a) => n * x.shape[a], 1);
+  const outer = kept.reduce((n, a) => n * x.shape[a], 1);
+  const isIdentity = order.every((a, i) => a === i);
+  let rows: Tensor;
+  if (isIdentity && x.isContiguous) rows = x;
+  else {
+    const p = permute(x, order);
+    rows = contiguous(p);
+    p.dispose();
+  }
+  const outShape = keepDims
+    ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d))
+    : kept.map((a) => x.shape[a]);
+  return { rows, outer, inner, outShape };
+}
+
+function reduceRows(
+  op: string,
+  kind: ReduceKind,
+  rows: Tensor,
+  outer: number,
+  inner: number,
+  scale: number,
+): Tensor {
+  const isArg = kind === "argmax" || kind === "argmin";
+  const outDtype: DType = isArg ? "i32" : rows.dtype;
+  const out = Tensor.empty([outer], outDtype);
+  if (outer === 0) return out;
+  const ct = computeType(rows.dtype);
+  const t = wgslType(rows.dtype);
+  const init = kind === "sum" ? `${ct}(0)` : `${ct}(x[base])`;
+  const better = kind === "max" || kind === "argmax" ? ">" : "<";
+  const combine = kind === "sum" ? "acc = acc + v;" : `if (v ${better} acc) { acc = v; ai = j; }`;
+  const finish = isArg
+    ? "i32(ai)"
+    : kind === "sum" && isFloat(rows.dtype)
+    ? `${t}(acc * prmf(3u))`
+    : `${t}(acc)`;
+  const short = inner <= SHORT_ROW;
+  const p = new Params().u(outer, inner, rows.offset).f(scale);
+  const bindings = [
+    { name: "x", type: t, access: "read" as const },
+    { name: "out", type: wgslType(outDtype), access: "read_write" as const },
+  ];
+  if (short) {
+    const k = kernel({
+      name: `${op}_short`,
+      bindings,
+      workgroupSize: [WG],
+      body: `
+  let row = ${linearId(WG)};
+  if (row >= prm(0u)) { return; }
+  let n = prm(1u);
+  let base = prm(2u) + row * n;
+  var acc = ${init};
+  var ai = 0u;
+  for (var j = ${kind === "sum" ? "0u" : "1u"}; j < n; j++) {
+    let v = ${ct}(x[base + j]);
+    ${combine}
+  }
+  out[row] = ${finish};`,
+    });
+    dispatch(k, [rows.storage(op).buf, out.storage(op).buf], p.words, grid1d(outer, WG));
+    return out;
+  }
+  const merge = kind === "sum"
+    ? "sv[lidx] = sv[lidx] + sv[lidx + s];"
+    : `let o = sv[lidx + s]; let oi = si[lidx + s];
+      if (o ${better} sv[lidx] || (o == sv[lidx] && oi < si[lidx])) { sv[lidx] = o; si[lidx] = oi; }`;
+  const k = kernel({
+    name: `${op}_rows`,
+    bindings,
+    workgroupSize: [WG],
+    prelude: `var<workgroup> sv: array<${ct}, ${WG}>;\nvar<workgroup> si: array<u32, ${WG}>;`,
+    body: `
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= prm(0u)) { return; }
+  let n = prm(1u);
+  let base = prm(2u) + row * n;
+  let first = min(lidx, n - 1u);
+  var acc = ${kind === "sum" ? `${ct}(0)` : `${ct}(x[base + first])`};
+  var ai = first;
+  for (var j = lidx; j < n; j += ${WG}u) {
+    let v = ${ct}(x[base + j]);
+    ${combine}
+  }
+  sv[lidx] = acc;
+  si[lidx] = ai;
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
+    if (lidx < s) {
+      ${merge}
+    }
+    workgroupBarrier();
+  }
+  if (lidx == 0u) {
+    acc = sv[0];
+    ai = si[0];
+    out[row] = ${finish};
+  }`,
+  });
+  const [gx, gy] = grid1d(outer, 1);
+  dispatch(k, [rows.storage(op).buf, out.storage(op).buf], p.words, [gx, gy]);
+  return out;
+}
+
+function reduce(
+  op: string,
+  kind: ReduceKind,
+  x: Tensor,
+  axes: number[],
+  keepDims: boolean,
+  scale = 1,
+): Tensor {
+  const { rows, outer, inner, outShape } = plan(x, axes, keepDims);
+  if (inner === 0 && kind !== "sum") {
+    if (rows !== x) rows.dispose();
+    throw new MoongradError(op, `cannot reduce over an empty axis (shape ${fmtShape(x.shape)})`);
+  }
+  const flat = reduceRows(op, kind, rows, outer, inner, scale);
+  if (rows !== x) rows.dispose();
+  const out = flat.view(outShape, contiguousOf(outShape), 0);
+  flat.dispose();
+  return out;
+}
+
+function contiguousOf(shape: readonly number[]): number[] {
+  const s: number[] = [];
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    s[i] = acc;
+    acc *= shape[i];
+  }
+  return s;
+}
+
+function checkInput(op: string, x: Tensor, allowInt: boolean): void {
+  if (!(x instanceof Tensor)) throw new MoongradError(op, `x must be a Tensor, got ${typeof x}`);
+  x.storage(op);
+  if (x.dtype === "bool" || (!allowInt && !isFloat(x.dtype))) {
+    throw new MoongradError(
+      op,
+      `x has dtype ${x.dtype}; expected ${
+        allowInt ? "f32, f16 or i32" : "f32 or f16"
+      } (cast first)`,
+    );
+  }
+}
+
+/** Shape of a reduction's output with the reduced axes kept as size 1. */
+function keptShape(x: Tensor, axes: number[]): number[] {
+  return x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+}
+
+/** Sum over `axes` (all when omitted); keepDims leaves them as size 1. */
+export function sum(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  checkInput("sum", x, true);
+  const ax = normalizeAxes("sum", axes, x.rank);
+  const out = reduce("sum", "sum", x, ax, keepDims);
+  return record(out, "sum", [x], (g) => {
+    const gk = g.reshape(keptShape(x, ax));
+    const e = expand(gk, x.shape);
+    const c = contiguous(e);
+    gk.dispose();
+    e.dispose();
+    return [c];
+  });
+}
+
+/** Mean over `axes` (all when omitted). */
+export function mean(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  checkInput("mean", x, false);
+  const ax = normalizeAxes("mean", axes, x.rank);
+  const count = ax.reduce((n, a) => n * x.shape[a], 1);
+  const out = reduce("mean", "sum", x, ax, keepDims, 1 / count);
+  return record(out, "mean", [x], (g) => {
+    const gk = g.reshape(keptShape(x, ax));
+    const grad = pointwise(
+      "mean_grad",
+      [gk, { scalar: 1 / count, dtype: g.dtype }],
+      x.shape,
+      g.dtype,
+      "v0 * v1",
+    );
+    gk.dispose();
+    return [grad];
+  });
+}
+
+function extremum(
+  op: "max" | "min",
+  x: Tensor,
+  axes: number | readonly number[] | undefined,
+  keepDims: boolean,
+): Tensor {
+  checkInput(op, x, true);
+  const ax = normalizeAxes(op, axes, x.rank);
+  const out = reduce(op, op, x, ax, keepDims);
+  return record(out, op, [x], (g) => {
+    // The gradient goes to every position equal to the extremum, shared equally among ties.
+    const ok = out.reshape(keptShape(x, ax));
+    const mask = eq(x, ok);
+    const maskF = cast(mask, x.dtype);
+    const count = sum(maskF, ax, true);
+    const gk = g.reshape(keptShape(x, ax));
+    const share = div(gk, count);
+    const grad = mul(maskF, share);
+    for (const t of [ok, mask, maskF, count, gk, share]) t.dispose();
+    return [grad];
+  }, [x, out]);
+}
+
+/** Maximum over `axes` (all when omitted); the gradient is shared among tied maxima. */
+export function max(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  return extremum("max", x, axes, keepDims);
+}
+
+/** Minimum over `axes` (all when omitted); the gradient is shared among tied minima. */
+export function min(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
+  return extremum("min", x, axes, keepDims);
+}
+
+/** Index (i32) of the first maximum along `axis`, or over the flattened tensor when omitted. */
+export function argmax(x: Tensor, axis?: number, keepDims = false): Tensor {
+  return argExtremum("argmax", x, axis, keepDims);
+}
+
+/** Index (i32) of the first minimum along `axis`, or over the flattened tensor when omitted. */
+export function argmin(x: Tensor, axis?: number, keepDims = false): Tensor {
+  return argExtremum("argmin", x, axis, keepDims);
+}
+
+function argExtremum(
+  op: "argmax" | "argmin",
+  x: Tensor,
+  axis: number | undefined,
+  keepDims: boolean,
+): Tensor {
+  checkInput(op, x, true);
+  if (axis === undefined) {
+    const flat = reshape(x, [x.size]);
+    const r = reduce(op, op, flat, [0], false);
+    flat.dispose();
+    if (!keepDims) return r;
+    const k = r.reshape(x.shape.map(() => 1));
+    r.dispose();
+    return k;
+  }
+  return reduce(op, op, x, [normalizeAxis(op, axis, x.rank)], keepDims);
+}
+
+/** Options of `variance`. */
+export interface VarOptions {
+  /** Subtracted from the count in the denominator: 1 (default, unbiased) or 0 (population). */
+  correction?: number;
+  /** Keep reduced axes as size 1. */
+  keepDims?: boolean;
+}
+
+/** Variance over `axes` (all when omitted): Σ(x − mean)² / (count − correction). */
+export function variance(
+  x: Tensor,
+  axes?: number | readonly number[],
+  options: VarOptions = {},
+): Tensor {
+  checkInput("var", x, false);
+  const ax = normalizeAxes("var", axes, x.rank);
+  const correction = options.correction ?? 1;
+  const count = ax.reduce((n, a) => n * x.shape[a], 1);
+  const m = mean(x, ax, true);
+  const d = sub(x, m);
+  const d2 = square(d);
+  const s = sum(d2, ax, options.keepDims ?? false);
+  const out = div(s, Math.max(count - correction, 0));
+  for (const t of [m, d, d2, s]) t.dispose();
+  return out;
+}
+
+/** Sums a broadcast result back to `shape` (the reverse of broadcasting); returns `g` itself when shapes match. */
+export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
+  const lead = g.rank - shape.length;
+  if (lead < 0) {
+    throw new MoongradError(
+      "sumTo",
+      `cannot reduce ${fmtShape(g.shape)} to the higher rank ${fmtShape(shape)}`,
+    );
+  }
+  const axes: number[] = [];
+  for (let i = 0; i < g.rank; i++) {
+    if (i < lead || (shape[i - lead] === 1 && g.shape[i] !== 1)) axes.push(i);
+    else if (shape[i - lead] !== g.shape[i]) {
+      throw new MoongradError(
+        "sumTo",
+        `${fmtShape(g.shape)} is not a broadcast of ${fmtShape(shape)}`,
+      );
+    }
+  }
+  if (axes.length === 0) return lead === 0 ? g : g.reshape(shape);
+  const s = sum(g, axes, true);
+  const out = s.reshape(shape);
+  s.dispose();
+  return out;
+}

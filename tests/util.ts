@@ -1,0 +1,117 @@
+/** Shared test helpers: one device per test process, closeness checks, fast-check shapes. */
+import fc from "fast-check";
+import * as mg from "../mod.ts";
+import { NDArray } from "./reference/ndarray.ts";
+
+let ready: Promise<mg.DeviceInfo> | null = null;
+
+/** Initialises the device once per test file. */
+export function gpu(): Promise<mg.DeviceInfo> {
+  ready ??= mg.init();
+  return ready;
+}
+
+/** Tolerance: |actual − expected| ≤ atol + rtol·|expected| elementwise. */
+export interface Tolerance {
+  rtol: number;
+  atol: number;
+}
+
+/**
+ * Asserts elementwise closeness and equal shapes; the message names the first bad index and
+ * the worst error. NaN matches NaN and infinities must match exactly.
+ */
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number> | NDArray,
+  tol: Tolerance,
+  what = "",
+): void {
+  const exp = expected instanceof NDArray ? expected.data : expected;
+  if (actual.length !== exp.length) {
+    throw new Error(`${what}: length ${actual.length} != expected ${exp.length}`);
+  }
+  for (let i = 0; i < actual.length; i++) {
+    const a = actual[i];
+    const e = exp[i];
+    if (Number.isNaN(e) && Number.isNaN(a)) continue;
+    if (!Number.isFinite(e) || !Number.isFinite(a)) {
+      if (a === e) continue;
+      throw new Error(`${what}: index ${i}: got ${a}, expected ${e}`);
+    }
+    if (Math.abs(a - e) > tol.atol + tol.rtol * Math.abs(e)) {
+      throw new Error(
+        `${what}: index ${i}: got ${a}, expected ${e} (|diff| ${
+          Math.abs(a - e)
+        } > ${tol.atol} + ${tol.rtol}·|e|)`,
+      );
+    }
+  }
+}
+
+/** Asserts a GPU tensor has the reference's shape and values within `tol`. */
+export async function assertTensorClose(
+  t: mg.Tensor,
+  ref: NDArray,
+  tol: Tolerance,
+  what = "",
+): Promise<void> {
+  if (t.shape.length !== ref.shape.length || t.shape.some((d, i) => d !== ref.shape[i])) {
+    throw new Error(`${what}: shape [${t.shape}] != expected [${ref.shape}]`);
+  }
+  assertClose(await t.data(), ref.data, tol, what);
+}
+
+/** Random shapes of rank 0..maxRank with sizes 1..maxDim (size-1 axes included). */
+export function arbShape(maxRank = 4, maxDim = 7): fc.Arbitrary<number[]> {
+  return fc.array(fc.integer({ min: 1, max: maxDim }), { minLength: 0, maxLength: maxRank });
+}
+
+/** Two shapes that broadcast against each other (some axes set to 1, some dropped). */
+export function arbBroadcastPair(maxRank = 4, maxDim = 6): fc.Arbitrary<[number[], number[]]> {
+  return fc.tuple(
+    arbShape(maxRank, maxDim),
+    fc.array(fc.integer({ min: 0, max: 2 }), { minLength: maxRank, maxLength: maxRank }),
+    fc.integer({ min: 0, max: maxRank }),
+  ).map(([shape, modes, drop]) => {
+    const other = shape.map((d, i) => (modes[i] === 1 ? 1 : d));
+    const a = shape.map((d, i) => (modes[i] === 2 ? 1 : d));
+    return [a, other.slice(Math.min(drop, other.length))];
+  });
+}
+
+/** Random values in [lo, hi] that are never all zero (a nonzero value is forced at index 0). */
+export function arbValues(n: number, lo = -3, hi = 3): fc.Arbitrary<number[]> {
+  return fc.array(fc.double({ min: lo, max: hi, noNaN: true, noDefaultInfinity: true }), {
+    minLength: n,
+    maxLength: n,
+  }).map((v) => {
+    const out: number[] = v.map((x) => Math.fround(x));
+    if (n > 0 && !out.some((x) => x !== 0)) out[0] = 1.25;
+    return out;
+  });
+}
+
+/** Deterministic pseudo-random values in [lo, hi), for fixed-size tests. */
+export function seededValues(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  let s = seed >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = lo + ((s >>> 0) / 2 ** 32) * (hi - lo);
+  }
+  return out;
+}
+
+/** Runs a fast-check async property with a run count sized for CPU adapters; prints the seed on failure. */
+export async function check<T>(
+  arb: fc.Arbitrary<T>,
+  prop: (v: T) => Promise<void>,
+  numRuns = 25,
+): Promise<void> {
+  await fc.assert(fc.asyncProperty(arb, prop), { numRuns, verbose: 1 });
+}
+
+export { fc };
