@@ -1,4 +1,4 @@
-import { Tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 /** Concatenates along axis. */
 export function concat(xs: readonly Tensor[], axis = 0): Tensor {
   throw new Error(`TODO ${xs} ${axis}`);

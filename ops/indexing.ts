@@ -1,4 +1,4 @@
-import { Tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 /** indexSelect. */
 export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
   throw new Error(`TODO ${x} ${axis} ${index}`);

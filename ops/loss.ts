@@ -1,4 +1,4 @@
-import { Tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 /** crossEntropy. */
 export function crossEntropy(
   logits: Tensor,

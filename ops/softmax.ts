@@ -1,4 +1,4 @@
-import { Tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 /** Softmax along `axis`. */
 export function softmax(x: Tensor, axis = -1): Tensor {
   throw new Error(`TODO ${x} ${axis}`);

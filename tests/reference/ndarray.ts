@@ -128,7 +128,7 @@ export function reduceAxes(
 /** Sums a broadcast array back to `shape`. */
 export function sumTo(a: NDArray, shape: readonly number[]): NDArray {
   const lead = a.rank - shape.length;
-  const axes = a.shape.map((d, i) => i).filter((i) =>
+  const axes = a.shape.map((_d, i) => i).filter((i) =>
     i < lead || (shape[i - lead] === 1 && a.shape[i] !== 1)
   );
   const r = reduceAxes(a, axes, true, (v) => v.reduce((x, y) => x + y, 0));
