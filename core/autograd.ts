@@ -19,6 +19,8 @@ export interface GradNode {
   vjp: Vjp | null;
   /** Tensors kept alive for the vjp, released right after it runs. */
   saved: Tensor[];
+  /** Live references: the output handle plus every recorded node that uses the output. */
+  refs: number;
 }
 
 let gradEnabled = true;
@@ -64,7 +66,8 @@ export function record(
     return out;
   }
   out.requiresGrad = true;
-  out.gradFn = { op, inputs, vjp, saved: saved.map((t) => t.retainForBackward()) };
+  for (const t of inputs) if (t.gradFn) t.gradFn.refs++;
+  out.gradFn = { op, inputs, vjp, saved: saved.map((t) => t.retainForBackward()), refs: 1 };
   return out;
 }
 
@@ -165,6 +168,21 @@ function sumAndDispose(a: Tensor, b: Tensor, add: (a: Tensor, b: Tensor) => Tens
   a.dispose();
   b.dispose();
   return s;
+}
+
+/**
+ * Drops one reference to a node (its output handle was disposed, or a node using it was
+ * released). The last reference frees what it saved and releases the nodes it points to,
+ * so a graph nobody can run backward through any more holds no GPU memory.
+ */
+export function releaseNode(node: GradNode): void {
+  const stack = [node];
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (--n.refs > 0) continue;
+    freeNode(n);
+    for (const t of n.inputs) if (t.gradFn) stack.push(t.gradFn);
+  }
 }
 
 /** Releases what a node saved and drops its vjp. */

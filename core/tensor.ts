@@ -3,7 +3,7 @@ import { fmtShape, MoongradError } from "./errors.ts";
 import { contiguousStrides, numel, type Shape } from "./shape.ts";
 import { Storage } from "./storage.ts";
 import { readback } from "./runtime.ts";
-import { type BackwardOptions, type GradNode, runBackward } from "./autograd.ts";
+import { type BackwardOptions, type GradNode, releaseNode, runBackward } from "./autograd.ts";
 import { trackTensor, untrackTensor } from "./scope.ts";
 import * as ew from "../ops/elementwise.ts";
 import * as cr from "../ops/creation.ts";
@@ -122,6 +122,7 @@ export class Tensor {
     this.#storage = null;
     liveTensors--;
     untrackTensor(this);
+    if (this.gradFn) releaseNode(this.gradFn);
   }
 
   /** `using t = ...` support: disposes at the end of the block. */
