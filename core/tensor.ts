@@ -13,6 +13,7 @@ import * as sm from "../ops/softmax.ts";
 import * as mm from "../ops/matmul.ts";
 import * as cat from "../ops/concat.ts";
 import * as idx from "../ops/indexing.ts";
+import { copyInto } from "../ops/copy.ts";
 
 /** Nested arrays returned by `toArray()`: a number for a scalar, else arrays of rank depth. */
 export type NestedArray = number | NestedArray[];
@@ -200,6 +201,15 @@ export class Tensor {
   /** A tensor sharing this one's data that is cut from the graph. */
   detach(): Tensor {
     return lay.alias(this);
+  }
+
+  /**
+   * Overwrites this tensor's elements with `value`'s (same shape and dtype), in place, on the
+   * GPU. Not recorded by autograd: use it for parameter updates. Returns this.
+   */
+  assign(value: Tensor): this {
+    copyInto(value, this);
+    return this;
   }
 
   /** Frees and clears `.grad`. */
@@ -406,7 +416,7 @@ export class Tensor {
   flatten(): Tensor {
     return lay.reshape(this, [this.size]);
   }
-  /** Splits along `axis` into pieces of the given sizes, or into `n` equal pieces (views). */
+  /** Splits along `axis`: a number is a piece size (the last may be smaller, like torch.split), an array lists the sizes (views). */
   split(sizesOrSections: number | readonly number[], axis = 0): Tensor[] {
     return cat.split(this, sizesOrSections, axis);
   }

@@ -29,6 +29,12 @@ export function copyInto(src: Tensor, dst: Tensor): void {
       `src ${src.dtype} ${fmtShape(src.shape)} must match dst ${dst.dtype} ${fmtShape(dst.shape)}`,
     );
   }
+  if (src.storage("copyInto").buf === dst.storage("copyInto").buf) {
+    throw new MoongradError(
+      "copyInto",
+      "src and dst share storage; copy src first (src.contiguous())",
+    );
+  }
   const n = src.size;
   if (n === 0) return;
   const r = src.rank;

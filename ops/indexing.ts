@@ -1,25 +1,557 @@
-import type { Tensor } from "../core/tensor.ts";
-/** indexSelect. */
+/**
+ * Indexing ops: indexSelect, gather, embedding (reads), scatterAdd, indexAdd (writes with
+ * summation), and topk.
+ *
+ * Index conventions, shared by every op here (index tensors must be i32):
+ * - an index `j` into an axis of length `n` is valid when `-n <= j < n`; a negative index
+ *   counts from the end (`j + n`), as in Python;
+ * - an index outside that range cannot raise an error on the GPU, so reads (indexSelect,
+ *   gather, embedding) produce 0 for it, and writes (scatterAdd, indexAdd) drop its
+ *   contribution. Gradients follow the same rule (no gradient through an invalid index).
+ *
+ * Two kernels do all the work: a strided gather (one thread per output element) and a
+ * scatter-add (one thread per source element) that adds into a contiguous accumulator with
+ * atomics. WebGPU has no float atomics, so f32 addition is an atomic compare-exchange loop
+ * on the u32 bit pattern: repeated indices are summed exactly once each, but the order of
+ * the additions (hence the last bits of a sum of 3 or more terms) is not deterministic.
+ * i32 uses `atomicAdd`; f16 accumulates in f32 and is rounded once at the end.
+ * Index tensors and sources may be any strided views; no copies are made for them.
+ */
+import { type DType, isFloat, wgslType } from "../core/dtype.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { kernel, Params } from "../core/kernel.ts";
+import { dispatch } from "../core/runtime.ts";
+import { normalizeAxis, sameShape } from "../core/shape.ts";
+import { Tensor } from "../core/tensor.ts";
+import { type GradNode, noGrad, record } from "../core/autograd.ts";
+import { grid1d, linearId } from "./grid.ts";
+import { cast, contiguous } from "./elementwise.ts";
+import { copyInto, fillInPlace } from "./copy.ts";
+import { reshape } from "./layout.ts";
+
+const WG = 256;
+/** Highest rank the index kernels accept (their shapes and strides travel as parameters). */
+const MAX_RANK = 12;
+
+// ---- validation -------------------------------------------------------------------------
+
+function checkTensor(op: string, x: unknown, arg: string): Tensor {
+  if (!(x instanceof Tensor)) {
+    throw new MoongradError(op, `${arg} must be a Tensor, got ${typeof x}`);
+  }
+  x.storage(op);
+  if (x.rank > MAX_RANK) {
+    throw new MoongradError(
+      op,
+      `${arg} ${fmtShape(x.shape)} has rank ${x.rank}; at most ${MAX_RANK} is supported`,
+    );
+  }
+  return x;
+}
+
+function checkIndex(op: string, index: unknown, arg = "index"): Tensor {
+  const t = checkTensor(op, index, arg);
+  if (t.dtype !== "i32") {
+    throw new MoongradError(
+      op,
+      `${arg} must have dtype i32, got ${t.dtype} ${fmtShape(t.shape)} (cast with .cast("i32"))`,
+    );
+  }
+  return t;
+}
+
+function checkRank1(op: string, x: Tensor, arg: string): void {
+  if (x.rank === 0) {
+    throw new MoongradError(op, `${arg} must have rank >= 1, got a scalar`);
+  }
+}
+
+function checkAddable(op: string, x: Tensor, src: Tensor): void {
+  if (x.dtype === "bool") {
+    throw new MoongradError(op, `x must be f32, f16 or i32, got bool ${fmtShape(x.shape)}`);
+  }
+  if (src.dtype !== x.dtype) {
+    throw new MoongradError(
+      op,
+      `src dtype ${src.dtype} ${fmtShape(src.shape)} must equal x dtype ${x.dtype} ${
+        fmtShape(x.shape)
+      }`,
+    );
+  }
+}
+
+/** A view of the 1-D `index` with `shape`, reading index[c[axis]] at coordinates c. */
+function spreadIndex(index: Tensor, shape: readonly number[], axis: number): Tensor {
+  const strides = shape.map((_, d) => (d === axis ? index.strides[0] : 0));
+  return index.view(shape, strides, index.offset);
+}
+
+// ---- kernels ----------------------------------------------------------------------------
+
+/** WGSL: the valid position of index value `j` on an axis of length `len`, or -1. */
+const RESOLVE_FN = `
+fn resolve(j: i32, len: u32) -> i32 {
+  let n = i32(len);
+  if (j < -n || j >= n) { return -1; }
+  return select(j, j + n, j < 0);
+}`;
+
+/**
+ * out[c] = x[c with c[axis] = index[c]] for every c in index.shape (same rank as x), or 0
+ * when the index is out of range. x and index may be strided views.
+ */
+function gatherRaw(op: string, x: Tensor, axis: number, index: Tensor): Tensor {
+  const out = Tensor.empty(index.shape, x.dtype);
+  const n = out.size;
+  if (n === 0) return out;
+  const r = x.rank;
+  const t = wgslType(x.dtype);
+  // Words: n, rank, axis, axisLen, shape[r], xStrides[r], xOff, idxStrides[r], idxOff.
+  const p = new Params().u(n, r, axis, x.shape[axis], ...index.shape, ...x.strides, x.offset)
+    .u(...index.strides, index.offset);
+  const k = kernel({
+    name: "gather",
+    bindings: [
+      { name: "x", type: t, access: "read" },
+      { name: "idx", type: "i32", access: "read" },
+      { name: "out", type: t, access: "read_write" },
+    ],
+    workgroupSize: [WG],
+    prelude: RESOLVE_FN,
+    body: `
+  let i = ${linearId(WG)};
+  if (i >= prm(0u)) { return; }
+  let r = prm(1u);
+  let axis = prm(2u);
+  let xsb = 4u + r;
+  let isb = 5u + 2u * r;
+  var rem = i;
+  var xo = prm(4u + 2u * r);
+  var io = prm(5u + 3u * r);
+  for (var d = i32(r) - 1; d >= 0; d--) {
+    let dim = prm(4u + u32(d));
+    let c = rem % dim;
+    rem /= dim;
+    io += c * prm(isb + u32(d));
+    if (u32(d) != axis) { xo += c * prm(xsb + u32(d)); }
+  }
+  let j = resolve(idx[io], prm(3u));
+  if (j < 0) {
+    out[i] = ${t}(0);
+  } else {
+    out[i] = x[xo + u32(j) * prm(xsb + axis)];
+  }`,
+  });
+  dispatch(
+    k,
+    [x.storage(op).buf, index.storage(op).buf, out.storage(op).buf],
+    p.words,
+    grid1d(n, WG),
+  );
+  return out;
+}
+
+/**
+ * acc[c with c[axis] = index[c]] += src[c] for every c in index.shape, in place. `acc` is a
+ * contiguous f32 or i32 tensor of x's rank; index and src are views of the same shape.
+ */
+function scatterAddRaw(op: string, acc: Tensor, axis: number, index: Tensor, src: Tensor): void {
+  const n = index.size;
+  if (n === 0) return;
+  const r = acc.rank;
+  const isInt = acc.dtype === "i32";
+  const srcType = wgslType(src.dtype);
+  // Words: n, rank, axis, axisLen, shape[r], accStrides[r], accOff, idxStrides[r], idxOff,
+  // srcStrides[r], srcOff.
+  const p = new Params().u(n, r, axis, acc.shape[axis], ...index.shape, ...acc.strides)
+    .u(acc.offset, ...index.strides, index.offset, ...src.strides, src.offset);
+  const add = isInt ? "atomicAdd(&acc[ao], v);" : `atomic_add_f32(ao, v);`;
+  const k = kernel({
+    name: "scatter_add",
+    bindings: [
+      { name: "idx", type: "i32", access: "read" },
+      { name: "src", type: srcType, access: "read" },
+      { name: "acc", type: isInt ? "atomic<i32>" : "atomic<u32>", access: "read_write" },
+    ],
+    workgroupSize: [WG],
+    prelude: RESOLVE_FN + (isInt ? "" : `
+fn atomic_add_f32(o: u32, v: f32) {
+  var old = atomicLoad(&acc[o]);
+  loop {
+    let r = atomicCompareExchangeWeak(&acc[o], old, bitcast<u32>(bitcast<f32>(old) + v));
+    if (r.exchanged) { break; }
+    old = r.old_value;
+  }
+}`),
+    body: `
+  let i = ${linearId(WG)};
+  if (i >= prm(0u)) { return; }
+  let r = prm(1u);
+  let axis = prm(2u);
+  let asb = 4u + r;
+  let isb = 5u + 2u * r;
+  let ssb = 6u + 3u * r;
+  var rem = i;
+  var ao = prm(4u + 2u * r);
+  var io = prm(5u + 3u * r);
+  var so = prm(6u + 4u * r);
+  for (var d = i32(r) - 1; d >= 0; d--) {
+    let dim = prm(4u + u32(d));
+    let c = rem % dim;
+    rem /= dim;
+    io += c * prm(isb + u32(d));
+    so += c * prm(ssb + u32(d));
+    if (u32(d) != axis) { ao += c * prm(asb + u32(d)); }
+  }
+  let j = resolve(idx[io], prm(3u));
+  if (j < 0) { return; }
+  ao += u32(j) * prm(asb + axis);
+  let v = ${isInt ? "src[so]" : "f32(src[so])"};
+  ${add}`,
+  });
+  dispatch(
+    k,
+    [index.storage(op).buf, src.storage(op).buf, acc.storage(op).buf],
+    p.words,
+    grid1d(n, WG),
+  );
+}
+
+/**
+ * A new tensor of `shape` and `dtype`: `base` (or zeros) plus src scattered along `axis`.
+ * Accumulates in f32 for f16 and rounds once at the end.
+ */
+function scatterInto(
+  op: string,
+  base: Tensor | null,
+  shape: readonly number[],
+  dtype: DType,
+  axis: number,
+  index: Tensor,
+  src: Tensor,
+): Tensor {
+  return noGrad(() => {
+    const accType: DType = dtype === "i32" ? "i32" : "f32";
+    let acc: Tensor;
+    if (base === null) {
+      acc = Tensor.empty(shape, accType);
+      fillInPlace(acc, 0);
+    } else if (base.dtype === accType) {
+      acc = Tensor.empty(shape, accType);
+      copyInto(base, acc);
+    } else {
+      acc = cast(base, accType);
+    }
+    scatterAddRaw(op, acc, axis, index, src);
+    if (accType === dtype) return acc;
+    const out = cast(acc, dtype);
+    acc.dispose();
+    return out;
+  });
+}
+
+/**
+ * `record` whose vjp reads the retained handles of `saved` (so it still works after the
+ * caller disposes its own handles of them, e.g. an index tensor).
+ */
+function recordSaved(
+  out: Tensor,
+  op: string,
+  inputs: readonly Tensor[],
+  saved: readonly Tensor[],
+  vjp: (g: Tensor, needs: readonly boolean[], kept: readonly Tensor[]) => (Tensor | null)[],
+): Tensor {
+  const node: GradNode | null =
+    record(out, op, inputs, (g, needs) => vjp(g, needs, node!.saved), saved)
+      .gradFn;
+  return out;
+}
+
+// ---- reads ------------------------------------------------------------------------------
+
+/**
+ * Selects entries along `axis` at the positions held by the 1-D i32 `index` (torch
+ * `index_select`): the output has x's shape with `index.size` on `axis`; positions may repeat.
+ * Out-of-range positions read 0, negative ones count from the end (see the module doc).
+ * Backward: the gradient to x is `indexAdd` of the output gradient (repeats summed).
+ */
 export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
-  throw new Error(`TODO ${x} ${axis} ${index}`);
+  const op = "indexSelect";
+  checkTensor(op, x, "x");
+  checkIndex(op, index);
+  checkRank1(op, x, "x");
+  if (index.rank !== 1) {
+    throw new MoongradError(op, `index must be 1-D, got shape ${fmtShape(index.shape)}`);
+  }
+  const ax = normalizeAxis(op, axis, x.rank);
+  const outShape = [...x.shape];
+  outShape[ax] = index.shape[0];
+  const spread = spreadIndex(index, outShape, ax);
+  const out = gatherRaw(op, x, ax, spread);
+  spread.dispose();
+  return recordSaved(out, op, [x, index], [index], (g, needs, [index]) => {
+    if (!needs[0]) return [null, null];
+    const gi = spreadIndex(index, g.shape, ax);
+    const dx = scatterInto(op, null, x.shape, x.dtype, ax, gi, g);
+    gi.dispose();
+    return [dx, null];
+  });
 }
-/** gather. */
+
+/**
+ * PyTorch `gather`: `out[c] = x[c with c[axis] = index[c]]` for every coordinate c of
+ * `index`, which is i32 with x's rank and `index.shape[d] <= x.shape[d]` on every axis d
+ * but `axis`. The output has index's shape. Out-of-range indices read 0, negative ones count
+ * from the end. Backward: the gradient to x is `scatterAdd` of the output gradient.
+ */
 export function gather(x: Tensor, axis: number, index: Tensor): Tensor {
-  throw new Error(`TODO ${x} ${axis} ${index}`);
+  const op = "gather";
+  checkTensor(op, x, "x");
+  checkIndex(op, index);
+  checkRank1(op, x, "x");
+  const ax = normalizeAxis(op, axis, x.rank);
+  checkCovered(op, "x", x, index, ax);
+  const out = gatherRaw(op, x, ax, index);
+  return recordSaved(out, op, [x, index], [index], (g, needs, [index]) => {
+    if (!needs[0]) return [null, null];
+    return [scatterInto(op, null, x.shape, x.dtype, ax, index, g), null];
+  });
 }
-/** embedding. */
+
+/** Throws unless index has t's rank and fits inside t on every axis but `skip` (-1: none). */
+function checkCovered(op: string, arg: string, t: Tensor, index: Tensor, skip: number): void {
+  const ok = index.rank === t.rank &&
+    index.shape.every((d, i) => i === skip || d <= t.shape[i]);
+  if (!ok) {
+    throw new MoongradError(
+      op,
+      `index ${fmtShape(index.shape)} must have the rank of ${arg} ${fmtShape(t.shape)} and ` +
+        `size <= ${arg}'s on every axis${skip >= 0 ? ` but ${skip}` : ""}`,
+    );
+  }
+}
+
+/**
+ * Looks up rows of `weight` ([V, D]) at the i32 `ids` (any shape): the output is
+ * `[...ids.shape, D]`. Ids outside -V..V-1 give a zero row; negative ids count from the end.
+ * Backward: the gradient to weight sums the output gradient rows of repeated ids.
+ */
 export function embedding(weight: Tensor, ids: Tensor): Tensor {
-  throw new Error(`TODO ${weight} ${ids}`);
+  const op = "embedding";
+  checkTensor(op, weight, "weight");
+  checkIndex(op, ids, "ids");
+  if (weight.rank !== 2) {
+    throw new MoongradError(
+      op,
+      `weight must be 2-D [vocab, dim], got ${weight.dtype} ${fmtShape(weight.shape)}`,
+    );
+  }
+  if (ids.rank >= MAX_RANK) {
+    throw new MoongradError(op, `ids ${fmtShape(ids.shape)} has too many axes`);
+  }
+  const flat = noGrad(() => reshape(ids, [ids.size]));
+  const rows = indexSelect(weight, 0, flat);
+  flat.dispose();
+  const out = reshape(rows, [...ids.shape, weight.shape[1]]);
+  rows.dispose();
+  return out;
 }
-/** scatterAdd. */
+
+// ---- writes -----------------------------------------------------------------------------
+
+/**
+ * Out-of-place torch `scatter_add`: returns a copy of x with `src[c]` added at
+ * `c with c[axis] = index[c]` for every coordinate c of `index`. index is i32 with x's rank,
+ * `index.shape[d] <= src.shape[d]` on every axis and `<= x.shape[d]` on every axis but
+ * `axis`; only the leading `index.shape` block of src is used. Repeated targets are summed
+ * (atomically: see the module doc); out-of-range indices are dropped, negative ones count
+ * from the end. dtypes: f32, f16 (accumulated in f32), i32.
+ * Backward: dx = g, dsrc = gather(g, axis, index) (0 where src is unused).
+ */
 export function scatterAdd(x: Tensor, axis: number, index: Tensor, src: Tensor): Tensor {
-  throw new Error(`TODO ${x} ${axis} ${index} ${src}`);
+  const op = "scatterAdd";
+  checkTensor(op, x, "x");
+  checkIndex(op, index);
+  checkTensor(op, src, "src");
+  checkRank1(op, x, "x");
+  checkAddable(op, x, src);
+  const ax = normalizeAxis(op, axis, x.rank);
+  checkCovered(op, "x", x, index, ax);
+  checkCovered(op, "src", src, index, -1);
+  const srcBlock = sameShape(src.shape, index.shape)
+    ? src
+    : src.view(index.shape, src.strides, src.offset);
+  const out = scatterInto(op, x, x.shape, x.dtype, ax, index, srcBlock);
+  if (srcBlock !== src) srcBlock.dispose();
+  return recordSaved(out, op, [x, index, src], [index], (g, needs, [index]) => {
+    let dsrc: Tensor | null = null;
+    if (needs[2]) {
+      const picked = gatherRaw(op, g, ax, index);
+      if (sameShape(picked.shape, src.shape)) dsrc = picked;
+      else {
+        dsrc = Tensor.empty(src.shape, g.dtype);
+        fillInPlace(dsrc, 0);
+        const window = dsrc.view(index.shape, dsrc.strides, 0);
+        copyInto(picked, window);
+        window.dispose();
+        picked.dispose();
+      }
+    }
+    return [needs[0] ? g : null, null, dsrc];
+  });
 }
-/** indexAdd. */
+
+/**
+ * Out-of-place torch `index_add`: returns a copy of x with `src` added along `axis` at the
+ * positions of the 1-D i32 `index` (src has x's shape with `index.size` on `axis`).
+ * Repeated positions are summed (atomically: see the module doc); out-of-range positions are
+ * dropped, negative ones count from the end. dtypes: f32, f16 (accumulated in f32), i32.
+ * Backward: dx = g, dsrc = indexSelect(g, axis, index).
+ */
 export function indexAdd(x: Tensor, axis: number, index: Tensor, src: Tensor): Tensor {
-  throw new Error(`TODO ${x} ${axis} ${index} ${src}`);
+  const op = "indexAdd";
+  checkTensor(op, x, "x");
+  checkIndex(op, index);
+  checkTensor(op, src, "src");
+  checkRank1(op, x, "x");
+  checkAddable(op, x, src);
+  if (index.rank !== 1) {
+    throw new MoongradError(op, `index must be 1-D, got shape ${fmtShape(index.shape)}`);
+  }
+  const ax = normalizeAxis(op, axis, x.rank);
+  const want = [...x.shape];
+  want[ax] = index.shape[0];
+  if (!sameShape(src.shape, want)) {
+    throw new MoongradError(
+      op,
+      `src shape ${fmtShape(src.shape)} must be ${fmtShape(want)} (x ${
+        fmtShape(x.shape)
+      } with index length ${index.shape[0]} on axis ${ax})`,
+    );
+  }
+  const spread = spreadIndex(index, want, ax);
+  const out = scatterInto(op, x, x.shape, x.dtype, ax, spread, src);
+  spread.dispose();
+  return recordSaved(out, op, [x, index, src], [index], (g, needs, [index]) => {
+    let dsrc: Tensor | null = null;
+    if (needs[2]) {
+      const gi = spreadIndex(index, want, ax);
+      dsrc = gatherRaw(op, g, ax, gi);
+      gi.dispose();
+    }
+    return [needs[0] ? g : null, null, dsrc];
+  });
 }
-/** topk. */
+
+// ---- topk -------------------------------------------------------------------------------
+
+const TOPK_WG = 128;
+
+/**
+ * The `k` largest entries along the last axis (torch `topk` with sorted = true): `values`
+ * (x's dtype) and `indices` (i32), both of shape `[...x.shape[:-1], k]`, largest first; equal
+ * values keep the lower index first. NaN ranks above +Infinity (as in PyTorch) and -0 equals
+ * +0. `k` must be an integer in 1..n (n = the last axis). x: f32, f16 or i32, rank >= 1.
+ *
+ * One workgroup per row repeats a selection k times: each round finds, with a shared-memory
+ * tree reduction, the best element strictly after the previous pick in the total order
+ * (value descending, index ascending) of order-preserving u32 keys. Cost O(k·n/128 + k·log 128)
+ * per row: meant for small k (MoE routing, sampling), rows up to a few thousand.
+ * Backward: the gradient flows to the selected positions (a scatter into zeros).
+ */
 export function topk(x: Tensor, k: number): { values: Tensor; indices: Tensor } {
-  throw new Error(`TODO ${x} ${k}`);
+  const op = "topk";
+  checkTensor(op, x, "x");
+  checkRank1(op, x, "x");
+  if (x.dtype === "bool") {
+    throw new MoongradError(op, `x must be f32, f16 or i32, got bool ${fmtShape(x.shape)}`);
+  }
+  const n = x.shape[x.rank - 1];
+  if (!Number.isInteger(k) || k < 1 || k > n) {
+    throw new MoongradError(
+      op,
+      `k must be an integer in 1..${n} (the last axis of x ${fmtShape(x.shape)}), got ${k}`,
+    );
+  }
+  const outShape = [...x.shape.slice(0, -1), k];
+  const values = Tensor.empty(outShape, x.dtype);
+  const indices = Tensor.empty(outShape, "i32");
+  const rows = x.size / n;
+  if (rows > 0) {
+    const src = x.isContiguous ? x : noGrad(() => contiguous(x));
+    const t = wgslType(x.dtype);
+    const key = isFloat(x.dtype)
+      ? `float_key(f32(x[base + j]))`
+      : `bitcast<u32>(x[base + j]) ^ 0x80000000u`;
+    const kern = kernel({
+      name: "topk",
+      bindings: [
+        { name: "x", type: t, access: "read" },
+        { name: "vals", type: t, access: "read_write" },
+        { name: "inds", type: "i32", access: "read_write" },
+      ],
+      workgroupSize: [TOPK_WG],
+      prelude: `
+var<workgroup> sk: array<u32, ${TOPK_WG}>;
+var<workgroup> si: array<u32, ${TOPK_WG}>;
+// Order-preserving map of f32 to u32: NaN above +Inf, -0 equal to +0.
+fn float_key(v: f32) -> u32 {
+  var b = bitcast<u32>(v);
+  if ((b & 0x7fffffffu) > 0x7f800000u) { return 0xffffffffu; }
+  if (b == 0x80000000u) { b = 0u; }
+  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+// True when (ka, ia) comes before (kb, ib): larger key first, then lower index.
+fn before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
+  return ka > kb || (ka == kb && ia < ib);
+}`,
+      body: `
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= prm(0u)) { return; }
+  let n = prm(1u);
+  let k = prm(2u);
+  let base = prm(3u) + row * n;
+  var pk = 0u;
+  var pi = 0u;
+  for (var t = 0u; t < k; t++) {
+    var bk = 0u;
+    var bi = 0xffffffffu;
+    for (var j = lidx; j < n; j += ${TOPK_WG}u) {
+      let kj = ${key};
+      let after = t == 0u || before(pk, pi, kj, j);
+      if (after && before(kj, j, bk, bi)) { bk = kj; bi = j; }
+    }
+    sk[lidx] = bk;
+    si[lidx] = bi;
+    workgroupBarrier();
+    for (var s = ${TOPK_WG / 2}u; s > 0u; s >>= 1u) {
+      if (lidx < s && before(sk[lidx + s], si[lidx + s], sk[lidx], si[lidx])) {
+        sk[lidx] = sk[lidx + s];
+        si[lidx] = si[lidx + s];
+      }
+      workgroupBarrier();
+    }
+    pk = sk[0];
+    pi = si[0];
+    workgroupBarrier();
+    if (lidx == 0u) {
+      vals[row * k + t] = x[base + pi];
+      inds[row * k + t] = i32(pi);
+    }
+  }`,
+    });
+    const p = new Params().u(rows, n, k, src.offset);
+    const [gx, gy] = grid1d(rows, 1);
+    dispatch(
+      kern,
+      [src.storage(op).buf, values.storage(op).buf, indices.storage(op).buf],
+      p.words,
+      [gx, gy],
+    );
+    if (src !== x) src.dispose();
+  }
+  recordSaved(values, op, [x], [indices], (g, _needs, [indices]) => {
+    return [scatterInto(op, null, x.shape, x.dtype, x.rank - 1, indices, g)];
+  });
+  return { values, indices };
 }
