@@ -1,9 +1,369 @@
-import type { Tensor } from "../core/tensor.ts";
-/** Softmax along `axis`. */
-export function softmax(x: Tensor, axis = -1): Tensor {
-  throw new Error(`TODO ${x} ${axis}`);
+/**
+ * Softmax and log-softmax along any axis, each one fused kernel per row with its fused
+ * backward, plus the row-kernel machinery that `ops/loss.ts` shares.
+ *
+ * Rows are addressed with strides, never copied: the reduced axis keeps its stride and the
+ * other ("outer") axes are merged where the layout allows, so a transposed or sliced input
+ * and a non-last axis cost no permute + contiguous pass. Each row gets a power-of-two group
+ * of lanes (up to a whole workgroup for long rows; several rows share a workgroup for medium
+ * ones): an online max/sum per lane, then a shared-memory tree over the row's lanes. Short
+ * rows (and many strided rows, which are then read coalesced across threads) get one thread
+ * each. f16 inputs are computed in f32. Stability: the row maximum is subtracted before
+ * every `exp`, so logits of ±1e4 give exact 0/1 probabilities, never Inf or NaN. A row that
+ * is all −Inf, or holds +Inf or NaN, gives NaN (as in PyTorch).
+ */
+import { isFloat, wgslType } from "../core/dtype.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { type Binding, kernel, Params } from "../core/kernel.ts";
+import { dispatch } from "../core/runtime.ts";
+import { numel } from "../core/shape.ts";
+import { Tensor } from "../core/tensor.ts";
+import { type GradNode, record } from "../core/autograd.ts";
+import { grid1d, linearId } from "./grid.ts";
+
+/** Threads per workgroup of every row kernel. */
+export const ROW_WG = 128;
+/** Rows at most this long are handled by one thread each. */
+export const SHORT_ROW = 32;
+/** With a strided reduced axis and at least this many rows, one thread per row is used. */
+const STRIDED_ROWS = 2048;
+/** Elements each lane should handle at least, when picking the lanes per row. */
+const PER_LANE = 4;
+
+/** One tensor addressed row by row: strides of the outer axes, stride along the row, offset. */
+export interface RowOperand {
+  /** Strides of the outer axes (one per outer axis; 0 broadcasts). */
+  outer: readonly number[];
+  /** Stride along the reduced axis (0 when the operand has one value per row). */
+  axis: number;
+  /** Element offset of the first element. */
+  offset: number;
 }
-/** Log-softmax along `axis`. */
+
+/** The operand view of `t` whose axis `axis` is the row axis (outer strides = the others). */
+export function rowOperand(t: Tensor, axis: number): RowOperand {
+  if (t.rank === 0) return { outer: [], axis: 0, offset: t.offset };
+  return {
+    outer: t.strides.filter((_, i) => i !== axis),
+    axis: t.strides[axis],
+    offset: t.offset,
+  };
+}
+
+/** The operand view of a tensor holding one value per row (its shape is the outer shape). */
+export function perRowOperand(t: Tensor, outerRank: number): RowOperand {
+  const outer = t.rank === 0 ? new Array<number>(outerRank).fill(0) : [...t.strides];
+  return { outer, axis: 0, offset: t.offset };
+}
+
+/**
+ * Packs the row-kernel parameter block: w0 rows, w1 row length, w2 merged outer rank k,
+ * w3.. the kernel's `extras` words, then the k outer sizes, then per operand its k outer
+ * strides, its row stride and its offset. Outer axes of size 1 are dropped and adjacent axes
+ * merged when every operand allows it, so the common contiguous case has k ≤ 1.
+ */
+export function rowParams(
+  op: string,
+  outerShape: readonly number[],
+  n: number,
+  operands: readonly RowOperand[],
+  extras: (p: Params) => void,
+): Params {
+  const dims: number[] = [];
+  const strides: number[][] = operands.map(() => []);
+  outerShape.forEach((d, i) => {
+    if (d === 1) return;
+    const last = dims.length - 1;
+    const canMerge = last >= 0 &&
+      operands.every((o, t) => strides[t][last] === o.outer[i] * d);
+    if (canMerge) {
+      dims[last] *= d;
+      operands.forEach((o, t) => strides[t][last] = o.outer[i]);
+    } else {
+      dims.push(d);
+      operands.forEach((o, t) => strides[t].push(o.outer[i]));
+    }
+  });
+  const k = dims.length;
+  const p = new Params().u(numel(outerShape), n, k);
+  extras(p);
+  if (p.length + k + operands.length * (k + 2) > 64) {
+    throw new MoongradError(
+      op,
+      `outer shape ${fmtShape(outerShape)} has too many non-mergeable axes for one kernel ` +
+        "(make the input contiguous first)",
+    );
+  }
+  p.u(...dims);
+  operands.forEach((o, t) => p.u(...strides[t], o.axis, o.offset));
+  return p;
+}
+
+/**
+ * WGSL helpers of a row kernel with `extras` extra parameter words and `lanes` threads per
+ * row: `row_off(row, t)` (the element offset of row `row` of operand `t`), `ax_stride(t)`,
+ * and the cross-lane reductions `reduce_ms` (online max/sum pairs) and `reduce_sum` over the
+ * row's segment of shared memory (the identity when `lanes` is 1).
+ */
+export function rowPrelude(extras: number, lanes: number): string {
+  const d = 3 + extras;
+  const common = `
+const NEG_MAX: f32 = -3.40282347e38;
+fn row_off(row: u32, t: u32) -> u32 {
+  let k = prm(2u);
+  let blk = ${d}u + k + t * (k + 2u);
+  var rem = row;
+  var off = prm(blk + k + 1u);
+  for (var d = i32(k) - 1; d >= 0; d--) {
+    let dim = prm(${d}u + u32(d));
+    off += (rem % dim) * prm(blk + u32(d));
+    rem /= dim;
+  }
+  return off;
+}
+fn ax_stride(t: u32) -> u32 {
+  let k = prm(2u);
+  return prm(${d}u + k + t * (k + 2u) + k);
+}
+fn combine_ms(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  let m = max(a.x, b.x);
+  return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+}`;
+  if (lanes === 1) {
+    return common + `
+fn reduce_ms(v: vec2<f32>, lidx: u32, lane: u32) -> vec2<f32> { return v; }
+fn reduce_sum(v: f32, lidx: u32, lane: u32) -> f32 { return v; }`;
+  }
+  // Each row owns `lanes` consecutive slots; every thread runs the same loop, so the
+  // barriers stay in uniform control flow even for the padding rows past the last one.
+  return common + `
+var<workgroup> red_a: array<f32, ${ROW_WG}>;
+var<workgroup> red_b: array<f32, ${ROW_WG}>;
+fn reduce_ms(v: vec2<f32>, lidx: u32, lane: u32) -> vec2<f32> {
+  red_a[lidx] = v.x;
+  red_b[lidx] = v.y;
+  workgroupBarrier();
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      let r = combine_ms(vec2<f32>(red_a[lidx], red_b[lidx]),
+                         vec2<f32>(red_a[lidx + s], red_b[lidx + s]));
+      red_a[lidx] = r.x;
+      red_b[lidx] = r.y;
+    }
+    workgroupBarrier();
+  }
+  let out = vec2<f32>(red_a[lidx - lane], red_b[lidx - lane]);
+  workgroupBarrier();
+  return out;
+}
+fn reduce_sum(v: f32, lidx: u32, lane: u32) -> f32 {
+  red_a[lidx] = v;
+  workgroupBarrier();
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
+    if (lane < s) { red_a[lidx] = red_a[lidx] + red_a[lidx + s]; }
+    workgroupBarrier();
+  }
+  let out = red_a[lidx - lane];
+  workgroupBarrier();
+  return out;
+}`;
+}
+
+/**
+ * WGSL that defines `row`, `valid` (false on padding rows), `lane`, `step` (= lanes) and `n`
+ * (0 on padding rows, so their loops do nothing). With one lane per row it returns early
+ * past the last row instead.
+ */
+export function rowSetup(lanes: number): string {
+  if (lanes === 1) {
+    return `
+  let row = ${linearId(ROW_WG)};
+  if (row >= prm(0u)) { return; }
+  let valid = true;
+  let lane = 0u;
+  let step = 1u;
+  let n = prm(1u);`;
+  }
+  return `
+  let lane = lidx % ${lanes}u;
+  let row = (wid.y * nwg.x + wid.x) * ${ROW_WG / lanes}u + lidx / ${lanes}u;
+  let valid = row < prm(0u);
+  let step = ${lanes}u;
+  let n = select(0u, prm(1u), valid);`;
+}
+
+/**
+ * WGSL loop computing the row's online (max, sum of exp) pair of operand 0 read from
+ * binding `x` into `ms` (max in ms.x, Σ exp(v − max) in ms.y), combined across the
+ * workgroup. Defines `xb` and `xs` (row offset and stride of operand 0).
+ */
+export function rowMaxSum(x: string): string {
+  return `
+  let xb = row_off(row, 0u);
+  let xs = ax_stride(0u);
+  var m = NEG_MAX;
+  var s = 0.0;
+  for (var j = lane; j < n; j += step) {
+    let v = f32(${x}[xb + j * xs]);
+    if (v > m) { s = s * exp(m - v) + 1.0; m = v; } else { s += exp(v - m); }
+  }
+  let ms = reduce_ms(vec2<f32>(m, s), lidx, lane);`;
+}
+
+/**
+ * Threads per row (a power of two ≤ ROW_WG): 1 for short rows and for many strided rows
+ * (then neighbouring threads read neighbouring memory), else enough lanes for about
+ * PER_LANE elements each, so a workgroup packs ROW_WG / lanes rows and medium rows do not
+ * leave most of a workgroup idle.
+ */
+export function rowLanes(n: number, rows: number, axisStride: number): number {
+  if (n <= SHORT_ROW || (axisStride !== 1 && rows >= STRIDED_ROWS)) return 1;
+  let lanes = 8;
+  while (lanes < ROW_WG && lanes * PER_LANE < n) lanes *= 2;
+  return lanes;
+}
+
+/** Launch grid of a row kernel with `lanes` threads per row. */
+export function rowGrid(rows: number, lanes: number): [number, number] {
+  return lanes === 1 ? grid1d(rows, ROW_WG) : grid1d(Math.ceil(rows / (ROW_WG / lanes)), 1);
+}
+
+function checkSoftmaxInput(op: string, x: Tensor, axis: number): number {
+  if (!(x instanceof Tensor)) throw new MoongradError(op, `x must be a Tensor, got ${typeof x}`);
+  x.storage(op);
+  if (!isFloat(x.dtype)) {
+    throw new MoongradError(
+      op,
+      `x has dtype ${x.dtype}; expected f32 or f16 (cast first), shape ${fmtShape(x.shape)}`,
+    );
+  }
+  const rank = x.rank;
+  const lo = -Math.max(rank, 1);
+  const hi = Math.max(rank, 1) - 1;
+  if (!Number.isInteger(axis) || axis < lo || axis > hi) {
+    throw new MoongradError(
+      op,
+      `axis ${axis} is out of range for x of shape ${fmtShape(x.shape)} (expected ${lo}..${hi})`,
+    );
+  }
+  return rank === 0 ? 0 : axis < 0 ? axis + rank : axis;
+}
+
+function outerShapeOf(x: Tensor, axis: number): number[] {
+  return x.shape.filter((_, i) => i !== axis);
+}
+
+function forward(op: "softmax" | "logSoftmax", x: Tensor, axis: number): Tensor {
+  const out = Tensor.empty(x.shape, x.dtype);
+  const n = x.rank === 0 ? 1 : x.shape[axis];
+  const outer = outerShapeOf(x, axis);
+  const rows = numel(outer);
+  if (out.size === 0) return out;
+  const xo = rowOperand(x, axis);
+  const lanes = rowLanes(n, rows, xo.axis);
+  const t = wgslType(x.dtype);
+  const write = op === "softmax" ? "exp(v - ms.x) / ms.y" : "v - ms.x - log(ms.y)";
+  const k = kernel({
+    name: `${op}_l${lanes}`,
+    bindings: [
+      { name: "x", type: t, access: "read" },
+      { name: "y", type: t, access: "read_write" },
+    ],
+    workgroupSize: [ROW_WG],
+    prelude: rowPrelude(0, lanes),
+    body: `${rowSetup(lanes)}${rowMaxSum("x")}
+  let yb = row_off(row, 1u);
+  let ys = ax_stride(1u);
+  for (var j = lane; j < n; j += step) {
+    let v = f32(x[xb + j * xs]);
+    y[yb + j * ys] = ${t}(${write});
+  }`,
+  });
+  const p = rowParams(op, outer, n, [xo, rowOperand(out, axis)], () => {});
+  dispatch(k, [x.storage(op).buf, out.storage(op).buf], p.words, rowGrid(rows, lanes));
+  return out;
+}
+
+/**
+ * The fused backward of softmax (dx = y ⊙ (g − Σ g⊙y)) or log-softmax
+ * (dx = g − exp(y) ⊙ Σ g) from the saved output `y`: one kernel, one pass per row.
+ */
+function backward(op: "softmax" | "logSoftmax", g: Tensor, y: Tensor, axis: number): Tensor {
+  const dx = Tensor.empty(y.shape, y.dtype);
+  const n = y.rank === 0 ? 1 : y.shape[axis];
+  const outer = outerShapeOf(y, axis);
+  const rows = numel(outer);
+  if (dx.size === 0) return dx;
+  const go = rowOperand(g, axis);
+  const lanes = rowLanes(n, rows, go.axis);
+  const isLog = op === "logSoftmax";
+  const bindings: Binding[] = [
+    { name: "g", type: wgslType(g.dtype), access: "read" },
+    { name: "y", type: wgslType(y.dtype), access: "read" },
+    { name: "dx", type: wgslType(y.dtype), access: "read_write" },
+  ];
+  const k = kernel({
+    name: `${op}_grad_l${lanes}`,
+    bindings,
+    workgroupSize: [ROW_WG],
+    prelude: rowPrelude(0, lanes),
+    body: `${rowSetup(lanes)}
+  let gb = row_off(row, 0u);
+  let gs = ax_stride(0u);
+  let yb = row_off(row, 1u);
+  let ys = ax_stride(1u);
+  let db = row_off(row, 2u);
+  let ds = ax_stride(2u);
+  var acc = 0.0;
+  for (var j = lane; j < n; j += step) {
+    acc += ${isLog ? "f32(g[gb + j * gs])" : "f32(g[gb + j * gs]) * f32(y[yb + j * ys])"};
+  }
+  let tot = reduce_sum(acc, lidx, lane);
+  for (var j = lane; j < n; j += step) {
+    let gv = f32(g[gb + j * gs]);
+    let yv = f32(y[yb + j * ys]);
+    dx[db + j * ds] = ${wgslType(y.dtype)}(${isLog ? "gv - exp(yv) * tot" : "yv * (gv - tot)"});
+  }`,
+  });
+  const p = rowParams(
+    `${op}_grad`,
+    outer,
+    n,
+    [go, rowOperand(y, axis), rowOperand(dx, axis)],
+    () => {},
+  );
+  const name = `${op}_grad`;
+  dispatch(
+    k,
+    [g.storage(name).buf, y.storage(name).buf, dx.storage(name).buf],
+    p.words,
+    rowGrid(rows, lanes),
+  );
+  return dx;
+}
+
+function softmaxOp(op: "softmax" | "logSoftmax", x: Tensor, axis: number): Tensor {
+  const ax = checkSoftmaxInput(op, x, axis);
+  const out = forward(op, x, ax);
+  // The vjp reads the retained handle in node.saved, so disposing `out` early is safe.
+  const node: GradNode | null = record(out, op, [x], (g, needs) => {
+    return [needs[0] && node ? backward(op, g, node.saved[0], ax) : null];
+  }, [out]).gradFn;
+  return out;
+}
+
+/**
+ * Softmax along `axis` (last by default): exp(x − max) / Σ exp(x − max), one fused kernel
+ * per row. f32 or f16 (computed in f32); any layout, no copy.
+ */
+export function softmax(x: Tensor, axis = -1): Tensor {
+  return softmaxOp("softmax", x, axis);
+}
+
+/**
+ * Log-softmax along `axis` (last by default): x − max − log Σ exp(x − max), one fused kernel
+ * per row. f32 or f16 (computed in f32); any layout, no copy.
+ */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
-  throw new Error(`TODO ${x} ${axis}`);
+  return softmaxOp("logSoftmax", x, axis);
 }
