@@ -6,8 +6,16 @@ import { MoongradError } from "./errors.ts";
 import { isFloat } from "./dtype.ts";
 import type { Tensor } from "./tensor.ts";
 
-/** Computes the gradients of a node's inputs from its output gradient. `needs[i]` says which. */
-export type Vjp = (grad: Tensor, needs: readonly boolean[]) => readonly (Tensor | null)[];
+/**
+ * Computes the gradients of a node's inputs from its output gradient. `needs[i]` says which
+ * inputs need one; `saved` holds the retained handles of the tensors passed to `record` as
+ * saved (same order): read those, not the caller's handles, which may be disposed by then.
+ */
+export type Vjp = (
+  grad: Tensor,
+  needs: readonly boolean[],
+  saved: readonly Tensor[],
+) => readonly (Tensor | null)[];
 
 /** One recorded op: its inputs, its vjp, and the tensors it saved for backward. */
 export interface GradNode {
@@ -139,7 +147,7 @@ export function runBackward(
       nodeGrads.delete(node);
       if (!g) continue;
       const needs = node.inputs.map((t) => t.requiresGrad && isFloat(t.dtype));
-      const grads = node.vjp!(g, needs);
+      const grads = node.vjp!(g, needs, node.saved);
       node.inputs.forEach((t, j) => {
         const gj = grads[j];
         if (!gj || !needs[j]) {
