@@ -54,7 +54,7 @@ function flatten(
     else {
       throw new MoongradError(
         "tensor",
-        `element at [${path}] is ${JSON.stringify(data)}; expected a number or boolean`,
+        `element at ${fmtShape(path)} is ${JSON.stringify(data)}; expected a number or boolean`,
       );
     }
     return;
@@ -62,7 +62,7 @@ function flatten(
   if (!Array.isArray(data) || data.length !== shape[depth]) {
     throw new MoongradError(
       "tensor",
-      `ragged nested array: entry at [${path}] has length ${
+      `ragged nested array: entry at ${fmtShape(path)} has length ${
         Array.isArray(data) ? data.length : "(not an array)"
       }, expected ${shape[depth]}`,
     );
@@ -177,7 +177,8 @@ export function arange(
     );
   }
   const n = Math.max(0, Math.ceil((stop - start) / step));
-  const dtype = options.dtype ?? "f32";
+  const dtype = checkDType("arange", options.dtype ?? "f32");
+  if (dtype === "f16") requireF16("arange");
   const values = Array.from({ length: n }, (_, i) => start + i * step);
   return finish(fromBytes([n], dtype, encode(dtype, values)), options);
 }
@@ -218,7 +219,9 @@ fn philox(counter: vec4<u32>, key0: vec2<u32>) -> vec4<u32> {
   }
   return c;
 }
-fn unit(x: u32) -> f32 { return f32(x >> 8u) * 5.9604644775390625e-8; }`;
+fn unit(x: u32) -> f32 { return f32(x >> 8u) * 5.9604644775390625e-8; }
+// 11 random bits: every value (at most 1 − 2⁻¹¹) is exact in f16, so f16 rand stays below 1.
+fn unit16(x: u32) -> f32 { return f32(x >> 21u) * 4.8828125e-4; }`;
 
 function random(
   op: "rand" | "randn",
@@ -250,7 +253,7 @@ function random(
   if (n > 0) {
     const p = new Params().u(n, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0, stream).f(a, b);
     const value = op === "rand"
-      ? "prmf(4u) + prmf(5u) * unit(r.x)"
+      ? `prmf(4u) + prmf(5u) * ${dtype === "f16" ? "unit16" : "unit"}(r.x)`
       : "prmf(4u) + prmf(5u) * sqrt(-2.0 * log(unit(r.x) + 5.9604644775390625e-8)) * cos(6.283185307179586 * unit(r.y))";
     const k = kernel({
       name: op,

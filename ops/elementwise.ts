@@ -15,7 +15,15 @@ export type Operand = Tensor | number;
 
 /** WGSL helpers shared by the float expressions below (stable in f32 for any input). */
 export const MATH_WGSL = `
-fn mg_tanh(x: f32) -> f32 { let e = exp(-2.0 * abs(x)); return sign(x) * (1.0 - e) / (1.0 + e); }
+fn mg_tanh(x: f32) -> f32 {
+  // Near 0, 1 − e^(−2|x|) cancels: use the Taylor series (truncation < 2e-9 relative).
+  if (abs(x) < 0.125) {
+    let x2 = x * x;
+    return x * (1.0 + x2 * (-0.33333333 + x2 * (0.13333333 + x2 * -0.053968254)));
+  }
+  let e = exp(-2.0 * abs(x));
+  return sign(x) * (1.0 - e) / (1.0 + e);
+}
 fn mg_sigmoid(x: f32) -> f32 { let e = exp(-abs(x)); return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0); }
 fn mg_erf(x: f32) -> f32 {
   // Abramowitz & Stegun 7.1.26 refined: |error| < 1.5e-7.
@@ -93,7 +101,7 @@ function unaryWithGrad(
 ): Tensor {
   const out = unary(op, x);
   const saved = from === "input" ? x : out;
-  return record(out, op, [x], (g) => [gradKernel(op, g, saved, grad)], [saved]);
+  return record(out, op, [x], (g, _n, [s]) => [gradKernel(op, g, s, grad)], [saved]);
 }
 
 /** −x. */
@@ -235,12 +243,17 @@ function differentiable(
   const out = binary(op, a, b);
   const tensors = [a, b].filter((v): v is Tensor => v instanceof Tensor);
   const saved = save === "none" ? [] : save === "inputs" ? tensors : [...tensors, out];
-  return record(out, op, tensors, (g, needs) => {
+  return record(out, op, tensors, (g, needs, kept) => {
     const full = [
       a instanceof Tensor && needs[0],
       b instanceof Tensor && needs[a instanceof Tensor ? 1 : 0],
     ];
-    const [ga, gb] = vjp(g, a, b, out, full);
+    // The retained handles stand in for a, b and out (the caller may have disposed them).
+    const handle = <T extends Operand>(v: T): T => {
+      const i = saved.indexOf(v as unknown as Tensor);
+      return (i >= 0 ? kept[i] : v) as T;
+    };
+    const [ga, gb] = vjp(g, handle(a), handle(b), handle(out), full);
     const grads: (Tensor | null)[] = [];
     if (a instanceof Tensor) grads.push(ga ? reduceTo(ga, a.shape, g) : null);
     if (b instanceof Tensor) grads.push(gb ? reduceTo(gb, b.shape, g) : null);
@@ -285,7 +298,15 @@ export const div = (a: Operand, b: Operand): Tensor =>
 /** a ** b with broadcasting (float only; negative bases need integral exponents). */
 export const pow = (a: Operand, b: Operand): Tensor =>
   differentiable("pow", a, b, (g, a, b, out, n) => [
-    n[0] ? pointwiseGrad("pow_grad_a", g, a, b, "v0 * v2 * mg_pow(v1, v2 - 1.0)") : null,
+    n[0]
+      ? pointwiseGrad(
+        "pow_grad_a",
+        g,
+        a,
+        b,
+        "select(v0 * v2 * mg_pow(v1, v2 - 1.0), 0.0, v2 == 0.0)",
+      )
+      : null,
     n[1]
       ? pointwiseGrad("pow_grad_b", g, a, out, "select(0.0, v0 * v2 * log(v1), v1 > 0.0)")
       : null,
@@ -349,7 +370,7 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   );
   const out = pointwise("where", [cond, x, y], shape, dtype, "select(v2, v1, v0 != 0u)");
   const tensors = [a, b].filter((v): v is Tensor => v instanceof Tensor);
-  return record(out, "where", tensors, (g, needs) => {
+  return record(out, "where", tensors, (g, needs, [c]) => {
     const grads: (Tensor | null)[] = [];
     let j = 0;
     for (const [v, pickA] of [[a, true], [b, false]] as const) {
@@ -359,7 +380,7 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
         continue;
       }
       const expr = pickA ? "select(0.0, v1, v0 != 0u)" : "select(v1, 0.0, v0 != 0u)";
-      grads.push(reduceTo(pointwise("where_grad", [cond, g], g.shape, g.dtype, expr), v.shape));
+      grads.push(reduceTo(pointwise("where_grad", [c, g], g.shape, g.dtype, expr), v.shape));
     }
     return grads;
   }, [cond]);

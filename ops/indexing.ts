@@ -23,7 +23,7 @@ import { kernel, Params } from "../core/kernel.ts";
 import { dispatch } from "../core/runtime.ts";
 import { normalizeAxis, sameShape } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
-import { type GradNode, noGrad, record } from "../core/autograd.ts";
+import { noGrad, record } from "../core/autograd.ts";
 import { grid1d, linearId } from "./grid.ts";
 import { cast, contiguous } from "./elementwise.ts";
 import { copyInto, fillInPlace } from "./copy.ts";
@@ -250,23 +250,6 @@ function scatterInto(
   });
 }
 
-/**
- * `record` whose vjp reads the retained handles of `saved` (so it still works after the
- * caller disposes its own handles of them, e.g. an index tensor).
- */
-function recordSaved(
-  out: Tensor,
-  op: string,
-  inputs: readonly Tensor[],
-  saved: readonly Tensor[],
-  vjp: (g: Tensor, needs: readonly boolean[], kept: readonly Tensor[]) => (Tensor | null)[],
-): Tensor {
-  const node: GradNode | null =
-    record(out, op, inputs, (g, needs) => vjp(g, needs, node!.saved), saved)
-      .gradFn;
-  return out;
-}
-
 // ---- reads ------------------------------------------------------------------------------
 
 /**
@@ -289,13 +272,13 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
   const spread = spreadIndex(index, outShape, ax);
   const out = gatherRaw(op, x, ax, spread);
   spread.dispose();
-  return recordSaved(out, op, [x, index], [index], (g, needs, [index]) => {
+  return record(out, op, [x, index], (g, needs, [index]) => {
     if (!needs[0]) return [null, null];
     const gi = spreadIndex(index, g.shape, ax);
     const dx = scatterInto(op, null, x.shape, x.dtype, ax, gi, g);
     gi.dispose();
     return [dx, null];
-  });
+  }, [index]);
 }
 
 /**
@@ -312,10 +295,10 @@ export function gather(x: Tensor, axis: number, index: Tensor): Tensor {
   const ax = normalizeAxis(op, axis, x.rank);
   checkCovered(op, "x", x, index, ax);
   const out = gatherRaw(op, x, ax, index);
-  return recordSaved(out, op, [x, index], [index], (g, needs, [index]) => {
+  return record(out, op, [x, index], (g, needs, [index]) => {
     if (!needs[0]) return [null, null];
     return [scatterInto(op, null, x.shape, x.dtype, ax, index, g), null];
-  });
+  }, [index]);
 }
 
 /** Throws unless index has t's rank and fits inside t on every axis but `skip` (-1: none). */
@@ -383,7 +366,7 @@ export function scatterAdd(x: Tensor, axis: number, index: Tensor, src: Tensor):
     : src.view(index.shape, src.strides, src.offset);
   const out = scatterInto(op, x, x.shape, x.dtype, ax, index, srcBlock);
   if (srcBlock !== src) srcBlock.dispose();
-  return recordSaved(out, op, [x, index, src], [index], (g, needs, [index]) => {
+  return record(out, op, [x, index, src], (g, needs, [index]) => {
     let dsrc: Tensor | null = null;
     if (needs[2]) {
       const picked = gatherRaw(op, g, ax, index);
@@ -398,7 +381,7 @@ export function scatterAdd(x: Tensor, axis: number, index: Tensor, src: Tensor):
       }
     }
     return [needs[0] ? g : null, null, dsrc];
-  });
+  }, [index]);
 }
 
 /**
@@ -432,7 +415,7 @@ export function indexAdd(x: Tensor, axis: number, index: Tensor, src: Tensor): T
   const spread = spreadIndex(index, want, ax);
   const out = scatterInto(op, x, x.shape, x.dtype, ax, spread, src);
   spread.dispose();
-  return recordSaved(out, op, [x, index, src], [index], (g, needs, [index]) => {
+  return record(out, op, [x, index, src], (g, needs, [index]) => {
     let dsrc: Tensor | null = null;
     if (needs[2]) {
       const gi = spreadIndex(index, want, ax);
@@ -440,7 +423,7 @@ export function indexAdd(x: Tensor, axis: number, index: Tensor, src: Tensor): T
       gi.dispose();
     }
     return [needs[0] ? g : null, null, dsrc];
-  });
+  }, [index]);
 }
 
 // ---- topk -------------------------------------------------------------------------------
@@ -550,8 +533,8 @@ fn before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
     );
     if (src !== x) src.dispose();
   }
-  recordSaved(values, op, [x], [indices], (g, _needs, [indices]) => {
+  record(values, op, [x], (g, _needs, [indices]) => {
     return [scatterInto(op, null, x.shape, x.dtype, x.rank - 1, indices, g)];
-  });
+  }, [indices]);
   return { values, indices };
 }

@@ -162,6 +162,14 @@ export function expand(x: Tensor, shape: readonly number[]): Tensor {
     );
   }
   const target = shape.map((d, i) => d === -1 && i >= lead ? x.shape[i - lead] : d);
+  if (!target.every((d) => Number.isInteger(d) && d >= 0)) {
+    throw new MoongradError(
+      "expand",
+      `shape ${fmtShape(shape)} must hold non-negative integers (-1 only for existing axes of ${
+        fmtShape(x.shape)
+      })`,
+    );
+  }
   const strides = target.map((d, i) => {
     if (i < lead) return 0;
     const xd = x.shape[i - lead];

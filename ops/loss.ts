@@ -9,7 +9,7 @@
  * dlogits = (exp(x − max − logsum) − onehot(target)) · g_row, scaled by 1/count for "mean",
  * zero for ignored rows; the saved max and log-sum spare it a second pass over the row.
  */
-import { type GradNode, noGrad, record } from "../core/autograd.ts";
+import { noGrad, record } from "../core/autograd.ts";
 import { isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { kernel, Params } from "../core/kernel.ts";
@@ -180,11 +180,10 @@ export function crossEntropy(
     out = cast;
   }
   const saved = [logits, targets, rowsBuf, ...(stats ? [stats] : [])];
-  const node: GradNode | null = record(out, op, [logits, targets], (g, needs) => {
-    if (!needs[0] || !node) return [null, null];
-    const [x, t, r, st] = node.saved;
+  record(out, op, [logits, targets], (g, needs, [x, t, r, st]) => {
+    if (!needs[0]) return [null, null];
     return [crossEntropyBackward(g, x, t, r, st ?? r, reduction, ignoreIndex), null];
-  }, saved).gradFn;
+  }, saved);
   rowsBuf.dispose();
   stats?.dispose();
   return out;
@@ -348,10 +347,8 @@ export function mseLoss(
     sq.dispose();
   }
   const scale = reduction === "mean" ? 2 / Math.max(pred.size, 1) : 2;
-  // The vjp reads the retained handles in node.saved, so disposing pred/target early is safe.
-  const node: GradNode | null = record(out, op, [pred, target], (g, needs) => {
-    if (!node) return [null, null];
-    const [p, t] = node.saved;
+  // The vjp reads the retained saved handles, so disposing pred/target early is safe.
+  record(out, op, [pred, target], (g, needs, [p, t]) => {
     const s = { scalar: scale, dtype: p.dtype };
     return [
       needs[0]
@@ -361,6 +358,6 @@ export function mseLoss(
         ? pointwise("mse_grad", [g, t, p, s], p.shape, p.dtype, "v3 * v0 * (v1 - v2)")
         : null,
     ];
-  }, [pred, target]).gradFn;
+  }, [pred, target]);
   return out;
 }

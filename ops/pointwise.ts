@@ -49,6 +49,8 @@ export function pointwise(
   // then one word per scalar input.
   const p = new Params().u(n, rank, ...outShape);
   const loads: string[] = [];
+  // Scalar words go after every tensor's strides, whatever the order of the inputs.
+  const scalars: ((q: Params) => void)[] = [];
   let t = 0;
   let s = 0;
   inputs.forEach((x, j) => {
@@ -68,13 +70,15 @@ export function pointwise(
         : ct === "i32"
         ? `bitcast<i32>(${word})`
         : word;
-      if (ct === "f32") p.f(x.scalar);
-      else if (ct === "i32") p.i(x.scalar);
-      else p.u(x.scalar ? 1 : 0);
+      const v = x.scalar;
+      if (ct === "f32") scalars.push((q) => q.f(v));
+      else if (ct === "i32") scalars.push((q) => q.i(v));
+      else scalars.push((q) => q.u(v ? 1 : 0));
       loads.push(`let v${j} = ${conv};`);
       s++;
     }
   });
+  for (const push of scalars) push(p);
   const stridedFn = `
 fn strided(i: u32, base: u32) -> u32 {
   let rank = prm(1u);

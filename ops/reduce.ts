@@ -181,6 +181,11 @@ function checkInput(op: string, x: Tensor, allowInt: boolean): void {
   }
 }
 
+/** Normalised axes; on a rank-0 tensor axis 0 is accepted and reduces over nothing. */
+function axesOf(op: string, axes: number | readonly number[] | undefined, rank: number): number[] {
+  return normalizeAxes(op, axes, rank).filter((a) => a < rank);
+}
+
 /** Shape of a reduction's output with the reduced axes kept as size 1. */
 function keptShape(x: Tensor, axes: number[]): number[] {
   return x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
@@ -189,7 +194,7 @@ function keptShape(x: Tensor, axes: number[]): number[] {
 /** Sum over `axes` (all when omitted); keepDims leaves them as size 1. */
 export function sum(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
   checkInput("sum", x, true);
-  const ax = normalizeAxes("sum", axes, x.rank);
+  const ax = axesOf("sum", axes, x.rank);
   const out = reduce("sum", "sum", x, ax, keepDims);
   return record(out, "sum", [x], (g) => {
     const gk = g.reshape(keptShape(x, ax));
@@ -204,7 +209,7 @@ export function sum(x: Tensor, axes?: number | readonly number[], keepDims = fal
 /** Mean over `axes` (all when omitted). */
 export function mean(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
   checkInput("mean", x, false);
-  const ax = normalizeAxes("mean", axes, x.rank);
+  const ax = axesOf("mean", axes, x.rank);
   const count = ax.reduce((n, a) => n * x.shape[a], 1);
   const out = reduce("mean", "sum", x, ax, keepDims, 1 / count);
   return record(out, "mean", [x], (g) => {
@@ -228,12 +233,12 @@ function extremum(
   keepDims: boolean,
 ): Tensor {
   checkInput(op, x, true);
-  const ax = normalizeAxes(op, axes, x.rank);
+  const ax = axesOf(op, axes, x.rank);
   const out = reduce(op, op, x, ax, keepDims);
-  return record(out, op, [x], (g) => {
+  return record(out, op, [x], (g, _needs, [xs, os]) => {
     // The gradient goes to every position equal to the extremum, shared equally among ties.
-    const ok = out.reshape(keptShape(x, ax));
-    const mask = eq(x, ok);
+    const ok = os.reshape(keptShape(x, ax));
+    const mask = eq(xs, ok);
     const maskF = cast(mask, x.dtype);
     const count = sum(maskF, ax, true);
     const gk = g.reshape(keptShape(x, ax));
@@ -280,7 +285,7 @@ function argExtremum(
     r.dispose();
     return k;
   }
-  return reduce(op, op, x, [normalizeAxis(op, axis, x.rank)], keepDims);
+  return reduce(op, op, x, x.rank === 0 ? [] : [normalizeAxis(op, axis, x.rank)], keepDims);
 }
 
 /** Options of `variance`. */
@@ -298,7 +303,7 @@ export function variance(
   options: VarOptions = {},
 ): Tensor {
   checkInput("var", x, false);
-  const ax = normalizeAxes("var", axes, x.rank);
+  const ax = axesOf("var", axes, x.rank);
   const correction = options.correction ?? 1;
   const count = ax.reduce((n, a) => n * x.shape[a], 1);
   const m = mean(x, ax, true);

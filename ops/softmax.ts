@@ -18,7 +18,7 @@ import { type Binding, kernel, Params } from "../core/kernel.ts";
 import { dispatch } from "../core/runtime.ts";
 import { numel } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
-import { type GradNode, record } from "../core/autograd.ts";
+import { record } from "../core/autograd.ts";
 import { grid1d, linearId } from "./grid.ts";
 
 /** Threads per workgroup of every row kernel. */
@@ -345,10 +345,10 @@ function backward(op: "softmax" | "logSoftmax", g: Tensor, y: Tensor, axis: numb
 function softmaxOp(op: "softmax" | "logSoftmax", x: Tensor, axis: number): Tensor {
   const ax = checkSoftmaxInput(op, x, axis);
   const out = forward(op, x, ax);
-  // The vjp reads the retained handle in node.saved, so disposing `out` early is safe.
-  const node: GradNode | null = record(out, op, [x], (g, needs) => {
-    return [needs[0] && node ? backward(op, g, node.saved[0], ax) : null];
-  }, [out]).gradFn;
+  // The vjp reads the retained saved handle, so disposing `out` early is safe.
+  record(out, op, [x], (g, needs, [y]) => {
+    return [needs[0] ? backward(op, g, y, ax) : null];
+  }, [out]);
   return out;
 }
 
