@@ -89,3 +89,5 @@ export {
 export { concat, split, stack } from "./ops/concat.ts";
 export { embedding, gather, indexAdd, indexSelect, scatterAdd, topk } from "./ops/indexing.ts";
 export { crossEntropy, type CrossEntropyOptions, mseLoss } from "./ops/loss.ts";
+export * as nn from "./nn/mod.ts";
+export * as io from "./io/mod.ts";

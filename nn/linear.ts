@@ -1,0 +1,74 @@
+/** `Linear`: y = x Wᵀ + b over the last axis, with HF's weight layout [out, in]. */
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { isFloat } from "../core/dtype.ts";
+import { Tensor } from "../core/tensor.ts";
+import { add } from "../ops/elementwise.ts";
+import { transpose } from "../ops/layout.ts";
+import { matmul } from "../ops/matmul.ts";
+import { deriveSeed, type InitOptions, Module, normalInit, zerosInit } from "./module.ts";
+
+/** Options of `Linear`. */
+export interface LinearOptions extends InitOptions {
+  /** Add a learned bias (default true, as in PyTorch; HF DeepSeek layers use false). */
+  bias?: boolean;
+}
+
+/**
+ * A fully connected layer: `weight` [out, in] drawn from N(0, std²) (std = HF
+ * `initializer_range`, 0.02 by default), `bias` [out] zeros. Accepts any leading axes:
+ * [..., in] → [..., out]. The transposed weight is a view read in place by matmul.
+ */
+export class Linear extends Module {
+  /** Input features. */
+  readonly inFeatures: number;
+  /** Output features. */
+  readonly outFeatures: number;
+  /** Weight [out, in]. */
+  readonly weight: Tensor;
+  /** Bias [out], or null. */
+  readonly bias: Tensor | null;
+
+  /** Creates the layer with seeded HF-style initialisation. */
+  constructor(inFeatures: number, outFeatures: number, options: LinearOptions = {}) {
+    super();
+    for (const [arg, v] of [["inFeatures", inFeatures], ["outFeatures", outFeatures]] as const) {
+      if (!Number.isInteger(v) || v <= 0) {
+        throw new MoongradError("Linear", `${arg} must be a positive integer, got ${v}`);
+      }
+    }
+    this.inFeatures = inFeatures;
+    this.outFeatures = outFeatures;
+    this.weight = this.param(
+      "weight",
+      normalInit([outFeatures, inFeatures], { ...options, seed: deriveSeed(options.seed, "w") }),
+    );
+    this.bias = options.bias ?? true ? this.param("bias", zerosInit([outFeatures], options)) : null;
+  }
+
+  /** x [..., in] → x Wᵀ + b [..., out]. */
+  forward(x: Tensor): Tensor {
+    if (!(x instanceof Tensor)) {
+      throw new MoongradError("Linear.forward", `x must be a Tensor, got ${typeof x}`);
+    }
+    if (x.rank < 1 || x.shape[x.rank - 1] !== this.inFeatures || !isFloat(x.dtype)) {
+      throw new MoongradError(
+        "Linear.forward",
+        `x must be float [..., ${this.inFeatures}], got ${x.dtype} ${fmtShape(x.shape)} ` +
+          `(weight ${fmtShape(this.weight.shape)})`,
+      );
+    }
+    if (x.dtype !== this.weight.dtype) {
+      throw new MoongradError(
+        "Linear.forward",
+        `x is ${x.dtype} but the weight is ${this.weight.dtype}; cast x first`,
+      );
+    }
+    const wt = transpose(this.weight, 0, 1);
+    const y = matmul(x, wt);
+    wt.dispose();
+    if (!this.bias) return y;
+    const out = add(y, this.bias);
+    y.dispose();
+    return out;
+  }
+}

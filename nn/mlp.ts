@@ -1,0 +1,57 @@
+/** SwiGLU feed-forward block (HF `DeepseekV3MLP`): down(silu(gate(x)) ⊙ up(x)). */
+import { MoongradError } from "../core/errors.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { mul, silu } from "../ops/elementwise.ts";
+import { Linear } from "./linear.ts";
+import { deriveSeed, type InitOptions, Module } from "./module.ts";
+
+/**
+ * The gated MLP of DeepSeek / Kimi: `gate_proj` and `up_proj` [intermediate, hidden],
+ * `down_proj` [hidden, intermediate], all without bias (HF names), initialised N(0, std²).
+ */
+export class MLP extends Module {
+  /** Model width. */
+  readonly hiddenSize: number;
+  /** Inner width. */
+  readonly intermediateSize: number;
+  /** hidden → intermediate, through silu. */
+  readonly gateProj: Linear;
+  /** hidden → intermediate. */
+  readonly upProj: Linear;
+  /** intermediate → hidden. */
+  readonly downProj: Linear;
+
+  /** Creates the block; `options.seed` seeds each projection differently. */
+  constructor(hiddenSize: number, intermediateSize: number, options: InitOptions = {}) {
+    super();
+    for (const [arg, v] of [["hiddenSize", hiddenSize], ["intermediateSize", intermediateSize]]) {
+      if (!Number.isInteger(v) || (v as number) <= 0) {
+        throw new MoongradError("MLP", `${arg} must be a positive integer, got ${v}`);
+      }
+    }
+    this.hiddenSize = hiddenSize;
+    this.intermediateSize = intermediateSize;
+    const make = (name: string, i: number, o: number) =>
+      this.module(
+        name,
+        new Linear(i, o, { ...options, bias: false, seed: deriveSeed(options.seed, name) }),
+      );
+    this.gateProj = make("gate_proj", hiddenSize, intermediateSize);
+    this.upProj = make("up_proj", hiddenSize, intermediateSize);
+    this.downProj = make("down_proj", intermediateSize, hiddenSize);
+  }
+
+  /** x [..., hidden] → [..., hidden]. Intermediates are freed as soon as they are used. */
+  forward(x: Tensor): Tensor {
+    const g = this.gateProj.forward(x);
+    const a = silu(g);
+    g.dispose();
+    const u = this.upProj.forward(x);
+    const h = mul(a, u);
+    a.dispose();
+    u.dispose();
+    const y = this.downProj.forward(h);
+    h.dispose();
+    return y;
+  }
+}

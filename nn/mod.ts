@@ -1,0 +1,28 @@
+/**
+ * Neural-network building blocks: the Module system and the layers of a DeepSeek-V3 / Kimi K2
+ * style model, with Hugging Face parameter names.
+ * @module
+ */
+export {
+  copyParam,
+  DEFAULT_INIT_STD,
+  deriveSeed,
+  type InitOptions,
+  type LoadOptions,
+  type LoadResult,
+  Module,
+  ModuleList,
+  normalInit,
+  type StateDict,
+  type StateDictLike,
+  stateDictProblems,
+  type TensorSpec,
+  zerosInit,
+} from "./module.ts";
+export { Linear, type LinearOptions } from "./linear.ts";
+export { Embedding } from "./embedding.ts";
+export { RMSNorm, type RMSNormOptions } from "./rmsnorm.ts";
+export { MLP } from "./mlp.ts";
+export { applyRope, ropeInvFreq, RotaryEmbedding } from "./rope.ts";
+export { rmsNorm } from "../ops/rmsnorm.ts";
+export { rope } from "../ops/rope.ts";

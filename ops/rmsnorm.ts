@@ -1,0 +1,333 @@
+/**
+ * Fused RMSNorm over the last axis: y = x · rsqrt(mean(x²) + eps) · g, with its fused
+ * backward. Forward: one workgroup per row (one thread per row when rows are short) reduces
+ * Σx², writes y and saves the row's rsqrt for backward. Backward: the same row layout computes
+ * dx = r·g·dy − x·r³/n·Σ(dy·g·x); dg = Σ_rows dy·x·r is reduced by a column-parallel kernel
+ * over row chunks plus a short column sum. Inputs are read through a row stride and a column
+ * stride (a slice of a wider projection is not copied); f16 is computed in f32.
+ */
+import { type DType, isFloat, wgslType } from "../core/dtype.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { type Binding, kernel, Params } from "../core/kernel.ts";
+import { dispatch } from "../core/runtime.ts";
+import { numel } from "../core/shape.ts";
+import { Tensor } from "../core/tensor.ts";
+import { record } from "../core/autograd.ts";
+import { grid1d, linearId } from "./grid.ts";
+import { contiguous } from "./elementwise.ts";
+import { fillInPlace } from "./copy.ts";
+
+/** Threads per workgroup of the workgroup-per-row kernels. */
+const ROW_WG = 128;
+/** Rows at most this long get one thread each instead of one workgroup. */
+const SHORT_ROW = 32;
+/** Threads per workgroup of the column kernels of dg. */
+const COL_WG = 64;
+
+/** A tensor read as rows of its last axis: element (row, j) at offset + row·rs + j·cs. */
+interface Rows {
+  t: Tensor;
+  rowStride: number;
+  colStride: number;
+  /** True when `t` is a copy made here (dispose it after use). */
+  owned: boolean;
+}
+
+/** Views x as rows with one row stride; copies only when its outer axes cannot be merged. */
+function asRows(x: Tensor): Rows {
+  const r = x.rank;
+  const n = x.shape[r - 1];
+  let rowStride = -1;
+  let span = 1;
+  for (let i = r - 2; i >= 0; i--) {
+    if (x.shape[i] === 1) continue;
+    if (rowStride < 0) {
+      rowStride = x.strides[i];
+      span = x.shape[i];
+    } else if (x.strides[i] === rowStride * span) {
+      span *= x.shape[i];
+    } else {
+      const c = contiguous(x);
+      return { t: c, rowStride: n, colStride: 1, owned: true };
+    }
+  }
+  return {
+    t: x,
+    rowStride: rowStride < 0 ? n : rowStride,
+    colStride: x.strides[r - 1],
+    owned: false,
+  };
+}
+
+function pushRows(p: Params, ...ops: Rows[]): Params {
+  for (const o of ops) p.u(o.t.offset, o.rowStride, o.colStride);
+  return p;
+}
+
+/** WGSL: `at(t, row, j)` addresses operand t; `wsum` sums over the row's lanes. */
+function prelude(lanes: number): string {
+  const at = `
+fn at(t: u32, row: u32, j: u32) -> u32 {
+  let b = 3u + 3u * t;
+  return prm(b) + row * prm(b + 1u) + j * prm(b + 2u);
+}`;
+  if (lanes === 1) return at + "\nfn wsum(v: f32, lane: u32) -> f32 { return v; }";
+  return at + `
+var<workgroup> red: array<f32, ${lanes}>;
+fn wsum(v: f32, lane: u32) -> f32 {
+  red[lane] = v;
+  workgroupBarrier();
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
+    if (lane < s) { red[lane] = red[lane] + red[lane + s]; }
+    workgroupBarrier();
+  }
+  let out = red[0];
+  workgroupBarrier();
+  return out;
+}`;
+}
+
+/** WGSL defining row, lane, step and n, returning past the last row. */
+function setup(lanes: number): string {
+  return lanes === 1
+    ? `
+  let row = ${linearId(ROW_WG)};
+  if (row >= prm(0u)) { return; }
+  let lane = 0u;
+  let step = 1u;
+  let n = prm(1u);`
+    : `
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= prm(0u)) { return; }
+  let lane = lidx;
+  let step = ${lanes}u;
+  let n = prm(1u);`;
+}
+
+function rowKernel(name: string, bindings: Binding[], n: number, body: string) {
+  const lanes = n <= SHORT_ROW ? 1 : ROW_WG;
+  const k = kernel({
+    name: `${name}_${lanes === 1 ? "short" : "rows"}`,
+    bindings,
+    workgroupSize: [ROW_WG],
+    prelude: prelude(lanes),
+    body: setup(lanes) + body,
+  });
+  return { k, grid: (rows: number) => grid1d(rows, lanes === 1 ? ROW_WG : 1) };
+}
+
+function check(x: Tensor, weight: Tensor, eps: number): void {
+  const op = "rmsNorm";
+  for (const [arg, t] of [["x", x], ["weight", weight]] as const) {
+    if (!(t instanceof Tensor)) throw new MoongradError(op, `${arg} must be a Tensor`);
+    t.storage(op);
+    if (!isFloat(t.dtype)) {
+      throw new MoongradError(op, `${arg} must be f32 or f16, got ${t.dtype} ${fmtShape(t.shape)}`);
+    }
+  }
+  if (x.rank < 1 || weight.rank !== 1 || weight.shape[0] !== x.shape[x.rank - 1]) {
+    throw new MoongradError(
+      op,
+      `x [..., D] needs weight [D]; got x ${fmtShape(x.shape)} and weight ${
+        fmtShape(weight.shape)
+      }`,
+    );
+  }
+  if (x.dtype !== weight.dtype) {
+    throw new MoongradError(op, `x is ${x.dtype} but weight is ${weight.dtype}; cast one first`);
+  }
+  if (typeof eps !== "number" || !Number.isFinite(eps) || eps < 0) {
+    throw new MoongradError(op, `eps must be a finite number >= 0, got ${eps}`);
+  }
+}
+
+function gainRows(weight: Tensor): Rows {
+  return { t: weight, rowStride: 0, colStride: weight.strides[0], owned: false };
+}
+
+function forward(xr: Rows, weight: Tensor, eps: number, shape: readonly number[]) {
+  const x = xr.t;
+  const n = shape[shape.length - 1];
+  const rows = numel(shape.slice(0, -1));
+  const y = Tensor.empty(shape, x.dtype);
+  const rstd = Tensor.empty(shape.slice(0, -1), "f32");
+  if (y.size === 0) return { y, rstd };
+  const t = wgslType(x.dtype);
+  const { k, grid } = rowKernel(
+    "rms_norm",
+    [
+      { name: "x", type: t, access: "read" },
+      { name: "g", type: t, access: "read" },
+      { name: "y", type: t, access: "read_write" },
+      { name: "rstd", type: "f32", access: "read_write" },
+    ],
+    n,
+    `
+  var acc = 0.0;
+  for (var j = lane; j < n; j += step) {
+    let v = f32(x[at(0u, row, j)]);
+    acc += v * v;
+  }
+  let r = inverseSqrt(wsum(acc, lane) / f32(n) + prmf(2u));
+  if (lane == 0u) { rstd[row] = r; }
+  for (var j = lane; j < n; j += step) {
+    y[row * n + j] = ${t}(f32(x[at(0u, row, j)]) * r * f32(g[at(1u, row, j)]));
+  }`,
+  );
+  const p = pushRows(new Params().u(rows, n).f(eps), xr, gainRows(weight));
+  const op = "rmsNorm";
+  dispatch(
+    k,
+    [x.storage(op).buf, weight.storage(op).buf, y.storage(op).buf, rstd.storage(op).buf],
+    p.words,
+    grid(rows),
+  );
+  return { y, rstd };
+}
+
+/** dx = r·g·dy − x·r³/n·Σ_j(dy·g·x), one workgroup (or thread) per row. */
+function backwardX(dyr: Rows, xr: Rows, weight: Tensor, rstd: Tensor): Tensor {
+  const x = xr.t;
+  const n = x.shape[x.rank - 1];
+  const rows = rstd.size;
+  const dx = Tensor.empty(x.shape, x.dtype);
+  if (dx.size === 0) return dx;
+  const t = wgslType(x.dtype);
+  const { k, grid } = rowKernel(
+    "rms_norm_dx",
+    [
+      { name: "dy", type: wgslType(dyr.t.dtype), access: "read" },
+      { name: "x", type: t, access: "read" },
+      { name: "g", type: t, access: "read" },
+      { name: "rstd", type: "f32", access: "read" },
+      { name: "dx", type: t, access: "read_write" },
+    ],
+    n,
+    `
+  let r = rstd[row];
+  var acc = 0.0;
+  for (var j = lane; j < n; j += step) {
+    acc += f32(dy[at(0u, row, j)]) * f32(g[at(2u, row, j)]) * f32(x[at(1u, row, j)]);
+  }
+  let c = r * r * r * wsum(acc, lane) / f32(n);
+  for (var j = lane; j < n; j += step) {
+    let gd = f32(g[at(2u, row, j)]) * f32(dy[at(0u, row, j)]);
+    dx[row * n + j] = ${t}(r * gd - f32(x[at(1u, row, j)]) * c);
+  }`,
+  );
+  const p = pushRows(new Params().u(rows, n, 0), dyr, xr, gainRows(weight));
+  const op = "rmsNorm_grad";
+  dispatch(
+    k,
+    [
+      dyr.t.storage(op).buf,
+      x.storage(op).buf,
+      weight.storage(op).buf,
+      rstd.storage(op).buf,
+      dx.storage(op).buf,
+    ],
+    p.words,
+    grid(rows),
+  );
+  return dx;
+}
+
+/** dg = Σ_rows dy·x·r: partial sums over row chunks (one thread per column), then a column sum. */
+function backwardG(dyr: Rows, xr: Rows, rstd: Tensor, gDtype: DType): Tensor {
+  const x = xr.t;
+  const n = x.shape[x.rank - 1];
+  const rows = rstd.size;
+  const op = "rmsNorm_grad";
+  if (rows === 0) {
+    const z = Tensor.empty([n], gDtype);
+    fillInPlace(z, 0);
+    return z;
+  }
+  const perChunk = Math.max(32, Math.ceil(rows / 512));
+  const chunks = Math.ceil(rows / perChunk);
+  const partial = Tensor.empty([chunks, n], "f32");
+  const k = kernel({
+    name: "rms_norm_dg_partial",
+    bindings: [
+      { name: "dy", type: wgslType(dyr.t.dtype), access: "read" },
+      { name: "x", type: wgslType(x.dtype), access: "read" },
+      { name: "rstd", type: "f32", access: "read" },
+      { name: "part", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [COL_WG],
+    prelude: prelude(1),
+    body: `
+  let j = wid.x * ${COL_WG}u + lid.x;
+  let n = prm(1u);
+  if (j >= n) { return; }
+  let r0 = wid.y * prm(2u);
+  let r1 = min(prm(0u), r0 + prm(2u));
+  var acc = 0.0;
+  for (var r = r0; r < r1; r++) {
+    acc += f32(dy[at(0u, r, j)]) * f32(x[at(1u, r, j)]) * rstd[r];
+  }
+  part[wid.y * n + j] = acc;`,
+  });
+  const p = pushRows(new Params().u(rows, n, perChunk), dyr, xr);
+  dispatch(
+    k,
+    [dyr.t.storage(op).buf, x.storage(op).buf, rstd.storage(op).buf, partial.storage(op).buf],
+    p.words,
+    [Math.ceil(n / COL_WG), chunks],
+  );
+  if (chunks === 1 && gDtype === "f32") {
+    const dg = partial.view([n], [1], 0);
+    partial.dispose();
+    return dg;
+  }
+  const dg = Tensor.empty([n], gDtype);
+  const t = wgslType(gDtype);
+  const ks = kernel({
+    name: "rms_norm_dg_sum",
+    bindings: [
+      { name: "part", type: "f32", access: "read" },
+      { name: "dg", type: t, access: "read_write" },
+    ],
+    workgroupSize: [COL_WG],
+    body: `
+  let j = ${linearId(COL_WG)};
+  let n = prm(0u);
+  if (j >= n) { return; }
+  var acc = 0.0;
+  for (var c = 0u; c < prm(1u); c++) { acc += part[c * n + j]; }
+  dg[j] = ${t}(acc);`,
+  });
+  dispatch(
+    ks,
+    [partial.storage(op).buf, dg.storage(op).buf],
+    new Params().u(n, chunks).words,
+    grid1d(n, COL_WG),
+  );
+  partial.dispose();
+  return dg;
+}
+
+/**
+ * Root-mean-square normalisation over the last axis (HF `DeepseekV3RMSNorm`):
+ * `y = x · rsqrt(mean(x²) + eps) · weight`, x [..., D] and weight [D], f32 or f16 (computed
+ * in f32). One fused kernel forward, fused kernels backward (dx, and dweight summed over rows).
+ */
+export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-6): Tensor {
+  check(x, weight, eps);
+  const xr = asRows(x);
+  const { y, rstd } = forward(xr, weight, eps, x.shape);
+  // Save the row view actually read (a copy when x's axes did not merge).
+  record(y, "rmsNorm", [x, weight], (g, needs, [sx, sw, sr]) => {
+    const xs: Rows = { t: sx, rowStride: xr.rowStride, colStride: xr.colStride, owned: false };
+    const gr = asRows(g);
+    const out = [
+      needs[0] ? backwardX(gr, xs, sw, sr) : null,
+      needs[1] ? backwardG(gr, xs, sr, sw.dtype) : null,
+    ];
+    if (gr.owned) gr.t.dispose();
+    return out;
+  }, [xr.t, weight, rstd]);
+  rstd.dispose();
+  if (xr.owned) xr.t.dispose();
+  return y;
+}

@@ -1,0 +1,190 @@
+/**
+ * Rotary position embedding with the interleaved pair layout of DeepSeek / Kimi weights:
+ * pairs (x0, x1), (x2, x3), … of the last axis rotate together by angle p·θ^(−2i/d), where p
+ * is the position of the row along the second-to-last axis (an offset) or read from an i32
+ * tensor. One thread per pair; the input is read through its strides (q_rope sliced out of a
+ * projection is not copied). Backward rotates the gradient by −angle with the same kernel.
+ *
+ * Precision follows HF: inv_freq is rounded to f32 (computed here in float64 first), the
+ * angle is the f32 product p·inv_freq, then reduced to [−π, π] (Cody–Waite) before sin/cos
+ * so large positions stay accurate on GPUs whose sin/cos are only accurate near zero.
+ * HF's `apply_rotary_pos_emb_interleave` returns the rotated pairs de-interleaved (first all
+ * even, then all odd components); this op keeps the interleaved layout. Dot products between
+ * rotated q and k, all attention uses, are identical in both layouts.
+ */
+import { isFloat, wgslType } from "../core/dtype.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { type Binding, kernel, Params } from "../core/kernel.ts";
+import { dispatch } from "../core/runtime.ts";
+import { numel } from "../core/shape.ts";
+import { Tensor } from "../core/tensor.ts";
+import { record } from "../core/autograd.ts";
+import { tensor } from "./creation.ts";
+import { grid1d, linearId } from "./grid.ts";
+
+const WG = 256;
+
+/** inv_freq_i = θ^(−2i/d) for i < d/2, computed in float64 and rounded to f32. */
+export function ropeInvFreq(dim: number, theta: number): Float32Array {
+  if (!Number.isInteger(dim) || dim <= 0 || dim % 2 !== 0) {
+    throw new MoongradError("rope", `the rotary dim must be a positive even integer, got ${dim}`);
+  }
+  if (typeof theta !== "number" || !Number.isFinite(theta) || theta <= 0) {
+    throw new MoongradError("rope", `theta must be a finite number > 0, got ${theta}`);
+  }
+  return Float32Array.from({ length: dim / 2 }, (_, i) => Math.pow(theta, (-2 * i) / dim));
+}
+
+/** Strides of `pos` right-aligned to the outer shape of x (0 on broadcast axes). */
+function positionStrides(pos: Tensor, outer: readonly number[], x: Tensor): number[] {
+  const lead = outer.length - pos.rank;
+  const bad = () =>
+    new MoongradError(
+      "rope",
+      `positions ${fmtShape(pos.shape)} must broadcast to x's shape without its last axis ` +
+        `${fmtShape(outer)} (x is ${fmtShape(x.shape)}); e.g. positions [T] for x [..., T, d]`,
+    );
+  if (lead < 0) throw bad();
+  return outer.map((d, i) => {
+    if (i < lead) return 0;
+    const pd = pos.shape[i - lead];
+    if (pd === d) return d === 1 ? 0 : pos.strides[i - lead];
+    if (pd === 1) return 0;
+    throw bad();
+  });
+}
+
+function rotate(
+  x: Tensor,
+  positions: number | Tensor,
+  invFreq: Tensor,
+  sign: 1 | -1,
+): Tensor {
+  const op = sign === 1 ? "rope" : "rope_grad";
+  const out = Tensor.empty(x.shape, x.dtype);
+  const outer = x.shape.slice(0, -1);
+  const half = x.shape[x.rank - 1] / 2;
+  const nPairs = numel(outer) * half;
+  if (nPairs === 0) return out;
+  const r1 = outer.length;
+  const byTensor = positions instanceof Tensor;
+  let posStrides: number[];
+  let posWord: number;
+  if (byTensor) {
+    posStrides = positionStrides(positions, outer, x);
+    posWord = positions.offset;
+  } else {
+    posStrides = outer.map((_, i) => (i === r1 - 1 ? 1 : 0));
+    posWord = positions;
+  }
+  const p = new Params().u(nPairs, half, r1, invFreq.offset).i(posWord).f(sign).u(
+    x.strides[x.rank - 1],
+    x.offset,
+    ...outer,
+    ...x.strides.slice(0, -1),
+    ...posStrides,
+  );
+  const t = wgslType(x.dtype);
+  const bindings: Binding[] = [
+    { name: "x", type: t, access: "read" },
+    { name: "inv", type: "f32", access: "read" },
+  ];
+  if (byTensor) bindings.push({ name: "pos", type: "i32", access: "read" });
+  bindings.push({ name: "out", type: t, access: "read_write" });
+  const k = kernel({
+    name: byTensor ? "rope_pos" : "rope_offset",
+    bindings,
+    workgroupSize: [WG],
+    body: `
+  let i = ${linearId(WG)};
+  if (i >= prm(0u)) { return; }
+  let half = prm(1u);
+  let r1 = prm(2u);
+  let j = i % half;
+  let row = i / half;
+  var rem = row;
+  var xo = prm(7u);
+  var po = 0u;
+  for (var d = i32(r1) - 1; d >= 0; d--) {
+    let dim = prm(8u + u32(d));
+    let c = rem % dim;
+    rem /= dim;
+    xo += c * prm(8u + r1 + u32(d));
+    po += c * prm(8u + 2u * r1 + u32(d));
+  }
+  let p = ${byTensor ? "f32(pos[po + u32(prmi(4u))])" : "f32(prmi(4u) + i32(po))"};
+  let a = p * inv[prm(3u) + j];
+  let k = round(a * 0.15915494309189535);
+  let red = (a - k * 6.28125) - k * 1.9353071795864769e-3;
+  let c = cos(red);
+  let s = prmf(5u) * sin(red);
+  let ls = prm(6u);
+  let x0 = f32(x[xo + 2u * j * ls]);
+  let x1 = f32(x[xo + (2u * j + 1u) * ls]);
+  out[row * 2u * half + 2u * j] = ${t}(x0 * c - x1 * s);
+  out[row * 2u * half + 2u * j + 1u] = ${t}(x0 * s + x1 * c);`,
+  });
+  const bufs = [x.storage(op).buf, invFreq.storage(op).buf];
+  if (byTensor) bufs.push(positions.storage(op).buf);
+  bufs.push(out.storage(op).buf);
+  dispatch(k, bufs, p.words, grid1d(nPairs, WG));
+  return out;
+}
+
+/**
+ * Rotates pairs (x[2i], x[2i+1]) of the last axis of `x` [..., T, d] by angle p·θ^(−2i/d):
+ * `positions` is a start offset (row t of the T axis has position offset + t) or an i32
+ * tensor broadcasting to x's shape without its last axis ([T], [B, T] for x [B, T, d], [T, 1]
+ * for x [T, H, d], ...). `thetaOrInvFreq` is θ (HF `rope_theta`) or a precomputed f32
+ * inv_freq tensor [d/2] (see `ropeInvFreq`). f32 or f16 (computed in f32); output contiguous.
+ * Differentiable in x (the backward rotates by −angle).
+ */
+export function rope(
+  x: Tensor,
+  positions: number | Tensor,
+  thetaOrInvFreq: number | Tensor,
+): Tensor {
+  const op = "rope";
+  if (!(x instanceof Tensor)) throw new MoongradError(op, "x must be a Tensor");
+  x.storage(op);
+  if (!isFloat(x.dtype) || x.rank < 2 || x.shape[x.rank - 1] % 2 !== 0) {
+    throw new MoongradError(
+      op,
+      `x must be f32/f16 [..., T, d] with d even, got ${x.dtype} ${fmtShape(x.shape)}`,
+    );
+  }
+  if (positions instanceof Tensor) {
+    positions.storage(op);
+    if (positions.dtype !== "i32") {
+      throw new MoongradError(
+        op,
+        `positions must be an i32 tensor, got ${positions.dtype} ${fmtShape(positions.shape)}`,
+      );
+    }
+  } else if (!Number.isInteger(positions) || Math.abs(positions) >= 2 ** 31) {
+    throw new MoongradError(op, `the position offset must be an integer, got ${positions}`);
+  }
+  const d = x.shape[x.rank - 1];
+  let inv: Tensor;
+  if (thetaOrInvFreq instanceof Tensor) {
+    inv = thetaOrInvFreq;
+    inv.storage(op);
+    if (inv.dtype !== "f32" || inv.rank !== 1 || inv.shape[0] !== d / 2 || !inv.isContiguous) {
+      throw new MoongradError(
+        op,
+        `inv_freq must be a contiguous f32 [${d / 2}] tensor for d = ${d}, got ${inv.dtype} ${
+          fmtShape(inv.shape)
+        }`,
+      );
+    }
+  } else {
+    inv = tensor(ropeInvFreq(d, thetaOrInvFreq));
+  }
+  const out = rotate(x, positions, inv, 1);
+  const saved = positions instanceof Tensor ? [inv, positions] : [inv];
+  record(out, op, [x], (g, _needs, [si, sp]) => {
+    return [rotate(g, sp ?? (positions as number), si, -1)];
+  }, saved);
+  if (inv !== thetaOrInvFreq) inv.dispose();
+  return out;
+}
