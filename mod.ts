@@ -75,7 +75,7 @@ export {
   type VarOptions,
 } from "./ops/reduce.ts";
 export { logSoftmax, softmax } from "./ops/softmax.ts";
-export { matmul } from "./ops/matmul.ts";
+export { type MatmulConfig, matmul, matmulConfig, setMatmulConfig } from "./ops/matmul.ts";
 export {
   broadcastTo,
   expand,

@@ -1,5 +1,718 @@
-import type { Tensor } from "../core/tensor.ts";
-/** Matrix product. */
+/**
+ * Matrix product with NumPy semantics (1-D operands, broadcast batch axes) and its backward.
+ *
+ * One tiled kernel template serves every case. Each workgroup computes a BM×BN output tile
+ * (BM = wgY·tm, BN = wgX·tn) of one batch entry; each thread accumulates a tm×tn register tile
+ * in f32. Operands are read through their row, column and per-batch-axis strides, so
+ * transposed and broadcast views are never copied. Sizes, strides and offsets travel as kernel
+ * parameters; the source is specialised only on dtype, the tile configuration (data:
+ * GPU_MATMUL_CONFIG stages tiles in workgroup memory, CPU_MATMUL_CONFIG reads global memory
+ * directly) and which axis of each operand is unit-stride (load order, vec4 fast paths).
+ *
+ * Backward: dA = dC·Bᵀ and dB = Aᵀ·dC through transposed views, summed over broadcast batch
+ * axes; when the gradient's target has no batch axes ([B, T, C] @ [C, D] -> dW) the batch is
+ * folded into the inner dimension so the sum happens inside one product.
+ */
+import { deviceInfo } from "../core/device.ts";
+import type { DType } from "../core/dtype.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { type Kernel, kernel, Params } from "../core/kernel.ts";
+import { dispatch } from "../core/runtime.ts";
+import { Tensor } from "../core/tensor.ts";
+import { record } from "../core/autograd.ts";
+import { grid1d } from "./grid.ts";
+import { sumTo } from "./reduce.ts";
+import { reshape } from "./layout.ts";
+
+/** A tile configuration of the matmul kernel: tuning is data, not code. */
+export interface MatmulConfig {
+  /** Threads per workgroup along N (columns). */
+  wgX: number;
+  /** Threads per workgroup along M (rows). */
+  wgY: number;
+  /** Output rows per thread (register tile height). */
+  tm: number;
+  /** Output columns per thread (register tile width). */
+  tn: number;
+  /** Depth of the K slice staged in workgroup memory per step. */
+  bk: number;
+  /** Stage A and B tiles in workgroup memory (false: every thread reads global memory). */
+  shared: boolean;
+  /**
+   * Load four values at a time. With `shared`: vec4 tiles and a contiguous tm×tn block per
+   * thread (tm, tn multiples of 4). Without: read each operand as vec4 along its unit-stride
+   * axis (A along k or m, B along n or k) when its sizes, offset and other strides are
+   * multiples of 4 (along m needs tm, along n needs tn a multiple of 4); other layouts fall
+   * back to scalar loads.
+   */
+  vec4: boolean;
+}
+
+/**
+ * Tiles for GPUs: a 64×64 output tile per workgroup (16×16 threads, 4×4 each), K staged 16
+ * deep in workgroup memory as vec4.
+ */
+export const GPU_MATMUL_CONFIG: Readonly<MatmulConfig> = Object.freeze({
+  wgX: 16,
+  wgY: 16,
+  tm: 4,
+  tn: 4,
+  bk: 16,
+  shared: true,
+  vec4: true,
+});
+
+/**
+ * Tiles for CPU adapters (llvmpipe/lavapipe), where barriers and per-lane loads are costly:
+ * no workgroup memory, 8×16 register tiles, vec4 loads. Measured on llvmpipe at 1024³ f32
+ * (2 cores, shared machine): 2.8 GFLOP/s, against 0.7 for GPU_MATMUL_CONFIG and 1.1–2.1 for
+ * other 64×64 direct and shared tilings (bench/matmul_bench.ts).
+ */
+export const CPU_MATMUL_CONFIG: Readonly<MatmulConfig> = Object.freeze({
+  wgX: 8,
+  wgY: 4,
+  tm: 8,
+  tn: 16,
+  bk: 8,
+  shared: false,
+  vec4: true,
+});
+
+let override: MatmulConfig | null = null;
+
+/** The tile configuration in use: the override, else the default for the adapter kind. */
+export function matmulConfig(): MatmulConfig {
+  if (override) return { ...override };
+  return { ...(deviceInfo().isFallbackAdapter ? CPU_MATMUL_CONFIG : GPU_MATMUL_CONFIG) };
+}
+
+/**
+ * Overrides the tile configuration of later matmuls (for tuning and tests); null restores
+ * the adapter default. Returns the previous override.
+ */
+export function setMatmulConfig(next: MatmulConfig | null): MatmulConfig | null {
+  if (next) checkConfig(next);
+  const prev = override;
+  override = next ? { ...next } : null;
+  return prev;
+}
+
+function checkConfig(c: MatmulConfig): void {
+  const ints = [c.wgX, c.wgY, c.tm, c.tn, c.bk];
+  const vecOk = !c.vec4 || !c.shared || (c.tm % 4 === 0 && c.tn % 4 === 0);
+  if (!ints.every((v) => Number.isInteger(v) && v >= 1) || c.wgX * c.wgY > 1024 || !vecOk) {
+    throw new MoongradError(
+      "matmul",
+      `invalid tile config ${JSON.stringify(c)}: positive integers, wgX·wgY <= 1024, ` +
+        "shared vec4 tiles need tm and tn multiples of 4",
+    );
+  }
+}
+
+/** Most batch axes (after merging) the kernel's parameter block holds. */
+const MAX_BATCH_RANK = 16;
+
+/** One operand as the kernel sees it: a strided [batch..., rows, cols] view. */
+interface Operand {
+  offset: number;
+  rowStride: number;
+  colStride: number;
+  /** Strides of the output's batch axes (0 where this operand broadcasts). */
+  batchStrides: number[];
+}
+
+/** A fully resolved product: C[batch, M, N] = A[batch, M, K] · B[batch, K, N]. */
+interface Problem {
+  M: number;
+  N: number;
+  K: number;
+  batch: number[];
+  a: Operand;
+  b: Operand;
+}
+
+function wgslStore(dtype: DType): string {
+  return dtype === "f16" ? "f16" : "f32";
+}
+
+/** Layout facts about the operands that change the generated code. */
+interface Variant {
+  /** A's columns (k) are unit-stride: load the shared A tile k-fastest. */
+  aKUnit: boolean;
+  /** B's columns (n) are unit-stride: load the shared B tile n-fastest. */
+  bNUnit: boolean;
+  /** Direct kernel: read A as vec4 along k (unit k stride, everything aligned to 4). */
+  aVec: boolean;
+  /** Direct kernel: read B as vec4 along n (unit n stride, everything aligned to 4). */
+  bVec: boolean;
+  /** Direct kernel, A not aVec: read A as vec4 along m (a transposed view, aligned to 4). */
+  aMVec: boolean;
+  /** Direct kernel, B not bVec: read B as vec4 along k (a transposed view, aligned to 4). */
+  bKVec: boolean;
+}
+
+const XYZW = "xyzw";
+
+/** Generates the tiled kernel for a dtype, a tile config and the operand layout variant. */
+function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant): Kernel {
+  const T = wgslStore(dtype);
+  const BM = c.wgY * c.tm;
+  const BN = c.wgX * c.tn;
+  const NT = c.wgX * c.wgY;
+  const rows = [...Array(c.tm).keys()];
+  const cols = [...Array(c.tn).keys()];
+  const lines: string[] = [];
+  const emit = (s: string) => lines.push(s);
+  // Parameters: 0 M, 1 N, 2 K, 3 tilesN, 4 tilesM, 5 groups, 6 batch rank, 7 offA, 8 offB,
+  // 9 sAm, 10 sAk, 11 sBk, 12 sBn, then dims[r], A batch strides[r], B batch strides[r].
+  emit(`let wg = wid.y * nwg.x + wid.x;
+  if (wg >= prm(5u)) { return; }
+  let M = prm(0u); let N = prm(1u); let K = prm(2u);
+  let tn0 = wg % prm(3u);
+  let rest = wg / prm(3u);
+  let tm0 = rest % prm(4u);
+  let bi = rest / prm(4u);
+  let rank = prm(6u);
+  var offA = prm(7u);
+  var offB = prm(8u);
+  var rem = bi;
+  for (var d = i32(rank) - 1; d >= 0; d--) {
+    let dim = prm(13u + u32(d));
+    let co = rem % dim;
+    rem /= dim;
+    offA += co * prm(13u + rank + u32(d));
+    offB += co * prm(13u + 2u * rank + u32(d));
+  }
+  let sAm = prm(9u); let sAk = prm(10u); let sBk = prm(11u); let sBn = prm(12u);
+  let m0 = tm0 * ${BM}u;
+  let n0 = tn0 * ${BN}u;
+  let tx = ${c.wgX === 1 ? "0u" : `lidx % ${c.wgX}u`};
+  let ty = ${c.wgY === 1 ? "0u" : `lidx / ${c.wgX}u`};`);
+  // Accumulators: vec4 groups of four columns when columns are blocked per thread.
+  const accVec = c.shared ? c.vec4 : v.bVec;
+  const rowBlocked = c.shared ? c.vec4 : v.aMVec;
+  const rowOf = (i: number) => rowBlocked ? `ty * ${c.tm}u + ${i}u` : `ty + ${i * c.wgY}u`;
+  const colOf = (j: number) => accVec ? `tx * ${c.tn}u + ${j}u` : `tx + ${j * c.wgX}u`;
+  const acc = (i: number, j: number) => accVec ? `c${i}_${j >> 2}.${XYZW[j & 3]}` : `c${i}_${j}`;
+  const groups = [...Array(accVec ? c.tn / 4 : 0).keys()];
+  for (const i of rows) {
+    if (accVec) { for (const g of groups) emit(`  var c${i}_${g} = vec4<f32>(0.0);`); }
+    else for (const j of cols) emit(`  var c${i}_${j} = 0.0;`);
+  }
+  if (c.shared) {
+    const loadsA = Math.ceil((BM * c.bk) / NT);
+    const loadsB = Math.ceil((BN * c.bk) / NT);
+    // Tiles are stored k-major: As[kk * BM + r], Bs[kk * BN + col] (as vec4 when `vec4`).
+    const store = (arr: string, idx: string, val: string) =>
+      c.vec4 ? `${arr}[(${idx}) / 4u][(${idx}) % 4u] = ${val};` : `${arr}[${idx}] = ${val};`;
+    emit(`  for (var k0 = 0u; k0 < K; k0 += ${c.bk}u) {`);
+    for (let l = 0; l < loadsA; l++) {
+      const e = `lidx + ${l * NT}u`;
+      const [r, kk] = v.aKUnit
+        ? [`(${e}) / ${c.bk}u`, `(${e}) % ${c.bk}u`]
+        : [`(${e}) % ${BM}u`, `(${e}) / ${BM}u`];
+      const guard = (l + 1) * NT > BM * c.bk ? `if (${e} < ${BM * c.bk}u) ` : "";
+      emit(`    ${guard}{
+      let r = ${r}; let kk = ${kk};
+      let gm = min(m0 + r, M - 1u); let gk = k0 + kk;
+      let v = f32(A[offA + gm * sAm + min(gk, K - 1u) * sAk]);
+      ${store("As", `kk * ${BM}u + r`, "select(0.0, v, gk < K)")}
+    }`);
+    }
+    for (let l = 0; l < loadsB; l++) {
+      const e = `lidx + ${l * NT}u`;
+      const [kk, col] = v.bNUnit
+        ? [`(${e}) / ${BN}u`, `(${e}) % ${BN}u`]
+        : [`(${e}) % ${c.bk}u`, `(${e}) / ${c.bk}u`];
+      const guard = (l + 1) * NT > BN * c.bk ? `if (${e} < ${BN * c.bk}u) ` : "";
+      emit(`    ${guard}{
+      let kk = ${kk}; let col = ${col};
+      let gn = min(n0 + col, N - 1u); let gk = k0 + kk;
+      let v = f32(B[offB + min(gk, K - 1u) * sBk + gn * sBn]);
+      ${store("Bs", `kk * ${BN}u + col`, "select(0.0, v, gk < K)")}
+    }`);
+    }
+    emit(`    workgroupBarrier();
+    for (var kk = 0u; kk < ${c.bk}u; kk++) {`);
+    if (c.vec4) {
+      for (let i = 0; i < c.tm; i += 4) {
+        emit(`      let a${i >> 2} = As[kk * ${BM / 4}u + ty * ${c.tm / 4}u + ${i >> 2}u];`);
+      }
+      for (const g of groups) {
+        emit(`      let b${g} = Bs[kk * ${BN / 4}u + tx * ${c.tn / 4}u + ${g}u];`);
+      }
+      for (const i of rows) {
+        const a = `vec4<f32>(a${i >> 2}.${XYZW[i & 3]})`;
+        for (const g of groups) emit(`      c${i}_${g} = fma(${a}, b${g}, c${i}_${g});`);
+      }
+    } else {
+      for (const i of rows) emit(`      let a${i} = As[kk * ${BM}u + ${rowOf(i)}];`);
+      for (const j of cols) emit(`      let b${j} = Bs[kk * ${BN}u + ${colOf(j)}];`);
+      for (const i of rows) {
+        for (const j of cols) emit(`      c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
+      }
+    }
+    emit(`    }
+    workgroupBarrier();
+  }`);
+  } else {
+    // Direct variant: clamped row/column pointers, no workgroup memory, no barriers. Vector
+    // loads read four k (aVec, bKVec), four rows (aMVec) or four columns (bVec) at once; their
+    // pointers count vec4s (the launcher checked alignment, so a clamped group of four is
+    // either fully in range or fully out of it).
+    const kStep = v.aVec || v.bKVec ? 4 : 1;
+    const rowGroups = [...Array(v.aMVec ? c.tm / 4 : 0).keys()];
+    if (v.aMVec) {
+      emit("  let sAk4 = sAk / 4u;");
+      for (const g of rowGroups) {
+        emit(`  let pa${g} = (offA + min(m0 + ty * ${c.tm}u + ${4 * g}u, M - 4u)) / 4u;`);
+      }
+    } else {
+      const q = v.aVec ? " / 4u" : "";
+      for (const i of rows) {
+        emit(`  let pa${i} = (offA + min(m0 + ${rowOf(i)}, M - 1u) * sAm)${q};`);
+      }
+    }
+    if (v.bVec) {
+      emit("  let sBk4 = sBk / 4u;");
+      for (const g of groups) {
+        emit(`  let pb${g} = (offB + min(n0 + tx * ${c.tn}u + ${4 * g}u, N - 4u)) / 4u;`);
+      }
+    } else {
+      const q = v.bKVec ? " / 4u" : "";
+      for (const j of cols) {
+        emit(`  let pb${j} = (offB + min(n0 + ${colOf(j)}, N - 1u) * sBn)${q};`);
+      }
+    }
+    emit(`  for (var k = 0u; k < K; k += ${kStep}u) {`);
+    if (v.aVec) { for (const i of rows) emit(`    let av${i} = vec4<f32>(A[pa${i} + k / 4u]);`); }
+    if (v.bKVec) { for (const j of cols) emit(`    let bv${j} = vec4<f32>(B[pb${j} + k / 4u]);`); }
+    for (let kk = 0; kk < kStep; kk++) {
+      const kx = `(k + ${kk}u)`;
+      let aOf = (i: number) => `a${kk}_${i}`;
+      if (v.aVec) aOf = (i) => `av${i}.${XYZW[kk]}`;
+      else if (v.aMVec) {
+        for (const g of rowGroups) {
+          emit(`    let am${kk}_${g} = vec4<f32>(A[pa${g} + ${kx} * sAk4]);`);
+        }
+        aOf = (i) => `am${kk}_${i >> 2}.${XYZW[i & 3]}`;
+      } else for (const i of rows) emit(`    let a${kk}_${i} = f32(A[pa${i} + ${kx} * sAk]);`);
+      if (v.bVec) {
+        for (const g of groups) emit(`    let b${kk}_${g} = vec4<f32>(B[pb${g} + ${kx} * sBk4]);`);
+        for (const i of rows) {
+          for (const g of groups) {
+            emit(`    c${i}_${g} = fma(vec4<f32>(${aOf(i)}), b${kk}_${g}, c${i}_${g});`);
+          }
+        }
+      } else {
+        let bOf = (j: number) => `b${kk}_${j}`;
+        if (v.bKVec) bOf = (j) => `bv${j}.${XYZW[kk]}`;
+        else for (const j of cols) emit(`    let b${kk}_${j} = f32(B[pb${j} + ${kx} * sBk]);`);
+        for (const i of rows) {
+          for (const j of cols) emit(`    c${i}_${j} = fma(${aOf(i)}, ${bOf(j)}, c${i}_${j});`);
+        }
+      }
+    }
+    emit(`  }`);
+  }
+  emit(`  let cbase = bi * M * N;`);
+  for (const i of rows) {
+    emit(`  { let gm = m0 + ${rowOf(i)};
+    if (gm < M) {`);
+    for (const j of cols) {
+      emit(`      { let gn = n0 + ${colOf(j)};
+        if (gn < N) { C[cbase + gm * N + gn] = ${T}(${acc(i, j)}); } }`);
+    }
+    emit(`    } }`);
+  }
+  const el = c.vec4 ? "vec4<f32>" : "f32";
+  const prelude = c.shared
+    ? `var<workgroup> As: array<${el}, ${(BM * c.bk) / (c.vec4 ? 4 : 1)}>;
+var<workgroup> Bs: array<${el}, ${(BN * c.bk) / (c.vec4 ? 4 : 1)}>;`
+    : "";
+  return kernel({
+    name: "matmul",
+    bindings: [
+      { name: "A", type: v.aVec || v.aMVec ? `vec4<${T}>` : T, access: "read" },
+      { name: "B", type: v.bVec || v.bKVec ? `vec4<${T}>` : T, access: "read" },
+      { name: "C", type: T, access: "read_write" },
+    ],
+    workgroupSize: [NT],
+    prelude,
+    body: lines.join("\n"),
+  });
+}
+
+/** Merges batch axes that every operand can walk with one stride; drops size-1 axes. */
+function mergeBatch(
+  batch: number[],
+  aStrides: number[],
+  bStrides: number[],
+): [number[], number[], number[]] {
+  const dims: number[] = [];
+  const sa: number[] = [];
+  const sb: number[] = [];
+  for (let i = 0; i < batch.length; i++) {
+    if (batch[i] === 1) continue;
+    const last = dims.length - 1;
+    if (
+      last >= 0 && sa[last] === aStrides[i] * batch[i] && sb[last] === bStrides[i] * batch[i]
+    ) {
+      dims[last] *= batch[i];
+      sa[last] = aStrides[i];
+      sb[last] = bStrides[i];
+    } else {
+      dims.push(batch[i]);
+      sa.push(aStrides[i]);
+      sb.push(bStrides[i]);
+    }
+  }
+  return [dims, sa, sb];
+}
+
+/**
+ * When B is shared by every batch entry and A's batch axes and rows form one strided axis,
+ * the whole product is one [batch·M, K] · [K, N] matrix product (better tile occupancy).
+ */
+function foldBatchIntoRows(p: Problem): Problem {
+  if (p.batch.length === 0 || p.b.batchStrides.some((s) => s !== 0)) return p;
+  const rows = mergeAxes([...p.batch, p.M], [...p.a.batchStrides, p.a.rowStride]);
+  if (!rows) return p;
+  return {
+    ...p,
+    M: rows.size,
+    batch: [],
+    a: { ...p.a, rowStride: rows.stride, batchStrides: [] },
+    b: { ...p.b, batchStrides: [] },
+  };
+}
+
+/** Picks the load order and the vec4 fast paths a problem's layout allows. */
+function variant(p: Problem, c: MatmulConfig): Variant {
+  const aligned = (...xs: number[]) => xs.every((x) => x % 4 === 0);
+  const direct = !c.shared && c.vec4;
+  const { a, b } = p;
+  const aVec = direct && a.colStride === 1 &&
+    aligned(p.K, a.offset, a.rowStride, ...a.batchStrides);
+  const bVec = direct && c.tn % 4 === 0 && b.colStride === 1 &&
+    aligned(p.N, b.offset, b.rowStride, ...b.batchStrides);
+  return {
+    aKUnit: a.colStride === 1 || p.M === 1,
+    bNUnit: b.colStride === 1 || p.K === 1,
+    aVec,
+    bVec,
+    aMVec: direct && !aVec && c.tm % 4 === 0 && a.rowStride === 1 &&
+      aligned(p.M, a.offset, a.colStride, ...a.batchStrides),
+    bKVec: direct && !bVec && b.rowStride === 1 &&
+      aligned(p.K, b.offset, b.colStride, ...b.batchStrides),
+  };
+}
+
+/**
+ * The tile config for a problem: the configured tiles, or for skinny products (M or N at most
+ * 4: vector-matrix, matrix-vector, decode steps) a one-dimensional workgroup along the long
+ * side, so that a 32- or 64-row tile does not recompute one row 32 or 64 times.
+ */
+function configFor(p: Problem): MatmulConfig {
+  const c = matmulConfig();
+  if (p.M <= 4 && p.M < c.wgY * c.tm && p.N > 4) {
+    return { wgX: 64, wgY: 1, tm: p.M === 1 ? 1 : 4, tn: 4, bk: 8, shared: false, vec4: true };
+  }
+  if (p.N <= 4 && p.N < c.wgX * c.tn && p.M > 4) {
+    return { wgX: 1, wgY: 64, tm: 4, tn: p.N === 1 ? 1 : 4, bk: 8, shared: false, vec4: true };
+  }
+  return c;
+}
+
+/** Records the kernel for a resolved problem into a new contiguous [batch..., M, N] tensor. */
+function launch(p: Problem, ta: Tensor, tb: Tensor, outShape: number[]): Tensor {
+  const dtype = ta.dtype;
+  const out = Tensor.empty(outShape, dtype);
+  const nBatch = p.batch.reduce((x, y) => x * y, 1);
+  if (p.M === 0 || p.N === 0 || nBatch === 0) return out;
+  const c = configFor(p);
+  const BM = c.wgY * c.tm;
+  const BN = c.wgX * c.tn;
+  const tilesM = Math.ceil(p.M / BM);
+  const tilesN = Math.ceil(p.N / BN);
+  const groups = tilesM * tilesN * nBatch;
+  const k = matmulKernel(dtype, c, variant(p, c));
+  const params = new Params().u(
+    p.M,
+    p.N,
+    p.K,
+    tilesN,
+    tilesM,
+    groups,
+    p.batch.length,
+    p.a.offset,
+    p.b.offset,
+    p.a.rowStride,
+    p.a.colStride,
+    p.b.rowStride,
+    p.b.colStride,
+    ...p.batch,
+    ...p.a.batchStrides,
+    ...p.b.batchStrides,
+  );
+  const bufs = [ta, tb, out].map((t) => t.storage("matmul").buf);
+  dispatch(k, bufs, params.words, grid1d(groups, 1));
+  return out;
+}
+
+function validate(a: Tensor, b: Tensor): void {
+  for (const [name, t] of [["a", a], ["b", b]] as const) {
+    if (!(t instanceof Tensor)) {
+      throw new MoongradError("matmul", `argument ${name} must be a Tensor, got ${String(t)}`);
+    }
+    t.storage("matmul");
+  }
+  const shapes = `a ${a.dtype} ${fmtShape(a.shape)}, b ${b.dtype} ${fmtShape(b.shape)}`;
+  for (const [name, t] of [["a", a], ["b", b]] as const) {
+    if (t.rank === 0) {
+      throw new MoongradError("matmul", `argument ${name} is a scalar (rank 0); ${shapes}`);
+    }
+    if (t.dtype !== "f32" && t.dtype !== "f16") {
+      throw new MoongradError(
+        "matmul",
+        `argument ${name} has dtype ${t.dtype}; matmul takes f32 or f16 (${shapes})`,
+      );
+    }
+  }
+  if (a.dtype !== b.dtype) {
+    throw new MoongradError("matmul", `dtypes differ (${shapes}); cast one operand first`);
+  }
+  if (a.dtype === "f16" && !deviceInfo().f16) {
+    throw new MoongradError("matmul", `f16 needs the adapter feature shader-f16 (${shapes})`);
+  }
+  const K = a.shape[a.rank - 1];
+  const Kb = b.shape[b.rank === 1 ? 0 : b.rank - 2];
+  if (K !== Kb) {
+    throw new MoongradError(
+      "matmul",
+      `inner dimensions differ: a has ${K} columns, b has ${Kb} rows (${shapes})`,
+    );
+  }
+}
+
+/** The [batch..., rows, cols] view of an operand of rank >= 2 (1-D operands promoted). */
+interface Mat {
+  shape: number[];
+  strides: number[];
+  offset: number;
+}
+
+function asMatrix(t: Tensor, side: "a" | "b"): Mat {
+  if (t.rank >= 2) return { shape: [...t.shape], strides: [...t.strides], offset: t.offset };
+  return side === "a"
+    ? { shape: [1, t.shape[0]], strides: [0, t.strides[0]], offset: t.offset }
+    : { shape: [t.shape[0], 1], strides: [t.strides[0], 0], offset: t.offset };
+}
+
+function batchShape(
+  a: Mat,
+  b: Mat,
+  shapes: () => string,
+): number[] {
+  const ba = a.shape.slice(0, -2);
+  const bb = b.shape.slice(0, -2);
+  const r = Math.max(ba.length, bb.length);
+  const out: number[] = [];
+  for (let i = 0; i < r; i++) {
+    const x = ba[ba.length - r + i] ?? 1;
+    const y = bb[bb.length - r + i] ?? 1;
+    if (x !== y && x !== 1 && y !== 1) {
+      throw new MoongradError(
+        "matmul",
+        `batch axes do not broadcast: ${fmtShape(ba)} vs ${fmtShape(bb)} (${shapes()})`,
+      );
+    }
+    out.push(x === 1 ? y : x);
+  }
+  return out;
+}
+
+function operand(m: Mat, batch: number[]): Operand {
+  const r = m.shape.length;
+  const lead = batch.length - (r - 2);
+  return {
+    offset: m.offset,
+    rowStride: m.shape[r - 2] === 1 ? 0 : m.strides[r - 2],
+    colStride: m.shape[r - 1] === 1 ? 0 : m.strides[r - 1],
+    batchStrides: batch.map((_, i) => {
+      if (i < lead) return 0;
+      return m.shape[i - lead] === 1 ? 0 : m.strides[i - lead];
+    }),
+  };
+}
+
+/** Product of two [batch..., rows, cols] views; returns the contiguous [batch..., M, N] result. */
+function product(ta: Tensor, a: Mat, tb: Tensor, b: Mat): Tensor {
+  const shapes = () => `a ${ta.dtype} ${fmtShape(ta.shape)}, b ${tb.dtype} ${fmtShape(tb.shape)}`;
+  const batch = batchShape(a, b, shapes);
+  const M = a.shape[a.shape.length - 2];
+  const K = a.shape[a.shape.length - 1];
+  const N = b.shape[b.shape.length - 1];
+  const oa = operand(a, batch);
+  const ob = operand(b, batch);
+  const [dims, sa, sb] = mergeBatch(batch, oa.batchStrides, ob.batchStrides);
+  if (dims.length > MAX_BATCH_RANK) {
+    throw new MoongradError(
+      "matmul",
+      `batch axes ${
+        fmtShape(batch)
+      } do not merge into ${MAX_BATCH_RANK} strided axes (${shapes()})`,
+    );
+  }
+  const p = foldBatchIntoRows({
+    M,
+    N,
+    K,
+    batch: dims,
+    a: { ...oa, batchStrides: sa },
+    b: { ...ob, batchStrides: sb },
+  });
+  return launch(p, ta, tb, [...batch, M, N]);
+}
+
+function transposed(m: Mat): Mat {
+  const r = m.shape.length;
+  const shape = [...m.shape];
+  const strides = [...m.strides];
+  [shape[r - 2], shape[r - 1]] = [shape[r - 1], shape[r - 2]];
+  [strides[r - 2], strides[r - 1]] = [strides[r - 1], strides[r - 2]];
+  return { shape, strides, offset: m.offset };
+}
+
+/**
+ * Σ over the broadcast batch axes of x·y, shaped like `target` (a [batch..., R, C] shape).
+ * When `target` has no batch axes and both operands can walk batch and inner axes as one
+ * strided axis, this is one matrix product with a longer inner dimension instead of a
+ * batched product followed by a reduction.
+ */
+function productSummedTo(
+  tx: Tensor,
+  x: Mat,
+  ty: Tensor,
+  y: Mat,
+  target: readonly number[],
+): Tensor {
+  const rx = x.shape.length;
+  const ry = y.shape.length;
+  const xBatch = x.shape.slice(0, -2);
+  const yBatch = y.shape.slice(0, -2);
+  const targetBatched = target.slice(0, -2).some((d) => d !== 1);
+  if (!targetBatched && xBatch.length === yBatch.length) {
+    // Merge (batch..., inner) of x (inner = its columns) and of y (inner = its rows).
+    const xf = mergeAxes(
+      [...xBatch, x.shape[rx - 1]],
+      [...x.strides.slice(0, -2), x.strides[rx - 1]],
+    );
+    const yf = mergeAxes(
+      [...yBatch, y.shape[ry - 2]],
+      [...y.strides.slice(0, -2), y.strides[ry - 2]],
+    );
+    if (xf && yf && xBatch.every((d, i) => d === yBatch[i])) {
+      const R = x.shape[rx - 2];
+      const C = y.shape[ry - 1];
+      const Q = xf.size;
+      const out = product(
+        tx,
+        { shape: [R, Q], strides: [x.strides[rx - 2], xf.stride], offset: x.offset },
+        ty,
+        { shape: [Q, C], strides: [yf.stride, y.strides[ry - 1]], offset: y.offset },
+      );
+      if (out.rank === target.length) return out;
+      const r = reshape(out, target);
+      out.dispose();
+      return r;
+    }
+  }
+  const full = product(tx, x, ty, y);
+  const s = sumTo(full, target);
+  if (s !== full) full.dispose();
+  return s;
+}
+
+/** One stride that walks the given axes in row-major order, or null when there is none. */
+function mergeAxes(dims: number[], strides: number[]): { size: number; stride: number } | null {
+  let size = 1;
+  let stride = 0;
+  let inner = -1; // index of the innermost axis of size > 1 seen so far
+  for (let i = dims.length - 1; i >= 0; i--) {
+    if (dims[i] === 1) continue;
+    if (inner < 0) stride = strides[i];
+    else if (strides[i] !== strides[inner] * dims[inner]) return null;
+    inner = i;
+    size *= dims[i];
+  }
+  return { size, stride };
+}
+
+/**
+ * Matrix product with NumPy semantics: 1-D `a` is a row vector and 1-D `b` a column vector
+ * (their unit axis is dropped from the result), leading axes broadcast as batch axes
+ * ([2, 1, M, K] @ [3, K, N] -> [2, 3, M, N]). f32 or f16 (accumulated in f32). Transposed and
+ * broadcast views are read in place through their strides. Differentiable.
+ */
 export function matmul(a: Tensor, b: Tensor): Tensor {
-  throw new Error(`TODO ${a} ${b}`);
+  validate(a, b);
+  const ma = asMatrix(a, "a");
+  const mb = asMatrix(b, "b");
+  const full = product(a, ma, b, mb);
+  const outShape = full.shape.slice(0, -2);
+  if (a.rank > 1) outShape.push(full.shape[full.rank - 2]);
+  if (b.rank > 1) outShape.push(full.shape[full.rank - 1]);
+  const fullShape = full.shape;
+  let out = full;
+  if (outShape.length !== full.rank) {
+    out = full.view(outShape, contiguousOf(outShape), full.offset);
+    full.dispose();
+  }
+  // The vjp reads the retained handles, so callers may dispose a and b after the forward.
+  let [sa, sb] = [a, b];
+  record(out, "matmul", [a, b], (g, needs) => {
+    // g as [batch..., M, N]: re-insert the unit axes dropped for 1-D operands.
+    const g2 = g.view(fullShape, gradStrides(g, a.rank === 1, b.rank === 1), g.offset);
+    const gm: Mat = { shape: [...g2.shape], strides: [...g2.strides], offset: g2.offset };
+    let ga: Tensor | null = null;
+    let gb: Tensor | null = null;
+    if (needs[0]) {
+      const r = productSummedTo(g2, gm, sb, transposed(mb), ma.shape);
+      ga = r.rank === a.rank ? r : reshapeAndDispose(r, a.shape);
+    }
+    if (needs[1]) {
+      const r = productSummedTo(sa, transposed(ma), g2, gm, mb.shape);
+      gb = r.rank === b.rank ? r : reshapeAndDispose(r, b.shape);
+    }
+    g2.dispose();
+    return [ga, gb];
+  }, [a, b]);
+  if (out.gradFn) [sa, sb] = out.gradFn.saved;
+  return out;
+}
+
+function reshapeAndDispose(t: Tensor, shape: readonly number[]): Tensor {
+  const r = reshape(t, shape);
+  t.dispose();
+  return r;
+}
+
+/** g's strides with zero-stride unit axes inserted where 1-D operands dropped one. */
+function gradStrides(g: Tensor, aVec: boolean, bVec: boolean): number[] {
+  const s = [...g.strides];
+  if (aVec && bVec) return [...s, 0, 0];
+  if (aVec) return [...s.slice(0, -1), 0, s[s.length - 1]];
+  if (bVec) return [...s, 0];
+  return s;
+}
+
+function contiguousOf(shape: readonly number[]): number[] {
+  const s = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    s[i] = acc;
+    acc *= shape[i];
+  }
+  return s;
 }
