@@ -51,8 +51,9 @@ let nextId = 1;
 
 /** Builds the full WGSL source of a kernel definition. */
 export function kernelSource(def: KernelDef): string {
-  const usesF16 = def.bindings.some((b) => b.type.includes("f16")) ||
-    /\bf16\b/.test(def.body + (def.prelude ?? ""));
+  // Comments may mention f16 without using it; only code enables the extension.
+  const code = (def.body + (def.prelude ?? "")).replace(/\/\/[^\n]*/g, "");
+  const usesF16 = def.bindings.some((b) => b.type.includes("f16")) || /\bf16\b/.test(code);
   const lines: string[] = [];
   if (usesF16) lines.push("enable f16;");
   def.bindings.forEach((b, i) => {
