@@ -75,7 +75,7 @@ export {
   type VarOptions,
 } from "./ops/reduce.ts";
 export { logSoftmax, softmax } from "./ops/softmax.ts";
-export { type MatmulConfig, matmul, matmulConfig, setMatmulConfig } from "./ops/matmul.ts";
+export { matmul, type MatmulConfig, matmulConfig, setMatmulConfig } from "./ops/matmul.ts";
 export {
   broadcastTo,
   expand,
@@ -91,3 +91,9 @@ export { embedding, gather, indexAdd, indexSelect, scatterAdd, topk } from "./op
 export { crossEntropy, type CrossEntropyOptions, mseLoss } from "./ops/loss.ts";
 export * as nn from "./nn/mod.ts";
 export * as io from "./io/mod.ts";
+export {
+  attention,
+  type AttentionOptions,
+  type AttentionResult,
+  setAttentionConfig,
+} from "./ops/attention.ts";

@@ -69,8 +69,10 @@ Deno.test("a 2-layer MLP trained with hand-written SGD reaches >= 95% accuracy o
   const pred = mg.noGrad(() => mg.scope(() => logits(p, x).argmax(-1)));
   const correct = mg.scope(() => pred.eq(y).cast("f32").mean());
   const acc = await correct.item();
-  console.log(`loss ${first.toFixed(3)} -> ${last.toFixed(3)}, accuracy ${(acc * 100).toFixed(1)}%, ` +
-    `${(ms / 150).toFixed(2)} ms per step (forward+backward+update)`);
+  console.log(
+    `loss ${first.toFixed(3)} -> ${last.toFixed(3)}, accuracy ${(acc * 100).toFixed(1)}%, ` +
+      `${(ms / 150).toFixed(2)} ms per step (forward+backward+update)`,
+  );
   assert.ok(acc >= 0.95, `accuracy ${acc}`);
   for (const t of [x, y, pred, correct, ...Object.values(p)]) t.dispose();
 });

@@ -1,0 +1,760 @@
+/**
+ * Fused causal self-attention (flash-attention style) with forward, backward and the per-head
+ * maximum pre-softmax logit that MuonClip's QK-Clip needs.
+ *
+ * Forward: one workgroup per (block of R queries, batch, head). Threads form an R × L grid
+ * (row = query, lane = key of the current key block, then = output column). For every block
+ * of L keys the workgroup computes the R × L logits from D-chunks staged in workgroup memory,
+ * updates each row's running max / sum / accumulator (online softmax) and adds P·V. It writes
+ * `out`, the per-row logsumexp (kept for backward) and the per-row max logit; the row maxima
+ * are then reduced to one value per head by a second small pass (no atomics, no readback).
+ *
+ * Backward recomputes P = exp(s − lse) with two kernels, so no atomics are needed: one over
+ * query blocks computes dq, one over key blocks computes dk and dv (for each query head;
+ * k/v shared by several query heads are then summed over their group).
+ *
+ * Workgroup memory holds vec4s (D is staged 4L columns at a time), so one shared read feeds
+ * four multiply-adds, and each thread keeps one vec4 accumulator per 4L-column group.
+ * Sizes, strides and offsets travel as kernel parameters; the source is specialised only on
+ * the dtype, the tile configuration and the number of 4L-column groups (a power of two
+ * ≥ ceil(D / 4L)), so a new T, S, B or H compiles nothing new.
+ * Inputs are read through their strides (a [B, T, H, D] tensor permuted to [B, H, T, D] is not
+ * copied). f16 inputs are computed in f32; lse and max logits are always f32.
+ */
+import { deviceInfo } from "../core/device.ts";
+import { isFloat, wgslType } from "../core/dtype.ts";
+import type { DType } from "../core/dtype.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { type Kernel, kernel, Params } from "../core/kernel.ts";
+import { dispatch } from "../core/runtime.ts";
+import { Tensor } from "../core/tensor.ts";
+import { record } from "../core/autograd.ts";
+import { grid1d, linearId } from "./grid.ts";
+import { max, sum } from "./reduce.ts";
+import { reshape } from "./layout.ts";
+
+/** Tile configuration of the attention kernels (tuning is data, not code). */
+export interface AttentionConfig {
+  /** Rows per workgroup: queries (forward, dq) or keys (dk/dv). */
+  rows: number;
+  /**
+   * Lanes per workgroup (a multiple of 4): keys or queries of the inner block; each lane owns
+   * 4 output columns of every 4·lanes-wide column group.
+   */
+  lanes: number;
+}
+
+/** Default tiles: 16 × 16 threads, 16-wide key/query blocks, 64-wide D-chunks (10.5 KiB shared). */
+export const DEFAULT_ATTENTION_CONFIG: Readonly<AttentionConfig> = Object.freeze({
+  rows: 16,
+  lanes: 16,
+});
+
+let config: AttentionConfig = { ...DEFAULT_ATTENTION_CONFIG };
+
+/** Replaces the tile configuration used by later attention calls; returns the previous one. */
+export function setAttentionConfig(next: AttentionConfig): AttentionConfig {
+  const ok = [next.rows, next.lanes].every((v) => Number.isInteger(v) && v >= 1) &&
+    next.lanes % 4 === 0 && next.rows * next.lanes <= 256;
+  if (!ok) {
+    throw new MoongradError(
+      "attention",
+      `invalid tile config ${JSON.stringify(next)}: positive integers, lanes a multiple of 4, ` +
+        "rows·lanes <= 256",
+    );
+  }
+  const limit = deviceInfo().limits.maxComputeWorkgroupStorageSize;
+  if (sharedBytes(next.rows, next.lanes) > limit) {
+    throw new MoongradError(
+      "attention",
+      `tile config ${JSON.stringify(next)} needs ${sharedBytes(next.rows, next.lanes)} bytes ` +
+        `of workgroup memory; the device allows ${limit}`,
+    );
+  }
+  const prev = config;
+  config = { ...next };
+  return prev;
+}
+
+/** Options of `attention`. */
+export interface AttentionOptions {
+  /** Multiplier of q·k before the softmax; default Dqk^-0.5. */
+  scale?: number;
+  /**
+   * Causal mask (default true): query i attends keys j ≤ i + (S − T), i.e. queries are aligned
+   * to the end of the keys (T == S for training, T < S for decode with a cache).
+   */
+  causal?: boolean;
+  /** Expected number of key/value heads (checked against k and v when given). */
+  kvHeads?: number;
+}
+
+/** What `attention` returns. */
+export interface AttentionResult {
+  /** Attention output [B, H, T, Dv] in the input dtype; differentiable w.r.t. q, k, v. */
+  out: Tensor;
+  /**
+   * f32 [H]: per head, the maximum over the batch and over attended pairs of the signed
+   * pre-softmax logit (q_i·k_j)·scale. Not differentiable.
+   */
+  maxLogits: Tensor;
+}
+
+/** Resolved sizes of one call. */
+interface Dims {
+  B: number;
+  H: number;
+  T: number;
+  S: number;
+  Dqk: number;
+  Dv: number;
+  Hk: number;
+  Hv: number;
+  scale: number;
+  causal: boolean;
+  dtype: DType;
+}
+
+// ---- parameters --------------------------------------------------------------------------
+// 0 B, 1 H, 2 T, 3 S, 4 Dqk, 5 Dv, 6 scale (f32), 7 causal, 8 S − T, 9 H / Hk, 10 H / Hv,
+// 11 blocks per (b, h), 12 workgroups (or rows for the row-dot kernel), then per strided
+// operand (q, k, v, g) five words at 13 + 5·slot: offset, stride of B, H, T, D.
+const SLOT = { q: 0, k: 1, v: 2, g: 3 } as const;
+
+function operandWords(t: Tensor | null): number[] {
+  if (!t) return [0, 0, 0, 0, 0];
+  return [t.offset, ...t.strides];
+}
+
+function params(
+  d: Dims,
+  blocks: number,
+  groups: number,
+  ops: { q?: Tensor; k?: Tensor; v?: Tensor; g?: Tensor },
+): Params {
+  const p = new Params()
+    .u(d.B, d.H, d.T, d.S, d.Dqk, d.Dv)
+    .f(d.scale)
+    .u(d.causal ? 1 : 0, d.causal ? d.S - d.T : 0, d.H / d.Hk, d.H / d.Hv, blocks, groups);
+  for (const t of [ops.q, ops.k, ops.v, ops.g]) p.u(...operandWords(t ?? null));
+  return p;
+}
+
+// ---- WGSL generation ---------------------------------------------------------------------
+// Workgroup memory holds vec4s: one shared read feeds four multiply-adds (on CPU adapters a
+// shared read with a per-thread index is a gather, so this matters as much as on GPUs).
+// A thread (r, c) owns columns 4c..4c+3 of each 4L-wide column group of an output row.
+
+/** Column groups (4·lanes wide) for a head dim: a power of two ≥ ceil(D / 4L). */
+function groupsFor(dim: number, lanes: number): number {
+  let n = 1;
+  while (n * 4 * lanes < dim) n *= 2;
+  return n;
+}
+
+/** Bytes of workgroup memory the kernels use with rows R and lanes L (two R×L f32 arrays). */
+function sharedBytes(R: number, L: number): number {
+  return 16 * (R * L + L * (L + 1)) + 4 * 2 * R * L;
+}
+
+const COMMON = `
+const NEG: f32 = -3.40282347e38;`;
+
+/** WGSL lets shared by every kernel: sizes and the (b, h, block) of this workgroup. */
+function setup(): string {
+  return `
+  let wg = wid.y * nwg.x + wid.x;
+  if (wg >= prm(12u)) { return; }
+  let B = prm(0u); let H = prm(1u); let T = prm(2u); let S = prm(3u);
+  let DQ = prm(4u); let DV = prm(5u);
+  let scale = prmf(6u);
+  let causal = prm(7u) != 0u;
+  let off = prm(8u);
+  let nb = prm(11u);
+  let blk = wg % nb;
+  let bh = wg / nb;
+  let h = bh % H;
+  let b = bh / H;
+  let r = lid.y;
+  let c = lid.x;`;
+}
+
+/** Base offset and T/D strides of operand `slot` for head expression `head`. */
+function base(name: string, slot: number, head: string): string {
+  const w = 13 + 5 * slot;
+  return `
+  let ${name}B = prm(${w}u) + b * prm(${w + 1}u) + (${head}) * prm(${w + 2}u);
+  let ${name}T = prm(${w + 3}u);
+  let ${name}D = prm(${w + 4}u);`;
+}
+
+/** Rows of one operand as a kernel stages them: binding, base prefix, first row, row count. */
+interface Rows {
+  buf: string;
+  v: string;
+  row0: string;
+  rows: string;
+}
+
+/**
+ * WGSL staging rows op.row0 + 0..count/L of `op`, columns d0 + 0..4L, as vec4s: element e
+ * (row e / L, columns d0 + 4(e % L) + 0..3) goes to `dst` (an expression of e, row, col4).
+ * Out-of-range rows and columns read as 0.
+ */
+function stage(
+  L: number,
+  NT: number,
+  op: Rows,
+  count: number,
+  d0: string,
+  dim: string,
+  dst: string,
+) {
+  const col = (k: number) => (k === 0 ? "dd" : `dd + ${k}u`);
+  const loads = [0, 1, 2, 3].map((k) => `
+        if (${col(k)} < ${dim}) { x[${k}] = f32(${op.buf}[rb + (${col(k)}) * ${op.v}D]); }`).join(
+    "",
+  );
+  return `
+    for (var e = lidx; e < ${count}u; e += ${NT}u) {
+      let row = e / ${L}u;
+      let col4 = e % ${L}u;
+      let rr = ${op.row0} + row;
+      let dd = ${d0} + col4 * 4u;
+      var x = vec4<f32>(0.0);
+      if (rr < ${op.rows}) {
+        let rb = ${op.v}B + rr * ${op.v}T;${loads}
+      }
+      ${dst} = x;
+    }`;
+}
+
+/**
+ * WGSL adding to `acc` the dot product over `dim` of row r of operand `a` (rows a.row0 + 0..R)
+ * with row c of operand `b` (rows b.row0 + 0..L), 4L columns at a time through workgroup
+ * memory (`ta` [R][L] and padded `tb` [L][L + 1] vec4s). With `trailing` false the last chunk
+ * ends without a barrier (the caller's next barrier comes before `ta`/`tb` are written again).
+ */
+function chunkDot(
+  R: number,
+  L: number,
+  acc: string,
+  a: Rows,
+  b: Rows,
+  dim: string,
+  trailing: boolean,
+) {
+  const NT = R * L;
+  return `
+  for (var d0 = 0u; d0 < ${dim}; d0 += ${4 * L}u) {${stage(L, NT, a, R * L, "d0", dim, "ta[e]")}${
+    stage(L, NT, b, L * L, "d0", dim, `tb[row * ${L + 1}u + col4]`)
+  }
+    workgroupBarrier();
+    let wl = (min(${4 * L}u, ${dim} - d0) + 3u) / 4u;
+    for (var x = 0u; x < wl; x++) { ${acc} += dot(ta[r * ${L}u + x], tb[c * ${L + 1}u + x]); }
+    ${trailing ? "workgroupBarrier();" : `if (d0 + ${4 * L}u < ${dim}) { workgroupBarrier(); }`}
+  }`;
+}
+
+/**
+ * WGSL that, for each column group g < n with 4L·g < dim, stages rows op.row0 + 0..L of an
+ * operand (columns 4L·g + 0..4L) in `tb` and adds Σ_x w[r][x] · tile[x][4c..4c+3] to the vec4
+ * accumulator `${acc}${g}` (first scaled by `decay` when given). `w` is an R × L f32 array
+ * read four at a time. Ends with a barrier.
+ */
+function chunkAccumulate(
+  R: number,
+  L: number,
+  n: number,
+  acc: string,
+  w: string,
+  op: Rows,
+  dim: string,
+  decay?: string,
+): string {
+  let s = "";
+  for (let g = 0; g < n; g++) {
+    const upd = decay ? `${acc}${g} * ${decay} + t` : `${acc}${g} + t`;
+    s += `
+  if (${g * 4 * L}u < ${dim}) {${stage(L, R * L, op, L * L, `${g * 4 * L}u`, dim, "tb[e]")}
+    workgroupBarrier();
+    var t = vec4<f32>(0.0);
+    for (var x = 0u; x < ${L / 4}u; x++) {
+      let pw = ${w}[r * ${L / 4}u + x];
+      let tr = x * ${4 * L}u + c;
+      t += pw.x * tb[tr] + pw.y * tb[tr + ${L}u] + pw.z * tb[tr + ${2 * L}u] + pw.w * tb[tr + ${
+      3 * L
+    }u];
+    }
+    ${acc}${g} = ${upd};
+    workgroupBarrier();
+  }`;
+  }
+  return s;
+}
+
+function accDecl(name: string, n: number): string {
+  return Array.from({ length: n }, (_, i) => `\n  var ${name}${i} = vec4<f32>(0.0);`).join("");
+}
+
+/** Stores `${acc}${g}·mul` to `${dst}[rowBase + 4L·g + 4c + k]` for the in-range columns. */
+function accStore(
+  L: number,
+  n: number,
+  acc: string,
+  dst: string,
+  rowBase: string,
+  dim: string,
+  ty: string,
+  mul: string,
+): string {
+  let s = "";
+  for (let g = 0; g < n; g++) {
+    s += `
+    {
+      let o = ${acc}${g} * ${mul};
+      let c0 = ${g * 4 * L}u + c * 4u;
+      for (var k = 0u; k < 4u; k++) {
+        if (c0 + k < ${dim}) { ${dst}[${rowBase} + c0 + k] = ${ty}(o[k]); }
+      }
+    }`;
+  }
+  return s;
+}
+
+function sharedDecl(R: number, L: number, extra: string[]): string {
+  return `${COMMON}
+var<workgroup> ta: array<vec4<f32>, ${R * L}>;
+var<workgroup> tb: array<vec4<f32>, ${L * (L + 1)}>;
+${extra.map((n) => `var<workgroup> ${n}: array<vec4<f32>, ${(R * L) / 4}>;`).join("\n")}`;
+}
+
+/** WGSL writing `value` to element (r, c) of an R × L f32 array stored as vec4s. */
+function put(arr: string, L: number, value: string): string {
+  return `${arr}[r * ${L / 4}u + c / 4u][c % 4u] = ${value};`;
+}
+
+function forwardKernel(ty: string, R: number, L: number, nv: number): Kernel {
+  return kernel({
+    name: "attention_fwd",
+    bindings: [
+      { name: "qx", type: ty, access: "read" },
+      { name: "kx", type: ty, access: "read" },
+      { name: "vx", type: ty, access: "read" },
+      { name: "out", type: ty, access: "read_write" },
+      { name: "lse", type: "f32", access: "read_write" },
+      { name: "rmax", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [L, R],
+    prelude: sharedDecl(R, L, ["ss", "ps"]),
+    body: `${setup()}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / prm(9u)")}${
+      base("v", SLOT.v, "h / prm(10u)")
+    }
+  let q0 = blk * ${R}u;
+  let i = q0 + r;
+  let rowOk = i < T;
+  var kEnd = S;
+  if (causal) { kEnd = min(S, q0 + ${R}u + off); }
+  var m = NEG;
+  var l = 0.0;${accDecl("acc", nv)}
+  for (var k0 = 0u; k0 < kEnd; k0 += ${L}u) {
+    var sc = 0.0;${
+      chunkDot(
+        R,
+        L,
+        "sc",
+        { buf: "qx", v: "q", row0: "q0", rows: "T" },
+        { buf: "kx", v: "k", row0: "k0", rows: "S" },
+        "DQ",
+        false,
+      )
+    }
+    let j = k0 + c;
+    let valid = rowOk && j < S && (!causal || j <= i + off);
+    let logit = sc * scale;
+    ${put("ss", L, "select(NEG, logit, valid)")}
+    workgroupBarrier();
+    var bm4 = vec4<f32>(NEG);
+    for (var x = 0u; x < ${L / 4}u; x++) { bm4 = max(bm4, ss[r * ${L / 4}u + x]); }
+    let mNew = max(m, max(max(bm4.x, bm4.y), max(bm4.z, bm4.w)));
+    let alpha = select(exp(m - mNew), 0.0, m == NEG);
+    ${put("ps", L, "select(0.0, exp(logit - mNew), valid)")}
+    workgroupBarrier();
+    var rs4 = vec4<f32>(0.0);
+    for (var x = 0u; x < ${L / 4}u; x++) { rs4 += ps[r * ${L / 4}u + x]; }
+    l = l * alpha + (rs4.x + rs4.y) + (rs4.z + rs4.w);
+    m = mNew;${
+      chunkAccumulate(
+        R,
+        L,
+        nv,
+        "acc",
+        "ps",
+        { buf: "vx", v: "v", row0: "k0", rows: "S" },
+        "DV",
+        "alpha",
+      )
+    }
+  }
+  if (rowOk) {
+    let inv = 1.0 / l;
+    let ob = (bh * T + i) * DV;${accStore(L, nv, "acc", "out", "ob", "DV", ty, "inv")}
+    if (c == 0u) {
+      lse[bh * T + i] = m + log(l);
+      rmax[(h * B + b) * T + i] = m;
+    }
+  }`,
+  });
+}
+
+function dqKernel(ty: string, R: number, L: number, nq: number): Kernel {
+  return kernel({
+    name: "attention_dq",
+    bindings: [
+      { name: "qx", type: ty, access: "read" },
+      { name: "kx", type: ty, access: "read" },
+      { name: "vx", type: ty, access: "read" },
+      { name: "gx", type: ty, access: "read" },
+      { name: "lse", type: "f32", access: "read" },
+      { name: "dvec", type: "f32", access: "read" },
+      { name: "dq", type: ty, access: "read_write" },
+    ],
+    workgroupSize: [L, R],
+    prelude: sharedDecl(R, L, ["ss"]),
+    body: `${setup()}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / prm(9u)")}${
+      base("v", SLOT.v, "h / prm(10u)")
+    }${base("g", SLOT.g, "h")}
+  let q0 = blk * ${R}u;
+  let i = q0 + r;
+  let rowOk = i < T;
+  var kEnd = S;
+  if (causal) { kEnd = min(S, q0 + ${R}u + off); }
+  var lseI = 0.0;
+  var dI = 0.0;
+  if (rowOk) { lseI = lse[bh * T + i]; dI = dvec[bh * T + i]; }${accDecl("acc", nq)}
+  for (var k0 = 0u; k0 < kEnd; k0 += ${L}u) {
+    var sc = 0.0;${
+      chunkDot(
+        R,
+        L,
+        "sc",
+        { buf: "qx", v: "q", row0: "q0", rows: "T" },
+        { buf: "kx", v: "k", row0: "k0", rows: "S" },
+        "DQ",
+        true,
+      )
+    }
+    var dp = 0.0;${
+      chunkDot(
+        R,
+        L,
+        "dp",
+        { buf: "gx", v: "g", row0: "q0", rows: "T" },
+        { buf: "vx", v: "v", row0: "k0", rows: "S" },
+        "DV",
+        false,
+      )
+    }
+    let j = k0 + c;
+    let valid = rowOk && j < S && (!causal || j <= i + off);
+    let p = select(0.0, exp(sc * scale - lseI), valid);
+    ${put("ss", L, "p * (dp - dI)")}
+    workgroupBarrier();${
+      chunkAccumulate(R, L, nq, "acc", "ss", { buf: "kx", v: "k", row0: "k0", rows: "S" }, "DQ")
+    }
+  }
+  if (rowOk) {
+    let ob = (bh * T + i) * DQ;${accStore(L, nq, "acc", "dq", "ob", "DQ", ty, "scale")}
+  }`,
+  });
+}
+
+function dkvKernel(ty: string, R: number, L: number, nq: number, nv: number): Kernel {
+  return kernel({
+    name: "attention_dkv",
+    bindings: [
+      { name: "qx", type: ty, access: "read" },
+      { name: "kx", type: ty, access: "read" },
+      { name: "vx", type: ty, access: "read" },
+      { name: "gx", type: ty, access: "read" },
+      { name: "lse", type: "f32", access: "read" },
+      { name: "dvec", type: "f32", access: "read" },
+      { name: "dk", type: ty, access: "read_write" },
+      { name: "dv", type: ty, access: "read_write" },
+    ],
+    workgroupSize: [L, R],
+    prelude: sharedDecl(R, L, ["ss", "ps"]),
+    body: `${setup()}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / prm(9u)")}${
+      base("v", SLOT.v, "h / prm(10u)")
+    }${base("g", SLOT.g, "h")}
+  let k0 = blk * ${R}u;
+  let j = k0 + r;
+  let rowOk = j < S;
+  var qStart = 0u;
+  if (causal && k0 > off) { qStart = ((k0 - off) / ${L}u) * ${L}u; }${accDecl("dka", nq)}${
+      accDecl("dva", nv)
+    }
+  for (var q0 = qStart; q0 < T; q0 += ${L}u) {
+    var sc = 0.0;${
+      chunkDot(
+        R,
+        L,
+        "sc",
+        { buf: "kx", v: "k", row0: "k0", rows: "S" },
+        { buf: "qx", v: "q", row0: "q0", rows: "T" },
+        "DQ",
+        true,
+      )
+    }
+    var dp = 0.0;${
+      chunkDot(
+        R,
+        L,
+        "dp",
+        { buf: "vx", v: "v", row0: "k0", rows: "S" },
+        { buf: "gx", v: "g", row0: "q0", rows: "T" },
+        "DV",
+        false,
+      )
+    }
+    let i = q0 + c;
+    let valid = rowOk && i < T && (!causal || j <= i + off);
+    var lseI = 0.0;
+    var dI = 0.0;
+    if (i < T) { lseI = lse[bh * T + i]; dI = dvec[bh * T + i]; }
+    let p = select(0.0, exp(sc * scale - lseI), valid);
+    ${put("ps", L, "p")}
+    ${put("ss", L, "p * (dp - dI)")}
+    workgroupBarrier();${
+      chunkAccumulate(R, L, nv, "dva", "ps", { buf: "gx", v: "g", row0: "q0", rows: "T" }, "DV")
+    }${chunkAccumulate(R, L, nq, "dka", "ss", { buf: "qx", v: "q", row0: "q0", rows: "T" }, "DQ")}
+  }
+  if (rowOk) {
+    let kb = (bh * S + j) * DQ;
+    let vb = (bh * S + j) * DV;${accStore(L, nq, "dka", "dk", "kb", "DQ", ty, "scale")}${
+      accStore(L, nv, "dva", "dv", "vb", "DV", ty, "1.0")
+    }
+  }`,
+  });
+}
+
+const ROW_WG = 64;
+
+/** D_i = Σ_d dO[i, d] · O[i, d] for every row (b, h, i); O is contiguous [B, H, T, Dv]. */
+function rowDotKernel(ty: string): Kernel {
+  return kernel({
+    name: "attention_rowdot",
+    bindings: [
+      { name: "gx", type: ty, access: "read" },
+      { name: "ox", type: ty, access: "read" },
+      { name: "dvec", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [ROW_WG],
+    body: `
+  let row = ${linearId(ROW_WG)};
+  if (row >= prm(12u)) { return; }
+  let H = prm(1u); let T = prm(2u); let DV = prm(5u);
+  let i = row % T;
+  let h = (row / T) % H;
+  let b = row / (T * H);
+  let gB = prm(28u) + b * prm(29u) + h * prm(30u) + i * prm(31u);
+  let gD = prm(32u);
+  var s = 0.0;
+  for (var d = 0u; d < DV; d++) { s += f32(gx[gB + d * gD]) * f32(ox[row * DV + d]); }
+  dvec[row] = s;`,
+  });
+}
+
+// ---- validation --------------------------------------------------------------------------
+
+function checkArgs(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Dims {
+  const op = "attention";
+  const args = { q, k, v } as const;
+  for (const [name, t] of Object.entries(args)) {
+    if (!(t instanceof Tensor)) {
+      throw new MoongradError(op, `${name} must be a Tensor, got ${typeof t}`);
+    }
+    t.storage(op);
+    if (t.rank !== 4) {
+      throw new MoongradError(
+        op,
+        `${name} must be 4-D [B, heads, seq, dim], got shape ${fmtShape(t.shape)}`,
+      );
+    }
+    if (!isFloat(t.dtype)) {
+      throw new MoongradError(
+        op,
+        `${name} has dtype ${t.dtype}; expected f32 or f16 (shape ${fmtShape(t.shape)})`,
+      );
+    }
+    if (t.shape.some((d) => d === 0)) {
+      throw new MoongradError(op, `${name} has an empty axis: shape ${fmtShape(t.shape)}`);
+    }
+  }
+  const shapes = `q ${fmtShape(q.shape)}, k ${fmtShape(k.shape)}, v ${fmtShape(v.shape)}`;
+  if (k.dtype !== q.dtype || v.dtype !== q.dtype) {
+    throw new MoongradError(
+      op,
+      `q, k and v must share one dtype, got ${q.dtype}, ${k.dtype}, ${v.dtype} (${shapes})`,
+    );
+  }
+  const [B, H, T, Dqk] = q.shape;
+  const [Bk, Hk, S, Dk] = k.shape;
+  const [Bv, Hv, Sv, Dv] = v.shape;
+  if (Bk !== B || Bv !== B) {
+    throw new MoongradError(op, `batch sizes differ: ${shapes} (expected the same B)`);
+  }
+  if (Dk !== Dqk) {
+    throw new MoongradError(op, `k's head dim ${Dk} must equal q's ${Dqk}: ${shapes}`);
+  }
+  if (Sv !== S) {
+    throw new MoongradError(op, `v's sequence length ${Sv} must equal k's ${S}: ${shapes}`);
+  }
+  for (const [name, n] of [["k", Hk], ["v", Hv]] as const) {
+    if (H % n !== 0) {
+      throw new MoongradError(
+        op,
+        `${name} has ${n} heads, which must divide q's ${H} heads (1 shares one head): ${shapes}`,
+      );
+    }
+    if (opts.kvHeads !== undefined && n !== opts.kvHeads) {
+      throw new MoongradError(
+        op,
+        `kvHeads is ${opts.kvHeads} but ${name} has ${n} heads: ${shapes}`,
+      );
+    }
+  }
+  const causal = opts.causal ?? true;
+  if (typeof causal !== "boolean") {
+    throw new MoongradError(op, `causal must be a boolean, got ${String(causal)}`);
+  }
+  if (causal && T > S) {
+    throw new MoongradError(
+      op,
+      `causal attention needs T <= S (queries align to the end of the keys), got T ${T} > ` +
+        `S ${S}: ${shapes}`,
+    );
+  }
+  const scale = opts.scale ?? 1 / Math.sqrt(Dqk);
+  if (typeof scale !== "number" || !Number.isFinite(scale)) {
+    throw new MoongradError(op, `scale must be a finite number, got ${String(scale)}`);
+  }
+  return { B, H, T, S, Dqk, Dv, Hk, Hv, scale, causal, dtype: q.dtype };
+}
+
+// ---- launches ----------------------------------------------------------------------------
+
+function launch(k: Kernel, bufs: Tensor[], p: (groups: number) => Params, groups: number): void {
+  const [gx, gy] = grid1d(groups, 1);
+  dispatch(k, bufs.map((t) => t.storage(k.name).buf), p(groups).words, [gx, gy]);
+}
+
+function forward(q: Tensor, k: Tensor, v: Tensor, d: Dims) {
+  const ty = wgslType(d.dtype);
+  const { rows: R, lanes: L } = config;
+  const out = Tensor.empty([d.B, d.H, d.T, d.Dv], d.dtype);
+  const lse = Tensor.empty([d.B, d.H, d.T], "f32");
+  const rmax = Tensor.empty([d.H, d.B * d.T], "f32");
+  const blocks = Math.ceil(d.T / R);
+  launch(
+    forwardKernel(ty, R, L, groupsFor(d.Dv, L)),
+    [q, k, v, out, lse, rmax],
+    (g) => params(d, blocks, g, { q, k, v }),
+    blocks * d.B * d.H,
+  );
+  const maxLogits = max(rmax, 1);
+  rmax.dispose();
+  return { out, lse, maxLogits };
+}
+
+/** Sums per-query-head gradients [B, H, S, D] over each group of heads sharing one kv head. */
+function sumGroups(g: Tensor, kvHeads: number): Tensor {
+  const [B, H, S, D] = g.shape;
+  if (kvHeads === H) return g;
+  const r = reshape(g, [B, kvHeads, H / kvHeads, S, D]);
+  const out = sum(r, 2);
+  r.dispose();
+  g.dispose();
+  return out;
+}
+
+function backward(
+  g: Tensor,
+  needs: readonly boolean[],
+  saved: readonly Tensor[],
+  d: Dims,
+): (Tensor | null)[] {
+  const [q, k, v, out, lse] = saved;
+  const ty = wgslType(d.dtype);
+  const ops = { q, k, v, g };
+  const dvec = Tensor.empty([d.B, d.H, d.T], "f32");
+  const rows = d.B * d.H * d.T;
+  const rk = rowDotKernel(ty);
+  dispatch(
+    rk,
+    [g.storage(rk.name).buf, out.storage(rk.name).buf, dvec.storage(rk.name).buf],
+    params(d, 0, rows, ops).words,
+    grid1d(rows, ROW_WG),
+  );
+  const { rows: R, lanes: L } = config;
+  const nq = groupsFor(d.Dqk, L);
+  const nv = groupsFor(d.Dv, L);
+  let dq: Tensor | null = null;
+  if (needs[0]) {
+    dq = Tensor.empty([d.B, d.H, d.T, d.Dqk], d.dtype);
+    const blocks = Math.ceil(d.T / R);
+    launch(
+      dqKernel(ty, R, L, nq),
+      [q, k, v, g, lse, dvec, dq],
+      (n) => params(d, blocks, n, ops),
+      blocks * d.B * d.H,
+    );
+  }
+  let dk: Tensor | null = null;
+  let dv: Tensor | null = null;
+  if (needs[1] || needs[2]) {
+    const dkH = Tensor.empty([d.B, d.H, d.S, d.Dqk], d.dtype);
+    const dvH = Tensor.empty([d.B, d.H, d.S, d.Dv], d.dtype);
+    const blocks = Math.ceil(d.S / R);
+    launch(
+      dkvKernel(ty, R, L, nq, nv),
+      [q, k, v, g, lse, dvec, dkH, dvH],
+      (n) => params(d, blocks, n, ops),
+      blocks * d.B * d.H,
+    );
+    if (needs[1]) dk = sumGroups(dkH, d.Hk);
+    else dkH.dispose();
+    if (needs[2]) dv = sumGroups(dvH, d.Hv);
+    else dvH.dispose();
+  }
+  dvec.dispose();
+  return [dq, dk, dv];
+}
+
+/**
+ * Fused scaled-dot-product attention, causal by default, with the per-head max logit.
+ *
+ * q [B, H, T, Dqk], k [B, Hk, S, Dqk], v [B, Hv, S, Dv] where Hk and Hv divide H (1: one key
+ * or value head shared by every query head; query head h uses kv head ⌊h / (H / Hk)⌋).
+ * Returns `out` [B, H, T, Dv] = softmax(q kᵀ · scale, masked) v, differentiable w.r.t. q, k
+ * and v, and `maxLogits` f32 [H] (no gradient). With `causal`, query i attends keys
+ * j ≤ i + (S − T) and T > S is rejected. Any input layout is read without a copy.
+ */
+export function attention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: AttentionOptions = {},
+): AttentionResult {
+  const d = checkArgs(q, k, v, options);
+  const { out, lse, maxLogits } = forward(q, k, v, d);
+  record(out, "attention", [q, k, v], (g, needs, saved) => backward(g, needs, saved, d), [
+    q,
+    k,
+    v,
+    out,
+    lse,
+  ]);
+  lse.dispose();
+  return { out, maxLogits };
+}
