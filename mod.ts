@@ -14,7 +14,16 @@ export { type DType, type TensorData } from "./core/dtype.ts";
 export { MoongradError } from "./core/errors.ts";
 export { type NestedArray, type Operand, Tensor } from "./core/tensor.ts";
 export { scope } from "./core/scope.ts";
-export { type BackwardOptions, isGradEnabled, noGrad } from "./core/autograd.ts";
+export {
+  type BackwardOptions,
+  type GradNode,
+  isGradEnabled,
+  noGrad,
+  type Vjp,
+} from "./core/autograd.ts";
+export { Storage } from "./core/storage.ts";
+export { type GpuBuf } from "./core/pool.ts";
+export { type Shape } from "./core/shape.ts";
 export { emptyCache, memory, type MemoryStats, sync } from "./core/memory.ts";
 export {
   arange,
@@ -93,6 +102,7 @@ export * as nn from "./nn/mod.ts";
 export * as io from "./io/mod.ts";
 export {
   attention,
+  type AttentionConfig,
   type AttentionOptions,
   type AttentionResult,
   setAttentionConfig,

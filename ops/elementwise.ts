@@ -5,13 +5,10 @@
 import { type DType, isFloat } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { broadcastShapes } from "../core/shape.ts";
-import { Tensor } from "../core/tensor.ts";
+import { type Operand, Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { pointwise, type PointwiseInput } from "./pointwise.ts";
 import { sumTo } from "./reduce.ts";
-
-/** A tensor or a JS number (taking the other operand's dtype). */
-export type Operand = Tensor | number;
 
 /** WGSL helpers shared by the float expressions below (stable in f32 for any input). */
 export const MATH_WGSL = `
