@@ -26,3 +26,4 @@ export { MLP } from "./mlp.ts";
 export { applyRope, ropeInvFreq, RotaryEmbedding } from "./rope.ts";
 export { rmsNorm } from "../ops/rmsnorm.ts";
 export { rope } from "../ops/rope.ts";
+export { type KimiConfig, makeConfig, PRESETS, toHfConfig, validateConfig } from "./config.ts";
