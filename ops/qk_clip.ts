@@ -1,0 +1,93 @@
+/**
+ * The QK-Clip weight rescaling kernels (MuonClip, Kimi K2 §2.1): per-head factors
+ * γ_h = min(1, τ / S_max_h) computed on the GPU, and in-place row scaling of a projection
+ * weight by γ_h^p where the power p depends on which part of head h a row belongs to.
+ */
+import { MoongradError } from "../core/errors.ts";
+import { kernel, Params } from "../core/kernel.ts";
+import { dispatch } from "../core/runtime.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { grid1d, linearId } from "./grid.ts";
+import { pointwise } from "./pointwise.ts";
+
+/**
+ * γ_h = min(1, τ / S_max_h) for each head (f32 [H]); exactly 1 where S_max_h ≤ τ, so those
+ * heads are left bit-identical by `scaleHeadRows`. τ = Infinity gives all ones.
+ */
+export function clipFactors(maxLogits: Tensor, tau: number): Tensor {
+  if (!(tau > 0)) throw new MoongradError("qkClip", `tau must be > 0, got ${tau}`);
+  if (maxLogits.dtype !== "f32" || maxLogits.rank !== 1) {
+    throw new MoongradError(
+      "qkClip",
+      `maxLogits must be f32 [heads], got ${maxLogits.dtype} [${maxLogits.shape}]`,
+    );
+  }
+  const t = Number.isFinite(tau) ? tau : 3.4e38;
+  return pointwise(
+    "qk_clip_gamma",
+    [maxLogits, { scalar: t, dtype: "f32" }],
+    maxLogits.shape,
+    "f32",
+    "select(1.0, v1 / v0, v0 > v1)",
+  );
+}
+
+/** Which power of γ_h the rows of one head part get: 0 (untouched), 0.5 (√γ) or 1 (γ). */
+export type GammaPower = 0 | 0.5 | 1;
+
+/**
+ * Scales, in place, the rows of `weight` [heads · rowsPerHead, cols] head by head: row r of
+ * head h = ⌊r / rowsPerHead⌋ is multiplied by γ_h^lowPower when (r mod rowsPerHead) < split,
+ * else by γ_h^highPower. Power 0 multiplies by exactly 1.
+ */
+export function scaleHeadRows(
+  weight: Tensor,
+  gamma: Tensor,
+  rowsPerHead: number,
+  split: number,
+  lowPower: GammaPower,
+  highPower: GammaPower,
+): void {
+  const [rows, cols] = weight.shape;
+  const heads = gamma.shape[0];
+  if (weight.rank !== 2 || !weight.isContiguous || weight.dtype !== "f32") {
+    throw new MoongradError(
+      "qkClip",
+      `weight must be a contiguous f32 matrix, got ${weight.dtype} [${weight.shape}]`,
+    );
+  }
+  if (rows !== heads * rowsPerHead) {
+    throw new MoongradError(
+      "qkClip",
+      `weight has ${rows} rows; expected ${heads} heads × ${rowsPerHead} rows per head`,
+    );
+  }
+  const n = rows * cols;
+  if (n === 0) return;
+  const code = (p: GammaPower) => (p === 0 ? 0 : p === 0.5 ? 1 : 2);
+  const p = new Params().u(n, cols, rowsPerHead, split, code(lowPower), code(highPower))
+    .u(weight.offset, gamma.offset);
+  const k = kernel({
+    name: "qk_clip_scale_rows",
+    bindings: [
+      { name: "w", type: "f32", access: "read_write" },
+      { name: "gamma", type: "f32", access: "read" },
+    ],
+    workgroupSize: [256],
+    prelude: `
+fn gamma_pow(g: f32, code: u32) -> f32 {
+  if (code == 0u) { return 1.0; }
+  if (code == 1u) { return sqrt(g); }
+  return g;
+}`,
+    body: `
+  let i = ${linearId(256)};
+  if (i >= prm(0u)) { return; }
+  let row = i / prm(1u);
+  let head = row / prm(2u);
+  let part = select(prm(5u), prm(4u), row % prm(2u) < prm(3u));
+  let f = gamma_pow(gamma[prm(7u) + head], part);
+  if (f != 1.0) { w[prm(6u) + i] = w[prm(6u) + i] * f; }`,
+  });
+  dispatch(k, [weight.storage("qkClip").buf, gamma.storage("qkClip").buf], p.words, grid1d(n, 256));
+}

@@ -1,0 +1,67 @@
+/**
+ * QK-Clip (REFERENCE §3): after an optimizer step, heads whose max pre-softmax logit S_max
+ * exceeded τ get their query/key projections rescaled so that those logits scale by exactly
+ * γ_h = τ / S_max_h. Heads at or under τ are left bit-identical.
+ */
+import { MoongradError } from "../core/errors.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { noGrad } from "../core/autograd.ts";
+import { clipFactors, scaleHeadRows } from "../ops/qk_clip.ts";
+import type { KimiConfig } from "../nn/config.ts";
+import type { Module } from "../nn/module.ts";
+
+function paramByName(module: Module, names: readonly string[]): Tensor {
+  for (const [n, t] of module.namedParameters()) if (names.includes(n)) return t;
+  throw new MoongradError(
+    "qkClip",
+    `the attention module has no parameter named ${names.join(" or ")}`,
+  );
+}
+
+/**
+ * QK-Clip of one MLA layer, in place. q_nope rows of each head (in q_b_proj or q_proj) and
+ * the k_nope rows of kv_b_proj are scaled by √γ_h, the q_rope rows by γ_h; the shared rotary
+ * key (kv_a_proj_with_mqa) and the value rows are untouched. Every logit of head h,
+ * q_nope·k_nope + q_rope·k_rope, is therefore multiplied by exactly γ_h.
+ * Returns γ (f32 [H], 1 for unclipped heads); the caller owns it.
+ */
+export function qkClipMla(
+  attention: Module,
+  config: KimiConfig,
+  maxLogits: Tensor,
+  tau: number,
+): Tensor {
+  const H = config.num_attention_heads;
+  if (maxLogits.shape[0] !== H) {
+    throw new MoongradError("qkClip", `maxLogits has ${maxLogits.shape[0]} heads, config ${H}`);
+  }
+  const dn = config.qk_nope_head_dim;
+  const dqk = dn + config.qk_rope_head_dim;
+  const q = paramByName(attention, ["q_b_proj.weight", "q_proj.weight"]);
+  const kvB = paramByName(attention, ["kv_b_proj.weight"]);
+  return noGrad(() => {
+    const gamma = clipFactors(maxLogits, tau);
+    scaleHeadRows(q, gamma, dqk, dn, 0.5, 1);
+    scaleHeadRows(kvB, gamma, dn + config.v_head_dim, dn, 0.5, 0);
+    return gamma;
+  });
+}
+
+/**
+ * QK-Clip of plain multi-head attention, in place: W_q and W_k ([H · headDim, D], head-major
+ * rows) are each scaled by √γ_h per head. Returns γ (f32 [H]); the caller owns it.
+ */
+export function qkClipMha(
+  wq: Tensor,
+  wk: Tensor,
+  maxLogits: Tensor,
+  tau: number,
+  headDim: number,
+): Tensor {
+  return noGrad(() => {
+    const gamma = clipFactors(maxLogits, tau);
+    scaleHeadRows(wq, gamma, headDim, headDim, 0.5, 0.5);
+    scaleHeadRows(wk, gamma, headDim, headDim, 0.5, 0.5);
+    return gamma;
+  });
+}
