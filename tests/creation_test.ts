@@ -4,22 +4,8 @@
  */
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
-import { arbShape, check, fc, gpu } from "./util.ts";
+import { arbShape, assertMgError, check, fc, gpu } from "./util.ts";
 import { size } from "./reference/ndarray.ts";
-
-function assertMgError(fn: () => unknown, op: string, ...parts: string[]): void {
-  try {
-    fn();
-  } catch (e) {
-    if (!(e instanceof mg.MoongradError)) {
-      throw new Error(`${op}: expected MoongradError, got ${e}`);
-    }
-    assert.ok(e.message.startsWith(`moongrad.${op}:`), `message names the op: ${e.message}`);
-    for (const p of parts) assert.ok(e.message.includes(p), `"${e.message}" mentions ${p}`);
-    return;
-  }
-  throw new Error(`${op}: expected a MoongradError, nothing was thrown`);
-}
 
 /** Nested JS arrays of `shape` holding `flat` in row-major order. */
 function nest(flat: number[], shape: readonly number[]): unknown {

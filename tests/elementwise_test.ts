@@ -14,6 +14,8 @@ import {
   arbShape,
   arbValues,
   assertClose,
+  assertMgError,
+  assertNoLeak,
   assertTensorClose,
   check,
   fc,
@@ -64,27 +66,6 @@ function applyView(c: ViewCase, base: mg.Tensor): mg.Tensor {
 /** Float32 tensor from values with a shape. */
 function f32(values: ArrayLike<number>, shape: readonly number[], requiresGrad = false) {
   return mg.tensor(Float32Array.from(values), { shape, requiresGrad });
-}
-
-/** Asserts GPU memory in use is back to `before` (nothing leaked by forward or backward). */
-function assertNoLeak(before: number, what: string): void {
-  const now = mg.memory().inUseBytes;
-  assert.equal(now, before, `${what}: ${now - before} bytes still in use`);
-}
-
-/** Runs `fn`, expecting a MoongradError whose message starts with the op and includes `parts`. */
-function assertMgError(fn: () => unknown, op: string, ...parts: string[]): void {
-  try {
-    fn();
-  } catch (e) {
-    if (!(e instanceof mg.MoongradError)) {
-      throw new Error(`${op}: expected MoongradError, got ${e}`);
-    }
-    assert.ok(e.message.startsWith(`moongrad.${op}:`), `message names the op: ${e.message}`);
-    for (const p of parts) assert.ok(e.message.includes(p), `"${e.message}" mentions ${p}`);
-    return;
-  }
-  throw new Error(`${op}: expected a MoongradError, nothing was thrown`);
 }
 
 /** Values for the finite-difference checks: step h = 1e-5 in float64. */

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
-import { arbShape, arbValues, assertClose, check, fc, gpu } from "./util.ts";
+import { arbShape, arbValues, assertClose, assertMgError, check, fc, gpu } from "./util.ts";
 import {
   broadcastTo,
   dot,
@@ -34,20 +34,6 @@ function upstream(shape: readonly number[]): NDArray {
 
 function contiguousStrides(shape: readonly number[]): number[] {
   return shape.map((_, i) => size(shape.slice(i + 1)));
-}
-
-function assertMgError(fn: () => unknown, op: string, ...parts: string[]): void {
-  try {
-    fn();
-  } catch (e) {
-    if (!(e instanceof mg.MoongradError)) {
-      throw new Error(`${op}: expected MoongradError, got ${e}`);
-    }
-    assert.ok(e.message.startsWith(`moongrad.${op}:`), `message names the op: ${e.message}`);
-    for (const p of parts) assert.ok(e.message.includes(p), `"${e.message}" mentions ${p}`);
-    return;
-  }
-  throw new Error(`${op}: expected a MoongradError, nothing was thrown`);
 }
 
 /**

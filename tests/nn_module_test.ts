@@ -5,7 +5,7 @@
  */
 import * as mg from "../mod.ts";
 import * as nn from "../nn/mod.ts";
-import { gpu } from "./util.ts";
+import { expectMgError, gpu } from "./util.ts";
 
 /** A decoder-shaped toy with the HF names of REFERENCE §5. */
 class Block extends nn.Module {
@@ -62,19 +62,6 @@ async function values(t: mg.Tensor): Promise<number[]> {
   return Array.from(await t.data());
 }
 
-function expectMg(fn: () => unknown, ...includes: string[]): mg.MoongradError {
-  try {
-    fn();
-  } catch (e) {
-    if (!(e instanceof mg.MoongradError)) throw new Error(`expected MoongradError, got ${e}`);
-    for (const s of includes) {
-      if (!e.message.includes(s)) throw new Error(`"${e.message}" does not include "${s}"`);
-    }
-    return e;
-  }
-  throw new Error("expected a MoongradError, nothing was thrown");
-}
-
 Deno.test("namedParameters gives HF dotted names in registration order; buffers are separate", async () => {
   await gpu();
   const m = new Toy();
@@ -98,7 +85,7 @@ Deno.test("namedParameters gives HF dotted names in registration order; buffers 
   if (m.model.layers.length !== 2 || m.model.layers.at(1) !== [...m.model.layers][1]) {
     throw new Error("ModuleList indexing");
   }
-  expectMg(() => m.model.layers.at(2), "ModuleList.at", "out of range");
+  expectMgError(() => m.model.layers.at(2), "ModuleList.at", "out of range");
   m.dispose();
 });
 
@@ -126,9 +113,9 @@ Deno.test("registration rejects dotted, empty and duplicate names", async () => 
       }
     }
   }
-  expectMg(() => new Bad(0), "Bad.param", "no dots");
-  expectMg(() => new Bad(1), "Bad.module");
-  expectMg(() => new Bad(2), "Bad.buffer", "already registered");
+  expectMgError(() => new Bad(0), "Bad.param", "no dots");
+  expectMgError(() => new Bad(1), "Bad.module");
+  expectMgError(() => new Bad(2), "Bad.buffer", "already registered");
 });
 
 Deno.test("construction is deterministic by seed; HF init: N(0, 0.02²) weights, zero bias, unit gains", async () => {
@@ -202,7 +189,7 @@ Deno.test("loadStateDict lists every mismatch (missing, unexpected, shape, dtype
   sd.set("model.e_score_correction_bias", wrongDtype);
   const norm = mg.full([8], 3);
   sd.set("model.norm.weight", norm);
-  const e = expectMg(
+  const e = expectMgError(
     () => m.loadStateDict(sd),
     "Toy.loadStateDict",
     "5 problem(s)",

@@ -7,7 +7,17 @@
  */
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
-import { arbBroadcastPair, arbShape, arbValues, assertClose, check, fc, gpu } from "./util.ts";
+import {
+  arbBroadcastPair,
+  arbShape,
+  arbValues,
+  assertClose,
+  assertMgError,
+  assertNoLeak,
+  check,
+  fc,
+  gpu,
+} from "./util.ts";
 import {
   broadcastShape,
   broadcastTo,
@@ -113,25 +123,6 @@ function sumBound(x: NDArray, axes: number[], keepDims: boolean, scale = 1): num
   const n = axes.reduce((k, a) => k * x.shape[a], 1);
   const abs = reduceAxes(map(x, Math.abs), axes, keepDims, (v) => v.reduce((a, b) => a + b, 0));
   return Array.from(abs.data, (s) => ((n + 1) * U * s + 1e-30) * scale);
-}
-
-function assertNoLeak(before: number, what: string): void {
-  const now = mg.memory().inUseBytes;
-  assert.equal(now, before, `${what}: ${now - before} bytes still in use`);
-}
-
-function assertMgError(fn: () => unknown, op: string, ...parts: string[]): void {
-  try {
-    fn();
-  } catch (e) {
-    if (!(e instanceof mg.MoongradError)) {
-      throw new Error(`${op}: expected MoongradError, got ${e}`);
-    }
-    assert.ok(e.message.startsWith(`moongrad.${op}:`), `message names the op: ${e.message}`);
-    for (const p of parts) assert.ok(e.message.includes(p), `"${e.message}" mentions ${p}`);
-    return;
-  }
-  throw new Error(`${op}: expected a MoongradError, nothing was thrown`);
 }
 
 /** Moves values apart so that no two are within `gap` (ties make max/min non-differentiable). */

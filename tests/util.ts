@@ -115,3 +115,33 @@ export async function check<T>(
 }
 
 export { fc };
+
+/**
+ * Runs `fn` expecting a MoongradError whose message includes every one of `parts`; returns
+ * the error. Any other outcome (no error, another error type) fails.
+ */
+export function expectMgError(fn: () => unknown, ...parts: string[]): mg.MoongradError {
+  try {
+    fn();
+  } catch (e) {
+    if (!(e instanceof mg.MoongradError)) throw new Error(`expected a MoongradError, got ${e}`);
+    for (const p of parts) {
+      if (!e.message.includes(p)) throw new Error(`error "${e.message}" does not mention "${p}"`);
+    }
+    return e;
+  }
+  throw new Error(
+    `expected a MoongradError mentioning ${JSON.stringify(parts)}, nothing was thrown`,
+  );
+}
+
+/** Like `expectMgError`, and the message must start with `moongrad.<op>:`. */
+export function assertMgError(fn: () => unknown, op: string, ...parts: string[]): void {
+  expectMgError(fn, `moongrad.${op}:`, ...parts);
+}
+
+/** Fails when GPU bytes in use differ from `before` (a leak or a double free). */
+export function assertNoLeak(before: number, what: string): void {
+  const now = mg.memory().inUseBytes;
+  if (now !== before) throw new Error(`${what}: ${now - before} bytes still in use`);
+}
