@@ -1,0 +1,505 @@
+/**
+ * Multi-head Latent Attention (HF `DeepseekV3Attention`, REFERENCE §4) with a training
+ * forward through the fused attention kernel and a decode path over a latent cache that
+ * absorbs `kv_b_proj` into the queries and the output.
+ */
+import { noGrad } from "../core/autograd.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { Tensor } from "../core/tensor.ts";
+import { attention } from "../ops/attention.ts";
+import { concat } from "../ops/concat.ts";
+import { copyInto } from "../ops/copy.ts";
+import { tensor } from "../ops/creation.ts";
+import { expand, permute, reshape, slice, transpose, unsqueeze } from "../ops/layout.ts";
+import { matmul } from "../ops/matmul.ts";
+import { rope, ropeInvFreq } from "../ops/rope.ts";
+import { type KimiConfig, validateConfig } from "./config.ts";
+import { Linear } from "./linear.ts";
+import { deriveSeed, Module } from "./module.ts";
+import { RMSNorm } from "./rmsnorm.ts";
+
+/** The epsilon of MLA's two inner norms (HF hard-codes it, whatever `rms_norm_eps` says). */
+export const MLA_INNER_NORM_EPS = 1e-6;
+
+/** Options of `LatentCache`. */
+export interface LatentCacheOptions {
+  /** Tokens to allocate room for up front (grown by doubling when exceeded); default 0. */
+  capacity?: number;
+}
+
+/**
+ * One MLA layer's decode cache: per token only the normalised latent `c` (kv_lora_rank
+ * floats, after `kv_a_layernorm`) and the rotated shared rotary key `k_rope`
+ * (qk_rope_head_dim floats) — `kv_lora_rank + qk_rope_head_dim` floats per token (576 in K2)
+ * instead of H·(d_qk + d_v) for an expanded key/value cache. Both live side by side in one
+ * f32 buffer [B, capacity, r_kv + d_r], so the absorbed decode reads [c | k_rope] as a
+ * single shared key head without a copy. The buffer grows by doubling; pass `capacity` to
+ * allocate once. A model keeps one cache per layer.
+ */
+export class LatentCache {
+  /** Batch size B. */
+  readonly batch: number;
+  /** Latent width r_kv. */
+  readonly kvLoraRank: number;
+  /** Rotary key width d_r. */
+  readonly ropeDim: number;
+  #buf: Tensor | null = null;
+  #capacity = 0;
+  #length = 0;
+
+  /** Creates an empty cache for `batch` sequences. */
+  constructor(
+    batch: number,
+    kvLoraRank: number,
+    ropeDim: number,
+    options: LatentCacheOptions = {},
+  ) {
+    const sizes = [["batch", batch], ["kvLoraRank", kvLoraRank], ["ropeDim", ropeDim]] as const;
+    for (const [arg, v] of sizes) {
+      if (!Number.isInteger(v) || v <= 0) {
+        throw new MoongradError("LatentCache", `${arg} must be a positive integer, got ${v}`);
+      }
+    }
+    const capacity = options.capacity ?? 0;
+    if (!Number.isInteger(capacity) || capacity < 0) {
+      throw new MoongradError(
+        "LatentCache",
+        `capacity must be a non-negative integer, got ${capacity}`,
+      );
+    }
+    this.batch = batch;
+    this.kvLoraRank = kvLoraRank;
+    this.ropeDim = ropeDim;
+    if (capacity > 0) this.#grow(capacity);
+  }
+
+  /** A cache sized for the MLA layers of `config`. */
+  static forConfig(
+    config: KimiConfig,
+    batch: number,
+    options: LatentCacheOptions = {},
+  ): LatentCache {
+    return new LatentCache(batch, config.kv_lora_rank, config.qk_rope_head_dim, options);
+  }
+
+  /** Tokens cached so far (the position of the next token). */
+  get length(): number {
+    return this.#length;
+  }
+
+  /** Tokens the buffer holds room for. */
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /** Floats stored per token and sequence: kv_lora_rank + qk_rope_head_dim. */
+  get floatsPerToken(): number {
+    return this.kvLoraRank + this.ropeDim;
+  }
+
+  /** Bytes of the cache buffer: 4 · B · capacity · (r_kv + d_r). */
+  get bytes(): number {
+    return 4 * this.batch * this.#capacity * this.floatsPerToken;
+  }
+
+  /** A view [B, length, r_kv + d_r] of the cached [c | k_rope] rows; dispose it after use. */
+  latents(): Tensor {
+    return this.#window(0, this.floatsPerToken);
+  }
+
+  /** A view [B, length, r_kv] of the cached normalised latents c; dispose it after use. */
+  c(): Tensor {
+    return this.#window(0, this.kvLoraRank);
+  }
+
+  /** A view [B, length, d_r] of the cached rotated rotary keys; dispose it after use. */
+  kRope(): Tensor {
+    return this.#window(this.kvLoraRank, this.ropeDim);
+  }
+
+  /**
+   * Appends the latents of T new tokens: c [B, T, r_kv] (after kv_a_layernorm) and the
+   * rotated k_rope [B, T, d_r]. Copied in (no autograd); the inputs stay the caller's.
+   */
+  append(c: Tensor, kRope: Tensor): void {
+    const op = "LatentCache.append";
+    for (
+      const [name, t, w] of [["c", c, this.kvLoraRank], ["kRope", kRope, this.ropeDim]] as const
+    ) {
+      if (!(t instanceof Tensor)) throw new MoongradError(op, `${name} must be a Tensor`);
+      t.storage(op);
+      if (t.dtype !== "f32" || t.rank !== 3 || t.shape[0] !== this.batch || t.shape[2] !== w) {
+        throw new MoongradError(
+          op,
+          `${name} must be f32 [${this.batch}, T, ${w}], got ${t.dtype} ${fmtShape(t.shape)}`,
+        );
+      }
+    }
+    const T = c.shape[1];
+    if (kRope.shape[1] !== T) {
+      throw new MoongradError(
+        op,
+        `c ${fmtShape(c.shape)} and kRope ${fmtShape(kRope.shape)} hold different token counts`,
+      );
+    }
+    if (T === 0) return;
+    const need = this.#length + T;
+    if (need > this.#capacity) this.#grow(Math.max(need, 2 * this.#capacity));
+    noGrad(() => {
+      const dc = this.#slab(this.#length, T, 0, this.kvLoraRank);
+      const dk = this.#slab(this.#length, T, this.kvLoraRank, this.ropeDim);
+      copyInto(c, dc);
+      copyInto(kRope, dk);
+      dc.dispose();
+      dk.dispose();
+    });
+    this.#length = need;
+  }
+
+  /** Forgets every token (keeps the buffer for reuse). */
+  reset(): void {
+    this.#length = 0;
+  }
+
+  /** Frees the buffer; the cache is empty after (and may be reused). */
+  dispose(): void {
+    this.#buf?.dispose();
+    this.#buf = null;
+    this.#capacity = 0;
+    this.#length = 0;
+  }
+
+  /** `using cache = ...` support. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  #slab(start: number, len: number, col: number, width: number): Tensor {
+    const W = this.floatsPerToken;
+    const buf = this.#buf!;
+    return buf.view([this.batch, len, width], [this.#capacity * W, W, 1], start * W + col);
+  }
+
+  #window(col: number, width: number): Tensor {
+    if (!this.#buf) {
+      throw new MoongradError("LatentCache", "the cache is empty (nothing appended yet)");
+    }
+    return this.#slab(0, this.#length, col, width);
+  }
+
+  #grow(capacity: number): void {
+    const next = Tensor.empty([this.batch, capacity, this.floatsPerToken], "f32").keep();
+    if (this.#buf && this.#length > 0) {
+      const old = this.#slab(0, this.#length, 0, this.floatsPerToken);
+      const dst = next.view(
+        [this.batch, this.#length, this.floatsPerToken],
+        [capacity * this.floatsPerToken, this.floatsPerToken, 1],
+        0,
+      );
+      copyInto(old, dst);
+      old.dispose();
+      dst.dispose();
+    }
+    this.#buf?.dispose();
+    this.#buf = next;
+    this.#capacity = capacity;
+  }
+}
+
+/** Options of `MultiHeadLatentAttention`. */
+export interface MlaOptions {
+  /** Seed of the weight initialisation (each projection derives its own). */
+  seed?: number;
+}
+
+/** Options of `MultiHeadLatentAttention.forwardCached`. */
+export interface ForwardCachedOptions {
+  /**
+   * true (default): the absorbed computation over the latent cache; false: expand k_nope and
+   * v from the cached latents through kv_b_proj (the reference path, H·(d_n + d_v) floats per
+   * token of temporary memory).
+   */
+  absorb?: boolean;
+}
+
+/**
+ * Multi-head Latent Attention with HF names: `q_a_proj` → `q_a_layernorm` → `q_b_proj` (or
+ * `q_proj` when `q_lora_rank` is null), `kv_a_proj_with_mqa` → `kv_a_layernorm` →
+ * `kv_b_proj`, and `o_proj`; Linear layers with bias = `attention_bias`, inner norms with
+ * eps 1e-6. Softmax scale d_qk^−0.5; interleaved RoPE with θ = `rope_theta` on q_rope and on
+ * the single shared k_rope.
+ *
+ * After each training `forward`, `lastMaxLogits` holds the f32 [H] per-head maximum
+ * pre-softmax logit over the batch and the attended pairs — what MuonClip's QK-Clip reads
+ * (REFERENCE §3). The module owns it (the previous one is disposed by the next forward).
+ */
+export class MultiHeadLatentAttention extends Module {
+  /** Model width D. */
+  readonly hiddenSize: number;
+  /** Heads H. */
+  readonly numHeads: number;
+  /** q_lora_rank r_q (null: plain q_proj). */
+  readonly qLoraRank: number | null;
+  /** kv_lora_rank r_kv. */
+  readonly kvLoraRank: number;
+  /** qk_nope_head_dim d_n. */
+  readonly qkNopeHeadDim: number;
+  /** qk_rope_head_dim d_r. */
+  readonly qkRopeHeadDim: number;
+  /** v_head_dim d_v. */
+  readonly vHeadDim: number;
+  /** d_qk = d_n + d_r. */
+  readonly qHeadDim: number;
+  /** Softmax scale d_qk^−0.5. */
+  readonly softmaxScale: number;
+  /** RoPE base θ. */
+  readonly ropeTheta: number;
+  /** x → r_q (null without q_lora_rank). */
+  readonly qAProj: Linear | null;
+  /** RMSNorm over r_q (null without q_lora_rank). */
+  readonly qALayernorm: RMSNorm | null;
+  /** r_q → H·d_qk (null without q_lora_rank). */
+  readonly qBProj: Linear | null;
+  /** x → H·d_qk (only without q_lora_rank). */
+  readonly qProj: Linear | null;
+  /** x → r_kv + d_r: [c | k_rope]. */
+  readonly kvAProjWithMqa: Linear;
+  /** RMSNorm over c (r_kv). */
+  readonly kvALayernorm: RMSNorm;
+  /** r_kv → H·(d_n + d_v): [k_nope | v] per head. */
+  readonly kvBProj: Linear;
+  /** H·d_v → D. */
+  readonly oProj: Linear;
+  #lastMaxLogits: Tensor | null = null;
+  readonly #invFreq: Tensor;
+
+  /** Creates the layer from a config (HF initialisation: N(0, initializer_range²)). */
+  constructor(config: KimiConfig, options: MlaOptions = {}) {
+    super();
+    validateConfig(config);
+    const D = config.hidden_size;
+    const H = config.num_attention_heads;
+    this.hiddenSize = D;
+    this.numHeads = H;
+    this.qLoraRank = config.q_lora_rank;
+    this.kvLoraRank = config.kv_lora_rank;
+    this.qkNopeHeadDim = config.qk_nope_head_dim;
+    this.qkRopeHeadDim = config.qk_rope_head_dim;
+    this.vHeadDim = config.v_head_dim;
+    this.qHeadDim = config.qk_nope_head_dim + config.qk_rope_head_dim;
+    this.softmaxScale = 1 / Math.sqrt(this.qHeadDim);
+    this.ropeTheta = config.rope_theta;
+    const seed = options.seed;
+    const lin = (name: string, i: number, o: number) =>
+      this.module(
+        name,
+        new Linear(i, o, {
+          bias: config.attention_bias,
+          std: config.initializer_range,
+          seed: deriveSeed(seed, name),
+        }),
+      );
+    const norm = (name: string, n: number) =>
+      this.module(name, new RMSNorm(n, { eps: MLA_INNER_NORM_EPS }));
+    if (config.q_lora_rank === null) {
+      this.qAProj = this.qALayernorm = this.qBProj = null;
+      this.qProj = lin("q_proj", D, H * this.qHeadDim);
+    } else {
+      this.qAProj = lin("q_a_proj", D, config.q_lora_rank);
+      this.qALayernorm = norm("q_a_layernorm", config.q_lora_rank);
+      this.qBProj = lin("q_b_proj", config.q_lora_rank, H * this.qHeadDim);
+      this.qProj = null;
+    }
+    this.kvAProjWithMqa = lin("kv_a_proj_with_mqa", D, this.kvLoraRank + this.qkRopeHeadDim);
+    this.kvALayernorm = norm("kv_a_layernorm", this.kvLoraRank);
+    this.kvBProj = lin("kv_b_proj", this.kvLoraRank, H * (this.qkNopeHeadDim + this.vHeadDim));
+    this.oProj = lin("o_proj", H * this.vHeadDim, D);
+    this.#invFreq = tensor(ropeInvFreq(this.qkRopeHeadDim, this.ropeTheta)).keep();
+  }
+
+  /**
+   * f32 [H]: per head, the max pre-softmax logit (q·k)·scale of the last training `forward`
+   * over its batch and attended pairs (null before the first). Read by MuonClip's QK-Clip.
+   * Owned by the module: do not dispose it; the next forward replaces (and frees) it.
+   */
+  get lastMaxLogits(): Tensor | null {
+    return this.#lastMaxLogits;
+  }
+
+  /**
+   * Training forward: x [B, T, D] → [B, T, D], causal over the T tokens at positions
+   * positionOffset..positionOffset+T−1. Differentiable in x and every weight. The attention
+   * runs in the fused kernel on q = [q_nope | q_rope] and k = [k_nope | k_rope broadcast over
+   * the heads] (d_qk wide); the broadcast k_rope is a stride-0 view copied once by the concat,
+   * whose backward sums its gradient over the heads. Sets `lastMaxLogits`.
+   */
+  forward(x: Tensor, positionOffset = 0): Tensor {
+    this.#check("MultiHeadLatentAttention.forward", x, positionOffset);
+    const [B, T] = x.shape;
+    const H = this.numHeads, dr = this.qkRopeHeadDim;
+    const tmp: Tensor[] = [];
+    const t = (v: Tensor) => (tmp.push(v), v);
+    try {
+      const { qNope, qRope } = this.#queries(x, positionOffset, t);
+      const { c, kRope } = this.#latents(x, positionOffset, t);
+      const { kNope, v } = this.#expand(c, t);
+      const kRopeH = t(expand(t(unsqueeze(kRope, 1)), [B, H, T, dr]));
+      const q = t(concat([qNope, qRope], 3));
+      const k = t(concat([kNope, kRopeH], 3));
+      const { out, maxLogits } = attention(q, k, v, { scale: this.softmaxScale, causal: true });
+      t(out);
+      this.#lastMaxLogits?.dispose();
+      this.#lastMaxLogits = maxLogits.keep();
+      return this.#output(out, t);
+    } finally {
+      for (const v of tmp) v.dispose();
+    }
+  }
+
+  /**
+   * Decode / prefill with a latent cache: x [B, T_new, D] holds the next tokens of each
+   * sequence (positions cache.length …); their c and rotated k_rope are appended to `cache`,
+   * then each new query attends every cached position ≤ its own. Returns [B, T_new, D].
+   *
+   * Absorbed (default): with W = kv_b_proj viewed [H, d_n + d_v, r_kv], q_abs_h = q_nope_h ·
+   * W_UK_h, the query [q_abs | q_rope] attends the cached rows [c | k_rope] as ONE key head
+   * shared by all heads (the attention kernel's shared-head mode), with c itself as the
+   * shared value; o_h = (Σ softmax·c) · W_UV_hᵀ, then o_proj. The same scale d_qk^−0.5
+   * applies (only the contraction is reordered). Runs under noGrad (decode needs no
+   * backward) and does not touch `lastMaxLogits`.
+   */
+  forwardCached(x: Tensor, cache: LatentCache, options: ForwardCachedOptions = {}): Tensor {
+    const op = "MultiHeadLatentAttention.forwardCached";
+    this.#check(op, x, 0);
+    if (!(cache instanceof LatentCache)) {
+      throw new MoongradError(op, "cache must be a LatentCache");
+    }
+    if (
+      cache.batch !== x.shape[0] || cache.kvLoraRank !== this.kvLoraRank ||
+      cache.ropeDim !== this.qkRopeHeadDim
+    ) {
+      throw new MoongradError(
+        op,
+        `cache (batch ${cache.batch}, kv_lora_rank ${cache.kvLoraRank}, rope dim ${cache.ropeDim})` +
+          ` does not match x ${fmtShape(x.shape)} and the layer (kv_lora_rank ${this.kvLoraRank},` +
+          ` rope dim ${this.qkRopeHeadDim})`,
+      );
+    }
+    return noGrad(() => {
+      const tmp: Tensor[] = [];
+      const t = (v: Tensor) => (tmp.push(v), v);
+      try {
+        const offset = cache.length;
+        const { qNope, qRope } = this.#queries(x, offset, t);
+        const { c, kRope } = this.#latents(x, offset, t);
+        cache.append(c, kRope);
+        const out = options.absorb ?? true
+          ? this.#absorbed(qNope, qRope, cache, t)
+          : this.#expanded(qNope, qRope, cache, t);
+        return this.#output(out, t);
+      } finally {
+        for (const v of tmp) v.dispose();
+      }
+    });
+  }
+
+  /** An empty latent cache for this layer and `batch` sequences (see `LatentCache`). */
+  newCache(batch: number, options: LatentCacheOptions = {}): LatentCache {
+    return new LatentCache(batch, this.kvLoraRank, this.qkRopeHeadDim, options);
+  }
+
+  /** Frees the weights, the RoPE table and `lastMaxLogits`. */
+  override dispose(): void {
+    super.dispose();
+    this.#invFreq.dispose();
+    this.#lastMaxLogits?.dispose();
+    this.#lastMaxLogits = null;
+  }
+
+  #check(op: string, x: Tensor, offset: number): void {
+    if (!(x instanceof Tensor)) throw new MoongradError(op, `x must be a Tensor, got ${typeof x}`);
+    x.storage(op);
+    if (
+      x.dtype !== "f32" || x.rank !== 3 || x.shape[2] !== this.hiddenSize || x.shape[0] === 0 ||
+      x.shape[1] === 0
+    ) {
+      throw new MoongradError(
+        op,
+        `x must be f32 [B, T, ${this.hiddenSize}] with B, T >= 1, got ${x.dtype} ${
+          fmtShape(x.shape)
+        }`,
+      );
+    }
+    if (!Number.isInteger(offset) || offset < 0 || offset >= 2 ** 31) {
+      throw new MoongradError(op, `positionOffset must be an integer >= 0, got ${offset}`);
+    }
+  }
+
+  /** q_nope [B, H, T, d_n] (a view) and the rotated q_rope [B, H, T, d_r]. */
+  #queries(x: Tensor, offset: number, t: (v: Tensor) => Tensor) {
+    const [B, T] = x.shape;
+    let q: Tensor;
+    if (this.qProj) q = t(this.qProj.forward(x));
+    else {
+      const a = t(this.qAProj!.forward(x));
+      q = t(this.qBProj!.forward(t(this.qALayernorm!.forward(a))));
+    }
+    const qh = t(permute(t(reshape(q, [B, T, this.numHeads, this.qHeadDim])), [0, 2, 1, 3]));
+    const qNope = t(slice(qh, 3, 0, this.qkNopeHeadDim));
+    const qRope = t(
+      rope(t(slice(qh, 3, this.qkNopeHeadDim, this.qHeadDim)), offset, this.#invFreq),
+    );
+    return { qNope, qRope };
+  }
+
+  /** The normalised latent c [B, T, r_kv] and the rotated shared key k_rope [B, T, d_r]. */
+  #latents(x: Tensor, offset: number, t: (v: Tensor) => Tensor) {
+    const ckv = t(this.kvAProjWithMqa.forward(x));
+    const c = t(this.kvALayernorm.forward(t(slice(ckv, 2, 0, this.kvLoraRank))));
+    const kr = t(slice(ckv, 2, this.kvLoraRank, this.kvLoraRank + this.qkRopeHeadDim));
+    const kRope = t(rope(kr, offset, this.#invFreq));
+    return { c, kRope };
+  }
+
+  /** k_nope [B, H, S, d_n] and v [B, H, S, d_v] (views) from c [B, S, r_kv] via kv_b_proj. */
+  #expand(c: Tensor, t: (v: Tensor) => Tensor) {
+    const [B, S] = c.shape;
+    const dn = this.qkNopeHeadDim, w = dn + this.vHeadDim;
+    const kv = t(this.kvBProj.forward(c));
+    const kvh = t(permute(t(reshape(kv, [B, S, this.numHeads, w])), [0, 2, 1, 3]));
+    return { kNope: t(slice(kvh, 3, 0, dn)), v: t(slice(kvh, 3, dn, w)) };
+  }
+
+  /** [B, H, T, d_v] → o_proj(concat over heads) [B, T, D]. */
+  #output(out: Tensor, t: (v: Tensor) => Tensor): Tensor {
+    const [B, H, T, dv] = out.shape;
+    const merged = t(reshape(t(permute(out, [0, 2, 1, 3])), [B, T, H * dv]));
+    return this.oProj.forward(merged);
+  }
+
+  #absorbed(qNope: Tensor, qRope: Tensor, cache: LatentCache, t: (v: Tensor) => Tensor) {
+    const dn = this.qkNopeHeadDim, dv = this.vHeadDim, r = this.kvLoraRank;
+    const W = t(reshape(this.kvBProj.weight, [this.numHeads, dn + dv, r]));
+    const wUK = t(slice(W, 1, 0, dn)); // [H, d_n, r_kv]
+    const wUVt = t(transpose(t(slice(W, 1, dn, dn + dv)), 1, 2)); // [H, r_kv, d_v]
+    const qAbs = t(matmul(qNope, wUK)); // [B, H, T, r_kv]
+    const q = t(concat([qAbs, qRope], 3)); // [B, H, T, r_kv + d_r]
+    const lat = t(unsqueeze(t(cache.latents()), 1)); // [B, 1, S, r_kv + d_r]
+    const c = t(slice(lat, 3, 0, r)); // [B, 1, S, r_kv]
+    const { out, maxLogits } = attention(q, lat, c, { scale: this.softmaxScale, causal: true });
+    maxLogits.dispose();
+    return t(matmul(t(out), wUVt)); // [B, H, T, d_v]
+  }
+
+  #expanded(qNope: Tensor, qRope: Tensor, cache: LatentCache, t: (v: Tensor) => Tensor) {
+    const [B, H] = qNope.shape;
+    const { kNope, v } = this.#expand(t(cache.c()), t);
+    const S = kNope.shape[2];
+    const kRope = t(expand(t(unsqueeze(t(cache.kRope()), 1)), [B, H, S, this.qkRopeHeadDim]));
+    const q = t(concat([qNope, qRope], 3));
+    const k = t(concat([kNope, kRope], 3));
+    const { out, maxLogits } = attention(q, k, v, { scale: this.softmaxScale, causal: true });
+    maxLogits.dispose();
+    return t(out);
+  }
+}
