@@ -27,3 +27,11 @@ export { applyRope, ropeInvFreq, RotaryEmbedding } from "./rope.ts";
 export { rmsNorm } from "../ops/rmsnorm.ts";
 export { rope } from "../ops/rope.ts";
 export { type KimiConfig, makeConfig, PRESETS, toHfConfig, validateConfig } from "./config.ts";
+export {
+  type ForwardCachedOptions,
+  LatentCache,
+  type LatentCacheOptions,
+  MLA_INNER_NORM_EPS,
+  type MlaOptions,
+  MultiHeadLatentAttention,
+} from "./mla.ts";
