@@ -351,3 +351,39 @@ export function mlaAbsorbedRef(x: NDArray, w: MlaWeights, z: MlaDims, offset = 0
   }
   return linearRef(new NDArray(merged, [B, T, z.H * z.dv]), w["o_proj.weight"]);
 }
+
+/**
+ * Every causal pre-softmax logit of each head, (q_i·k_j)·d_qk^-0.5 for j ≤ i over the batch,
+ * as `logits[h]` (flat list), with `magnitude[h]` = Σ_e |q_ie·k_je|·d_qk^-0.5, the scale that
+ * bounds their f32 rounding. Used by the QK-Clip tests.
+ */
+export function mlaLogits(
+  x: NDArray,
+  w: MlaWeights,
+  z: MlaDims,
+  offset = 0,
+): { logits: number[][]; magnitude: number[][] } {
+  const t = trace(x, w, z, offset);
+  const [B, H, T, d] = t.qf.shape;
+  const scale = 1 / Math.sqrt(z.dn + z.dr);
+  const logits: number[][] = Array.from({ length: H }, () => []);
+  const magnitude: number[][] = Array.from({ length: H }, () => []);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      for (let i = 0; i < T; i++) {
+        for (let j = 0; j <= i; j++) {
+          let s = 0;
+          let m = 0;
+          for (let e = 0; e < d; e++) {
+            const p = t.qf.at(b, h, i, e) * t.kf.at(b, h, j, e);
+            s += p;
+            m += Math.abs(p);
+          }
+          logits[h].push(s * scale);
+          magnitude[h].push(m * scale);
+        }
+      }
+    }
+  }
+  return { logits, magnitude };
+}
