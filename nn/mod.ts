@@ -35,3 +35,13 @@ export {
   type MlaOptions,
   MultiHeadLatentAttention,
 } from "./mla.ts";
+export { DeepseekMoE, MoEExperts, MoEGate, type MoEOptions } from "./moe.ts";
+export {
+  DecoderLayer,
+  type GenerateOptions,
+  KimiLM,
+  KimiModel,
+  type ModelOptions,
+  parameterCounts,
+  parameterShapes,
+} from "./model.ts";

@@ -171,9 +171,20 @@ export abstract class Module {
    */
   stateDict(): StateDict {
     const sd: StateDict = new Map();
-    for (const [name, t] of this.namedParameters()) sd.set(name, t);
-    for (const [name, t] of this.namedBuffers()) sd.set(name, t);
+    for (const [prefix, m] of this.namedModules()) {
+      for (const [name, t] of m.ownStateEntries()) sd.set(prefix ? `${prefix}.${name}` : name, t);
+    }
     return sd;
+  }
+
+  /**
+   * This module's own state-dict entries under local names: its parameters, then its buffers.
+   * Override to expose parameters under other names (stacked MoE experts appear as HF's
+   * per-expert views); `stateDict`, `loadStateDict` and io follow for the whole tree.
+   */
+  protected *ownStateEntries(): Generator<[string, Tensor]> {
+    yield* this.#params;
+    yield* this.#buffers;
   }
 
   /**

@@ -1,0 +1,385 @@
+/**
+ * The K2-style decoder-only language model (HF `DeepseekV3ForCausalLM` names):
+ * embed_tokens → layers (pre-norm MLA + dense MLP or MoE, residuals) → norm → lm_head.
+ */
+import { noGrad } from "../core/autograd.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { add, div } from "../ops/elementwise.ts";
+import { crossEntropy } from "../ops/loss.ts";
+import { softmax } from "../ops/softmax.ts";
+import { tensor } from "../ops/creation.ts";
+import { slice } from "../ops/layout.ts";
+import { topk } from "../ops/indexing.ts";
+import { type KimiConfig, makeConfig } from "./config.ts";
+import { Embedding } from "./embedding.ts";
+import { Linear } from "./linear.ts";
+import { LatentCache, MultiHeadLatentAttention } from "./mla.ts";
+import { MLP } from "./mlp.ts";
+import { DeepseekMoE } from "./moe.ts";
+import { deriveSeed, Module, ModuleList } from "./module.ts";
+import { RMSNorm } from "./rmsnorm.ts";
+
+/** Options of model construction. */
+export interface ModelOptions {
+  /** Seed of the initialisation (every parameter gets its own derived seed). */
+  seed?: number;
+}
+
+/** One pre-norm block: x + attn(norm(x)), then h + mlp(norm(h)). */
+export class DecoderLayer extends Module {
+  /** Norm before attention. */
+  readonly inputLayernorm: RMSNorm;
+  /** Multi-head latent attention. */
+  readonly selfAttn: MultiHeadLatentAttention;
+  /** Norm before the MLP. */
+  readonly postAttentionLayernorm: RMSNorm;
+  /** Dense SwiGLU for layers below first_k_dense_replace, else the MoE block. */
+  readonly mlp: MLP | DeepseekMoE;
+
+  /** Creates layer `index` of a model with `config`. */
+  constructor(config: KimiConfig, index: number, options: ModelOptions = {}) {
+    super();
+    const seed = (name: string) => deriveSeed(options.seed, `${index}.${name}`);
+    const eps = config.rms_norm_eps;
+    this.inputLayernorm = this.module("input_layernorm", new RMSNorm(config.hidden_size, { eps }));
+    this.selfAttn = this.module(
+      "self_attn",
+      new MultiHeadLatentAttention(config, { seed: seed("self_attn") }),
+    );
+    this.postAttentionLayernorm = this.module(
+      "post_attention_layernorm",
+      new RMSNorm(config.hidden_size, { eps }),
+    );
+    this.mlp = this.module(
+      "mlp",
+      index < config.first_k_dense_replace
+        ? new MLP(config.hidden_size, config.intermediate_size, {
+          std: config.initializer_range,
+          seed: seed("mlp"),
+        })
+        : new DeepseekMoE(config, { seed: seed("mlp") }),
+    );
+  }
+
+  /** x [B, T, D] → [B, T, D]; with a cache, attention runs on the latent cache (decode). */
+  forward(x: Tensor, positionOffset = 0, cache?: LatentCache): Tensor {
+    const n1 = this.inputLayernorm.forward(x);
+    const a = cache
+      ? this.selfAttn.forwardCached(n1, cache)
+      : this.selfAttn.forward(n1, positionOffset);
+    n1.dispose();
+    const h = add(x, a);
+    a.dispose();
+    const n2 = this.postAttentionLayernorm.forward(h);
+    const m = this.mlp.forward(n2);
+    n2.dispose();
+    const out = add(h, m);
+    h.dispose();
+    m.dispose();
+    return out;
+  }
+}
+
+/** The decoder stack (HF `DeepseekV3Model`, named `model`). */
+export class KimiModel extends Module {
+  /** Token embeddings. */
+  readonly embedTokens: Embedding;
+  /** The decoder layers. */
+  readonly layers: ModuleList<DecoderLayer>;
+  /** Final norm. */
+  readonly norm: RMSNorm;
+
+  /** Creates the stack. */
+  constructor(config: KimiConfig, options: ModelOptions = {}) {
+    super();
+    this.embedTokens = this.module(
+      "embed_tokens",
+      new Embedding(config.vocab_size, config.hidden_size, {
+        std: config.initializer_range,
+        seed: deriveSeed(options.seed, "embed_tokens"),
+      }),
+    );
+    this.layers = this.module(
+      "layers",
+      new ModuleList(
+        Array.from(
+          { length: config.num_hidden_layers },
+          (_, i) => new DecoderLayer(config, i, options),
+        ),
+      ),
+    );
+    this.norm = this.module("norm", new RMSNorm(config.hidden_size, { eps: config.rms_norm_eps }));
+  }
+
+  /** ids [B, T] i32 → hidden states [B, T, D]. */
+  forward(ids: Tensor, positionOffset = 0, caches?: readonly LatentCache[]): Tensor {
+    let h = this.embedTokens.forward(ids);
+    for (let i = 0; i < this.layers.length; i++) {
+      const next = this.layers.at(i).forward(h, positionOffset, caches?.[i]);
+      h.dispose();
+      h = next;
+    }
+    const out = this.norm.forward(h);
+    h.dispose();
+    return out;
+  }
+}
+
+/** Options of `generate`. */
+export interface GenerateOptions {
+  /** Tokens to add after the prompt. */
+  maxNewTokens: number;
+  /** Softmax temperature (0 = greedy). Default 1. */
+  temperature?: number;
+  /** Sample among the k most likely tokens (default: 50, capped at the vocabulary). */
+  topK?: number;
+  /** Seed of the sampler: same seed, same tokens. */
+  seed?: number;
+  /** Called with each new token id (per batch row) as soon as it is chosen. */
+  onToken?: (tokens: number[]) => void;
+  /** Stop a row when it emits this id. */
+  eosTokenId?: number;
+}
+
+/** The causal language model (HF `DeepseekV3ForCausalLM`): `model` + `lm_head`. */
+export class KimiLM extends Module {
+  /** The configuration (HF keys). */
+  readonly config: KimiConfig;
+  /** The decoder stack. */
+  readonly model: KimiModel;
+  /** Hidden → vocabulary logits. */
+  readonly lmHead: Linear;
+
+  /** Creates a model from a config (a preset name or partial config over `tiny`). */
+  constructor(
+    config: KimiConfig | keyof typeof import("./config.ts").PRESETS = "tiny",
+    options: ModelOptions = {},
+  ) {
+    super();
+    this.config = typeof config === "string" ? makeConfig(config) : makeConfig(config);
+    this.model = this.module("model", new KimiModel(this.config, options));
+    this.lmHead = this.module(
+      "lm_head",
+      new Linear(this.config.hidden_size, this.config.vocab_size, {
+        bias: false,
+        std: this.config.initializer_range,
+        seed: deriveSeed(options.seed, "lm_head"),
+      }),
+    );
+  }
+
+  /** ids i32 [B, T] → logits f32 [B, T, vocab]. */
+  forward(ids: Tensor, positionOffset = 0, caches?: readonly LatentCache[]): Tensor {
+    if (ids.dtype !== "i32" || ids.rank !== 2) {
+      throw new MoongradError(
+        "KimiLM.forward",
+        `ids must be i32 [batch, seq], got ${ids.dtype} ${fmtShape(ids.shape)}`,
+      );
+    }
+    const h = this.model.forward(ids, positionOffset, caches);
+    const logits = this.lmHead.forward(h);
+    h.dispose();
+    return logits;
+  }
+
+  /**
+   * Mean next-token cross-entropy of `targets` (i32 [B, T]) under `forward(ids)`, plus the
+   * MoE layers' sequence-wise auxiliary losses when `aux_loss_alpha` > 0.
+   */
+  loss(ids: Tensor, targets: Tensor): Tensor {
+    const logits = this.forward(ids);
+    let loss = crossEntropy(logits, targets);
+    logits.dispose();
+    for (const moe of this.moeLayers()) {
+      if (moe.lastAuxLoss) {
+        const next = add(loss, moe.lastAuxLoss);
+        loss.dispose();
+        loss = next;
+      }
+    }
+    return loss;
+  }
+
+  /** The MoE blocks, in layer order. */
+  moeLayers(): DeepseekMoE[] {
+    return [...this.model.layers].flatMap((l) => (l.mlp instanceof DeepseekMoE ? [l.mlp] : []));
+  }
+
+  /** The attention modules, in layer order (their `lastMaxLogits` feed MuonClip). */
+  attentionLayers(): MultiHeadLatentAttention[] {
+    return [...this.model.layers].map((l) => l.selfAttn);
+  }
+
+  /** Applies the aux-loss-free bias update of every MoE layer (after an optimizer step). */
+  updateRouterBias(gamma = 1e-3): void {
+    for (const moe of this.moeLayers()) moe.updateBias(gamma);
+  }
+
+  /** Empty latent caches, one per layer, for batch size `batch`. */
+  newCaches(batch: number): LatentCache[] {
+    return this.attentionLayers().map((a) => a.newCache(batch));
+  }
+
+  /**
+   * Autoregressive sampling with the latent KV cache: one prefill of the prompt, then one
+   * token per step. Returns the new token ids per batch row. Reads back one [B, topK]
+   * probability block per step to choose the token on the CPU (seeded).
+   */
+  async generate(prompt: Tensor, options: GenerateOptions): Promise<number[][]> {
+    const { maxNewTokens } = options;
+    if (prompt.dtype !== "i32" || prompt.rank !== 2 || prompt.shape[1] === 0) {
+      throw new MoongradError(
+        "generate",
+        `prompt must be i32 [batch, seq] with seq >= 1, got ${prompt.dtype} ${
+          fmtShape(prompt.shape)
+        }`,
+      );
+    }
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) {
+      throw new MoongradError(
+        "generate",
+        `maxNewTokens must be a non-negative integer, got ${maxNewTokens}`,
+      );
+    }
+    const temperature = options.temperature ?? 1;
+    if (!(temperature >= 0)) {
+      throw new MoongradError("generate", `temperature must be >= 0, got ${temperature}`);
+    }
+    const k = Math.min(options.topK ?? 50, this.config.vocab_size);
+    if (!Number.isInteger(k) || k < 1) {
+      throw new MoongradError("generate", `topK must be a positive integer, got ${options.topK}`);
+    }
+    const [batch, promptLen] = prompt.shape;
+    const rng = mulberry32(options.seed ?? 0);
+    const caches = this.newCaches(batch);
+    const out: number[][] = Array.from({ length: batch }, () => []);
+    const done = new Array<boolean>(batch).fill(false);
+    try {
+      let input = prompt;
+      let offset = 0;
+      for (let step = 0; step < maxNewTokens; step++) {
+        const { values, indices } = noGrad(() => {
+          const logits = this.forward(input, offset, caches);
+          const last = slice(logits, 1, logits.shape[1] - 1);
+          logits.dispose();
+          const r = topk(last.reshape([batch, this.config.vocab_size]), temperature === 0 ? 1 : k);
+          last.dispose();
+          const scaled = div(r.values, temperature === 0 ? 1 : temperature);
+          const probs = softmax(scaled, -1);
+          scaled.dispose();
+          r.values.dispose();
+          return { values: probs, indices: r.indices };
+        });
+        const [p, ix] = await Promise.all([values.data(), indices.data()]);
+        values.dispose();
+        indices.dispose();
+        const width = temperature === 0 ? 1 : k;
+        const next: number[] = [];
+        for (let b = 0; b < batch; b++) {
+          let u = rng();
+          let pick = width - 1;
+          for (let j = 0; j < width; j++) {
+            u -= p[b * width + j];
+            if (u <= 0) {
+              pick = j;
+              break;
+            }
+          }
+          const id = ix[b * width + pick];
+          next.push(id);
+          if (!done[b]) out[b].push(id);
+          if (options.eosTokenId !== undefined && id === options.eosTokenId) done[b] = true;
+        }
+        options.onToken?.(next);
+        offset += input.shape[1];
+        if (input !== prompt) input.dispose();
+        input = tensor(Int32Array.from(next), { shape: [batch, 1] });
+        if (done.every(Boolean)) break;
+      }
+      if (input !== prompt) input.dispose();
+    } finally {
+      for (const c of caches) c.dispose();
+    }
+    void promptLen;
+    return out;
+  }
+}
+
+/** A small seeded PRNG for sampling (mulberry32). */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Every parameter and buffer name of a model with `config` and its shape, computed without
+ * allocating anything (how the real `kimi-k2` shape is checked). Names are HF's, with one
+ * entry per routed expert.
+ */
+export function parameterShapes(config: KimiConfig): Map<string, number[]> {
+  const c = config;
+  const m = new Map<string, number[]>();
+  const D = c.hidden_size;
+  const H = c.num_attention_heads;
+  const dqk = c.qk_nope_head_dim + c.qk_rope_head_dim;
+  m.set("model.embed_tokens.weight", [c.vocab_size, D]);
+  for (let i = 0; i < c.num_hidden_layers; i++) {
+    const p = `model.layers.${i}`;
+    m.set(`${p}.input_layernorm.weight`, [D]);
+    if (c.q_lora_rank === null) m.set(`${p}.self_attn.q_proj.weight`, [H * dqk, D]);
+    else {
+      m.set(`${p}.self_attn.q_a_proj.weight`, [c.q_lora_rank, D]);
+      m.set(`${p}.self_attn.q_a_layernorm.weight`, [c.q_lora_rank]);
+      m.set(`${p}.self_attn.q_b_proj.weight`, [H * dqk, c.q_lora_rank]);
+    }
+    m.set(`${p}.self_attn.kv_a_proj_with_mqa.weight`, [c.kv_lora_rank + c.qk_rope_head_dim, D]);
+    m.set(`${p}.self_attn.kv_a_layernorm.weight`, [c.kv_lora_rank]);
+    m.set(`${p}.self_attn.kv_b_proj.weight`, [
+      H * (c.qk_nope_head_dim + c.v_head_dim),
+      c.kv_lora_rank,
+    ]);
+    m.set(`${p}.self_attn.o_proj.weight`, [D, H * c.v_head_dim]);
+    m.set(`${p}.post_attention_layernorm.weight`, [D]);
+    const mlp = (prefix: string, inner: number) => {
+      m.set(`${prefix}.gate_proj.weight`, [inner, D]);
+      m.set(`${prefix}.up_proj.weight`, [inner, D]);
+      m.set(`${prefix}.down_proj.weight`, [D, inner]);
+    };
+    if (i < c.first_k_dense_replace) mlp(`${p}.mlp`, c.intermediate_size);
+    else {
+      m.set(`${p}.mlp.gate.weight`, [c.n_routed_experts, D]);
+      m.set(`${p}.mlp.gate.e_score_correction_bias`, [c.n_routed_experts]);
+      for (let e = 0; e < c.n_routed_experts; e++) {
+        mlp(`${p}.mlp.experts.${e}`, c.moe_intermediate_size);
+      }
+      if (c.n_shared_experts > 0) {
+        mlp(`${p}.mlp.shared_experts`, c.moe_intermediate_size * c.n_shared_experts);
+      }
+    }
+  }
+  m.set("model.norm.weight", [D]);
+  m.set("lm_head.weight", [c.vocab_size, D]);
+  return m;
+}
+
+/** Total and per-token-active parameter counts of a config (buffers excluded). */
+export function parameterCounts(config: KimiConfig): { total: number; active: number } {
+  let total = 0;
+  let inactive = 0;
+  const K = config.num_experts_per_tok;
+  const E = config.n_routed_experts;
+  for (const [name, shape] of parameterShapes(config)) {
+    if (name.endsWith("e_score_correction_bias")) continue;
+    const n = shape.reduce((a, b) => a * b, 1);
+    total += n;
+    if (name.includes(".mlp.experts.")) inactive += n * (1 - K / E);
+  }
+  return { total, active: Math.round(total - inactive) };
+}

@@ -1,0 +1,333 @@
+/**
+ * DeepSeekMoE block (HF `DeepseekV3MoE`): sigmoid router with the aux-loss-free correction
+ * bias, top-k routed SwiGLU experts dispatched on the GPU (ops/moe.ts), and shared experts.
+ *
+ * Expert weights are stored stacked, one parameter per projection for all experts:
+ * `experts.gate_proj` / `experts.up_proj` [E, I, D] and `experts.down_proj` [E, D, I], so one
+ * grouped matmul serves every expert and Muon orthogonalises each expert's matrix in one
+ * batched call. `namedParameters()` gives those stacked tensors (what optimizers update).
+ * `stateDict()` (and so `loadStateDict`, `io.saveSafetensors`, `io.loadInto`) uses HF's
+ * per-expert names `experts.{e}.{gate,up,down}_proj.weight` [I, D] / [D, I]: each is a view of
+ * slice e of the stacked tensor (no copy), so saving reads it in place and loading writes
+ * into it (`ownStateEntries`), so every parent module's state dict has the HF names too.
+ */
+import { noGrad } from "../core/autograd.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { Tensor } from "../core/tensor.ts";
+import { add, div, mul, sigmoid, silu } from "../ops/elementwise.ts";
+import { reshape, transpose } from "../ops/layout.ts";
+import { matmul } from "../ops/matmul.ts";
+import {
+  groupedMatmul,
+  moeBiasUpdate,
+  moeCombine,
+  moeDispatch,
+  moePlan,
+  moeRoute,
+  moeSequenceFraction,
+} from "../ops/moe.ts";
+import { mean, sum } from "../ops/reduce.ts";
+import { zeros } from "../ops/creation.ts";
+import type { KimiConfig } from "./config.ts";
+import { MLP } from "./mlp.ts";
+import { deriveSeed, Module, normalInit } from "./module.ts";
+
+/** The router of a MoE layer (HF name "gate"): `weight` [E, D] and the buffer `e_score_correction_bias` [E]. */
+export class MoEGate extends Module {
+  /** Router weight [E, D] (a parameter, f32). */
+  readonly weight: Tensor;
+  /** Selection-only bias [E] (a buffer: no gradient; changed by `DeepseekMoE.updateBias`). */
+  readonly eScoreCorrectionBias: Tensor;
+
+  /** Creates the router: weight N(0, std²), bias zero. */
+  constructor(
+    numExperts: number,
+    hiddenSize: number,
+    options: { std?: number; seed?: number } = {},
+  ) {
+    super();
+    this.weight = this.param("weight", normalInit([numExperts, hiddenSize], options));
+    this.eScoreCorrectionBias = this.buffer("e_score_correction_bias", zeros([numExperts]));
+  }
+
+  /** Router scores s = sigmoid(x · weightᵀ), f32 [N, E], for x f32 [N, D]. */
+  scores(x: Tensor): Tensor {
+    const wt = transpose(this.weight, 0, 1);
+    const logits = matmul(x, wt);
+    wt.dispose();
+    const s = sigmoid(logits);
+    logits.dispose();
+    return s;
+  }
+}
+
+const PROJ = ["gate_proj", "up_proj", "down_proj"] as const;
+
+/**
+ * The routed experts, stacked: parameters `gate_proj`, `up_proj` [E, I, D] and `down_proj`
+ * [E, D, I]. Its state dict uses HF per-expert names (`{e}.gate_proj.weight` ...), as views.
+ */
+export class MoEExperts extends Module {
+  /** Number of experts E. */
+  readonly numExperts: number;
+  /** Stacked gate projections [E, I, D]. */
+  readonly gateProj: Tensor;
+  /** Stacked up projections [E, I, D]. */
+  readonly upProj: Tensor;
+  /** Stacked down projections [E, D, I]. */
+  readonly downProj: Tensor;
+  readonly #views: [string, Tensor][] = [];
+
+  /** Creates E experts of width `intermediateSize`, each weight N(0, std²). */
+  constructor(
+    numExperts: number,
+    hiddenSize: number,
+    intermediateSize: number,
+    options: { std?: number; seed?: number } = {},
+  ) {
+    super();
+    this.numExperts = numExperts;
+    const e = numExperts, d = hiddenSize, i = intermediateSize;
+    const make = (name: string, shape: number[]) =>
+      this.param(
+        name,
+        normalInit(shape, { std: options.std, seed: deriveSeed(options.seed, name) }),
+      );
+    this.gateProj = make("gate_proj", [e, i, d]);
+    this.upProj = make("up_proj", [e, i, d]);
+    this.downProj = make("down_proj", [e, d, i]);
+    const stacked = [this.gateProj, this.upProj, this.downProj];
+    for (let x = 0; x < e; x++) {
+      PROJ.forEach((name, j) => {
+        const t = stacked[j];
+        const v = t.view(t.shape.slice(1), t.strides.slice(1), t.offset + x * t.strides[0]);
+        v.keep();
+        this.#views.push([`${x}.${name}.weight`, v]);
+      });
+    }
+  }
+
+  /** The stacked parameter names of this module (relative to it). */
+  static readonly stackedNames: readonly string[] = PROJ;
+
+  /** Per-expert HF names (views of the stacked parameters; do not dispose them). */
+  protected override *ownStateEntries(): Generator<[string, Tensor]> {
+    yield* this.#views;
+  }
+
+  /** Frees the per-expert views, then the parameters. */
+  override dispose(): void {
+    for (const [, v] of this.#views) v.dispose();
+    this.#views.length = 0;
+    super.dispose();
+  }
+}
+
+/** Options of `DeepseekMoE`. */
+export interface MoEOptions {
+  /** Seed of the initialisation (the global generator when omitted). */
+  seed?: number;
+}
+
+/**
+ * The DeepSeekMoE block, REFERENCE §5 / HF `DeepseekV3MoE`:
+ * s = sigmoid(x·gateᵀ) (f32), selection = topk(s + e_score_correction_bias, K), weights =
+ * s_sel / Σ s_sel · routed_scaling_factor (norm_topk_prob; else s_sel · factor), and
+ * y = Σ_k w_k · Expert_sel_k(x) + shared_experts(x), Expert(x) = down(silu(gate(x)) ⊙ up(x)).
+ * HF names: `gate.weight`, `gate.e_score_correction_bias`, `experts.{e}.*_proj.weight`,
+ * `shared_experts.*_proj.weight` (width moe_intermediate_size · n_shared_experts).
+ *
+ * After each forward: `lastLoad` (i32 [E], pairs routed to each expert), `lastIndices` (i32
+ * [N, K]) and, when `aux_loss_alpha` > 0 in training mode, `lastAuxLoss` (a differentiable
+ * scalar to add to the loss). The module owns them (the previous ones are freed).
+ */
+export class DeepseekMoE extends Module {
+  /** The configuration. */
+  readonly config: KimiConfig;
+  /** The router. */
+  readonly gate: MoEGate;
+  /** The routed experts (stacked). */
+  readonly experts: MoEExperts;
+  /** The shared experts, or null when n_shared_experts = 0. */
+  readonly sharedExperts: MLP | null;
+  /** i32 [E]: tokens·slots routed to each expert by the last forward, or null. */
+  lastLoad: Tensor | null = null;
+  /** i32 [N, K]: the experts selected by the last forward, best first, or null. */
+  lastIndices: Tensor | null = null;
+  /** Sequence-wise auxiliary loss of the last training forward (α > 0), else null. */
+  lastAuxLoss: Tensor | null = null;
+  #lastPairs = 0;
+
+  /** Builds the block from the MoE fields of `config`. */
+  constructor(config: KimiConfig, options: MoEOptions = {}) {
+    super();
+    const c = config;
+    const problems: string[] = [];
+    for (
+      const k of [
+        "hidden_size",
+        "moe_intermediate_size",
+        "n_routed_experts",
+        "num_experts_per_tok",
+      ] as const
+    ) {
+      if (!Number.isInteger(c[k]) || c[k] <= 0) {
+        problems.push(`${k} must be a positive integer, got ${c[k]}`);
+      }
+    }
+    if (c.num_experts_per_tok > c.n_routed_experts) {
+      problems.push(
+        `num_experts_per_tok ${c.num_experts_per_tok} exceeds n_routed_experts ${c.n_routed_experts}`,
+      );
+    }
+    if (!Number.isInteger(c.n_shared_experts) || c.n_shared_experts < 0) {
+      problems.push(`n_shared_experts must be a non-negative integer, got ${c.n_shared_experts}`);
+    }
+    if (!Number.isFinite(c.routed_scaling_factor)) {
+      problems.push(`routed_scaling_factor must be finite, got ${c.routed_scaling_factor}`);
+    }
+    if (!(c.aux_loss_alpha >= 0)) {
+      problems.push(`aux_loss_alpha must be >= 0, got ${c.aux_loss_alpha}`);
+    }
+    if (c.n_routed_experts > 65535) problems.push(`n_routed_experts must be <= 65535`);
+    if (problems.length) {
+      throw new MoongradError("DeepseekMoE", `invalid config:\n  ${problems.join("\n  ")}`);
+    }
+    this.config = c;
+    const std = c.initializer_range;
+    const seed = options.seed;
+    this.gate = this.module(
+      "gate",
+      new MoEGate(c.n_routed_experts, c.hidden_size, { std, seed: deriveSeed(seed, "gate") }),
+    );
+    this.experts = this.module(
+      "experts",
+      new MoEExperts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size, {
+        std,
+        seed: deriveSeed(seed, "experts"),
+      }),
+    );
+    this.sharedExperts = c.n_shared_experts > 0
+      ? this.module(
+        "shared_experts",
+        new MLP(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts, {
+          std,
+          seed: deriveSeed(seed, "shared_experts"),
+        }),
+      )
+      : null;
+  }
+
+  /**
+   * x f32 [..., D] → [..., D]. The leading axes are flattened to N tokens; for the auxiliary
+   * loss a rank-3 input [B, T, D] is B sequences of T tokens, anything else one sequence.
+   */
+  forward(x: Tensor): Tensor {
+    const op = "DeepseekMoE.forward";
+    const c = this.config;
+    const d = c.hidden_size;
+    if (!(x instanceof Tensor)) throw new MoongradError(op, `x must be a Tensor, got ${typeof x}`);
+    if (x.rank < 1 || x.shape[x.rank - 1] !== d || x.dtype !== "f32") {
+      throw new MoongradError(op, `x must be f32 [..., ${d}], got ${x.dtype} ${fmtShape(x.shape)}`);
+    }
+    const n = x.size / d;
+    const k = c.num_experts_per_tok;
+    const e = c.n_routed_experts;
+    const xf = reshape(x, [n, d]);
+    const s = this.gate.scores(xf);
+    const { weights, indices } = moeRoute(s, this.gate.eScoreCorrectionBias, k, {
+      scale: c.routed_scaling_factor,
+      normalize: c.norm_topk_prob,
+    });
+    const plan = moePlan(indices, e);
+    const xs = moeDispatch(xf, plan);
+    const g = groupedMatmul(xs, this.experts.gateProj, plan.offsets);
+    const u = groupedMatmul(xs, this.experts.upProj, plan.offsets);
+    xs.dispose();
+    const a = silu(g);
+    g.dispose();
+    const h = mul(a, u);
+    a.dispose();
+    u.dispose();
+    const yo = groupedMatmul(h, this.experts.downProj, plan.offsets);
+    h.dispose();
+    let y = moeCombine(yo, weights, plan);
+    yo.dispose();
+    weights.dispose();
+    if (this.sharedExperts) {
+      const sh = this.sharedExperts.forward(xf);
+      const sum2 = add(y, sh);
+      y.dispose();
+      sh.dispose();
+      y = sum2;
+    }
+    this.lastAuxLoss?.dispose();
+    this.lastAuxLoss = null;
+    if (c.aux_loss_alpha > 0 && this.training) {
+      const [b, t] = x.rank === 3 ? [x.shape[0], x.shape[1]] : [1, n];
+      this.lastAuxLoss = this.#auxLoss(s, indices, b, t).keep();
+    }
+    s.dispose();
+    xf.dispose();
+    this.lastLoad?.dispose();
+    this.lastLoad = plan.counts.keep();
+    this.lastIndices?.dispose();
+    this.lastIndices = indices.keep();
+    this.#lastPairs = n * k;
+    plan.offsets.dispose();
+    plan.perm.dispose();
+    plan.inv.dispose();
+    const out = reshape(y, x.shape);
+    y.dispose();
+    return out;
+  }
+
+  /** α · mean over sequences of Σ_i f_i P_i (DeepSeek-V3 eq. 17–20). */
+  #auxLoss(s: Tensor, indices: Tensor, b: number, t: number): Tensor {
+    const c = this.config;
+    const e = c.n_routed_experts;
+    const idx3 = reshape(indices, [b, t, c.num_experts_per_tok]);
+    const f = noGrad(() => moeSequenceFraction(idx3, e));
+    idx3.dispose();
+    const tot = sum(s, -1, true);
+    const sn = div(s, tot);
+    tot.dispose();
+    const sn3 = reshape(sn, [b, t, e]);
+    sn.dispose();
+    const p = mean(sn3, 1);
+    sn3.dispose();
+    const fp = mul(f, p);
+    f.dispose();
+    p.dispose();
+    const per = sum(fp, 1);
+    fp.dispose();
+    const m = mean(per);
+    per.dispose();
+    const out = mul(m, c.aux_loss_alpha);
+    m.dispose();
+    return out;
+  }
+
+  /**
+   * Aux-loss-free balancing after a step: bias_i += γ · sign(mean load − load_i) with the
+   * loads of the last forward, on the GPU, without gradient.
+   */
+  updateBias(gamma = 1e-3): void {
+    if (!this.lastLoad) {
+      throw new MoongradError(
+        "DeepseekMoE.updateBias",
+        "no forward has run yet: no load to balance",
+      );
+    }
+    moeBiasUpdate(this.gate.eScoreCorrectionBias, this.lastLoad, this.#lastPairs, gamma);
+  }
+
+  /** Frees parameters, buffers and the last forward's statistics. */
+  override dispose(): void {
+    this.lastLoad?.dispose();
+    this.lastIndices?.dispose();
+    this.lastAuxLoss?.dispose();
+    this.lastLoad = this.lastIndices = this.lastAuxLoss = null;
+    super.dispose();
+  }
+}

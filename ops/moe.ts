@@ -1,0 +1,925 @@
+/**
+ * Mixture-of-Experts kernels (DeepSeekMoE routing and dispatch), all on the GPU with no host
+ * round-trip and no launch per expert or per token:
+ *
+ * - `moeRoute`: top-k of (sigmoid scores + correction bias) per token; the weights come from
+ *   the unbiased scores, renormalised and scaled (one thread per token). Differentiable in
+ *   the scores.
+ * - `moePlan`: a stable counting sort of the N·K (token, slot) pairs by expert: per-block
+ *   histograms (u32 atomics), one single-workgroup scan that yields the per-expert counts,
+ *   the exclusive offsets and each block's base, then a placement pass that ranks each pair
+ *   within its block. `perm[pos]` is the pair id `n·K + k` at sorted position `pos`,
+ *   `inv[n·K + k]` its position. Deterministic: pairs keep token order within an expert.
+ * - `moeDispatch` / `moeCombine`: gather the token rows in sorted order, and the weighted
+ *   gather-and-sum back to tokens through `inv` (no atomics, fixed summation order).
+ * - `groupedMatmul`: y_r = a_r · W_eᵀ for every row r of expert e's group, all experts in one
+ *   launch. The grid is sized from the row count on the host (ceil(M/16) + E tiles, an upper
+ *   bound on the tiles the groups need); each workgroup finds its expert from the offsets and
+ *   masks rows past its group's end. Backward: dA by the same kernel with W untransposed, dW
+ *   by `groupedWeightGrad` (one launch, a workgroup per output tile per expert).
+ * - `moeBiasUpdate`: aux-loss-free balancing, bias_e += γ·sign(mean load − load_e), in place.
+ * - `moeSequenceFraction`: the f_i of the sequence-wise auxiliary loss.
+ *
+ * Only f32 is supported (the router runs in f32 by definition; experts follow the model).
+ */
+import { noGrad, record } from "../core/autograd.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { kernel, Params } from "../core/kernel.ts";
+import { dispatch } from "../core/runtime.ts";
+import { Tensor } from "../core/tensor.ts";
+import { fillInPlace } from "./copy.ts";
+import { contiguous } from "./elementwise.ts";
+import { grid1d, linearId } from "./grid.ts";
+
+const WG = 256;
+/** Pairs per block of the counting sort (one workgroup each in the placement pass). */
+const BLOCK = 256;
+/** Row/column tile of the grouped matmul kernels. */
+const TILE = 16;
+
+/** The dispatch plan of one routing: pairs grouped by expert. Dispose with `disposePlan`. */
+export interface MoePlan {
+  /** Tokens N. */
+  readonly tokens: number;
+  /** Experts per token K. */
+  readonly topK: number;
+  /** Experts E. */
+  readonly numExperts: number;
+  /** i32 [E]: pairs routed to each expert (the load). */
+  readonly counts: Tensor;
+  /** i32 [E + 1]: exclusive prefix sums of `counts` (offsets[E] = N·K). */
+  readonly offsets: Tensor;
+  /** i32 [N·K]: the pair id n·K + k at each sorted position. */
+  readonly perm: Tensor;
+  /** i32 [N·K]: the sorted position of each pair id. */
+  readonly inv: Tensor;
+}
+
+/** Frees the tensors of a plan. */
+export function disposePlan(plan: MoePlan): void {
+  plan.counts.dispose();
+  plan.offsets.dispose();
+  plan.perm.dispose();
+  plan.inv.dispose();
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+function checkT(op: string, x: unknown, arg: string, dtype: string, rank: number): Tensor {
+  if (!(x instanceof Tensor)) throw new MoongradError(op, `${arg} must be a Tensor`);
+  x.storage(op);
+  if (x.dtype !== dtype || x.rank !== rank) {
+    throw new MoongradError(
+      op,
+      `${arg} must be ${dtype} of rank ${rank}, got ${x.dtype} ${fmtShape(x.shape)}`,
+    );
+  }
+  return x;
+}
+
+/** `x` itself when contiguous, else a contiguous copy (not recorded); `done` frees the copy. */
+function dense(x: Tensor): { t: Tensor; done: () => void } {
+  if (x.isContiguous) return { t: x, done: () => {} };
+  const t = noGrad(() => contiguous(x));
+  return { t, done: () => t.dispose() };
+}
+
+function buf(t: Tensor, op: string) {
+  return t.storage(op).buf;
+}
+
+/** A 1-D launch of `n` threads (spilling into y past 65535 workgroups). */
+function launch1d(k: ReturnType<typeof kernel>, bufs: Tensor[], p: Params, n: number, op: string) {
+  if (n === 0) return;
+  dispatch(k, bufs.map((t) => buf(t, op)), p.words, grid1d(n, WG));
+}
+
+// ---- routing ------------------------------------------------------------------------------
+
+/** Options of `moeRoute`. */
+export interface RouteOptions {
+  /** `routed_scaling_factor` (default 1). */
+  scale?: number;
+  /** `norm_topk_prob`: divide the selected scores by their sum (+1e-20) first (default true). */
+  normalize?: boolean;
+}
+
+/**
+ * DeepSeek-V3 routing. `scores` f32 [N, E] (sigmoid outputs), `bias` f32 [E]
+ * (`e_score_correction_bias`). Selects per token the K experts with the largest
+ * `score + bias` (ties: lower index first), and returns their ids `indices` i32 [N, K] (best
+ * first) and `weights` f32 [N, K] = score_sel / (Σ score_sel + 1e-20) · scale (or
+ * score_sel · scale without normalisation). The bias only selects: the weights and their
+ * gradient (to `scores`, none to `bias`) use the unbiased scores.
+ */
+export function moeRoute(
+  scores: Tensor,
+  bias: Tensor,
+  k: number,
+  options: RouteOptions = {},
+): { weights: Tensor; indices: Tensor } {
+  const op = "moeRoute";
+  checkT(op, scores, "scores", "f32", 2);
+  checkT(op, bias, "bias", "f32", 1);
+  const [n, e] = scores.shape;
+  if (bias.shape[0] !== e) {
+    throw new MoongradError(
+      op,
+      `bias ${fmtShape(bias.shape)} must have one entry per expert of scores ${
+        fmtShape(scores.shape)
+      }`,
+    );
+  }
+  if (!Number.isInteger(k) || k < 1 || k > e) {
+    throw new MoongradError(op, `k must be an integer in 1..${e} (experts), got ${k}`);
+  }
+  const scale = options.scale ?? 1;
+  const normalize = options.normalize ?? true;
+  if (!Number.isFinite(scale)) throw new MoongradError(op, `scale must be finite, got ${scale}`);
+  const weights = Tensor.empty([n, k], "f32");
+  const indices = Tensor.empty([n, k], "i32");
+  const s = dense(scores);
+  const b = dense(bias);
+  const kern = kernel({
+    name: "moe_route",
+    bindings: [
+      { name: "s", type: "f32", access: "read" },
+      { name: "bias", type: "f32", access: "read" },
+      { name: "w", type: "f32", access: "read_write" },
+      { name: "idx", type: "i32", access: "read_write" },
+    ],
+    workgroupSize: [WG],
+    body: `
+  let t = ${linearId(WG)};
+  let n = prm(0u);
+  if (t >= n) { return; }
+  let e = prm(1u);
+  let k = prm(2u);
+  let base = prm(3u) + t * e;
+  let boff = prm(4u);
+  var pv = 0.0;
+  var pi = 0u;
+  var total = 0.0;
+  for (var j = 0u; j < k; j++) {
+    var bv = 0.0;
+    var bi = 0xffffffffu;
+    for (var i = 0u; i < e; i++) {
+      let v = s[base + i] + bias[boff + i];
+      let after = j == 0u || v < pv || (v == pv && i > pi);
+      if (after && (bi == 0xffffffffu || v > bv)) { bv = v; bi = i; }
+    }
+    pv = bv;
+    pi = bi;
+    let sv = s[base + bi];
+    idx[t * k + j] = i32(bi);
+    w[t * k + j] = sv;
+    total += sv;
+  }
+  let scale = prmf(5u);
+  let denom = total + 1e-20;
+  for (var j = 0u; j < k; j++) {
+    let o = t * k + j;
+    if (prm(6u) == 1u) { w[o] = w[o] / denom * scale; } else { w[o] = w[o] * scale; }
+  }`,
+  });
+  const p = new Params().u(n, e, k, s.t.offset, b.t.offset).f(scale).u(normalize ? 1 : 0);
+  launch1d(kern, [s.t, b.t, weights, indices], p, n, op);
+  s.done();
+  b.done();
+  record(
+    weights,
+    op,
+    [scores],
+    (g, _needs, [sv, iv]) => [routeBackward(g, sv, iv, scale, normalize)],
+    [scores, indices],
+  );
+  return { weights, indices };
+}
+
+function routeBackward(
+  g: Tensor,
+  scores: Tensor,
+  indices: Tensor,
+  scale: number,
+  normalize: boolean,
+): Tensor {
+  const op = "moeRoute.backward";
+  const [n, e] = scores.shape;
+  const k = indices.shape[1];
+  const ds = Tensor.empty([n, e], "f32");
+  const gd = dense(g);
+  const s = dense(scores);
+  const kern = kernel({
+    name: "moe_route_backward",
+    bindings: [
+      { name: "s", type: "f32", access: "read" },
+      { name: "idx", type: "i32", access: "read" },
+      { name: "g", type: "f32", access: "read" },
+      { name: "ds", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [WG],
+    body: `
+  let t = ${linearId(WG)};
+  if (t >= prm(0u)) { return; }
+  let e = prm(1u);
+  let k = prm(2u);
+  let sb = prm(3u) + t * e;
+  let ib = prm(4u) + t * k;
+  let gb = prm(5u) + t * k;
+  let c = prmf(6u);
+  for (var i = 0u; i < e; i++) { ds[t * e + i] = 0.0; }
+  var total = 0.0;
+  var dotgs = 0.0;
+  for (var j = 0u; j < k; j++) {
+    let sv = s[sb + u32(idx[ib + j])];
+    total += sv;
+    dotgs += g[gb + j] * sv;
+  }
+  let denom = total + 1e-20;
+  for (var j = 0u; j < k; j++) {
+    let i = u32(idx[ib + j]);
+    if (prm(7u) == 1u) {
+      ds[t * e + i] = c * (g[gb + j] / denom - dotgs / (denom * denom));
+    } else {
+      ds[t * e + i] = c * g[gb + j];
+    }
+  }`,
+  });
+  const p = new Params().u(n, e, k, s.t.offset, indices.offset, gd.t.offset).f(scale).u(
+    normalize ? 1 : 0,
+  );
+  launch1d(kern, [s.t, indices, gd.t, ds], p, n, op);
+  gd.done();
+  s.done();
+  return ds;
+}
+
+// ---- the counting sort ---------------------------------------------------------------------
+
+/**
+ * Groups the N·K (token, slot) pairs of `indices` i32 [N, K] by expert with a stable counting
+ * sort on the GPU (see the file comment). Expert ids must lie in 0..numExperts−1 (pairs with
+ * other ids are dropped from the counts; `moeRoute` never produces them). Not differentiable.
+ */
+export function moePlan(indices: Tensor, numExperts: number): MoePlan {
+  const op = "moePlan";
+  checkT(op, indices, "indices", "i32", 2);
+  if (!Number.isInteger(numExperts) || numExperts < 1) {
+    throw new MoongradError(op, `numExperts must be a positive integer, got ${numExperts}`);
+  }
+  const [n, k] = indices.shape;
+  const e = numExperts;
+  const pairs = n * k;
+  const nb = Math.max(1, Math.ceil(pairs / BLOCK));
+  const counts = Tensor.empty([e], "i32");
+  const offsets = Tensor.empty([e + 1], "i32");
+  const perm = Tensor.empty([pairs], "i32");
+  const inv = Tensor.empty([pairs], "i32");
+  const blocks = Tensor.empty([nb * e], "i32");
+  fillInPlace(blocks, 0);
+  const ix = dense(indices);
+  const hist = kernel({
+    name: "moe_block_hist",
+    bindings: [
+      { name: "idx", type: "i32", access: "read" },
+      { name: "bc", type: "atomic<u32>", access: "read_write" },
+    ],
+    workgroupSize: [WG],
+    body: `
+  let p = ${linearId(WG)};
+  if (p >= prm(0u)) { return; }
+  let e = prm(1u);
+  let x = idx[prm(2u) + p];
+  if (x < 0 || u32(x) >= e) { return; }
+  atomicAdd(&bc[(p / ${BLOCK}u) * e + u32(x)], 1u);`,
+  });
+  launch1d(hist, [ix.t, blocks], new Params().u(pairs, e, ix.t.offset), pairs, op);
+  const scan = kernel({
+    name: "moe_scan",
+    bindings: [
+      { name: "bc", type: "u32", access: "read_write" },
+      { name: "counts", type: "i32", access: "read_write" },
+      { name: "offsets", type: "u32", access: "read_write" },
+    ],
+    workgroupSize: [WG],
+    prelude: `var<workgroup> sh: array<u32, ${WG}>;`,
+    body: `
+  let e = prm(0u);
+  let nb = prm(1u);
+  var carry = 0u;
+  for (var c = 0u; c < e; c += ${WG}u) {
+    let x = c + lidx;
+    var tot = 0u;
+    if (x < e) {
+      for (var b = 0u; b < nb; b++) { tot += bc[b * e + x]; }
+    }
+    sh[lidx] = tot;
+    workgroupBarrier();
+    for (var o = 1u; o < ${WG}u; o <<= 1u) {
+      var v = 0u;
+      if (lidx >= o) { v = sh[lidx - o]; }
+      workgroupBarrier();
+      sh[lidx] += v;
+      workgroupBarrier();
+    }
+    let incl = sh[lidx];
+    let chunk = sh[${WG - 1}u];
+    workgroupBarrier();
+    if (x < e) {
+      let off = carry + incl - tot;
+      counts[x] = i32(tot);
+      offsets[x] = off;
+      var run = off;
+      for (var b = 0u; b < nb; b++) {
+        let cnt = bc[b * e + x];
+        bc[b * e + x] = run;
+        run += cnt;
+      }
+    }
+    carry += chunk;
+  }
+  if (lidx == 0u) { offsets[e] = carry; }`,
+  });
+  dispatch(
+    scan,
+    [buf(blocks, op), buf(counts, op), buf(offsets, op)],
+    new Params().u(e, nb).words,
+    [1],
+  );
+  if (pairs > 0) {
+    const place = kernel({
+      name: "moe_place",
+      bindings: [
+        { name: "idx", type: "i32", access: "read" },
+        { name: "base", type: "u32", access: "read" },
+        { name: "perm", type: "i32", access: "read_write" },
+        { name: "inv", type: "i32", access: "read_write" },
+      ],
+      workgroupSize: [BLOCK],
+      prelude: `var<workgroup> se: array<u32, ${BLOCK}>;`,
+      body: `
+  let b = wid.y * nwg.x + wid.x;
+  let p = b * ${BLOCK}u + lidx;
+  let e = prm(1u);
+  var x = 0xffffffffu;
+  if (p < prm(0u)) {
+    let v = idx[prm(2u) + p];
+    if (v >= 0 && u32(v) < e) { x = u32(v); }
+  }
+  se[lidx] = x;
+  workgroupBarrier();
+  if (x == 0xffffffffu) { return; }
+  var r = 0u;
+  for (var j = 0u; j < lidx; j++) { if (se[j] == x) { r++; } }
+  let pos = base[b * e + x] + r;
+  perm[pos] = i32(p);
+  inv[p] = i32(pos);`,
+    });
+    dispatch(
+      place,
+      [buf(ix.t, op), buf(blocks, op), buf(perm, op), buf(inv, op)],
+      new Params().u(pairs, e, ix.t.offset).words,
+      grid1d(nb, 1),
+    );
+  }
+  ix.done();
+  blocks.dispose();
+  return { tokens: n, topK: k, numExperts: e, counts, offsets, perm, inv };
+}
+
+// ---- dispatch and combine -------------------------------------------------------------------
+
+function checkRows(op: string, x: Tensor, arg: string, rows: number): void {
+  checkT(op, x, arg, "f32", 2);
+  if (x.shape[0] !== rows) {
+    throw new MoongradError(
+      op,
+      `${arg} ${fmtShape(x.shape)} must have ${rows} rows (the plan's ${
+        op === "moeDispatch" ? "tokens" : "pairs"
+      })`,
+    );
+  }
+}
+
+/** Sum over a token's K slots of rows of `src` [N·K, D] found through `inv`: [N, D]. */
+function gatherSum(src: Tensor, plan: MoePlan, op: string): Tensor {
+  const d = src.shape[1];
+  const { tokens: n, topK: k } = plan;
+  const out = Tensor.empty([n, d], "f32");
+  const s = dense(src);
+  const kern = kernel({
+    name: "moe_gather_sum",
+    bindings: [
+      { name: "src", type: "f32", access: "read" },
+      { name: "inv", type: "i32", access: "read" },
+      { name: "dst", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [WG],
+    body: `
+  let i = ${linearId(WG)};
+  if (i >= prm(0u)) { return; }
+  let d = prm(1u);
+  let k = prm(2u);
+  let t = i / d;
+  let c = i % d;
+  var acc = 0.0;
+  for (var j = 0u; j < k; j++) { acc += src[prm(3u) + u32(inv[t * k + j]) * d + c]; }
+  dst[i] = acc;`,
+  });
+  launch1d(kern, [s.t, plan.inv, out], new Params().u(n * d, d, k, s.t.offset), n * d, op);
+  s.done();
+  return out;
+}
+
+/**
+ * Gathers the token rows of `x` f32 [N, D] in the plan's sorted order: row `pos` of the result
+ * [N·K, D] is x[perm[pos] / K]. Backward: each token sums its K rows (through `inv`).
+ */
+export function moeDispatch(x: Tensor, plan: MoePlan): Tensor {
+  const op = "moeDispatch";
+  checkRows(op, x, "x", plan.tokens);
+  const d = x.shape[1];
+  const m = plan.tokens * plan.topK;
+  const out = Tensor.empty([m, d], "f32");
+  const s = dense(x);
+  const kern = kernel({
+    name: "moe_dispatch",
+    bindings: [
+      { name: "x", type: "f32", access: "read" },
+      { name: "perm", type: "i32", access: "read" },
+      { name: "dst", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [WG],
+    body: `
+  let i = ${linearId(WG)};
+  if (i >= prm(0u)) { return; }
+  let d = prm(1u);
+  let r = i / d;
+  dst[i] = x[prm(3u) + (u32(perm[r]) / prm(2u)) * d + i % d];`,
+  });
+  launch1d(kern, [s.t, plan.perm, out], new Params().u(m * d, d, plan.topK, s.t.offset), m * d, op);
+  s.done();
+  return record(out, op, [x], (g, _n, [inv, perm, counts, offsets]) => {
+    const p = { ...plan, inv, perm, counts, offsets };
+    return [gatherSum(g, p, "moeDispatch.backward")];
+  }, [plan.inv, plan.perm, plan.counts, plan.offsets]);
+}
+
+/**
+ * The weighted return to tokens: y[n] = Σ_k weights[n, k] · ys[inv[n·K + k]], `ys` f32
+ * [N·K, D] in sorted order, `weights` f32 [N, K] → [N, D]. Deterministic (a fixed-order sum
+ * over each token's K slots, no atomics). Differentiable in `ys` and `weights`.
+ */
+export function moeCombine(ys: Tensor, weights: Tensor, plan: MoePlan): Tensor {
+  const op = "moeCombine";
+  const { tokens: n, topK: k } = plan;
+  checkRows(op, ys, "ys", n * k);
+  checkT(op, weights, "weights", "f32", 2);
+  if (weights.shape[0] !== n || weights.shape[1] !== k) {
+    throw new MoongradError(
+      op,
+      `weights ${fmtShape(weights.shape)} must be [${n}, ${k}] (tokens, experts per token)`,
+    );
+  }
+  const d = ys.shape[1];
+  const out = Tensor.empty([n, d], "f32");
+  const y = dense(ys);
+  const w = dense(weights);
+  const kern = kernel({
+    name: "moe_combine",
+    bindings: [
+      { name: "ys", type: "f32", access: "read" },
+      { name: "w", type: "f32", access: "read" },
+      { name: "inv", type: "i32", access: "read" },
+      { name: "dst", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [WG],
+    body: `
+  let i = ${linearId(WG)};
+  if (i >= prm(0u)) { return; }
+  let d = prm(1u);
+  let k = prm(2u);
+  let t = i / d;
+  let c = i % d;
+  var acc = 0.0;
+  for (var j = 0u; j < k; j++) {
+    let p = t * k + j;
+    acc += w[prm(4u) + p] * ys[prm(3u) + u32(inv[p]) * d + c];
+  }
+  dst[i] = acc;`,
+  });
+  launch1d(
+    kern,
+    [y.t, w.t, plan.inv, out],
+    new Params().u(n * d, d, k, y.t.offset, w.t.offset),
+    n * d,
+    op,
+  );
+  y.done();
+  w.done();
+  return record(out, op, [ys, weights], (g, needs, [ysv, wv, inv, perm]) => {
+    const gd = dense(g);
+    const res = [
+      needs[0] ? combineBackwardRows(gd.t, wv, perm, k) : null,
+      needs[1] ? combineBackwardWeights(gd.t, ysv, inv, k) : null,
+    ];
+    gd.done();
+    return res;
+  }, [ys, weights, plan.inv, plan.perm]);
+}
+
+function combineBackwardRows(g: Tensor, weights: Tensor, perm: Tensor, k: number): Tensor {
+  const op = "moeCombine.backward";
+  const d = g.shape[1];
+  const m = perm.shape[0];
+  const out = Tensor.empty([m, d], "f32");
+  const w = dense(weights);
+  const kern = kernel({
+    name: "moe_combine_bwd_rows",
+    bindings: [
+      { name: "g", type: "f32", access: "read" },
+      { name: "w", type: "f32", access: "read" },
+      { name: "perm", type: "i32", access: "read" },
+      { name: "dst", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [WG],
+    body: `
+  let i = ${linearId(WG)};
+  if (i >= prm(0u)) { return; }
+  let d = prm(1u);
+  let p = u32(perm[i / d]);
+  dst[i] = w[prm(4u) + p] * g[prm(3u) + (p / prm(2u)) * d + i % d];`,
+  });
+  launch1d(
+    kern,
+    [g, w.t, perm, out],
+    new Params().u(m * d, d, k, g.offset, w.t.offset),
+    m * d,
+    op,
+  );
+  w.done();
+  return out;
+}
+
+function combineBackwardWeights(g: Tensor, ys: Tensor, inv: Tensor, k: number): Tensor {
+  const op = "moeCombine.backward";
+  const [n, d] = g.shape;
+  const out = Tensor.empty([n, k], "f32");
+  const y = dense(ys);
+  const RW = 64;
+  const kern = kernel({
+    name: "moe_combine_bwd_weights",
+    bindings: [
+      { name: "g", type: "f32", access: "read" },
+      { name: "ys", type: "f32", access: "read" },
+      { name: "inv", type: "i32", access: "read" },
+      { name: "dst", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [RW],
+    prelude: `var<workgroup> red: array<f32, ${RW}>;`,
+    body: `
+  let p = wid.y * nwg.x + wid.x;
+  let valid = p < prm(0u);
+  let d = prm(1u);
+  let k = prm(2u);
+  var acc = 0.0;
+  if (valid) {
+    let gb = prm(3u) + (p / k) * d;
+    let yb = prm(4u) + u32(inv[p]) * d;
+    for (var c = lidx; c < d; c += ${RW}u) { acc += g[gb + c] * ys[yb + c]; }
+  }
+  red[lidx] = acc;
+  workgroupBarrier();
+  for (var s = ${RW / 2}u; s > 0u; s >>= 1u) {
+    if (lidx < s) { red[lidx] += red[lidx + s]; }
+    workgroupBarrier();
+  }
+  if (valid && lidx == 0u) { dst[p] = red[0]; }`,
+  });
+  if (n * k > 0) {
+    dispatch(
+      kern,
+      [buf(g, op), buf(y.t, op), buf(inv, op), buf(out, op)],
+      new Params().u(n * k, d, k, g.offset, y.t.offset).words,
+      grid1d(n * k, 1),
+    );
+  }
+  y.done();
+  return out;
+}
+
+// ---- grouped matmul -------------------------------------------------------------------------
+
+const FIND_GROUP = `
+var<workgroup> wg_info: vec4<u32>;
+// Tile t of the concatenated per-group tile lists: (expert, first row, end row, found).
+fn find_group(t: u32, ne: u32) -> vec4<u32> {
+  var acc = 0u;
+  var res = vec4<u32>(0u, 0u, 0u, 0u);
+  for (var i = 0u; i < ne; i++) {
+    let lo = off[i];
+    let hi = off[i + 1u];
+    let nt = (hi - lo + ${TILE - 1}u) / ${TILE}u;
+    if (res.w == 0u && t < acc + nt) {
+      res = vec4<u32>(i, lo + (t - acc) * ${TILE}u, hi, 1u);
+    }
+    acc += nt;
+  }
+  return res;
+}`;
+
+/**
+ * C[r, j] = Σ_i A[r, i] · B[e(r), i, j] with B read through strides (sbe, sbi, sbj): the raw
+ * grouped product behind `groupedMatmul` and its input gradient.
+ */
+function groupedProduct(
+  a: Tensor,
+  w: Tensor,
+  offsets: Tensor,
+  transposeW: boolean,
+  op: string,
+): Tensor {
+  const [m, kd] = a.shape;
+  const [e, d1, d2] = w.shape;
+  const nOut = transposeW ? d1 : d2;
+  const out = Tensor.empty([m, nOut], "f32");
+  if (m === 0 || nOut === 0) return out;
+  const ad = dense(a);
+  const [sbe, s1, s2] = w.strides;
+  const sbi = transposeW ? s2 : s1;
+  const sbj = transposeW ? s1 : s2;
+  const kern = kernel({
+    name: "moe_grouped_mm",
+    bindings: [
+      { name: "A", type: "f32", access: "read" },
+      { name: "B", type: "f32", access: "read" },
+      { name: "off", type: "u32", access: "read" },
+      { name: "C", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [TILE, TILE],
+    prelude: `${FIND_GROUP}
+var<workgroup> ta: array<f32, ${TILE * TILE}>;
+var<workgroup> tb: array<f32, ${TILE * TILE}>;`,
+    body: `
+  let kd = prm(0u);
+  let nn = prm(1u);
+  let ne = prm(2u);
+  if (lidx == 0u) { wg_info = find_group(wid.x + wid.z * nwg.x, ne); }
+  let info = workgroupUniformLoad(&wg_info);
+  if (info.w == 0u) { return; }
+  let row = info.y + lid.y;
+  let col = wid.y * ${TILE}u + lid.x;
+  let vrow = row < info.z;
+  let bbase = prm(4u) + info.x * prm(5u);
+  var acc = 0.0;
+  for (var k0 = 0u; k0 < kd; k0 += ${TILE}u) {
+    var av = 0.0;
+    if (vrow && k0 + lid.x < kd) { av = A[prm(3u) + row * kd + k0 + lid.x]; }
+    ta[lid.y * ${TILE}u + lid.x] = av;
+    var bv = 0.0;
+    if (col < nn && k0 + lid.y < kd) { bv = B[bbase + (k0 + lid.y) * prm(6u) + col * prm(7u)]; }
+    tb[lid.y * ${TILE}u + lid.x] = bv;
+    workgroupBarrier();
+    for (var q = 0u; q < ${TILE}u; q++) {
+      acc += ta[lid.y * ${TILE}u + q] * tb[q * ${TILE}u + lid.x];
+    }
+    workgroupBarrier();
+  }
+  if (vrow && col < nn) { C[row * nn + col] = acc; }`,
+  });
+  const tiles = Math.ceil(m / TILE) + e;
+  const gz = Math.ceil(tiles / 65535);
+  const gx = Math.ceil(tiles / gz);
+  const p = new Params().u(kd, nOut, e, ad.t.offset, w.offset, sbe, sbi, sbj);
+  dispatch(
+    kern,
+    [buf(ad.t, op), buf(w, op), buf(offsets, op), buf(out, op)],
+    p.words,
+    [gx, Math.ceil(nOut / TILE), gz],
+  );
+  ad.done();
+  return out;
+}
+
+/**
+ * dW[e] = Σ over the rows r of group e of P[r]ᵀ Q[r]: P f32 [M, A], Q f32 [M, B] → f32
+ * [E, A, B] (zeros for an empty group). One launch: a workgroup per 16×16 output tile per
+ * expert, summing its group's rows in order (deterministic).
+ */
+export function groupedWeightGrad(p: Tensor, q: Tensor, offsets: Tensor): Tensor {
+  const op = "groupedWeightGrad";
+  checkT(op, p, "p", "f32", 2);
+  checkT(op, q, "q", "f32", 2);
+  checkT(op, offsets, "offsets", "i32", 1);
+  if (p.shape[0] !== q.shape[0]) {
+    throw new MoongradError(
+      op,
+      `p ${fmtShape(p.shape)} and q ${fmtShape(q.shape)} must have the same rows`,
+    );
+  }
+  const e = offsets.shape[0] - 1;
+  if (e < 1 || e > 65535) {
+    throw new MoongradError(op, `offsets must hold E + 1 entries with 1 <= E <= 65535`);
+  }
+  const [, ma] = p.shape;
+  const nb = q.shape[1];
+  const out = Tensor.empty([e, ma, nb], "f32");
+  if (ma === 0 || nb === 0) return out;
+  const off = zeroOffset(offsets);
+  const pd = dense(p);
+  const qd = dense(q);
+  const kern = kernel({
+    name: "moe_grouped_wgrad",
+    bindings: [
+      { name: "P", type: "f32", access: "read" },
+      { name: "Q", type: "f32", access: "read" },
+      { name: "off", type: "u32", access: "read" },
+      { name: "C", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [TILE, TILE],
+    prelude: `
+var<workgroup> wg_rng: vec2<u32>;
+var<workgroup> tp: array<f32, ${TILE * TILE}>;
+var<workgroup> tq: array<f32, ${TILE * TILE}>;`,
+    body: `
+  let ma = prm(0u);
+  let nb = prm(1u);
+  let ex = wid.z;
+  if (lidx == 0u) { wg_rng = vec2<u32>(off[ex], off[ex + 1u]); }
+  let rng = workgroupUniformLoad(&wg_rng);
+  let i = wid.y * ${TILE}u + lid.y;
+  let j = wid.x * ${TILE}u + lid.x;
+  var acc = 0.0;
+  for (var r0 = rng.x; r0 < rng.y; r0 += ${TILE}u) {
+    // tp[r][i'] = P[r0 + r, wid.y*T + i'], tq[r][j'] = Q[r0 + r, wid.x*T + j']
+    let r = r0 + lid.y;
+    let pc = wid.y * ${TILE}u + lid.x;
+    var pv = 0.0;
+    var qv = 0.0;
+    if (r < rng.y) {
+      if (pc < ma) { pv = P[prm(2u) + r * ma + pc]; }
+      if (j < nb) { qv = Q[prm(3u) + r * nb + j]; }
+    }
+    tp[lid.y * ${TILE}u + lid.x] = pv;
+    tq[lid.y * ${TILE}u + lid.x] = qv;
+    workgroupBarrier();
+    for (var q = 0u; q < ${TILE}u; q++) {
+      acc += tp[q * ${TILE}u + lid.y] * tq[q * ${TILE}u + lid.x];
+    }
+    workgroupBarrier();
+  }
+  if (i < ma && j < nb) { C[(ex * ma + i) * nb + j] = acc; }`,
+  });
+  dispatch(
+    kern,
+    [buf(pd.t, op), buf(qd.t, op), buf(off, op), buf(out, op)],
+    new Params().u(ma, nb, pd.t.offset, qd.t.offset).words,
+    [Math.ceil(nb / TILE), Math.ceil(ma / TILE), e],
+  );
+  pd.done();
+  qd.done();
+  if (off !== offsets) off.dispose();
+  return out;
+}
+
+/** Offsets as a contiguous tensor starting at element 0 (the kernels index them from 0). */
+function zeroOffset(offsets: Tensor): Tensor {
+  if (offsets.isContiguous && offsets.offset === 0) return offsets;
+  return noGrad(() => contiguous(offsets));
+}
+
+/**
+ * Grouped linear layer: rows of `a` f32 [M, I] are grouped by expert (`offsets` i32 [E + 1],
+ * non-decreasing, offsets[E] = M, e.g. `MoePlan.offsets`) and row r of group e gives
+ * a_r · w[e]ᵀ, `w` f32 [E, O, I] (HF Linear layout per expert) → f32 [M, O]. One launch for
+ * all experts; empty groups cost nothing but a skipped workgroup. Differentiable in `a` and
+ * `w` (dw per expert summed over its own rows, also one launch).
+ */
+export function groupedMatmul(a: Tensor, w: Tensor, offsets: Tensor): Tensor {
+  const op = "groupedMatmul";
+  checkT(op, a, "a", "f32", 2);
+  checkT(op, w, "w", "f32", 3);
+  checkT(op, offsets, "offsets", "i32", 1);
+  if (w.shape[2] !== a.shape[1]) {
+    throw new MoongradError(
+      op,
+      `w ${fmtShape(w.shape)} [E, out, in] must have in = a's columns (a ${fmtShape(a.shape)})`,
+    );
+  }
+  if (offsets.shape[0] !== w.shape[0] + 1) {
+    throw new MoongradError(
+      op,
+      `offsets ${fmtShape(offsets.shape)} must hold E + 1 = ${w.shape[0] + 1} entries`,
+    );
+  }
+  const off = zeroOffset(offsets);
+  const out = groupedProduct(a, w, off, true, op);
+  record(out, op, [a, w], (g, needs, [av, wv, ov]) => {
+    const ga = needs[0] ? groupedProduct(g, wv, ov, false, `${op}.backward`) : null;
+    const gw = needs[1] ? groupedWeightGrad(g, av, ov) : null;
+    return [ga, gw];
+  }, [a, w, off]);
+  if (off !== offsets) off.dispose();
+  return out;
+}
+
+// ---- balancing ------------------------------------------------------------------------------
+
+/**
+ * Aux-loss-free balancing, in place and without gradient: bias[e] += γ · sign(mean − load[e])
+ * where mean = totalPairs / E, evaluated exactly in integers as sign(totalPairs − E·load[e]).
+ * `bias` f32 [E] (contiguous), `load` i32 [E].
+ */
+export function moeBiasUpdate(
+  bias: Tensor,
+  load: Tensor,
+  totalPairs: number,
+  gamma: number,
+): void {
+  const op = "moeBiasUpdate";
+  checkT(op, bias, "bias", "f32", 1);
+  checkT(op, load, "load", "i32", 1);
+  if (!bias.isContiguous || load.shape[0] !== bias.shape[0]) {
+    throw new MoongradError(
+      op,
+      `bias must be contiguous and load must match it: bias ${fmtShape(bias.shape)}, load ${
+        fmtShape(load.shape)
+      }`,
+    );
+  }
+  if (!Number.isFinite(gamma)) throw new MoongradError(op, `gamma must be finite, got ${gamma}`);
+  if (!Number.isInteger(totalPairs) || totalPairs < 0 || totalPairs >= 2 ** 31) {
+    throw new MoongradError(op, `totalPairs must be an integer in 0..2^31-1, got ${totalPairs}`);
+  }
+  const e = bias.shape[0];
+  const ld = dense(load);
+  const kern = kernel({
+    name: "moe_bias_update",
+    bindings: [
+      { name: "bias", type: "f32", access: "read_write" },
+      { name: "load", type: "i32", access: "read" },
+    ],
+    workgroupSize: [WG],
+    body: `
+  let i = ${linearId(WG)};
+  if (i >= prm(0u)) { return; }
+  // sign(total − E·load) without overflow: load > floor(total / E) implies E·load > total.
+  let total = prm(1u);
+  let e = prm(0u);
+  let l = u32(load[prm(3u) + i]);
+  var s = 0.0;
+  if (l > total / e) { s = -1.0; } else if (total > e * l) { s = 1.0; }
+  bias[prm(2u) + i] = bias[prm(2u) + i] + prmf(4u) * s;`,
+  });
+  launch1d(
+    kern,
+    [bias, ld.t],
+    new Params().u(e, totalPairs, bias.offset, ld.t.offset).f(gamma),
+    e,
+    op,
+  );
+  ld.done();
+}
+
+/**
+ * The f_i of the sequence-wise auxiliary loss: for `indices` i32 [B, T, K] and E experts,
+ * f32 [B, E] with f[b, i] = (E / (K·T)) · #{(t, k): indices[b, t, k] = i}. No gradient.
+ */
+export function moeSequenceFraction(indices: Tensor, numExperts: number): Tensor {
+  const op = "moeSequenceFraction";
+  checkT(op, indices, "indices", "i32", 3);
+  if (!Number.isInteger(numExperts) || numExperts < 1) {
+    throw new MoongradError(op, `numExperts must be a positive integer, got ${numExperts}`);
+  }
+  const [b, t, k] = indices.shape;
+  const e = numExperts;
+  const out = Tensor.empty([b, e], "f32");
+  const ix = dense(indices);
+  const kern = kernel({
+    name: "moe_seq_fraction",
+    bindings: [
+      { name: "idx", type: "i32", access: "read" },
+      { name: "f", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [WG],
+    body: `
+  let i = ${linearId(WG)};
+  if (i >= prm(0u)) { return; }
+  let e = prm(1u);
+  let tk = prm(2u);
+  let seq = i / e;
+  let x = i32(i % e);
+  var c = 0u;
+  for (var j = 0u; j < tk; j++) { if (idx[prm(3u) + seq * tk + j] == x) { c++; } }
+  f[i] = f32(c) * prmf(4u);`,
+  });
+  launch1d(
+    kern,
+    [ix.t, out],
+    new Params().u(b * e, e, t * k, ix.t.offset).f(t * k > 0 ? e / (k * t) : 0),
+    b * e,
+    op,
+  );
+  ix.done();
+  return out;
+}
