@@ -107,3 +107,4 @@ export {
   type AttentionResult,
   setAttentionConfig,
 } from "./ops/attention.ts";
+export * as optim from "./optim/mod.ts";

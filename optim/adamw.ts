@@ -1,0 +1,77 @@
+/** AdamW: Adam with decoupled weight decay and bias correction. */
+import { MoongradError } from "../core/errors.ts";
+import { adamwUpdate } from "../ops/optim.ts";
+import {
+  type BaseOptions,
+  type CommonOptions,
+  Optimizer,
+  type ParamsInput,
+  type UpdateContext,
+} from "./optimizer.ts";
+
+/** AdamW hyper-parameters (torch.optim.AdamW's, camel-cased). */
+export interface AdamWOptions extends BaseOptions {
+  /** (β₁, β₂) (default [0.9, 0.999]). */
+  betas: readonly [number, number];
+  /** ε added to √v̂ (default 1e-8). */
+  eps: number;
+  /** Decoupled weight decay (default 0.01): p ← p·(1 − lr·wd) before the Adam step. */
+  weightDecay: number;
+}
+
+/**
+ * AdamW, torch.optim.AdamW's arithmetic, one fused kernel per parameter:
+ * p ← p·(1 − lr·wd); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
+ * p ← p − lr·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε), t = this parameter's update count.
+ */
+export class AdamW extends Optimizer<AdamWOptions> {
+  /** `options` are the defaults of every group (lr required). */
+  constructor(
+    params: ParamsInput<AdamWOptions>,
+    options: Partial<AdamWOptions> & Pick<AdamWOptions, "lr"> & CommonOptions,
+  ) {
+    const { checkFinite, ...rest } = options;
+    super("AdamW", params, { betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01, ...rest }, {
+      checkFinite,
+    });
+  }
+
+  /** Checks betas in [0, 1), eps > 0 and weight decay >= 0. */
+  protected override validateOptions(o: AdamWOptions): void {
+    super.validateOptions(o);
+    const b = o.betas;
+    if (!Array.isArray(b) || b.length !== 2 || !b.every((x) => x >= 0 && x < 1)) {
+      throw new MoongradError(
+        "AdamW",
+        `betas must be two numbers in [0, 1), got ${JSON.stringify(b)}`,
+      );
+    }
+    if (!(o.eps > 0)) throw new MoongradError("AdamW", `eps must be > 0, got ${o.eps}`);
+    if (!(Number.isFinite(o.weightDecay) && o.weightDecay >= 0)) {
+      throw new MoongradError(
+        "AdamW",
+        `weightDecay must be a finite number >= 0, got ${o.weightDecay}`,
+      );
+    }
+  }
+
+  /** One fused AdamW update. */
+  protected update({ param, grad, state, options: o, lr }: UpdateContext<AdamWOptions>): void {
+    const [b1, b2] = o.betas;
+    adamwUpdate(
+      param,
+      grad,
+      this.slot(param, state, "exp_avg"),
+      this.slot(param, state, "exp_avg_sq"),
+      {
+        lr,
+        beta1: b1,
+        beta2: b2,
+        eps: o.eps,
+        weightDecay: o.weightDecay,
+        biasCorrection1: 1 - b1 ** state.step,
+        biasCorrection2: 1 - b2 ** state.step,
+      },
+    );
+  }
+}

@@ -1,0 +1,141 @@
+/** Muon: momentum orthogonalised by Newton–Schulz (Moonlight / Kimi K2 form, REFERENCE §2). */
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { muonApply, muonMomentum } from "../ops/optim.ts";
+import { newtonSchulz, type NsCoefficients, nsSchedule } from "./newton_schulz.ts";
+import {
+  type BaseOptions,
+  type CommonOptions,
+  Optimizer,
+  type ParamsInput,
+  type UpdateContext,
+} from "./optimizer.ts";
+
+/** How Muon scales the orthogonalised update of an [A, B] matrix. */
+export type MuonScale = "match_rms_adamw" | "original";
+
+/** Muon hyper-parameters. */
+export interface MuonOptions extends BaseOptions {
+  /** Momentum μ (default 0.95). */
+  momentum: number;
+  /** Nesterov: orthogonalise G + μ·M instead of M (default true). */
+  nesterov: boolean;
+  /** Decoupled weight decay: W ← W − lr·wd·W (default 0.1, Moonlight/K2). */
+  weightDecay: number;
+  /**
+   * "match_rms_adamw" (default): 0.2·√max(A, B), which gives the update an RMS of about 0.2
+   * like AdamW's, so AdamW's lr and weight decay carry over; "original" (Keller Jordan):
+   * √max(1, A/B).
+   */
+  scale: MuonScale;
+  /** Momentum form: false (default) the sum M ← μM + G; true the EMA M ← μM + (1−μ)G. */
+  ema: boolean;
+  /** Newton–Schulz iterations (default 5). */
+  nsSteps: number;
+  /** Newton–Schulz coefficients: one triple or one per step (default the quintic). */
+  nsCoefficients: NsCoefficients | readonly NsCoefficients[];
+  /** Newton–Schulz normalisation eps (default 1e-7). */
+  nsEps: number;
+}
+
+/** The scale factor Muon applies to NS(U) for an [A, B] matrix. */
+export function muonScale(scale: MuonScale, A: number, B: number): number {
+  return scale === "original" ? Math.sqrt(Math.max(1, A / B)) : 0.2 * Math.sqrt(Math.max(A, B));
+}
+
+/**
+ * Muon for 2-D weight matrices [A, B] and stacked expert weights [E, A, B] (each expert's
+ * matrix orthogonalised separately, all in one batched Newton–Schulz call):
+ *
+ * ```
+ * M ← μ·M + G            (ema: μ·M + (1−μ)·G)
+ * U = G + μ·M            (Nesterov; else U = M)
+ * O = NS(U) · scale      (0.2·√max(A, B) or √max(1, A/B))
+ * W ← W − lr·(O + wd·W)
+ * ```
+ *
+ * Per parameter: one fused momentum kernel, the Newton–Schulz dispatches, one fused apply
+ * kernel. Use `MuonWithAdamW` to train a whole model (embeddings, norms and the head go to
+ * AdamW).
+ */
+export class Muon extends Optimizer<MuonOptions> {
+  /** `options` are the defaults of every group (lr required). */
+  constructor(
+    params: ParamsInput<MuonOptions>,
+    options: Partial<MuonOptions> & Pick<MuonOptions, "lr"> & CommonOptions,
+  ) {
+    const { checkFinite, ...rest } = options;
+    super(
+      "Muon",
+      params,
+      {
+        momentum: 0.95,
+        nesterov: true,
+        weightDecay: 0.1,
+        scale: "match_rms_adamw",
+        ema: false,
+        nsSteps: 5,
+        nsCoefficients: [3.4445, -4.775, 2.0315],
+        nsEps: 1e-7,
+        ...rest,
+      },
+      { checkFinite },
+    );
+  }
+
+  /** Muon takes matrices [A, B] and stacks of matrices [E, A, B] only. */
+  protected override validateParam(name: string, p: Tensor, options: MuonOptions): void {
+    super.validateParam(name, p, options);
+    if (p.rank !== 2 && p.rank !== 3) {
+      throw new MoongradError(
+        "Muon",
+        `parameter "${name}" has shape ${fmtShape(p.shape)}; Muon takes 2-D matrices [A, B] or ` +
+          "stacked expert matrices [E, A, B] (give 1-D gains, biases and embeddings to AdamW, " +
+          "e.g. with splitParamsMoonlight / MuonWithAdamW)",
+      );
+    }
+  }
+
+  /** Checks momentum in [0, 1), weight decay, scale and the Newton–Schulz schedule. */
+  protected override validateOptions(o: MuonOptions): void {
+    super.validateOptions(o);
+    if (!(o.momentum >= 0 && o.momentum < 1)) {
+      throw new MoongradError("Muon", `momentum must be in [0, 1), got ${o.momentum}`);
+    }
+    if (!(Number.isFinite(o.weightDecay) && o.weightDecay >= 0)) {
+      throw new MoongradError(
+        "Muon",
+        `weightDecay must be a finite number >= 0, got ${o.weightDecay}`,
+      );
+    }
+    if (o.scale !== "match_rms_adamw" && o.scale !== "original") {
+      throw new MoongradError(
+        "Muon",
+        `scale must be "match_rms_adamw" or "original", got ${o.scale}`,
+      );
+    }
+    nsSchedule(this.nsOptions(o));
+  }
+
+  private nsOptions(o: MuonOptions) {
+    const perStep = Array.isArray(o.nsCoefficients[0]);
+    return {
+      steps: perStep ? undefined : o.nsSteps,
+      coefficients: o.nsCoefficients,
+      eps: o.nsEps,
+    };
+  }
+
+  /** Momentum, Newton–Schulz, scaled apply with decoupled weight decay. */
+  protected update({ param, grad, state, options: o, lr }: UpdateContext<MuonOptions>): void {
+    const m = this.slot(param, state, "momentum_buffer");
+    const gradScale = o.ema ? 1 - o.momentum : 1;
+    const u = muonMomentum(grad, m, o.momentum, gradScale, o.nesterov);
+    const A = param.shape[param.rank - 2];
+    const B = param.shape[param.rank - 1];
+    const orth = newtonSchulz(u ?? m, this.nsOptions(o));
+    u?.dispose();
+    muonApply(param, orth, lr, o.weightDecay, muonScale(o.scale, A, B));
+    orth.dispose();
+  }
+}

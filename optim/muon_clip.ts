@@ -1,0 +1,151 @@
+/**
+ * MuonClip (Kimi K2 §2.1): Muon for the hidden matrices and AdamW for the rest, followed by
+ * QK-Clip of every attention layer using the max logits its forward recorded in this step.
+ */
+import { MoongradError } from "../core/errors.ts";
+import type { Tensor } from "../core/tensor.ts";
+import type { KimiConfig } from "../nn/config.ts";
+import type { Module } from "../nn/module.ts";
+import type { AdamWOptions } from "./adamw.ts";
+import type { LearningRate } from "./optimizer.ts";
+import type { MuonOptions } from "./muon.ts";
+import { MuonWithAdamW, type MuonWithAdamWStateDict } from "./split.ts";
+import { qkClipMla } from "./qk_clip.ts";
+import { alias } from "../ops/layout.ts";
+
+/** What MuonClip needs of a model: its config and attention layers with their max logits. */
+export interface ClippableModel extends Module {
+  /** HF-keyed configuration (head sizes). */
+  readonly config: KimiConfig;
+  /** Attention modules in layer order; `lastMaxLogits` is f32 [H] from the last forward. */
+  attentionLayers(): readonly (Module & { readonly lastMaxLogits: Tensor | null })[];
+}
+
+/** Options of `MuonClip`. */
+export interface MuonClipOptions {
+  /** Learning rate of both halves (Moonlight's matched-RMS scaling lets them share it). */
+  lr: LearningRate;
+  /** AdamW's learning rate when it should differ (default: `lr`). */
+  adamwLr?: LearningRate;
+  /** Decoupled weight decay of both halves (default 0.1). */
+  weightDecay?: number;
+  /** QK-Clip threshold τ on the max pre-softmax logit (default 100, as in K2). */
+  tau?: number;
+  /** Further Muon options (momentum, nesterov, scale, NS schedule). */
+  muon?: Partial<Omit<MuonOptions, "lr">>;
+  /** Further AdamW options (betas, eps). */
+  adamw?: Partial<Omit<AdamWOptions, "lr">>;
+  /** Check gradients for NaN/Inf before updating (reads back; default false). */
+  checkFinite?: boolean;
+}
+
+/** One clipped head of the last step. */
+export interface ClippedHead {
+  /** Layer index. */
+  layer: number;
+  /** Head index. */
+  head: number;
+  /** Its max logit in the step's forward. */
+  maxLogit: number;
+  /** The factor its logits were scaled by, τ / maxLogit. */
+  gamma: number;
+}
+
+/** Muon + AdamW + QK-Clip as one optimizer (`step`, `zeroGrad`, `stateDict`, `loadStateDict`). */
+export class MuonClip {
+  /** The Muon/AdamW pair doing the update. */
+  readonly inner: MuonWithAdamW;
+  /** The threshold τ. */
+  readonly tau: number;
+  readonly #model: ClippableModel;
+  #gammas: Tensor[] = [];
+  #maxLogits: Tensor[] = [];
+
+  /** Splits the model's parameters the Moonlight way and prepares QK-Clip for its layers. */
+  constructor(model: ClippableModel, options: MuonClipOptions) {
+    const tau = options.tau ?? 100;
+    if (!(tau > 0)) throw new MoongradError("MuonClip", `tau must be > 0, got ${tau}`);
+    if (typeof model?.attentionLayers !== "function" || !model.config) {
+      throw new MoongradError(
+        "MuonClip",
+        "the model must expose config and attentionLayers() (e.g. nn.KimiLM)",
+      );
+    }
+    this.tau = tau;
+    this.#model = model;
+    const weightDecay = options.weightDecay ?? 0.1;
+    this.inner = new MuonWithAdamW(model, {
+      checkFinite: options.checkFinite,
+      muon: { weightDecay, ...options.muon, lr: options.lr },
+      adamw: { weightDecay, ...options.adamw, lr: options.adamwLr ?? options.lr },
+    });
+  }
+
+  /**
+   * Updates every parameter, then clips each attention layer whose heads' max logits in this
+   * step's forward exceeded τ. Call after `backward()` of a forward that ran in this step.
+   */
+  async step(): Promise<void> {
+    const layers = this.#model.attentionLayers();
+    const logits = layers.map((l, i) => {
+      if (!l.lastMaxLogits) {
+        throw new MoongradError(
+          "MuonClip.step",
+          `attention layer ${i} has no max logits: run the model's forward before step()`,
+        );
+      }
+      return alias(l.lastMaxLogits).keep();
+    });
+    await this.inner.step();
+    this.#release();
+    this.#maxLogits = logits;
+    this.#gammas = layers.map((l, i) => qkClipMla(l, this.#model.config, logits[i], this.tau));
+  }
+
+  /** Per layer, the clip factors γ (f32 [H], 1 for untouched heads) of the last step. */
+  get lastGammas(): readonly Tensor[] {
+    return this.#gammas;
+  }
+
+  /** Reads back the heads clipped by the last step (one round trip). */
+  async clippedHeads(): Promise<ClippedHead[]> {
+    const out: ClippedHead[] = [];
+    const [gammas, logits] = await Promise.all([
+      Promise.all(this.#gammas.map((g) => g.data())),
+      Promise.all(this.#maxLogits.map((m) => m.data())),
+    ]);
+    gammas.forEach((g, layer) =>
+      g.forEach((gamma, head) => {
+        if (gamma < 1) out.push({ layer, head, gamma, maxLogit: logits[layer][head] });
+      })
+    );
+    return out;
+  }
+
+  /** Frees every gradient. */
+  zeroGrad(): void {
+    this.inner.zeroGrad();
+  }
+
+  /** Snapshot of both halves' state (copies the caller disposes). τ is a constructor option. */
+  stateDict(): MuonWithAdamWStateDict {
+    return this.inner.stateDict();
+  }
+
+  /** Restores a snapshot taken by `stateDict()`. */
+  loadStateDict(sd: MuonWithAdamWStateDict): void {
+    this.inner.loadStateDict(sd);
+  }
+
+  #release(): void {
+    for (const t of [...this.#gammas, ...this.#maxLogits]) t.dispose();
+    this.#gammas = [];
+    this.#maxLogits = [];
+  }
+
+  /** Frees the optimizer state and the last step's clip records. */
+  dispose(): void {
+    this.#release();
+    this.inner.dispose();
+  }
+}

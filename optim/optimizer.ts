@@ -1,0 +1,480 @@
+/**
+ * The optimizer base: named parameter groups with their own hyper-parameters, lazily created
+ * per-parameter state on the GPU, `step()` / `zeroGrad()`, and a state dict that resumes a
+ * run exactly (state tensors, per-parameter step counts, the step counter, hyper-parameters).
+ */
+import { noGrad } from "../core/autograd.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { Tensor } from "../core/tensor.ts";
+import { contiguous } from "../ops/elementwise.ts";
+import { zeros } from "../ops/creation.ts";
+import { copyInto } from "../ops/copy.ts";
+import { flagNonFinite } from "../ops/optim.ts";
+import { Module } from "../nn/module.ts";
+import type { LrSchedule } from "./schedule.ts";
+
+/** A learning rate: a number, or a schedule evaluated at each step. */
+export type LearningRate = number | LrSchedule;
+
+/** A parameter with its name (names key the state dict). */
+export type NamedParam = readonly [string, Tensor];
+
+/** Where parameters come from: a Module (its `namedParameters()`), tensors, or named tensors. */
+export type ParamSource = Module | readonly Tensor[] | readonly NamedParam[];
+
+/** Hyper-parameters every optimizer has. */
+export interface BaseOptions {
+  /** Learning rate (a number or a schedule of the step). */
+  lr: LearningRate;
+}
+
+/** A parameter group as given to a constructor: its parameters and per-group overrides. */
+export type ParamGroupSpec<H extends BaseOptions> =
+  & { params: ParamSource; name?: string }
+  & Partial<H>;
+
+/** What an optimizer constructor accepts: one source for a single group, or a list of groups. */
+export type ParamsInput<H extends BaseOptions> = ParamSource | readonly ParamGroupSpec<H>[];
+
+/** A resolved parameter group. */
+export interface ParamGroup<H extends BaseOptions> {
+  /** Group name ("default" for a single group, else the given name or "group<i>"). */
+  name: string;
+  /** The parameters, updated in place. */
+  params: Tensor[];
+  /** Their names, parallel to `params`. */
+  names: string[];
+  /** Hyper-parameters (defaults merged with the group's overrides); may be edited between steps. */
+  options: H;
+}
+
+/** Options shared by every optimizer's constructor. */
+export interface CommonOptions {
+  /**
+   * Check every gradient for NaN/±Inf before updating (default false). This necessarily reads
+   * a flag per parameter back from the GPU (one ~10 ms round trip on CPU adapters per step):
+   * `step()`'s promise then rejects with a MoongradError naming the bad parameters, and no
+   * parameter is updated. Without it `step()` never waits.
+   */
+  checkFinite?: boolean;
+}
+
+/** Serialisable hyper-parameter value (schedules are code and are stored as "<schedule>"). */
+export type OptionValue = number | boolean | string | number[] | null;
+
+/** A snapshot of an optimizer for exact resumption. The tensors are copies owned by the caller. */
+export interface OptimizerStateDict {
+  /** Optimizer kind ("AdamW", "SGD", "Muon"). */
+  kind: string;
+  /** Number of completed `step()` calls (positions the learning-rate schedules). */
+  step: number;
+  /** Each group's name, parameter names and hyper-parameters. */
+  groups: { name: string; names: string[]; options: Record<string, OptionValue> }[];
+  /** Per-parameter update counts (parameters skipped for lack of a gradient do not advance). */
+  paramSteps: Record<string, number>;
+  /** State tensors keyed `<param name>.<slot>` (e.g. `layers.0.weight.exp_avg`). */
+  state: Map<string, Tensor>;
+}
+
+/** Per-parameter state: its update count and named state tensors. */
+export interface ParamState {
+  /** Updates applied to this parameter so far. */
+  step: number;
+  /** State tensors by slot name (created on first use). */
+  slots: Map<string, Tensor>;
+}
+
+/** The update context `Optimizer.update` receives for one parameter. */
+export interface UpdateContext<H extends BaseOptions> {
+  /** The parameter (contiguous f32), updated in place. */
+  param: Tensor;
+  /** Its gradient (contiguous f32, same shape). */
+  grad: Tensor;
+  /** Its name. */
+  name: string;
+  /** Its state; `state.step` already counts this update (1 on the first). */
+  state: ParamState;
+  /** The group's hyper-parameters. */
+  options: H;
+  /** The learning rate of this step (the schedule evaluated). */
+  lr: number;
+}
+
+function isNamedList(x: readonly unknown[]): x is readonly NamedParam[] {
+  return x.length > 0 &&
+    x.every((e) => Array.isArray(e) && e.length === 2 && e[1] instanceof Tensor);
+}
+
+/** Resolves a parameter source to named tensors (`prefix` names unnamed tensors). */
+export function namedParams(op: string, src: ParamSource, prefix: string): NamedParam[] {
+  if (src instanceof Module) return [...src.namedParameters()];
+  if (!Array.isArray(src)) {
+    throw new MoongradError(op, "params must be a Module, a list of tensors or of [name, tensor]");
+  }
+  const list = src as readonly unknown[];
+  if (isNamedList(list)) return list.map(([n, t]) => [n, t] as const);
+  return list.map((t, i) => {
+    if (!(t instanceof Tensor)) {
+      throw new MoongradError(op, `params[${i}] is not a Tensor (got ${String(t)})`);
+    }
+    return [`${prefix}${i}`, t] as const;
+  });
+}
+
+function isGroupList<H extends BaseOptions>(x: ParamsInput<H>): x is readonly ParamGroupSpec<H>[] {
+  return Array.isArray(x) && x.length > 0 &&
+    x.every((e) => e !== null && typeof e === "object" && !(e instanceof Tensor) && "params" in e);
+}
+
+/**
+ * Base class of the optimizers. Subclasses implement `update` (record the fused update of
+ * one parameter) and may override `validateParam`. Updates happen in place on the GPU under
+ * `noGrad`; parameters keep their identity and nothing is read back (unless `checkFinite`).
+ */
+export abstract class Optimizer<H extends BaseOptions> {
+  /** Optimizer kind, stored in state dicts. */
+  readonly kind: string;
+  /** The parameter groups (edit `options` between steps to change hyper-parameters). */
+  readonly groups: ParamGroup<H>[];
+  /** Number of completed `step()` calls. */
+  stepCount = 0;
+  /** Whether `step()` checks gradients for NaN/Inf first. */
+  readonly checkFinite: boolean;
+  readonly #state = new Map<Tensor, ParamState>();
+
+  /** Resolves `params` into groups, validating names, dtypes and duplicates. */
+  constructor(kind: string, params: ParamsInput<H>, defaults: H, common: CommonOptions = {}) {
+    this.kind = kind;
+    this.checkFinite = common.checkFinite ?? false;
+    const specs: ParamGroupSpec<H>[] = isGroupList(params)
+      ? [...params]
+      : [{ params: params as ParamSource } as ParamGroupSpec<H>];
+    const single = !isGroupList(params);
+    const seen = new Map<Tensor, string>();
+    const names = new Set<string>();
+    this.groups = specs.map((spec, gi) => {
+      const { params: src, name, ...overrides } = spec;
+      const named = namedParams(kind, src, single ? "" : `${gi}.`);
+      const options = { ...defaults } as H;
+      for (const [k, v] of Object.entries(overrides)) {
+        if (v !== undefined) (options as Record<string, unknown>)[k] = v;
+      }
+      for (const [n, t] of named) {
+        if (seen.has(t)) {
+          throw new MoongradError(
+            kind,
+            `parameter "${n}" appears twice (also as "${seen.get(t)}")`,
+          );
+        }
+        if (names.has(n)) throw new MoongradError(kind, `two parameters are named "${n}"`);
+        seen.set(t, n);
+        names.add(n);
+        t.storage(kind);
+        this.validateParam(n, t, options);
+      }
+      this.validateOptions(options);
+      return {
+        name: name ?? (single ? "default" : `group${gi}`),
+        params: named.map(([, t]) => t),
+        names: named.map(([n]) => n),
+        options,
+      };
+    });
+  }
+
+  /** Checks one parameter at construction (default: contiguous f32). */
+  protected validateParam(name: string, p: Tensor, _options: H): void {
+    if (p.dtype !== "f32") {
+      throw new MoongradError(
+        this.kind,
+        `parameter "${name}" is ${p.dtype}; only f32 parameters are supported`,
+      );
+    }
+    if (!p.isContiguous) {
+      throw new MoongradError(
+        this.kind,
+        `parameter "${name}" ${fmtShape(p.shape)} must be contiguous`,
+      );
+    }
+  }
+
+  /** Checks a group's hyper-parameters (subclasses extend; call super). */
+  protected validateOptions(options: H): void {
+    const lr = options.lr;
+    if (typeof lr !== "function" && !(Number.isFinite(lr) && lr >= 0)) {
+      throw new MoongradError(this.kind, `lr must be a number >= 0 or a schedule, got ${lr}`);
+    }
+  }
+
+  /** Records the fused update of one parameter (inside `noGrad`). */
+  protected abstract update(ctx: UpdateContext<H>): void;
+
+  /** The learning rate a group uses at the next step. */
+  lrOf(group: ParamGroup<H>): number {
+    const lr = group.options.lr;
+    const v = typeof lr === "function" ? lr(this.stepCount) : lr;
+    if (!Number.isFinite(v)) {
+      throw new MoongradError(
+        this.kind,
+        `group "${group.name}": lr is ${v} at step ${this.stepCount}`,
+      );
+    }
+    return v;
+  }
+
+  /** A state tensor of `param`, created as zeros (shaped like it) on first use. */
+  protected slot(param: Tensor, state: ParamState, name: string): Tensor {
+    let t = state.slots.get(name);
+    if (!t) {
+      t = zeros(param.shape).keep();
+      state.slots.set(name, t);
+    }
+    return t;
+  }
+
+  /** Whether `slot` would return an existing tensor (false before its first update). */
+  protected hasSlot(state: ParamState, name: string): boolean {
+    return state.slots.has(name);
+  }
+
+  #stateOf(p: Tensor): ParamState {
+    let s = this.#state.get(p);
+    if (!s) {
+      s = { step: 0, slots: new Map() };
+      this.#state.set(p, s);
+    }
+    return s;
+  }
+
+  /** Every (group, parameter, name) with a gradient, after checking gradient shape and dtype. */
+  #withGrads(): { group: ParamGroup<H>; p: Tensor; g: Tensor; name: string }[] {
+    const out: { group: ParamGroup<H>; p: Tensor; g: Tensor; name: string }[] = [];
+    for (const group of this.groups) {
+      group.params.forEach((p, i) => {
+        const g = p.grad;
+        if (!g) return;
+        const name = group.names[i];
+        if (g.dtype !== p.dtype) {
+          throw new MoongradError(
+            this.kind,
+            `gradient of "${name}" is ${g.dtype}, parameter is ${p.dtype}`,
+          );
+        }
+        if (g.shape.length !== p.shape.length || g.shape.some((d, j) => d !== p.shape[j])) {
+          throw new MoongradError(
+            this.kind,
+            `gradient of "${name}" has shape ${fmtShape(g.shape)}, parameter ${fmtShape(p.shape)}`,
+          );
+        }
+        out.push({ group, p, g, name });
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Applies one update to every parameter that has a gradient (others are skipped and their
+   * step counts do not advance). The work is recorded synchronously; the promise only
+   * matters with `checkFinite` (it rejects before any update when a gradient is not finite).
+   */
+  async step(): Promise<void> {
+    if (this.checkFinite) await this.assertFinite();
+    this.applyStep();
+  }
+
+  /** Records one update now, without the finite check (what `step()` does after it). */
+  applyStep(): void {
+    const items = this.#withGrads();
+    const lrs = new Map(this.groups.map((g) => [g, this.lrOf(g)]));
+    noGrad(() => {
+      for (const { group, p, g, name } of items) {
+        const grad = g.isContiguous ? g : contiguous(g);
+        const state = this.#stateOf(p);
+        state.step++;
+        try {
+          this.update({ param: p, grad, name, state, options: group.options, lr: lrs.get(group)! });
+        } finally {
+          if (grad !== g) grad.dispose();
+        }
+      }
+    });
+    this.stepCount++;
+  }
+
+  /**
+   * Rejects with a MoongradError naming every parameter whose gradient holds NaN or ±Inf
+   * (bit-pattern test on the GPU, one flag per parameter read back in one round trip).
+   */
+  async assertFinite(): Promise<void> {
+    const items = this.#withGrads();
+    if (items.length) await this.#assertFinite(items);
+  }
+
+  async #assertFinite(items: { g: Tensor; name: string }[]): Promise<void> {
+    const flags = zeros([items.length], { dtype: "i32" });
+    try {
+      noGrad(() => {
+        items.forEach(({ g }, i) => {
+          const c = g.isContiguous ? g : contiguous(g);
+          flagNonFinite(c, flags, i);
+          if (c !== g) c.dispose();
+        });
+      });
+      const f = await flags.data();
+      const bad = items.filter((_, i) => f[i] !== 0).map((x) => x.name);
+      if (bad.length) {
+        throw new MoongradError(
+          this.kind,
+          `non-finite (NaN or ±Inf) gradient in ${bad.length} parameter(s): ${
+            bad.join(", ")
+          }; no parameter was updated`,
+        );
+      }
+    } finally {
+      flags.dispose();
+    }
+  }
+
+  /** Frees and clears the gradient of every parameter. */
+  zeroGrad(): void {
+    for (const g of this.groups) for (const p of g.params) p.zeroGrad();
+  }
+
+  /** Every parameter name with its tensor, across groups. */
+  namedParameters(): NamedParam[] {
+    return this.groups.flatMap((g) => g.params.map((p, i) => [g.names[i], p] as const));
+  }
+
+  /**
+   * A snapshot for exact resumption: copies of every state tensor (the caller disposes them,
+   * e.g. after saving), step counts and hyper-parameters (schedules as "<schedule>").
+   */
+  stateDict(): OptimizerStateDict {
+    const state = new Map<string, Tensor>();
+    const paramSteps: Record<string, number> = {};
+    noGrad(() => {
+      for (const [name, p] of this.namedParameters()) {
+        const s = this.#state.get(p);
+        if (!s) continue;
+        paramSteps[name] = s.step;
+        for (const [slot, t] of s.slots) state.set(`${name}.${slot}`, contiguousCopy(t));
+      }
+    });
+    return {
+      kind: this.kind,
+      step: this.stepCount,
+      groups: this.groups.map((g) => ({
+        name: g.name,
+        names: [...g.names],
+        options: Object.fromEntries(
+          Object.entries(g.options).map(([k, v]) => [k, serialOption(v)]),
+        ),
+      })),
+      paramSteps,
+      state,
+    };
+  }
+
+  /**
+   * Restores a snapshot from `stateDict()` after checking it all first: the kind, the groups
+   * and their parameter names, and each state tensor's shape and dtype; one MoongradError
+   * lists every mismatch and nothing changes. Hyper-parameters are restored except schedules
+   * (code, kept as constructed; the restored step counter positions them). Tensors are copied.
+   */
+  loadStateDict(sd: OptimizerStateDict): void {
+    const problems: string[] = [];
+    if (sd.kind !== this.kind) problems.push(`kind: expected ${this.kind}, got ${sd.kind}`);
+    const own = new Map(this.namedParameters());
+    const given = new Set(sd.groups.flatMap((g) => g.names));
+    for (const n of own.keys()) if (!given.has(n)) problems.push(`missing parameter ${n}`);
+    for (const n of given) if (!own.has(n)) problems.push(`unexpected parameter ${n}`);
+    if (sd.groups.length !== this.groups.length) {
+      problems.push(`expected ${this.groups.length} group(s), got ${sd.groups.length}`);
+    } else {
+      sd.groups.forEach((g, i) => {
+        const mine = this.groups[i].names;
+        if (g.names.length !== mine.length || g.names.some((n, j) => n !== mine[j])) {
+          problems.push(`group ${i} (${this.groups[i].name}) holds other parameters`);
+        }
+      });
+    }
+    for (const [key, t] of sd.state) {
+      const dot = key.lastIndexOf(".");
+      const p = own.get(key.slice(0, dot));
+      if (!p) {
+        if (dot < 0 || given.has(key.slice(0, dot))) {
+          problems.push(`state ${key}: no such parameter`);
+        }
+        continue;
+      }
+      if (t.isDisposed) problems.push(`state ${key}: tensor was disposed`);
+      else if (
+        t.dtype !== "f32" || t.shape.length !== p.shape.length ||
+        t.shape.some((d, j) => d !== p.shape[j])
+      ) {
+        problems.push(
+          `state ${key}: expected f32 ${fmtShape(p.shape)}, got ${t.dtype} ${fmtShape(t.shape)}`,
+        );
+      }
+    }
+    for (const n of Object.keys(sd.paramSteps)) {
+      if (!own.has(n)) problems.push(`paramSteps: unexpected parameter ${n}`);
+    }
+    if (problems.length) {
+      throw new MoongradError(
+        `${this.kind}.loadStateDict`,
+        `${problems.length} problem(s) loading the optimizer state dict:\n  ${
+          problems.join("\n  ")
+        }`,
+      );
+    }
+    noGrad(() => {
+      for (const s of this.#state.values()) for (const t of s.slots.values()) t.dispose();
+      this.#state.clear();
+      for (const [name, p] of own) {
+        if (!(name in sd.paramSteps)) continue;
+        const s = this.#stateOf(p);
+        s.step = sd.paramSteps[name];
+        const prefix = `${name}.`;
+        for (const [key, t] of sd.state) {
+          if (!key.startsWith(prefix) || key.lastIndexOf(".") !== name.length) continue;
+          const dst = zeros(p.shape).keep();
+          copyInto(t, dst);
+          s.slots.set(key.slice(prefix.length), dst);
+        }
+      }
+    });
+    this.groups.forEach((g, i) => {
+      for (const [k, v] of Object.entries(sd.groups[i].options)) {
+        const cur = (g.options as Record<string, unknown>)[k];
+        if (typeof cur === "function" || v === "<schedule>" || v === null) continue;
+        (g.options as Record<string, unknown>)[k] = v;
+      }
+    });
+    this.stepCount = sd.step;
+  }
+
+  /** Frees every state tensor (parameters and gradients are not touched). */
+  dispose(): void {
+    for (const s of this.#state.values()) for (const t of s.slots.values()) t.dispose();
+    this.#state.clear();
+  }
+}
+
+function serialOption(v: unknown): OptionValue {
+  if (typeof v === "function") return "<schedule>";
+  if (typeof v === "number" || typeof v === "boolean" || typeof v === "string") return v;
+  if (Array.isArray(v) && v.every((x) => typeof x === "number")) return [...v];
+  return null;
+}
+
+function contiguousCopy(t: Tensor): Tensor {
+  const out = Tensor.empty(t.shape, t.dtype);
+  copyInto(t, out);
+  return out;
+}
+
+/** Disposes every tensor of an optimizer state dict. */
+export function disposeStateDict(sd: OptimizerStateDict): void {
+  for (const t of sd.state.values()) t.dispose();
+}
