@@ -1,0 +1,338 @@
+/**
+ * Training data: the default corpus (this repository's own TypeScript and Markdown files,
+ * found relative to this module), or any UTF-8 text file; byte-level tokens (vocabulary 256);
+ * a deterministic train/validation split; and a resumable, seeded batch sampler.
+ */
+import { CliError } from "./errors.ts";
+
+/** A seeded PRNG (mulberry32) whose whole state is one u32, so it can be checkpointed. */
+export class Rng {
+  /** The generator state (save it to resume the exact sequence). */
+  state: number;
+
+  /** Creates a generator from a seed. */
+  constructor(seed: number) {
+    this.state = seed >>> 0;
+  }
+
+  /** A float in [0, 1). */
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+
+  /** An integer in [0, n). */
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+}
+
+/** Text split into byte tokens for training and validation. */
+export interface Corpus {
+  /** Where the text came from ("repository (N files)" or the file path). */
+  source: string;
+  /** Total bytes. */
+  bytes: number;
+  /** FNV-1a hash of the bytes (hex), to recognise the same data on resume. */
+  hash: string;
+  /** Training tokens (bytes). */
+  train: Uint8Array;
+  /** Validation tokens (bytes). */
+  val: Uint8Array;
+}
+
+/** Directories never read into the default corpus. */
+const SKIP_DIRS = new Set(["node_modules", "dist", "runs", "coverage", "results"]);
+
+/** The repository root (the parent of cli/), as a file URL. */
+export function repoRoot(): URL {
+  return new URL("../", import.meta.url);
+}
+
+/** FNV-1a 32-bit over bytes, twice with different offsets, as 16 hex digits. */
+export function hashBytes(b: Uint8Array): string {
+  let h1 = 0x811c9dc5, h2 = 0x01000193 ^ 0x5bd1e995;
+  for (let i = 0; i < b.length; i++) {
+    h1 = Math.imul(h1 ^ b[i], 0x01000193) >>> 0;
+    h2 = Math.imul(h2 ^ b[i], 0x01000193 + 2) >>> 0;
+  }
+  return h1.toString(16).padStart(8, "0") + h2.toString(16).padStart(8, "0");
+}
+
+/** Byte offset of the first invalid UTF-8 sequence, or -1 when the bytes are valid UTF-8. */
+export function firstInvalidUtf8(b: Uint8Array): number {
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    let n: number, min: number;
+    if (c >= 0xc2 && c <= 0xdf) [n, min] = [1, 0x80];
+    else if (c >= 0xe0 && c <= 0xef) [n, min] = [2, 0x800];
+    else if (c >= 0xf0 && c <= 0xf4) [n, min] = [3, 0x10000];
+    else return i;
+    if (i + n >= b.length) return i;
+    let cp = c & (0x3f >> n);
+    for (let k = 1; k <= n; k++) {
+      const d = b[i + k];
+      if (d === undefined || (d & 0xc0) !== 0x80) return i;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    i += n + 1;
+  }
+  return -1;
+}
+
+/** Every *.ts and *.md file under the repository root (sorted, hidden and build dirs skipped). */
+export async function repoTextFiles(root: URL = repoRoot()): Promise<string[]> {
+  if (root.protocol !== "file:") {
+    throw new CliError(
+      `the default corpus is read from a local checkout, but this script runs from ${root.href}; ` +
+        "pass --data FILE",
+    );
+  }
+  const out: string[] = [];
+  const walk = async (dir: URL, rel: string) => {
+    const entries: Deno.DirEntry[] = [];
+    for await (const e of Deno.readDir(dir)) entries.push(e);
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const e of entries) {
+      if (e.name.startsWith(".")) continue;
+      if (e.isDirectory) {
+        if (!SKIP_DIRS.has(e.name)) await walk(new URL(`${e.name}/`, dir), `${rel}${e.name}/`);
+      } else if (e.isFile && /\.(ts|md)$/.test(e.name)) out.push(`${rel}${e.name}`);
+    }
+  };
+  await walk(root, "");
+  return out;
+}
+
+/** The default corpus: the repository's *.ts and *.md files, each preceded by its path. */
+export async function loadRepoText(): Promise<{ bytes: Uint8Array; files: number }> {
+  const root = repoRoot();
+  const files = await repoTextFiles(root);
+  const enc = new TextEncoder();
+  const parts: Uint8Array[] = [];
+  for (const f of files) {
+    parts.push(enc.encode(`\n// file: ${f}\n`));
+    parts.push(await Deno.readFile(new URL(f, root)));
+  }
+  return { bytes: concatBytes(parts), files: files.length };
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** Reads and checks a user's text file (exists, a file, non-empty, valid UTF-8). */
+export async function loadTextFile(path: string): Promise<Uint8Array> {
+  let bytes: Uint8Array;
+  try {
+    const st = await Deno.stat(path);
+    if (!st.isFile) throw new CliError(`--data ${path} is not a file`);
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof CliError) throw e;
+    if (e instanceof Deno.errors.NotFound) throw new CliError(`--data ${path}: no such file`);
+    throw new CliError(`--data ${path}: cannot read it (${(e as Error).message})`);
+  }
+  if (bytes.length === 0) throw new CliError(`--data ${path} is empty`);
+  const bad = firstInvalidUtf8(bytes);
+  if (bad >= 0) {
+    throw new CliError(
+      `--data ${path} is not UTF-8 text: invalid byte 0x${
+        bytes[bad].toString(16).padStart(2, "0")
+      } at offset ${bad}`,
+    );
+  }
+  return bytes;
+}
+
+/**
+ * Splits bytes into train and validation deterministically: chunks of C bytes
+ * (C = clamp(n/20, seqLen+1, 4096)), every 10th chunk to validation; short texts (fewer than
+ * 20 chunks) keep their last tenth (at least seqLen + 1 bytes) for validation. Throws a
+ * CliError when either side is shorter than seqLen + 1.
+ */
+export function splitCorpus(
+  bytes: Uint8Array,
+  seqLen: number,
+  source: string,
+): Corpus {
+  const need = seqLen + 1;
+  const chunk = Math.max(need, Math.min(4096, Math.floor(bytes.length / 20)));
+  const chunks = Math.ceil(bytes.length / chunk);
+  const train: Uint8Array[] = [];
+  const val: Uint8Array[] = [];
+  if (chunks >= 20) {
+    for (let i = 0; i < chunks; i++) {
+      const part = bytes.subarray(i * chunk, Math.min(bytes.length, (i + 1) * chunk));
+      (i % 10 === 9 ? val : train).push(part);
+    }
+  } else {
+    const cut = bytes.length - Math.max(need, Math.floor(bytes.length / 10));
+    train.push(bytes.subarray(0, Math.max(0, cut)));
+    val.push(bytes.subarray(Math.max(0, cut)));
+  }
+  const corpus: Corpus = {
+    source,
+    bytes: bytes.length,
+    hash: hashBytes(bytes),
+    train: concatBytes(train),
+    val: concatBytes(val),
+  };
+  if (corpus.train.length < need || corpus.val.length < need) {
+    throw new CliError(
+      `${source} is too short: ${bytes.length} bytes, but --seq-len ${seqLen} needs at least ${
+        2 * need
+      } (${need} for training and ${need} for validation)`,
+    );
+  }
+  return corpus;
+}
+
+/** The resumable position of the sampler. */
+export interface SamplerState {
+  /** Completed passes over the training windows. */
+  epoch: number;
+  /** Windows of the current epoch already served. */
+  cursor: number;
+  /** The RNG state at the start of the current epoch (regenerates its order). */
+  epochRng: number;
+  /** The RNG state now. */
+  rng: number;
+}
+
+/** One batch: inputs and next-token targets, row-major [batch, seqLen]. */
+export interface Batch {
+  /** Input token ids. */
+  ids: Int32Array;
+  /** Target token ids (the inputs shifted by one). */
+  targets: Int32Array;
+}
+
+/**
+ * Serves training batches: each epoch draws a random shift in [0, seqLen) and a random order
+ * of the windows of seqLen + 1 tokens starting at shift + i·seqLen; batches take the next
+ * `batch` windows of that order. The state (`state`) resumes the exact sequence.
+ */
+export class BatchSampler {
+  readonly #data: Uint8Array;
+  readonly #batch: number;
+  readonly #seqLen: number;
+  readonly #rng: Rng;
+  #epoch = 0;
+  #cursor = 0;
+  #epochRng = 0;
+  #shift = 0;
+  #order: Uint32Array = new Uint32Array(0);
+
+  /** Creates a sampler over `data` seeded with `seed`. */
+  constructor(data: Uint8Array, batch: number, seqLen: number, seed: number) {
+    this.#data = data;
+    this.#batch = batch;
+    this.#seqLen = seqLen;
+    this.#rng = new Rng(seed ^ 0x9e3779b9);
+    this.#startEpoch();
+  }
+
+  #startEpoch(): void {
+    this.#epochRng = this.#rng.state;
+    const T = this.#seqLen;
+    const maxShift = Math.min(T, this.#data.length - (T + 1) + 1);
+    this.#shift = this.#rng.int(maxShift);
+    const n = Math.floor((this.#data.length - this.#shift - (T + 1)) / T) + 1;
+    const order = new Uint32Array(n);
+    for (let i = 0; i < n; i++) order[i] = i;
+    for (let i = n - 1; i > 0; i--) {
+      const j = this.#rng.int(i + 1);
+      const t = order[i];
+      order[i] = order[j];
+      order[j] = t;
+    }
+    this.#order = order;
+    this.#cursor = 0;
+  }
+
+  /** The next batch. */
+  next(): Batch {
+    const B = this.#batch, T = this.#seqLen;
+    const ids = new Int32Array(B * T);
+    const targets = new Int32Array(B * T);
+    for (let b = 0; b < B; b++) {
+      if (this.#cursor >= this.#order.length) {
+        this.#epoch++;
+        this.#startEpoch();
+      }
+      const start = this.#shift + this.#order[this.#cursor++] * T;
+      for (let t = 0; t < T; t++) {
+        ids[b * T + t] = this.#data[start + t];
+        targets[b * T + t] = this.#data[start + t + 1];
+      }
+    }
+    return { ids, targets };
+  }
+
+  /** The position to checkpoint. */
+  get state(): SamplerState {
+    return {
+      epoch: this.#epoch,
+      cursor: this.#cursor,
+      epochRng: this.#epochRng,
+      rng: this.#rng.state,
+    };
+  }
+
+  /** Restores a checkpointed position. */
+  set state(s: SamplerState) {
+    this.#rng.state = s.epochRng >>> 0;
+    this.#startEpoch();
+    this.#epoch = s.epoch;
+    this.#cursor = s.cursor;
+    this.#rng.state = s.rng >>> 0;
+  }
+}
+
+/**
+ * The fixed validation batches: up to `maxBatches` batches of windows evenly spaced over the
+ * validation tokens (the same every evaluation, so the curve is comparable).
+ */
+export function validationBatches(
+  val: Uint8Array,
+  batch: number,
+  seqLen: number,
+  maxBatches: number,
+): Batch[] {
+  const T = seqLen;
+  const windows = Math.floor((val.length - (T + 1)) / T) + 1;
+  const nb = Math.max(1, Math.min(maxBatches, Math.floor(windows / batch)));
+  const total = Math.min(windows, nb * batch);
+  const rows = Math.min(batch, total);
+  const out: Batch[] = [];
+  for (let k = 0; k < nb; k++) {
+    const ids = new Int32Array(rows * T);
+    const targets = new Int32Array(rows * T);
+    for (let b = 0; b < rows; b++) {
+      const w = Math.floor(((k * rows + b) * windows) / (nb * rows));
+      const start = w * T;
+      for (let t = 0; t < T; t++) {
+        ids[b * T + t] = val[start + t];
+        targets[b * T + t] = val[start + t + 1];
+      }
+    }
+    out.push({ ids, targets });
+  }
+  return out;
+}

@@ -1,0 +1,99 @@
+/**
+ * metrics.jsonl: one JSON object per line. Training steps carry `loss`; evaluations carry
+ * `val_loss` (step 0 is the evaluation before training, on its own line); `run.json` holds
+ * what does not change per step.
+ */
+import { CliError } from "./errors.ts";
+import { writeTextAtomic } from "./checkpoint.ts";
+
+/** One line of metrics.jsonl. */
+export interface MetricRecord {
+  /** Completed optimizer steps. */
+  step: number;
+  /** Training loss of this step's batch (mean next-token cross-entropy, nats). */
+  loss?: number;
+  /** Validation loss after this step (only on evaluation steps). */
+  val_loss?: number;
+  /** Learning rates of this step's update. */
+  lr?: { muon?: number; adamw: number };
+  /** Per layer, the max pre-softmax attention logit over heads in this step's forward. */
+  max_logit?: number[];
+  /** Per layer, the heads whose max logit exceeded τ (clipped by MuonClip). */
+  clipped_heads?: number[];
+  /** Per MoE layer, the tokens routed to each expert in this step. */
+  expert_load?: number[][];
+  /** Training tokens seen so far. */
+  tokens?: number;
+  /** This step's throughput (tokens per second of wall time). */
+  tokens_per_s?: number;
+  /** Training seconds so far. */
+  time_s?: number;
+}
+
+/** What run.json holds. */
+export interface RunInfo {
+  /** Format version. */
+  version: 1;
+  /** ISO time the run started. */
+  created: string;
+  /** Settings that shape training. */
+  settings: import("./options.ts").RunSettings;
+  /** The model config (HF keys). */
+  config: Record<string, unknown>;
+  /** Parameter counts. */
+  params: { total: number; active: number };
+  /** Data: source, sizes, hash. */
+  corpus: { source: string; bytes: number; trainBytes: number; valBytes: number; hash: string };
+  /** The adapter description. */
+  device: string;
+}
+
+/** Reads metrics.jsonl (missing file: empty list; a bad line: CliError naming it). */
+export async function readMetrics(path: string): Promise<MetricRecord[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+  const out: MetricRecord[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (!line.trim()) return;
+    try {
+      out.push(JSON.parse(line));
+    } catch {
+      throw new CliError(`${path}:${i + 1} is not valid JSON`);
+    }
+  });
+  return out;
+}
+
+/** Keeps only records up to `step` (used when resuming from a checkpoint). */
+export async function truncateMetrics(path: string, step: number): Promise<void> {
+  const kept = (await readMetrics(path)).filter((r) => r.step <= step);
+  await writeTextAtomic(path, kept.map((r) => JSON.stringify(r) + "\n").join(""));
+}
+
+/** Appends records to metrics.jsonl. */
+export async function appendMetrics(path: string, records: MetricRecord[]): Promise<void> {
+  if (records.length === 0) return;
+  await Deno.writeTextFile(path, records.map((r) => JSON.stringify(r) + "\n").join(""), {
+    append: true,
+  });
+}
+
+/** Reads run.json of a run directory (CliError when it is not one). */
+export async function readRunInfo(dir: string): Promise<RunInfo> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(`${dir}/run.json`);
+  } catch {
+    throw new CliError(`${dir} is not a training run directory (no run.json)`);
+  }
+  try {
+    return JSON.parse(text) as RunInfo;
+  } catch {
+    throw new CliError(`${dir}/run.json is not valid JSON`);
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * The trainer's optimizer: MuonClip, Muon + AdamW, or AdamW alone, with the chosen schedule,
+ * behind one interface whose state is a set of named `OptimizerStateDict` halves.
+ */
+import type { KimiLM } from "../nn/model.ts";
+import {
+  AdamW,
+  cosineSchedule,
+  linearWarmup,
+  type LrSchedule,
+  MuonClip,
+  MuonWithAdamW,
+  type OptimizerStateDict,
+  wsdSchedule,
+} from "../optim/mod.ts";
+import type { RunSettings } from "./options.ts";
+
+/** What the training loop needs of an optimizer. */
+export interface TrainOptimizer {
+  /** Updates the parameters (and clips attention with MuonClip). */
+  step(): Promise<void>;
+  /** Frees every gradient. */
+  zeroGrad(): void;
+  /** State halves by name ("muon", "adamw"); tensors are copies the caller disposes. */
+  stateDict(): Record<string, OptimizerStateDict>;
+  /** Restores the halves written by `stateDict`. */
+  loadStateDict(sd: Record<string, OptimizerStateDict>): void;
+  /** Learning rates used by the update with 0-based index `step`. */
+  lrAt(step: number): { muon?: number; adamw: number };
+  /** Frees the state. */
+  dispose(): void;
+}
+
+/** The schedule of a peak learning rate under the run's settings. */
+export function makeSchedule(peak: number, s: RunSettings): LrSchedule {
+  const warmupSteps = Math.min(s.warmup, s.steps - 1);
+  if (s.schedule === "constant") return linearWarmup({ peak, warmupSteps });
+  if (s.schedule === "wsd") {
+    const decaySteps = Math.max(1, Math.round(0.2 * s.steps));
+    const stableSteps = Math.max(0, s.steps - warmupSteps - decaySteps);
+    return wsdSchedule({ peak, warmupSteps, stableSteps, decaySteps, minLr: peak * 0.1 });
+  }
+  return cosineSchedule({ peak, warmupSteps, totalSteps: s.steps, minLr: peak * 0.1 });
+}
+
+/** Builds the optimizer the settings name for `model`. */
+export function makeOptimizer(model: KimiLM, s: RunSettings): TrainOptimizer {
+  const muonLr = makeSchedule(s.lr, s);
+  const adamwLr = makeSchedule(s.adamwLr, s);
+  const wd = s.weightDecay;
+  if (s.optimizer === "adamw") {
+    const opt = new AdamW(model, { lr: adamwLr, weightDecay: wd });
+    return {
+      step: () => opt.step(),
+      zeroGrad: () => opt.zeroGrad(),
+      stateDict: () => ({ adamw: opt.stateDict() }),
+      loadStateDict: (sd) => opt.loadStateDict(sd.adamw),
+      lrAt: (t) => ({ adamw: adamwLr(t) }),
+      dispose: () => opt.dispose(),
+    };
+  }
+  const inner = s.optimizer === "muonclip"
+    ? new MuonClip(model, { lr: muonLr, adamwLr, weightDecay: wd, tau: s.tau })
+    : new MuonWithAdamW(model, {
+      muon: { lr: muonLr, weightDecay: wd },
+      adamw: { lr: adamwLr, weightDecay: wd },
+    });
+  return {
+    step: () => inner.step(),
+    zeroGrad: () => inner.zeroGrad(),
+    stateDict: () => {
+      const sd = inner.stateDict();
+      return { muon: sd.muon, adamw: sd.adamw };
+    },
+    loadStateDict: (sd) => inner.loadStateDict({ muon: sd.muon, adamw: sd.adamw }),
+    lrAt: (t) => ({ muon: muonLr(t), adamw: adamwLr(t) }),
+    dispose: () => inner.dispose(),
+  };
+}

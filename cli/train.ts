@@ -1,0 +1,402 @@
+/**
+ * `deno task train`: trains the tiny Kimi K2-style model (MLA + DeepSeekMoE) with MuonClip on
+ * byte-level text, showing progress and writing metrics.jsonl, checkpoints and report.html to
+ * the run directory. `--resume DIR` continues a run with exactly the losses it would have had.
+ * `--help` lists every flag.
+ */
+import * as mg from "../mod.ts";
+import { noGrad } from "../core/autograd.ts";
+import { makeConfig, toHfConfig } from "../nn/config.ts";
+import { KimiLM, parameterCounts } from "../nn/model.ts";
+import { parseFlags } from "./args.ts";
+import {
+  CHECKPOINT,
+  disposeHalves,
+  findCheckpoint,
+  halvesMeta,
+  loadCheckpointTensors,
+  readTrainerState,
+  saveCheckpoint,
+  type TrainerState,
+  writeTextAtomic,
+} from "./checkpoint.ts";
+import {
+  type Batch,
+  BatchSampler,
+  type Corpus,
+  loadRepoText,
+  loadTextFile,
+  splitCorpus,
+  validationBatches,
+} from "./data.ts";
+import { useDeterministicEmbedding } from "./determinism.ts";
+import { CliError, runMain } from "./errors.ts";
+import {
+  appendMetrics,
+  type MetricRecord,
+  readMetrics,
+  readRunInfo,
+  type RunInfo,
+  truncateMetrics,
+} from "./metrics.ts";
+import { makeOptimizer } from "./optimizer.ts";
+import {
+  mergeResumeSettings,
+  resolveTrainFlags,
+  type RunControls,
+  type RunSettings,
+  TRAIN_FLAGS,
+  trainHelp,
+} from "./options.ts";
+import { fmtEta, Progress } from "./progress.ts";
+import { summarize, writeReport } from "./report.ts";
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function isEmptyDir(path: string): Promise<boolean> {
+  for await (const _ of Deno.readDir(path)) return false;
+  return true;
+}
+
+function parentDir(path: string): string {
+  const p = path.replace(/\/+$/, "");
+  const i = p.lastIndexOf("/");
+  return i < 0 ? "." : i === 0 ? "/" : p.slice(0, i);
+}
+
+function timestamp(): string {
+  const d = new Date();
+  const p = (n: number) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${
+    p(d.getMinutes())
+  }${p(d.getSeconds())}`;
+}
+
+/** Where a run writes and where it starts from. */
+interface RunPlan {
+  settings: RunSettings;
+  controls: RunControls;
+  runDir: string;
+  /** Set when resuming. */
+  resume?: { ckptDir: string; state: TrainerState; fromRunDir: string };
+}
+
+/** Validates flags and directories before anything is created or overwritten. */
+async function plan(argv: string[]): Promise<RunPlan | null> {
+  const { flags } = parseFlags(argv, TRAIN_FLAGS);
+  if (flags.help) {
+    console.log(trainHelp());
+    return null;
+  }
+  const { settings, controls, given } = resolveTrainFlags(flags);
+  if (controls.resume) {
+    const dir = controls.resume.replace(/\/+$/, "");
+    const ckptDir = await findCheckpoint(dir);
+    const state = await readTrainerState(ckptDir);
+    const merged = mergeResumeSettings(state.settings, settings, given, dir);
+    const fromRunDir = ckptDir === dir ? parentDir(dir) : dir;
+    if (!(await exists(`${fromRunDir}/run.json`))) {
+      throw new CliError(`${fromRunDir} is not a training run directory (no run.json)`);
+    }
+    const info = await readRunInfo(fromRunDir);
+    const want = JSON.stringify(toHfConfig(makeConfig(merged.preset as "tiny")));
+    if (JSON.stringify(info.config) !== want) {
+      throw new CliError(
+        `${fromRunDir} holds a model with a different config than preset ${merged.preset}; it cannot be resumed`,
+      );
+    }
+    let runDir = fromRunDir;
+    if (controls.out && controls.out.replace(/\/+$/, "") !== fromRunDir) {
+      runDir = controls.out.replace(/\/+$/, "");
+      if ((await exists(runDir)) && !(await isEmptyDir(runDir))) {
+        throw new CliError(
+          `--out ${runDir} already exists and is not empty; nothing was overwritten`,
+        );
+      }
+    }
+    if (state.step >= merged.steps) {
+      throw new CliError(`${dir} already finished all ${merged.steps} steps`);
+    }
+    if (controls.stopAt !== undefined && controls.stopAt <= state.step) {
+      throw new CliError(
+        `--stop-at ${controls.stopAt} is not after the checkpoint's step ${state.step}`,
+      );
+    }
+    return { settings: merged, controls, runDir, resume: { ckptDir, state, fromRunDir } };
+  }
+  const runDir = (controls.out ?? `runs/${timestamp()}`).replace(/\/+$/, "");
+  if (await exists(runDir)) {
+    if (await exists(`${runDir}/run.json`)) {
+      throw new CliError(
+        `${runDir} already holds a run; continue it with --resume ${runDir} or choose another --out`,
+      );
+    }
+    if (!(await isEmptyDir(runDir))) {
+      throw new CliError(
+        `--out ${runDir} already exists and is not empty; nothing was overwritten`,
+      );
+    }
+  }
+  return { settings, controls, runDir };
+}
+
+async function loadCorpus(s: RunSettings): Promise<Corpus> {
+  if (s.data) return splitCorpus(await loadTextFile(s.data), s.seqLen, `--data ${s.data}`);
+  const { bytes, files } = await loadRepoText();
+  return {
+    ...splitCorpus(bytes, s.seqLen, "the repository's text"),
+    source: `this repository's *.ts and *.md files (${files} files)`,
+  };
+}
+
+function toTensors(b: Batch, rows: number, seqLen: number): [mg.Tensor, mg.Tensor] {
+  return [
+    mg.tensor(b.ids, { shape: [rows, seqLen], dtype: "i32" }),
+    mg.tensor(b.targets, { shape: [rows, seqLen], dtype: "i32" }),
+  ];
+}
+
+async function train(p: RunPlan): Promise<void> {
+  const { settings: s, controls: c, runDir } = p;
+  const corpus = await loadCorpus(s);
+  if (p.resume && corpus.hash !== p.resume.state.dataHash) {
+    throw new CliError(
+      `the training text differs from the one ${p.resume.fromRunDir} was trained on (${corpus.source}); it cannot be resumed`,
+    );
+  }
+  const gpu = await mg.init();
+  const config = makeConfig(s.preset as "tiny");
+  const model = new KimiLM(config, { seed: s.seed });
+  useDeterministicEmbedding(model); // bit-reproducible runs (see cli/determinism.ts)
+  const opt = makeOptimizer(model, s);
+  const sampler = new BatchSampler(corpus.train, s.batch, s.seqLen, s.seed);
+  const valBatches = validationBatches(corpus.val, s.batch, s.seqLen, c.evalBatches);
+  const metricsPath = `${runDir}/metrics.jsonl`;
+  let step = 0;
+  let elapsed = 0;
+
+  if (p.resume) {
+    const halves = await loadCheckpointTensors(p.resume.ckptDir, model, p.resume.state);
+    try {
+      opt.loadStateDict(halves);
+    } finally {
+      disposeHalves(halves);
+    }
+    sampler.state = p.resume.state.sampler;
+    step = p.resume.state.step;
+    elapsed = p.resume.state.elapsedSeconds;
+    if (runDir !== p.resume.fromRunDir) {
+      await Deno.mkdir(runDir, { recursive: true });
+      await Deno.copyFile(`${p.resume.fromRunDir}/run.json`, `${runDir}/run.json`);
+      const old = await readMetrics(`${p.resume.fromRunDir}/metrics.jsonl`);
+      await writeTextAtomic(metricsPath, old.map((r) => JSON.stringify(r) + "\n").join(""));
+    }
+    await truncateMetrics(metricsPath, step);
+  } else {
+    await Deno.mkdir(runDir, { recursive: true });
+    const info: RunInfo = {
+      version: 1,
+      created: new Date().toISOString(),
+      settings: s,
+      config: toHfConfig(config),
+      params: parameterCounts(config),
+      corpus: {
+        source: corpus.source,
+        bytes: corpus.bytes,
+        trainBytes: corpus.train.length,
+        valBytes: corpus.val.length,
+        hash: corpus.hash,
+      },
+      device: gpu.description || "WebGPU adapter",
+    };
+    await writeTextAtomic(`${runDir}/run.json`, JSON.stringify(info, null, 1) + "\n");
+    await writeTextAtomic(metricsPath, "");
+  }
+
+  const stopAt = Math.min(s.steps, c.stopAt ?? s.steps);
+  const counts = parameterCounts(config);
+  const progress = new Progress(s.steps);
+  progress.line(
+    `${p.resume ? `resuming ${p.resume.fromRunDir} at step ${step}` : "training"}: ${s.preset} ` +
+      `K2-style model, ${(counts.total / 1e6).toFixed(2)}M parameters ` +
+      `(${(counts.active / 1e6).toFixed(2)}M active), ${s.optimizer}, ${s.steps} steps of ` +
+      `${s.batch}×${s.seqLen} byte tokens on ${gpu.description || "WebGPU"}`,
+  );
+  progress.line(
+    `data: ${corpus.source}, ${corpus.train.length.toLocaleString("en-US")} train / ` +
+      `${corpus.val.length.toLocaleString("en-US")} validation bytes; output: ${runDir}/`,
+  );
+
+  const evaluate = async (): Promise<number> => {
+    model.eval();
+    try {
+      const losses = noGrad(() =>
+        valBatches.map((b) => {
+          const rows = b.ids.length / s.seqLen;
+          const [x, y] = toTensors(b, rows, s.seqLen);
+          const l = model.loss(x, y);
+          x.dispose();
+          y.dispose();
+          return l;
+        })
+      );
+      const vals = await Promise.all(losses.map((l) => l.item()));
+      for (const l of losses) l.dispose();
+      return vals.reduce((a, b) => a + b, 0) / vals.length;
+    } finally {
+      model.train();
+    }
+  };
+
+  let stopRequested = false;
+  const onSigint = () => {
+    if (stopRequested) Deno.exit(130);
+    stopRequested = true;
+    progress.line(
+      "interrupt: stopping after this step with a checkpoint (Ctrl-C again to quit now)",
+    );
+  };
+  try {
+    Deno.addSignalListener("SIGINT", onSigint);
+  } catch { /* signals unsupported here */ }
+
+  const checkpoint = async (elapsedSeconds: number) => {
+    const halves = opt.stateDict();
+    try {
+      await saveCheckpoint(runDir, model, halves, {
+        version: 1,
+        step,
+        sampler: sampler.state,
+        optimizer: halvesMeta(halves),
+        settings: s,
+        dataHash: corpus.hash,
+        elapsedSeconds,
+      });
+    } finally {
+      disposeHalves(halves);
+    }
+    await writeReport(runDir);
+  };
+
+  let lastVal: number | undefined;
+  if (step === 0) {
+    lastVal = await evaluate();
+    await appendMetrics(metricsPath, [{ step: 0, val_loss: lastVal }]);
+    progress.line(`step 0: validation loss ${lastVal.toFixed(3)} (uniform guess: ln 256 = 5.545)`);
+  }
+  const tokensPerStep = s.batch * s.seqLen;
+  const sessionStart = performance.now();
+  const sessionStep0 = step;
+  let tpsEma = 0;
+  let savedAt = -1;
+  const attn = model.attentionLayers();
+  const moes = model.moeLayers();
+  try {
+    while (step < stopAt && !stopRequested) {
+      const t0 = performance.now();
+      const lr = opt.lrAt(step);
+      const [x, y] = toTensors(sampler.next(), s.batch, s.seqLen);
+      const loss = model.loss(x, y);
+      x.dispose();
+      y.dispose();
+      loss.backward();
+      await opt.step();
+      model.updateRouterBias(s.routerGamma);
+      const [lossValue, logits, loads] = await Promise.all([
+        loss.item(),
+        Promise.all(attn.map((a) => a.lastMaxLogits!.data())),
+        Promise.all(moes.map((m) => m.lastLoad!.data())),
+      ]);
+      loss.dispose();
+      opt.zeroGrad();
+      step++;
+      const dt = (performance.now() - t0) / 1000;
+      if (!Number.isFinite(lossValue)) {
+        throw new Error(
+          `the loss became ${lossValue} at step ${step}; the last checkpoint is in ${runDir}/${CHECKPOINT}; try a lower --lr`,
+        );
+      }
+      const maxLogit = logits.map((l) => Math.max(...l));
+      const clipped = logits.map((l) => Array.from(l).filter((v) => v > s.tau).length);
+      const rec: MetricRecord = {
+        step,
+        loss: lossValue,
+        lr,
+        max_logit: maxLogit,
+        clipped_heads: clipped,
+        expert_load: loads.map((l) => Array.from(l)),
+        tokens: step * tokensPerStep,
+        tokens_per_s: tokensPerStep / dt,
+      };
+      tpsEma = tpsEma === 0 ? tokensPerStep / dt : 0.8 * tpsEma + 0.2 * (tokensPerStep / dt);
+      const evalNow = step % c.evalEvery === 0 || step === s.steps;
+      if (evalNow) {
+        lastVal = await evaluate();
+        rec.val_loss = lastVal;
+      }
+      const sessionSeconds = (performance.now() - sessionStart) / 1000;
+      rec.time_s = elapsed + sessionSeconds;
+      await appendMetrics(metricsPath, [rec]);
+      const perStep = sessionSeconds / (step - sessionStep0);
+      progress.update({
+        step,
+        total: s.steps,
+        loss: lossValue,
+        tokensPerSecond: tpsEma,
+        maxLogit: Math.max(...maxLogit),
+        clipped: clipped.reduce((a, b) => a + b, 0),
+        etaSeconds: perStep * (s.steps - step),
+        valLoss: lastVal,
+      });
+      if (evalNow) progress.line(`step ${step}: validation loss ${lastVal!.toFixed(3)}`);
+      if (step % c.checkpointEvery === 0 && step < stopAt) {
+        await checkpoint(rec.time_s);
+        savedAt = step;
+      }
+    }
+  } finally {
+    try {
+      Deno.removeSignalListener("SIGINT", onSigint);
+    } catch { /* ignore */ }
+  }
+  progress.done();
+  elapsed += (performance.now() - sessionStart) / 1000;
+  if (savedAt !== step) await checkpoint(elapsed);
+  const sum = summarize(await readMetrics(metricsPath));
+  const val = (v?: [number, number]) => (v ? `${v[1].toFixed(3)} (step ${v[0]})` : "–");
+  const finished = step >= s.steps;
+  progress.line(
+    `${finished ? "done" : "stopped"}: ${step}/${s.steps} steps, ${
+      sum.tokens.toLocaleString("en-US")
+    } tokens in ${fmtEta(sum.seconds)} (${
+      sum.tokensPerSecond.toFixed(0)
+    } tokens/s); validation loss ${val(sum.firstVal)} → ${val(sum.lastVal)}; max attention logit ${
+      sum.maxLogit ? sum.maxLogit.value.toFixed(2) : "–"
+    } (τ = ${s.tau}, ${sum.clippedHeadSteps} head-steps ${
+      s.optimizer === "muonclip" ? "clipped" : "over τ"
+    })`,
+  );
+  progress.line(
+    `checkpoint: ${runDir}/${CHECKPOINT}/ (model.safetensors + config.json loads in transformers)`,
+  );
+  progress.line(`report: ${runDir}/report.html`);
+  if (!finished) progress.line(`continue with: deno task train --resume ${runDir}`);
+  else progress.line(`sample with: deno task sample --run ${runDir} --prompt "export function "`);
+  opt.dispose();
+  model.dispose();
+  if (stopRequested) Deno.exitCode = 130; // interrupted (Ctrl-C), checkpoint written
+}
+
+if (import.meta.main) {
+  await runMain("train", async () => {
+    const p = await plan(Deno.args);
+    if (p) await train(p);
+  });
+}
