@@ -14,7 +14,7 @@ import { topk } from "../ops/indexing.ts";
 import { type KimiConfig, makeConfig } from "./config.ts";
 import { Embedding } from "./embedding.ts";
 import { Linear } from "./linear.ts";
-import { LatentCache, MultiHeadLatentAttention } from "./mla.ts";
+import { type LatentCache, MultiHeadLatentAttention } from "./mla.ts";
 import { MLP } from "./mlp.ts";
 import { DeepseekMoE } from "./moe.ts";
 import { deriveSeed, Module, ModuleList } from "./module.ts";
@@ -250,7 +250,7 @@ export class KimiLM extends Module {
     if (!Number.isInteger(k) || k < 1) {
       throw new MoongradError("generate", `topK must be a positive integer, got ${options.topK}`);
     }
-    const [batch, promptLen] = prompt.shape;
+    const batch = prompt.shape[0];
     const rng = mulberry32(options.seed ?? 0);
     const caches = this.newCaches(batch);
     const out: number[][] = Array.from({ length: batch }, () => []);
@@ -301,7 +301,6 @@ export class KimiLM extends Module {
     } finally {
       for (const c of caches) c.dispose();
     }
-    void promptLen;
     return out;
   }
 }
