@@ -9,6 +9,12 @@
  * GPU_MATMUL_CONFIG stages tiles in workgroup memory, CPU_MATMUL_CONFIG reads global memory
  * directly) and which axis of each operand is unit-stride (load order, vec4 fast paths).
  *
+ * The same template has two grouped modes for Mixture-of-Experts (`groupedRowsProduct`,
+ * `groupedInnerProduct`, used by ops/moe.ts): row tiles that each belong to one expert, found
+ * from an offsets buffer, with that expert's weight; or the expert as the batch axis with k
+ * running over the expert's own rows (weight gradients). So grouped products get the same
+ * register tiles and the same GPU/CPU tile data as dense ones.
+ *
  * Backward: dA = dC·Bᵀ and dB = Aᵀ·dC through transposed views, summed over broadcast batch
  * axes; when the gradient's target has no batch axes ([B, T, C] @ [C, D] -> dW) the batch is
  * folded into the inner dimension so the sum happens inside one product.
@@ -109,7 +115,7 @@ function checkConfig(c: MatmulConfig): void {
   }
 }
 
-/** Most batch axes (after merging) the kernel's parameter block holds. */
+/** Most batch axes (after merging) the kernel's parameter block holds (16 + 3·16 words). */
 const MAX_BATCH_RANK = 16;
 
 /** One operand as the kernel sees it: a strided [batch..., rows, cols] view. */
@@ -121,6 +127,23 @@ interface Operand {
   batchStrides: number[];
 }
 
+/**
+ * How a grouped product (Mixture-of-Experts) splits its work by expert, from the i32 [E + 1]
+ * `offsets` (non-decreasing, from 0):
+ * - "rows": rows offsets[e]..offsets[e+1]−1 of A and C belong to expert e, whose B is read at
+ *   `bExpertStride`·e. Row tiles never straddle two experts (the grid holds an upper bound on
+ *   the tiles of all groups, ceil(M / BM) + E; each workgroup finds its expert and its first
+ *   row from the offsets, and workgroups past the last tile exit).
+ * - "inner": the batch axis is the expert; expert e sums k over offsets[e]..offsets[e+1]−1
+ *   only (a weight gradient Σ_r P[r]ᵀ Q[r] per group; an empty group gives zeros).
+ */
+interface Grouping {
+  mode: "rows" | "inner";
+  offsets: Tensor;
+  experts: number;
+  bExpertStride: number;
+}
+
 /** A fully resolved product: C[batch, M, N] = A[batch, M, K] · B[batch, K, N]. */
 interface Problem {
   M: number;
@@ -129,7 +152,10 @@ interface Problem {
   batch: number[];
   a: Operand;
   b: Operand;
+  group?: Grouping;
 }
+
+type GroupMode = "none" | Grouping["mode"];
 
 function wgslStore(dtype: DType): string {
   return dtype === "f16" ? "f16" : "f32";
@@ -153,8 +179,14 @@ interface Variant {
 
 const XYZW = "xyzw";
 
-/** Generates the tiled kernel for a dtype, a tile config and the operand layout variant. */
-function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant): Kernel {
+/** First word of the batch dims in the parameter block (13 expert count, 14 B expert stride). */
+const BATCH_WORD = 16;
+
+/**
+ * Generates the tiled kernel for a dtype, a tile config, the operand layout variant and the
+ * grouping mode (see `Grouping`).
+ */
+function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant, gm: GroupMode = "none"): Kernel {
   const T = wgslStore(dtype);
   const BM = c.wgY * c.tm;
   const BN = c.wgX * c.tn;
@@ -163,8 +195,14 @@ function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant): Kernel {
   const cols = [...Array(c.tn).keys()];
   const lines: string[] = [];
   const emit = (s: string) => lines.push(s);
+  let groupPrelude = "";
   // Parameters: 0 M, 1 N, 2 K, 3 tilesN, 4 tilesM, 5 groups, 6 batch rank, 7 offA, 8 offB,
-  // 9 sAm, 10 sAk, 11 sBk, 12 sBn, then dims[r], A batch strides[r], B batch strides[r].
+  // 9 sAm, 10 sAk, 11 sBk, 12 sBn, 13 experts, 14 B expert stride, then from BATCH_WORD
+  // dims[r], A batch strides[r], B batch strides[r].
+  // Row bound, and the k range, of this workgroup (grouped modes read them from `off`).
+  const Mb = gm === "rows" ? "gi.z" : "M";
+  const [kLo, kHi] = gm === "inner" ? ["kr.x", "kr.y"] : ["0u", "K"];
+  const BW = BATCH_WORD;
   emit(`let wg = wid.y * nwg.x + wid.x;
   if (wg >= prm(5u)) { return; }
   let M = prm(0u); let N = prm(1u); let K = prm(2u);
@@ -177,17 +215,48 @@ function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant): Kernel {
   var offB = prm(8u);
   var rem = bi;
   for (var d = i32(rank) - 1; d >= 0; d--) {
-    let dim = prm(13u + u32(d));
+    let dim = prm(${BW}u + u32(d));
     let co = rem % dim;
     rem /= dim;
-    offA += co * prm(13u + rank + u32(d));
-    offB += co * prm(13u + 2u * rank + u32(d));
+    offA += co * prm(${BW}u + rank + u32(d));
+    offB += co * prm(${BW}u + 2u * rank + u32(d));
   }
   let sAm = prm(9u); let sAk = prm(10u); let sBk = prm(11u); let sBn = prm(12u);
-  let m0 = tm0 * ${BM}u;
+  var m0 = tm0 * ${BM}u;
   let n0 = tn0 * ${BN}u;
   let tx = ${c.wgX === 1 ? "0u" : `lidx % ${c.wgX}u`};
   let ty = ${c.wgY === 1 ? "0u" : `lidx / ${c.wgX}u`};`);
+  if (gm !== "none") {
+    // With workgroup memory the bounds must be provably uniform (barriers follow).
+    const [fn, varDecl] = gm === "rows"
+      ? ["find_tile(rest)", "var<workgroup> mm_grp: vec4<u32>;"]
+      : ["vec2<u32>(off[bi], off[bi + 1u])", "var<workgroup> mm_grp: vec2<u32>;"];
+    const name = gm === "rows" ? "gi" : "kr";
+    if (c.shared) {
+      emit(`  if (lidx == 0u) { mm_grp = ${fn}; }
+  let ${name} = workgroupUniformLoad(&mm_grp);`);
+    } else emit(`  let ${name} = ${fn};`);
+    groupPrelude = varDecl;
+    if (gm === "rows") {
+      emit(`  if (gi.w == 0u) { return; }
+  m0 = gi.y;
+  offB += gi.x * prm(14u);`);
+      groupPrelude += `
+// Row tile t of the concatenated per-expert tile lists: (expert, first row, end row, found).
+fn find_tile(t: u32) -> vec4<u32> {
+  var acc = 0u;
+  var res = vec4<u32>(0u);
+  for (var i = 0u; i < prm(13u); i++) {
+    let lo = off[i];
+    let hi = off[i + 1u];
+    let nt = (hi - lo + ${BM - 1}u) / ${BM}u;
+    if (res.w == 0u && t < acc + nt) { res = vec4<u32>(i, lo + (t - acc) * ${BM}u, hi, 1u); }
+    acc += nt;
+  }
+  return res;
+}`;
+    }
+  }
   // Accumulators: vec4 groups of four columns when columns are blocked per thread.
   const accVec = c.shared ? c.vec4 : v.bVec;
   const rowBlocked = c.shared ? c.vec4 : v.aMVec;
@@ -205,7 +274,7 @@ function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant): Kernel {
     // Tiles are stored k-major: As[kk * BM + r], Bs[kk * BN + col] (as vec4 when `vec4`).
     const store = (arr: string, idx: string, val: string) =>
       c.vec4 ? `${arr}[(${idx}) / 4u][(${idx}) % 4u] = ${val};` : `${arr}[${idx}] = ${val};`;
-    emit(`  for (var k0 = 0u; k0 < K; k0 += ${c.bk}u) {`);
+    emit(`  for (var k0 = ${kLo}; k0 < ${kHi}; k0 += ${c.bk}u) {`);
     for (let l = 0; l < loadsA; l++) {
       const e = `lidx + ${l * NT}u`;
       const [r, kk] = v.aKUnit
@@ -214,9 +283,9 @@ function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant): Kernel {
       const guard = (l + 1) * NT > BM * c.bk ? `if (${e} < ${BM * c.bk}u) ` : "";
       emit(`    ${guard}{
       let r = ${r}; let kk = ${kk};
-      let gm = min(m0 + r, M - 1u); let gk = k0 + kk;
-      let v = f32(A[offA + gm * sAm + min(gk, K - 1u) * sAk]);
-      ${store("As", `kk * ${BM}u + r`, "select(0.0, v, gk < K)")}
+      let gm = min(m0 + r, ${Mb} - 1u); let gk = k0 + kk;
+      let v = f32(A[offA + gm * sAm + min(gk, ${kHi} - 1u) * sAk]);
+      ${store("As", `kk * ${BM}u + r`, `select(0.0, v, gk < ${kHi})`)}
     }`);
     }
     for (let l = 0; l < loadsB; l++) {
@@ -228,8 +297,8 @@ function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant): Kernel {
       emit(`    ${guard}{
       let kk = ${kk}; let col = ${col};
       let gn = min(n0 + col, N - 1u); let gk = k0 + kk;
-      let v = f32(B[offB + min(gk, K - 1u) * sBk + gn * sBn]);
-      ${store("Bs", `kk * ${BN}u + col`, "select(0.0, v, gk < K)")}
+      let v = f32(B[offB + min(gk, ${kHi} - 1u) * sBk + gn * sBn]);
+      ${store("Bs", `kk * ${BN}u + col`, `select(0.0, v, gk < ${kHi})`)}
     }`);
     }
     emit(`    workgroupBarrier();
@@ -265,12 +334,12 @@ function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant): Kernel {
     if (v.aMVec) {
       emit("  let sAk4 = sAk / 4u;");
       for (const g of rowGroups) {
-        emit(`  let pa${g} = (offA + min(m0 + ty * ${c.tm}u + ${4 * g}u, M - 4u)) / 4u;`);
+        emit(`  let pa${g} = (offA + min(m0 + ty * ${c.tm}u + ${4 * g}u, ${Mb} - 4u)) / 4u;`);
       }
     } else {
       const q = v.aVec ? " / 4u" : "";
       for (const i of rows) {
-        emit(`  let pa${i} = (offA + min(m0 + ${rowOf(i)}, M - 1u) * sAm)${q};`);
+        emit(`  let pa${i} = (offA + min(m0 + ${rowOf(i)}, ${Mb} - 1u) * sAm)${q};`);
       }
     }
     if (v.bVec) {
@@ -284,7 +353,7 @@ function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant): Kernel {
         emit(`  let pb${j} = (offB + min(n0 + ${colOf(j)}, N - 1u) * sBn)${q};`);
       }
     }
-    emit(`  for (var k = 0u; k < K; k += ${kStep}u) {`);
+    emit(`  for (var k = ${kLo}; k < ${kHi}; k += ${kStep}u) {`);
     if (v.aVec) { for (const i of rows) emit(`    let av${i} = vec4<f32>(A[pa${i} + k / 4u]);`); }
     if (v.bKVec) { for (const j of cols) emit(`    let bv${j} = vec4<f32>(B[pb${j} + k / 4u]);`); }
     for (let kk = 0; kk < kStep; kk++) {
@@ -318,7 +387,7 @@ function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant): Kernel {
   emit(`  let cbase = bi * M * N;`);
   for (const i of rows) {
     emit(`  { let gm = m0 + ${rowOf(i)};
-    if (gm < M) {`);
+    if (gm < ${Mb}) {`);
     for (const j of cols) {
       emit(`      { let gn = n0 + ${colOf(j)};
         if (gn < N) { C[cbase + gm * N + gn] = ${T}(${acc(i, j)}); } }`);
@@ -326,17 +395,20 @@ function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant): Kernel {
     emit(`    } }`);
   }
   const el = c.vec4 ? "vec4<f32>" : "f32";
-  const prelude = c.shared
+  const prelude = (c.shared
     ? `var<workgroup> As: array<${el}, ${(BM * c.bk) / (c.vec4 ? 4 : 1)}>;
-var<workgroup> Bs: array<${el}, ${(BN * c.bk) / (c.vec4 ? 4 : 1)}>;`
-    : "";
+var<workgroup> Bs: array<${el}, ${(BN * c.bk) / (c.vec4 ? 4 : 1)}>;
+`
+    : "") + groupPrelude;
+  const bindings = [
+    { name: "A", type: v.aVec || v.aMVec ? `vec4<${T}>` : T, access: "read" as const },
+    { name: "B", type: v.bVec || v.bKVec ? `vec4<${T}>` : T, access: "read" as const },
+    { name: "C", type: T, access: "read_write" as const },
+  ];
+  if (gm !== "none") bindings.push({ name: "off", type: "u32", access: "read" });
   return kernel({
-    name: "matmul",
-    bindings: [
-      { name: "A", type: v.aVec || v.aMVec ? `vec4<${T}>` : T, access: "read" },
-      { name: "B", type: v.bVec || v.bKVec ? `vec4<${T}>` : T, access: "read" },
-      { name: "C", type: T, access: "read_write" },
-    ],
+    name: gm === "none" ? "matmul" : `matmul_grouped_${gm}`,
+    bindings,
     workgroupSize: [NT],
     prelude,
     body: lines.join("\n"),
@@ -392,19 +464,23 @@ function variant(p: Problem, c: MatmulConfig): Variant {
   const aligned = (...xs: number[]) => xs.every((x) => x % 4 === 0);
   const direct = !c.shared && c.vec4;
   const { a, b } = p;
-  const aVec = direct && a.colStride === 1 &&
+  // Grouped rows start anywhere (no vec4 along m); grouped k ranges too (no vec4 along k).
+  const mVecOk = p.group?.mode !== "rows";
+  const kVecOk = p.group?.mode !== "inner";
+  const bExtra = p.group ? [p.group.bExpertStride] : [];
+  const aVec = direct && kVecOk && a.colStride === 1 &&
     aligned(p.K, a.offset, a.rowStride, ...a.batchStrides);
   const bVec = direct && c.tn % 4 === 0 && b.colStride === 1 &&
-    aligned(p.N, b.offset, b.rowStride, ...b.batchStrides);
+    aligned(p.N, b.offset, b.rowStride, ...b.batchStrides, ...bExtra);
   return {
     aKUnit: a.colStride === 1 || p.M === 1,
     bNUnit: b.colStride === 1 || p.K === 1,
     aVec,
     bVec,
-    aMVec: direct && !aVec && c.tm % 4 === 0 && a.rowStride === 1 &&
+    aMVec: direct && mVecOk && !aVec && c.tm % 4 === 0 && a.rowStride === 1 &&
       aligned(p.M, a.offset, a.colStride, ...a.batchStrides),
-    bKVec: direct && !bVec && b.rowStride === 1 &&
-      aligned(p.K, b.offset, b.colStride, ...b.batchStrides),
+    bKVec: direct && kVecOk && !bVec && b.rowStride === 1 &&
+      aligned(p.K, b.offset, b.colStride, ...b.batchStrides, ...bExtra),
   };
 }
 
@@ -415,6 +491,18 @@ function variant(p: Problem, c: MatmulConfig): Variant {
  */
 function configFor(p: Problem): MatmulConfig {
   const c = matmulConfig();
+  if (p.group) return c;
+  if (!c.shared) {
+    // Direct tiles wider than the product (router logits, narrow heads) waste whole register
+    // tiles: narrow the column tile (tn down to 4, then fewer, taller thread columns).
+    while (c.wgX * c.tn >= 2 * p.N && p.N > 4) {
+      if (c.tn > 4 && c.tn % 8 === 0) c.tn /= 2;
+      else if (c.wgX > 1 && c.wgX % 2 === 0) {
+        c.wgX /= 2;
+        c.wgY *= 2;
+      } else break;
+    }
+  }
   if (p.M <= 4 && p.M < c.wgY * c.tm && p.N > 4) {
     return { wgX: 64, wgY: 1, tm: p.M === 1 ? 1 : 4, tn: 4, bk: 8, shared: false, vec4: true };
   }
@@ -428,15 +516,17 @@ function configFor(p: Problem): MatmulConfig {
 function launch(p: Problem, ta: Tensor, tb: Tensor, outShape: number[]): Tensor {
   const dtype = ta.dtype;
   const out = Tensor.empty(outShape, dtype);
-  const nBatch = p.batch.reduce((x, y) => x * y, 1);
+  const g = p.group;
+  const nBatch = g?.mode === "inner" ? g.experts : p.batch.reduce((x, y) => x * y, 1);
   if (p.M === 0 || p.N === 0 || nBatch === 0) return out;
   const c = configFor(p);
   const BM = c.wgY * c.tm;
   const BN = c.wgX * c.tn;
-  const tilesM = Math.ceil(p.M / BM);
+  // Grouped rows: an upper bound on Σ_e ceil(rows_e / BM).
+  const tilesM = Math.ceil(p.M / BM) + (g?.mode === "rows" ? g.experts : 0);
   const tilesN = Math.ceil(p.N / BN);
   const groups = tilesM * tilesN * nBatch;
-  const k = matmulKernel(dtype, c, variant(p, c));
+  const k = matmulKernel(dtype, c, variant(p, c), g?.mode ?? "none");
   const params = new Params().u(
     p.M,
     p.N,
@@ -451,11 +541,14 @@ function launch(p: Problem, ta: Tensor, tb: Tensor, outShape: number[]): Tensor 
     p.a.colStride,
     p.b.rowStride,
     p.b.colStride,
+    g?.experts ?? 0,
+    g?.bExpertStride ?? 0,
+    0,
     ...p.batch,
     ...p.a.batchStrides,
     ...p.b.batchStrides,
   );
-  const bufs = [ta, tb, out].map((t) => t.storage("matmul").buf);
+  const bufs = [ta, tb, out, ...(g ? [g.offsets] : [])].map((t) => t.storage("matmul").buf);
   dispatch(k, bufs, params.words, grid1d(groups, 1));
   return out;
 }
@@ -715,4 +808,61 @@ function contiguousOf(shape: readonly number[]): number[] {
     acc *= shape[i];
   }
   return s;
+}
+
+/**
+ * Grouped product for ops/moe.ts: C[r, j] = Σ_i a[r, i] · W_e[i, j] for every row r of expert
+ * e's group (rows offsets[e]..offsets[e+1]−1), where W_e is w[e] ([E, d1, d2], any strides)
+ * transposed when `transposeW` (a Linear layer's [out, in] weight), as is otherwise. `a` f32
+ * [M, K] is read through its strides; `offsets` i32 [E + 1] must be contiguous from element 0
+ * and hold non-decreasing row offsets ending at M. Returns a new contiguous [M, N]. Uses the
+ * matmul tile configuration; not recorded for autograd (the caller records).
+ */
+export function groupedRowsProduct(
+  a: Tensor,
+  w: Tensor,
+  offsets: Tensor,
+  transposeW: boolean,
+): Tensor {
+  const [M, K] = a.shape;
+  const [E, d1, d2] = w.shape;
+  const [sE, s1, s2] = w.strides;
+  const N = transposeW ? d1 : d2;
+  const p: Problem = {
+    M,
+    N,
+    K,
+    batch: [],
+    a: { offset: a.offset, rowStride: a.strides[0], colStride: a.strides[1], batchStrides: [] },
+    b: {
+      offset: w.offset,
+      rowStride: transposeW ? s2 : s1,
+      colStride: transposeW ? s1 : s2,
+      batchStrides: [],
+    },
+    group: { mode: "rows", offsets, experts: E, bExpertStride: sE },
+  };
+  return launch(p, a, w, [M, N]);
+}
+
+/**
+ * Grouped weight gradient for ops/moe.ts: out[e] = Σ over the rows r of group e (rows
+ * offsets[e]..offsets[e+1]−1) of p[r]ᵀ q[r], `p` f32 [M, A], `q` f32 [M, B] (any strides) →
+ * new contiguous [E, A, B], zeros for an empty group. `offsets` i32 [E + 1] contiguous from
+ * element 0. Deterministic (each output sums its group's rows in order). Not recorded.
+ */
+export function groupedInnerProduct(p: Tensor, q: Tensor, offsets: Tensor): Tensor {
+  const E = offsets.shape[0] - 1;
+  const [M, A] = p.shape;
+  const B = q.shape[1];
+  const prob: Problem = {
+    M: A,
+    N: B,
+    K: M,
+    batch: [],
+    a: { offset: p.offset, rowStride: p.strides[1], colStride: p.strides[0], batchStrides: [] },
+    b: { offset: q.offset, rowStride: q.strides[0], colStride: q.strides[1], batchStrides: [] },
+    group: { mode: "inner", offsets, experts: E, bExpertStride: 0 },
+  };
+  return launch(prob, p, q, [E, A, B]);
 }

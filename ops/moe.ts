@@ -13,10 +13,13 @@
  * - `moeDispatch` / `moeCombine`: gather the token rows in sorted order, and the weighted
  *   gather-and-sum back to tokens through `inv` (no atomics, fixed summation order).
  * - `groupedMatmul`: y_r = a_r · W_eᵀ for every row r of expert e's group, all experts in one
- *   launch. The grid is sized from the row count on the host (ceil(M/16) + E tiles, an upper
- *   bound on the tiles the groups need); each workgroup finds its expert from the offsets and
- *   masks rows past its group's end. Backward: dA by the same kernel with W untransposed, dW
- *   by `groupedWeightGrad` (one launch, a workgroup per output tile per expert).
+ *   launch of the matmul kernel template in its grouped-rows mode (ops/matmul.ts: the same
+ *   register tiles and GPU/CPU tile configurations as dense matmul). The grid is sized from
+ *   the row count on the host (ceil(M/BM) + E row tiles, an upper bound on the tiles the
+ *   groups need); each workgroup finds its expert from the offsets and masks rows past its
+ *   group's end. Backward: dA by the same kernel with W untransposed, dW by
+ *   `groupedWeightGrad` (the template's grouped-inner mode: one launch, the expert as the
+ *   batch axis, k running over the expert's own rows).
  * - `moeBiasUpdate`: aux-loss-free balancing, bias_e += γ·sign(mean load − load_e), in place.
  * - `moeSequenceFraction`: the f_i of the sequence-wise auxiliary loss.
  *
@@ -30,12 +33,11 @@ import { Tensor } from "../core/tensor.ts";
 import { fillInPlace } from "./copy.ts";
 import { contiguous } from "./elementwise.ts";
 import { grid1d, linearId } from "./grid.ts";
+import { groupedInnerProduct, groupedRowsProduct } from "./matmul.ts";
 
 const WG = 256;
 /** Pairs per block of the counting sort (one workgroup each in the placement pass). */
 const BLOCK = 256;
-/** Row/column tile of the grouped matmul kernels. */
-const TILE = 16;
 
 /** The dispatch plan of one routing: pairs grouped by expert. Dispose with `disposePlan`. */
 export interface MoePlan {
@@ -610,97 +612,6 @@ function combineBackwardWeights(g: Tensor, ys: Tensor, inv: Tensor, k: number): 
 
 // ---- grouped matmul -------------------------------------------------------------------------
 
-const FIND_GROUP = `
-var<workgroup> wg_info: vec4<u32>;
-// Tile t of the concatenated per-group tile lists: (expert, first row, end row, found).
-fn find_group(t: u32, ne: u32) -> vec4<u32> {
-  var acc = 0u;
-  var res = vec4<u32>(0u, 0u, 0u, 0u);
-  for (var i = 0u; i < ne; i++) {
-    let lo = off[i];
-    let hi = off[i + 1u];
-    let nt = (hi - lo + ${TILE - 1}u) / ${TILE}u;
-    if (res.w == 0u && t < acc + nt) {
-      res = vec4<u32>(i, lo + (t - acc) * ${TILE}u, hi, 1u);
-    }
-    acc += nt;
-  }
-  return res;
-}`;
-
-/**
- * C[r, j] = Σ_i A[r, i] · B[e(r), i, j] with B read through strides (sbe, sbi, sbj): the raw
- * grouped product behind `groupedMatmul` and its input gradient.
- */
-function groupedProduct(
-  a: Tensor,
-  w: Tensor,
-  offsets: Tensor,
-  transposeW: boolean,
-  op: string,
-): Tensor {
-  const [m, kd] = a.shape;
-  const [e, d1, d2] = w.shape;
-  const nOut = transposeW ? d1 : d2;
-  const out = Tensor.empty([m, nOut], "f32");
-  if (m === 0 || nOut === 0) return out;
-  const ad = dense(a);
-  const [sbe, s1, s2] = w.strides;
-  const sbi = transposeW ? s2 : s1;
-  const sbj = transposeW ? s1 : s2;
-  const kern = kernel({
-    name: "moe_grouped_mm",
-    bindings: [
-      { name: "A", type: "f32", access: "read" },
-      { name: "B", type: "f32", access: "read" },
-      { name: "off", type: "u32", access: "read" },
-      { name: "C", type: "f32", access: "read_write" },
-    ],
-    workgroupSize: [TILE, TILE],
-    prelude: `${FIND_GROUP}
-var<workgroup> ta: array<f32, ${TILE * TILE}>;
-var<workgroup> tb: array<f32, ${TILE * TILE}>;`,
-    body: `
-  let kd = prm(0u);
-  let nn = prm(1u);
-  let ne = prm(2u);
-  if (lidx == 0u) { wg_info = find_group(wid.x + wid.z * nwg.x, ne); }
-  let info = workgroupUniformLoad(&wg_info);
-  if (info.w == 0u) { return; }
-  let row = info.y + lid.y;
-  let col = wid.y * ${TILE}u + lid.x;
-  let vrow = row < info.z;
-  let bbase = prm(4u) + info.x * prm(5u);
-  var acc = 0.0;
-  for (var k0 = 0u; k0 < kd; k0 += ${TILE}u) {
-    var av = 0.0;
-    if (vrow && k0 + lid.x < kd) { av = A[prm(3u) + row * kd + k0 + lid.x]; }
-    ta[lid.y * ${TILE}u + lid.x] = av;
-    var bv = 0.0;
-    if (col < nn && k0 + lid.y < kd) { bv = B[bbase + (k0 + lid.y) * prm(6u) + col * prm(7u)]; }
-    tb[lid.y * ${TILE}u + lid.x] = bv;
-    workgroupBarrier();
-    for (var q = 0u; q < ${TILE}u; q++) {
-      acc += ta[lid.y * ${TILE}u + q] * tb[q * ${TILE}u + lid.x];
-    }
-    workgroupBarrier();
-  }
-  if (vrow && col < nn) { C[row * nn + col] = acc; }`,
-  });
-  const tiles = Math.ceil(m / TILE) + e;
-  const gz = Math.ceil(tiles / 65535);
-  const gx = Math.ceil(tiles / gz);
-  const p = new Params().u(kd, nOut, e, ad.t.offset, w.offset, sbe, sbi, sbj);
-  dispatch(
-    kern,
-    [buf(ad.t, op), buf(w, op), buf(offsets, op), buf(out, op)],
-    p.words,
-    [gx, Math.ceil(nOut / TILE), gz],
-  );
-  ad.done();
-  return out;
-}
-
 /**
  * dW[e] = Σ over the rows r of group e of P[r]ᵀ Q[r]: P f32 [M, A], Q f32 [M, B] → f32
  * [E, A, B] (zeros for an empty group). One launch: a workgroup per 16×16 output tile per
@@ -721,63 +632,8 @@ export function groupedWeightGrad(p: Tensor, q: Tensor, offsets: Tensor): Tensor
   if (e < 1 || e > 65535) {
     throw new MoongradError(op, `offsets must hold E + 1 entries with 1 <= E <= 65535`);
   }
-  const [, ma] = p.shape;
-  const nb = q.shape[1];
-  const out = Tensor.empty([e, ma, nb], "f32");
-  if (ma === 0 || nb === 0) return out;
   const off = zeroOffset(offsets);
-  const pd = dense(p);
-  const qd = dense(q);
-  const kern = kernel({
-    name: "moe_grouped_wgrad",
-    bindings: [
-      { name: "P", type: "f32", access: "read" },
-      { name: "Q", type: "f32", access: "read" },
-      { name: "off", type: "u32", access: "read" },
-      { name: "C", type: "f32", access: "read_write" },
-    ],
-    workgroupSize: [TILE, TILE],
-    prelude: `
-var<workgroup> wg_rng: vec2<u32>;
-var<workgroup> tp: array<f32, ${TILE * TILE}>;
-var<workgroup> tq: array<f32, ${TILE * TILE}>;`,
-    body: `
-  let ma = prm(0u);
-  let nb = prm(1u);
-  let ex = wid.z;
-  if (lidx == 0u) { wg_rng = vec2<u32>(off[ex], off[ex + 1u]); }
-  let rng = workgroupUniformLoad(&wg_rng);
-  let i = wid.y * ${TILE}u + lid.y;
-  let j = wid.x * ${TILE}u + lid.x;
-  var acc = 0.0;
-  for (var r0 = rng.x; r0 < rng.y; r0 += ${TILE}u) {
-    // tp[r][i'] = P[r0 + r, wid.y*T + i'], tq[r][j'] = Q[r0 + r, wid.x*T + j']
-    let r = r0 + lid.y;
-    let pc = wid.y * ${TILE}u + lid.x;
-    var pv = 0.0;
-    var qv = 0.0;
-    if (r < rng.y) {
-      if (pc < ma) { pv = P[prm(2u) + r * ma + pc]; }
-      if (j < nb) { qv = Q[prm(3u) + r * nb + j]; }
-    }
-    tp[lid.y * ${TILE}u + lid.x] = pv;
-    tq[lid.y * ${TILE}u + lid.x] = qv;
-    workgroupBarrier();
-    for (var q = 0u; q < ${TILE}u; q++) {
-      acc += tp[q * ${TILE}u + lid.y] * tq[q * ${TILE}u + lid.x];
-    }
-    workgroupBarrier();
-  }
-  if (i < ma && j < nb) { C[(ex * ma + i) * nb + j] = acc; }`,
-  });
-  dispatch(
-    kern,
-    [buf(pd.t, op), buf(qd.t, op), buf(off, op), buf(out, op)],
-    new Params().u(ma, nb, pd.t.offset, qd.t.offset).words,
-    [Math.ceil(nb / TILE), Math.ceil(ma / TILE), e],
-  );
-  pd.done();
-  qd.done();
+  const out = groupedInnerProduct(p, q, off);
   if (off !== offsets) off.dispose();
   return out;
 }
@@ -813,9 +669,9 @@ export function groupedMatmul(a: Tensor, w: Tensor, offsets: Tensor): Tensor {
     );
   }
   const off = zeroOffset(offsets);
-  const out = groupedProduct(a, w, off, true, op);
+  const out = groupedRowsProduct(a, w, off, true);
   record(out, op, [a, w], (g, needs, [av, wv, ov]) => {
-    const ga = needs[0] ? groupedProduct(g, wv, ov, false, `${op}.backward`) : null;
+    const ga = needs[0] ? groupedRowsProduct(g, wv, ov, false) : null;
     const gw = needs[1] ? groupedWeightGrad(g, av, ov) : null;
     return [ga, gw];
   }, [a, w, off]);
