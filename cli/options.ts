@@ -23,7 +23,7 @@ export const SCHEDULES = ["cosine", "wsd", "constant"] as const;
 /** Defaults of a no-flag run (chosen by measurement on a 2-core CPU adapter). */
 export const DEFAULTS = {
   preset: "tiny",
-  steps: 24,
+  steps: 48,
   batch: 4,
   seqLen: 64,
   optimizer: "muonclip" as (typeof OPTIMIZERS)[number],
@@ -31,11 +31,11 @@ export const DEFAULTS = {
   tau: 100,
   weightDecay: 0.1,
   schedule: "cosine" as (typeof SCHEDULES)[number],
-  warmup: 3,
+  warmup: 4,
   seed: 1,
-  evalEvery: 6,
+  evalEvery: 8,
   evalBatches: 4,
-  checkpointEvery: 12,
+  checkpointEvery: 16,
   routerGamma: 0.01,
 };
 

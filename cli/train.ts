@@ -29,7 +29,6 @@ import {
   splitCorpus,
   validationBatches,
 } from "./data.ts";
-import { useDeterministicEmbedding } from "./determinism.ts";
 import { CliError, runMain } from "./errors.ts";
 import {
   appendMetrics,
@@ -174,7 +173,6 @@ async function train(p: RunPlan): Promise<void> {
   const gpu = await mg.init();
   const config = makeConfig(s.preset as "tiny");
   const model = new KimiLM(config, { seed: s.seed });
-  useDeterministicEmbedding(model); // bit-reproducible runs (see cli/determinism.ts)
   const opt = makeOptimizer(model, s);
   const sampler = new BatchSampler(corpus.train, s.batch, s.seqLen, s.seed);
   const valBatches = validationBatches(corpus.val, s.batch, s.seqLen, c.evalBatches);

@@ -9,11 +9,13 @@
  *   gather, embedding) produce 0 for it, and writes (scatterAdd, indexAdd) drop its
  *   contribution. Gradients follow the same rule (no gradient through an invalid index).
  *
- * Two kernels do all the work: a strided gather (one thread per output element) and a
- * scatter-add (one thread per source element) that adds into a contiguous accumulator with
- * atomics. WebGPU has no float atomics, so f32 addition is an atomic compare-exchange loop
- * on the u32 bit pattern: repeated indices are summed exactly once each, but the order of
- * the additions (hence the last bits of a sum of 3 or more terms) is not deterministic.
+ * Reads use a strided gather (one thread per output element). `indexAdd` and the backward of
+ * `indexSelect` / `embedding` are deterministic (ops/index_add_sorted.ts: rows grouped by
+ * target with a counting sort, summed in index order), so training runs repeat bit for bit.
+ * `scatterAdd` (and so the backward of `gather`) adds with atomics into a contiguous
+ * accumulator: WebGPU has no float atomics, so f32 addition is an atomic compare-exchange
+ * loop on the u32 bit pattern; repeated indices are summed exactly once each, but the order
+ * of the additions (the last bits of a sum of 3 or more terms) is not deterministic.
  * i32 uses `atomicAdd`; f16 accumulates in f32 and is rounded once at the end.
  * Index tensors and sources may be any strided views; no copies are made for them.
  */
@@ -28,6 +30,7 @@ import { grid1d, linearId } from "./grid.ts";
 import { cast, contiguous } from "./elementwise.ts";
 import { copyInto, fillInPlace } from "./copy.ts";
 import { reshape } from "./layout.ts";
+import { indexAddSorted } from "./index_add_sorted.ts";
 
 const WG = 256;
 /** Highest rank the index kernels accept (their shapes and strides travel as parameters). */
@@ -274,10 +277,7 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
   spread.dispose();
   return record(out, op, [x, index], (g, needs, [index]) => {
     if (!needs[0]) return [null, null];
-    const gi = spreadIndex(index, g.shape, ax);
-    const dx = scatterInto(op, null, x.shape, x.dtype, ax, gi, g);
-    gi.dispose();
-    return [dx, null];
+    return [indexAddSorted(null, x.shape, x.dtype, ax, index, g), null];
   }, [index]);
 }
 
@@ -412,9 +412,7 @@ export function indexAdd(x: Tensor, axis: number, index: Tensor, src: Tensor): T
       } with index length ${index.shape[0]} on axis ${ax})`,
     );
   }
-  const spread = spreadIndex(index, want, ax);
-  const out = scatterInto(op, x, x.shape, x.dtype, ax, spread, src);
-  spread.dispose();
+  const out = indexAddSorted(x, x.shape, x.dtype, ax, index, src);
   return record(out, op, [x, index, src], (g, needs, [index]) => {
     let dsrc: Tensor | null = null;
     if (needs[2]) {

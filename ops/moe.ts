@@ -30,14 +30,12 @@ import { fmtShape, MoongradError } from "../core/errors.ts";
 import { kernel, Params } from "../core/kernel.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
-import { fillInPlace } from "./copy.ts";
 import { contiguous } from "./elementwise.ts";
 import { grid1d, linearId } from "./grid.ts";
 import { groupedInnerProduct, groupedRowsProduct } from "./matmul.ts";
+import { bucketSort } from "./bucket_sort.ts";
 
 const WG = 256;
-/** Pairs per block of the counting sort (one workgroup each in the placement pass). */
-const BLOCK = 256;
 
 /** The dispatch plan of one routing: pairs grouped by expert. Dispose with `disposePlan`. */
 export interface MoePlan {
@@ -259,134 +257,14 @@ function routeBackward(
 // ---- the counting sort ---------------------------------------------------------------------
 
 /**
- * Groups the N·K (token, slot) pairs of `indices` i32 [N, K] by expert with a stable counting
- * sort on the GPU (see the file comment). Expert ids must lie in 0..numExperts−1 (pairs with
+ * Groups the N·K (token, slot) pairs of `indices` i32 [N, K] by expert with the stable
+ * counting sort of ops/bucket_sort.ts. Expert ids must lie in 0..numExperts−1 (pairs with
  * other ids are dropped from the counts; `moeRoute` never produces them). Not differentiable.
  */
 export function moePlan(indices: Tensor, numExperts: number): MoePlan {
-  const op = "moePlan";
-  checkT(op, indices, "indices", "i32", 2);
-  if (!Number.isInteger(numExperts) || numExperts < 1) {
-    throw new MoongradError(op, `numExperts must be a positive integer, got ${numExperts}`);
-  }
+  checkT("moePlan", indices, "indices", "i32", 2);
   const [n, k] = indices.shape;
-  const e = numExperts;
-  const pairs = n * k;
-  const nb = Math.max(1, Math.ceil(pairs / BLOCK));
-  const counts = Tensor.empty([e], "i32");
-  const offsets = Tensor.empty([e + 1], "i32");
-  const perm = Tensor.empty([pairs], "i32");
-  const inv = Tensor.empty([pairs], "i32");
-  const blocks = Tensor.empty([nb * e], "i32");
-  fillInPlace(blocks, 0);
-  const ix = dense(indices);
-  const hist = kernel({
-    name: "moe_block_hist",
-    bindings: [
-      { name: "idx", type: "i32", access: "read" },
-      { name: "bc", type: "atomic<u32>", access: "read_write" },
-    ],
-    workgroupSize: [WG],
-    body: `
-  let p = ${linearId(WG)};
-  if (p >= prm(0u)) { return; }
-  let e = prm(1u);
-  let x = idx[prm(2u) + p];
-  if (x < 0 || u32(x) >= e) { return; }
-  atomicAdd(&bc[(p / ${BLOCK}u) * e + u32(x)], 1u);`,
-  });
-  launch1d(hist, [ix.t, blocks], new Params().u(pairs, e, ix.t.offset), pairs, op);
-  const scan = kernel({
-    name: "moe_scan",
-    bindings: [
-      { name: "bc", type: "u32", access: "read_write" },
-      { name: "counts", type: "i32", access: "read_write" },
-      { name: "offsets", type: "u32", access: "read_write" },
-    ],
-    workgroupSize: [WG],
-    prelude: `var<workgroup> sh: array<u32, ${WG}>;`,
-    body: `
-  let e = prm(0u);
-  let nb = prm(1u);
-  var carry = 0u;
-  for (var c = 0u; c < e; c += ${WG}u) {
-    let x = c + lidx;
-    var tot = 0u;
-    if (x < e) {
-      for (var b = 0u; b < nb; b++) { tot += bc[b * e + x]; }
-    }
-    sh[lidx] = tot;
-    workgroupBarrier();
-    for (var o = 1u; o < ${WG}u; o <<= 1u) {
-      var v = 0u;
-      if (lidx >= o) { v = sh[lidx - o]; }
-      workgroupBarrier();
-      sh[lidx] += v;
-      workgroupBarrier();
-    }
-    let incl = sh[lidx];
-    let chunk = sh[${WG - 1}u];
-    workgroupBarrier();
-    if (x < e) {
-      let off = carry + incl - tot;
-      counts[x] = i32(tot);
-      offsets[x] = off;
-      var run = off;
-      for (var b = 0u; b < nb; b++) {
-        let cnt = bc[b * e + x];
-        bc[b * e + x] = run;
-        run += cnt;
-      }
-    }
-    carry += chunk;
-  }
-  if (lidx == 0u) { offsets[e] = carry; }`,
-  });
-  dispatch(
-    scan,
-    [buf(blocks, op), buf(counts, op), buf(offsets, op)],
-    new Params().u(e, nb).words,
-    [1],
-  );
-  if (pairs > 0) {
-    const place = kernel({
-      name: "moe_place",
-      bindings: [
-        { name: "idx", type: "i32", access: "read" },
-        { name: "base", type: "u32", access: "read" },
-        { name: "perm", type: "i32", access: "read_write" },
-        { name: "inv", type: "i32", access: "read_write" },
-      ],
-      workgroupSize: [BLOCK],
-      prelude: `var<workgroup> se: array<u32, ${BLOCK}>;`,
-      body: `
-  let b = wid.y * nwg.x + wid.x;
-  let p = b * ${BLOCK}u + lidx;
-  let e = prm(1u);
-  var x = 0xffffffffu;
-  if (p < prm(0u)) {
-    let v = idx[prm(2u) + p];
-    if (v >= 0 && u32(v) < e) { x = u32(v); }
-  }
-  se[lidx] = x;
-  workgroupBarrier();
-  if (x == 0xffffffffu) { return; }
-  var r = 0u;
-  for (var j = 0u; j < lidx; j++) { if (se[j] == x) { r++; } }
-  let pos = base[b * e + x] + r;
-  perm[pos] = i32(p);
-  inv[p] = i32(pos);`,
-    });
-    dispatch(
-      place,
-      [buf(ix.t, op), buf(blocks, op), buf(perm, op), buf(inv, op)],
-      new Params().u(pairs, e, ix.t.offset).words,
-      grid1d(nb, 1),
-    );
-  }
-  ix.done();
-  blocks.dispose();
-  return { tokens: n, topK: k, numExperts: e, counts, offsets, perm, inv };
+  return { tokens: n, topK: k, numExperts, ...bucketSort(indices, numExperts) };
 }
 
 // ---- dispatch and combine -------------------------------------------------------------------

@@ -9,7 +9,8 @@
  * (i32, or f32 small integers) sums must be exact whatever the order.
  */
 import * as mg from "../mod.ts";
-import { assertClose, assertTensorClose, check, fc, gpu } from "./util.ts";
+import assert from "node:assert/strict";
+import { assertClose, assertTensorClose, check, fc, gpu, seededValues } from "./util.ts";
 import { dot, nd, type NDArray, numericGrad, ravel, unravel } from "./reference/ndarray.ts";
 import {
   embeddingRef,
@@ -459,4 +460,25 @@ Deno.test("indexing ops reject bad input with MoongradError naming op and argume
     if (!msg.test(err.message)) throw new Error(`${op}: message ${err.message} !~ ${msg}`);
   }
   for (const t of [x, fi, i1, i2, big, b, s]) t.dispose();
+});
+
+Deno.test("indexAdd and the embedding gradient are deterministic: repeated runs are bit-identical", async () => {
+  await gpu();
+  const V = 7;
+  const D = 33;
+  const ids = mg.tensor(Int32Array.from({ length: 500 }, (_, i) => (i * 13) % V), {
+    shape: [20, 25],
+  });
+  const runs: Float32Array[] = [];
+  for (let r = 0; r < 3; r++) {
+    const w = mg.tensor(seededValues(V * D, 5), { shape: [V, D], requiresGrad: true });
+    const g = mg.tensor(seededValues(500 * D, 6), { shape: [20, 25, D] });
+    const e = mg.embedding(w, ids);
+    e.backward(g);
+    runs.push((await w.grad!.data()) as Float32Array);
+    for (const t of [w, g, e]) t.dispose();
+  }
+  assert.deepEqual(runs[1], runs[0]);
+  assert.deepEqual(runs[2], runs[0]);
+  ids.dispose();
 });

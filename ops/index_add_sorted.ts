@@ -1,0 +1,91 @@
+/**
+ * Deterministic index-add along one axis: the positions of a 1-D index are grouped by target
+ * row with the stable counting sort of ops/bucket_sort.ts, then one thread per output element
+ * adds its rows of `src` in index order. Same bits on every run (unlike float atomics), for
+ * the cost of one sort; used by `indexAdd` and the backward of `indexSelect` / `embedding`.
+ */
+import { type DType, isFloat, wgslType } from "../core/dtype.ts";
+import { noGrad } from "../core/autograd.ts";
+import { kernel, Params } from "../core/kernel.ts";
+import { dispatch } from "../core/runtime.ts";
+import { Tensor } from "../core/tensor.ts";
+import { bucketSort } from "./bucket_sort.ts";
+import { contiguous } from "./elementwise.ts";
+import { grid1d, linearId } from "./grid.ts";
+import { pointwise } from "./pointwise.ts";
+
+const WG = 256;
+
+/**
+ * out = base + Σ_j src[..., j, ...] added at row index[j] of `axis` (base = zeros when null).
+ * `index` is 1-D i32 of length src.shape[axis]; negative entries count from the end and
+ * entries outside −M..M−1 are dropped. The result has `shape` and `dtype`; f16 sums in f32.
+ */
+export function indexAddSorted(
+  base: Tensor | null,
+  shape: readonly number[],
+  dtype: DType,
+  axis: number,
+  index: Tensor,
+  src: Tensor,
+): Tensor {
+  return noGrad(() => {
+    const M = shape[axis];
+    const N = index.shape[0];
+    const outer = shape.slice(0, axis).reduce((a, b) => a * b, 1);
+    const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+    const out = Tensor.empty(shape, dtype);
+    const total = outer * M * inner;
+    if (total === 0) return out;
+    const keys = pointwise(
+      "index_wrap",
+      [index, { scalar: M, dtype: "i32" }],
+      index.shape,
+      "i32",
+      "select(v0, v0 + v1, v0 < 0)",
+    );
+    const sorted = bucketSort(keys, M);
+    keys.dispose();
+    const s = src.isContiguous ? src : contiguous(src);
+    const b = base === null ? null : base.isContiguous ? base : contiguous(base);
+    const t = wgslType(dtype);
+    const acc = isFloat(dtype) ? "f32" : "i32";
+    const bindings = [
+      { name: "offsets", type: "i32", access: "read" as const },
+      { name: "perm", type: "i32", access: "read" as const },
+      { name: "src", type: t, access: "read" as const },
+      ...(b ? [{ name: "base", type: t, access: "read" as const }] : []),
+      { name: "out", type: t, access: "read_write" as const },
+    ];
+    const k = kernel({
+      name: "index_add_sorted",
+      bindings,
+      workgroupSize: [WG],
+      body: `
+  let t = ${linearId(WG)};
+  if (t >= prm(0u)) { return; }
+  let m = prm(1u);
+  let n = prm(2u);
+  let inner = prm(3u);
+  let i = t % inner;
+  let v = (t / inner) % m;
+  let o = t / (inner * m);
+  var sum = ${b ? `${acc}(base[prm(5u) + t])` : `${acc}(0)`};
+  let end = u32(offsets[v + 1u]);
+  for (var j = u32(offsets[v]); j < end; j++) {
+    let r = u32(perm[j]);
+    sum += ${acc}(src[prm(4u) + (o * n + r) * inner + i]);
+  }
+  out[t] = ${t}(sum);`,
+    });
+    const bufs = [sorted.offsets, sorted.perm, s, ...(b ? [b] : []), out].map((x) =>
+      x.storage("indexAdd").buf
+    );
+    const p = new Params().u(total, M, N, inner, s.offset, b ? b.offset : 0);
+    dispatch(k, bufs, p.words, grid1d(total, WG));
+    for (const x of [sorted.counts, sorted.offsets, sorted.perm, sorted.inv]) x.dispose();
+    if (s !== src) s.dispose();
+    if (b && b !== base) b.dispose();
+    return out;
+  });
+}
