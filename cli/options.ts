@@ -23,7 +23,7 @@ export const SCHEDULES = ["cosine", "wsd", "constant"] as const;
 /** Defaults of a no-flag run (chosen by measurement on a 2-core CPU adapter). */
 export const DEFAULTS = {
   preset: "tiny",
-  steps: 48,
+  steps: 32,
   batch: 4,
   seqLen: 64,
   optimizer: "muonclip" as (typeof OPTIMIZERS)[number],
