@@ -5,13 +5,12 @@
  * its block. Deterministic: keys keep their order within a bucket. MoE dispatch groups
  * (token, slot) pairs by expert with it; `indexAdd` groups source rows by target row.
  */
-import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { kernel, Params } from "../core/kernel.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { fillInPlace } from "./copy.ts";
-import { contiguous } from "./elementwise.ts";
+import { denseView } from "./elementwise.ts";
 import { grid1d, linearId } from "./grid.ts";
 
 const WG = 256;
@@ -28,13 +27,6 @@ export interface BucketSort {
   readonly perm: Tensor;
   /** i32 [n]: the sorted position of each key (unset for keys outside 0..B−1). */
   readonly inv: Tensor;
-}
-
-/** `x` itself when contiguous, else a contiguous copy (not recorded); `done` frees the copy. */
-function dense(x: Tensor): { t: Tensor; done: () => void } {
-  if (x.isContiguous) return { t: x, done: () => {} };
-  const t = noGrad(() => contiguous(x));
-  return { t, done: () => t.dispose() };
 }
 
 function buf(t: Tensor, op: string) {
@@ -68,7 +60,7 @@ export function bucketSort(keys: Tensor, numBuckets: number): BucketSort {
   const inv = Tensor.empty([pairs], "i32");
   const blocks = Tensor.empty([nb * e], "i32");
   fillInPlace(blocks, 0);
-  const ix = dense(keys);
+  const ix = denseView(keys);
   const hist = kernel({
     name: "moe_block_hist",
     bindings: [

@@ -6,7 +6,7 @@ import { type DType, isFloat } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { broadcastShapes } from "../core/shape.ts";
 import { type Operand, Tensor } from "../core/tensor.ts";
-import { record } from "../core/autograd.ts";
+import { noGrad, record } from "../core/autograd.ts";
 import { pointwise, type PointwiseInput } from "./pointwise.ts";
 import { sumTo } from "./reduce.ts";
 
@@ -404,4 +404,11 @@ export function contiguous(x: Tensor): Tensor {
   checkTensor("contiguous", x, "x");
   const out = pointwise("copy", [x], x.shape, x.dtype, "v0");
   return record(out, "contiguous", [x], (g) => [g]);
+}
+
+/** `x` itself when contiguous, else a contiguous copy outside the graph; `done()` frees the copy. */
+export function denseView(x: Tensor): { t: Tensor; done: () => void } {
+  if (x.isContiguous) return { t: x, done: () => {} };
+  const t = noGrad(() => contiguous(x));
+  return { t, done: () => t.dispose() };
 }

@@ -3,7 +3,7 @@
  * with their input (no copy) except reshape of a non-contiguous tensor, which copies once.
  */
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { normalizeAxis, numel } from "../core/shape.ts";
+import { contiguousStrides, normalizeAxis, numel } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { contiguous } from "./elementwise.ts";
@@ -55,19 +55,9 @@ export function resolveShape(
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const target = resolveShape("reshape", shape, x.size, x.shape);
   const src = x.isContiguous ? x : contiguous(x);
-  const out = src.view(target, stridesFor(target), src.offset);
+  const out = src.view(target, contiguousStrides(target), src.offset);
   if (src !== x) src.dispose();
   return record(out, "reshape", [x], (g) => [reshape(g, x.shape)]);
-}
-
-function stridesFor(shape: readonly number[]): number[] {
-  const s = new Array<number>(shape.length);
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= shape[i];
-  }
-  return s;
 }
 
 /** Reorders axes: out axis i is input axis `axes[i]` (a view). */

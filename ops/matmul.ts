@@ -19,6 +19,7 @@
  * axes; when the gradient's target has no batch axes ([B, T, C] @ [C, D] -> dW) the batch is
  * folded into the inner dimension so the sum happens inside one product.
  */
+import { contiguousStrides } from "../core/shape.ts";
 import { deviceInfo } from "../core/device.ts";
 import type { DType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
@@ -759,7 +760,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const fullShape = full.shape;
   let out = full;
   if (outShape.length !== full.rank) {
-    out = full.view(outShape, contiguousOf(outShape), full.offset);
+    out = full.view(outShape, contiguousStrides(outShape), full.offset);
     full.dispose();
   }
   // The vjp reads the retained handles, so callers may dispose a and b after the forward.
@@ -797,16 +798,6 @@ function gradStrides(g: Tensor, aVec: boolean, bVec: boolean): number[] {
   if (aVec && bVec) return [...s, 0, 0];
   if (aVec) return [...s.slice(0, -1), 0, s[s.length - 1]];
   if (bVec) return [...s, 0];
-  return s;
-}
-
-function contiguousOf(shape: readonly number[]): number[] {
-  const s = new Array<number>(shape.length);
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= shape[i];
-  }
   return s;
 }
 

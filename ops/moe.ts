@@ -30,7 +30,7 @@ import { fmtShape, MoongradError } from "../core/errors.ts";
 import { kernel, Params } from "../core/kernel.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
-import { contiguous } from "./elementwise.ts";
+import { contiguous, denseView } from "./elementwise.ts";
 import { grid1d, linearId } from "./grid.ts";
 import { groupedInnerProduct, groupedRowsProduct } from "./matmul.ts";
 import { bucketSort } from "./bucket_sort.ts";
@@ -75,13 +75,6 @@ function checkT(op: string, x: unknown, arg: string, dtype: string, rank: number
     );
   }
   return x;
-}
-
-/** `x` itself when contiguous, else a contiguous copy (not recorded); `done` frees the copy. */
-function dense(x: Tensor): { t: Tensor; done: () => void } {
-  if (x.isContiguous) return { t: x, done: () => {} };
-  const t = noGrad(() => contiguous(x));
-  return { t, done: () => t.dispose() };
 }
 
 function buf(t: Tensor, op: string) {
@@ -138,8 +131,8 @@ export function moeRoute(
   if (!Number.isFinite(scale)) throw new MoongradError(op, `scale must be finite, got ${scale}`);
   const weights = Tensor.empty([n, k], "f32");
   const indices = Tensor.empty([n, k], "i32");
-  const s = dense(scores);
-  const b = dense(bias);
+  const s = denseView(scores);
+  const b = denseView(bias);
   const kern = kernel({
     name: "moe_route",
     bindings: [
@@ -207,8 +200,8 @@ function routeBackward(
   const [n, e] = scores.shape;
   const k = indices.shape[1];
   const ds = Tensor.empty([n, e], "f32");
-  const gd = dense(g);
-  const s = dense(scores);
+  const gd = denseView(g);
+  const s = denseView(scores);
   const kern = kernel({
     name: "moe_route_backward",
     bindings: [
@@ -286,7 +279,7 @@ function gatherSum(src: Tensor, plan: MoePlan, op: string): Tensor {
   const d = src.shape[1];
   const { tokens: n, topK: k } = plan;
   const out = Tensor.empty([n, d], "f32");
-  const s = dense(src);
+  const s = denseView(src);
   const kern = kernel({
     name: "moe_gather_sum",
     bindings: [
@@ -321,7 +314,7 @@ export function moeDispatch(x: Tensor, plan: MoePlan): Tensor {
   const d = x.shape[1];
   const m = plan.tokens * plan.topK;
   const out = Tensor.empty([m, d], "f32");
-  const s = dense(x);
+  const s = denseView(x);
   const kern = kernel({
     name: "moe_dispatch",
     bindings: [
@@ -363,8 +356,8 @@ export function moeCombine(ys: Tensor, weights: Tensor, plan: MoePlan): Tensor {
   }
   const d = ys.shape[1];
   const out = Tensor.empty([n, d], "f32");
-  const y = dense(ys);
-  const w = dense(weights);
+  const y = denseView(ys);
+  const w = denseView(weights);
   const kern = kernel({
     name: "moe_combine",
     bindings: [
@@ -398,7 +391,7 @@ export function moeCombine(ys: Tensor, weights: Tensor, plan: MoePlan): Tensor {
   y.done();
   w.done();
   return record(out, op, [ys, weights], (g, needs, [ysv, wv, inv, perm]) => {
-    const gd = dense(g);
+    const gd = denseView(g);
     const res = [
       needs[0] ? combineBackwardRows(gd.t, wv, perm, k) : null,
       needs[1] ? combineBackwardWeights(gd.t, ysv, inv, k) : null,
@@ -413,7 +406,7 @@ function combineBackwardRows(g: Tensor, weights: Tensor, perm: Tensor, k: number
   const d = g.shape[1];
   const m = perm.shape[0];
   const out = Tensor.empty([m, d], "f32");
-  const w = dense(weights);
+  const w = denseView(weights);
   const kern = kernel({
     name: "moe_combine_bwd_rows",
     bindings: [
@@ -445,7 +438,7 @@ function combineBackwardWeights(g: Tensor, ys: Tensor, inv: Tensor, k: number): 
   const op = "moeCombine.backward";
   const [n, d] = g.shape;
   const out = Tensor.empty([n, k], "f32");
-  const y = dense(ys);
+  const y = denseView(ys);
   const RW = 64;
   const kern = kernel({
     name: "moe_combine_bwd_weights",
@@ -586,7 +579,7 @@ export function moeBiasUpdate(
     throw new MoongradError(op, `totalPairs must be an integer in 0..2^31-1, got ${totalPairs}`);
   }
   const e = bias.shape[0];
-  const ld = dense(load);
+  const ld = denseView(load);
   const kern = kernel({
     name: "moe_bias_update",
     bindings: [
@@ -628,7 +621,7 @@ export function moeSequenceFraction(indices: Tensor, numExperts: number): Tensor
   const [b, t, k] = indices.shape;
   const e = numExperts;
   const out = Tensor.empty([b, e], "f32");
-  const ix = dense(indices);
+  const ix = denseView(indices);
   const kern = kernel({
     name: "moe_seq_fraction",
     bindings: [

@@ -8,7 +8,7 @@ import { type DType, isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { kernel, Params } from "../core/kernel.ts";
 import { dispatch } from "../core/runtime.ts";
-import { normalizeAxes, normalizeAxis } from "../core/shape.ts";
+import { contiguousStrides, normalizeAxes, normalizeAxis } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { grid1d, linearId } from "./grid.ts";
@@ -153,19 +153,9 @@ function reduce(
   }
   const flat = reduceRows(op, kind, rows, outer, inner, scale);
   if (rows !== x) rows.dispose();
-  const out = flat.view(outShape, contiguousOf(outShape), 0);
+  const out = flat.view(outShape, contiguousStrides(outShape), 0);
   flat.dispose();
   return out;
-}
-
-function contiguousOf(shape: readonly number[]): number[] {
-  const s: number[] = [];
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= shape[i];
-  }
-  return s;
 }
 
 function checkInput(op: string, x: Tensor, allowInt: boolean): void {

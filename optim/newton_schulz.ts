@@ -3,6 +3,7 @@
  * factor U·Vᵀ of G = U·S·Vᵀ that maps every singular value through the odd polynomial
  * p(σ) = aσ + bσ³ + cσ⁵ per step and leaves the singular vectors alone.
  */
+import { contiguousStrides } from "../core/shape.ts";
 import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -168,14 +169,4 @@ function polyGeneral(x: Tensor, a: number, b: number, c: number): Tensor {
   m.dispose();
   mm.dispose();
   return p;
-}
-
-function contiguousStrides(shape: readonly number[]): number[] {
-  const s = new Array<number>(shape.length);
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= shape[i];
-  }
-  return s;
 }
