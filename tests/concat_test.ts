@@ -4,7 +4,7 @@
  * difference checks use a tolerance (1e-6, central differences in float64 on a linear map).
  */
 import * as mg from "../mod.ts";
-import { assertClose, assertTensorClose, check, fc, gpu } from "./util.ts";
+import { assertClose, assertMemoryFlat, assertTensorClose, check, fc, gpu } from "./util.ts";
 import { dot, nd, NDArray, numericGrad } from "./reference/ndarray.ts";
 import {
   concatRef,
@@ -210,15 +210,7 @@ Deno.test("concat/stack/split forward+backward keep memory flat", async () => {
     loss.backward();
     for (const t of [a.grad!, b.grad!, a, b, c, s, ...parts, loss]) t.dispose();
   };
-  run();
-  await mg.sync();
-  const before = mg.memory();
-  for (let i = 0; i < 3; i++) run();
-  await mg.sync();
-  const after = mg.memory();
-  if (after.inUseBytes !== before.inUseBytes || after.liveTensors !== before.liveTensors) {
-    throw new Error(`leak: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
-  }
+  await assertMemoryFlat(run);
 });
 
 Deno.test("concat/stack/split reject bad input with MoongradError naming the op", async () => {

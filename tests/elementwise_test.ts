@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
 import {
+  applyView,
   arbBroadcastPair,
   arbShape,
   arbValues,
@@ -18,6 +19,7 @@ import {
   assertNoLeak,
   assertTensorClose,
   check,
+  f32,
   fc,
   gpu,
   type Tolerance,
@@ -30,7 +32,6 @@ import {
   COMPARE,
   UNARY,
   unaryVjp,
-  type ViewCase,
   viewCase,
   viewForward,
   type ViewKind,
@@ -47,26 +48,6 @@ const KINDS: ViewKind[] = ["plain", "transposed", "sliced", "expanded"];
 const arbCase = fc.tuple(arbShape(4, 5), fc.constantFrom(...KINDS), fc.nat(7)).map((
   [s, k, a],
 ) => viewCase(k, s, a));
-
-/** Builds the GPU view a case describes on top of `base`. */
-function applyView(c: ViewCase, base: mg.Tensor): mg.Tensor {
-  const rev = c.shape.map((_, i) => c.shape.length - 1 - i);
-  switch (c.kind) {
-    case "plain":
-      return base;
-    case "transposed":
-      return base.permute(rev);
-    case "sliced":
-      return base.slice(c.axis, 1, undefined, 2);
-    case "expanded":
-      return base.expand(c.shape);
-  }
-}
-
-/** Float32 tensor from values with a shape. */
-function f32(values: ArrayLike<number>, shape: readonly number[], requiresGrad = false) {
-  return mg.tensor(Float32Array.from(values), { shape, requiresGrad });
-}
 
 /** Values for the finite-difference checks: step h = 1e-5 in float64. */
 const H = 1e-5;

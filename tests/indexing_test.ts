@@ -10,7 +10,15 @@
  */
 import * as mg from "../mod.ts";
 import assert from "node:assert/strict";
-import { assertClose, assertTensorClose, check, fc, gpu, seededValues } from "./util.ts";
+import {
+  assertClose,
+  assertMemoryFlat,
+  assertTensorClose,
+  check,
+  fc,
+  gpu,
+  seededValues,
+} from "./util.ts";
 import { dot, nd, type NDArray, numericGrad, ravel, unravel } from "./reference/ndarray.ts";
 import {
   embeddingRef,
@@ -403,15 +411,7 @@ Deno.test("indexing ops forward+backward keep memory flat", async () => {
     m(x.grad!);
     for (const z of made) z.dispose();
   };
-  run();
-  await mg.sync();
-  const before = mg.memory();
-  for (let i = 0; i < 3; i++) run();
-  await mg.sync();
-  const after = mg.memory();
-  if (after.inUseBytes !== before.inUseBytes || after.liveTensors !== before.liveTensors) {
-    throw new Error(`leak: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
-  }
+  await assertMemoryFlat(run);
 });
 
 Deno.test("indexing ops reject bad input with MoongradError naming op and argument", async () => {

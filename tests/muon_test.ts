@@ -15,7 +15,7 @@ import {
   MuonWithAdamW,
   splitParamsMoonlight,
 } from "../optim/mod.ts";
-import { assertClose, check, fc, gpu } from "./util.ts";
+import { assertClose, check, f32, fc, gpu, param, setGrad } from "./util.ts";
 import { gaussian, singularValues, withSingularValues } from "./reference/linalg.ts";
 import { adamwStepRef, muonStepRef } from "./reference/optim.ts";
 import assert from "node:assert/strict";
@@ -24,23 +24,6 @@ await gpu();
 
 const Q5 = Array(5).fill([3.4445, -4.775, 2.0315]);
 const arbDim = fc.oneof(fc.integer({ min: 1, max: 20 }), fc.constantFrom(4, 8, 16, 36));
-
-/** A new tensor of the given shape (the flat handle is disposed). */
-function shaped(values: ArrayLike<number>, shape: readonly number[]): mg.Tensor {
-  const flat = mg.tensor(Array.from(values));
-  const t = flat.reshape(shape);
-  flat.dispose();
-  return t;
-}
-
-function param(values: ArrayLike<number>, shape: readonly number[]): mg.Tensor {
-  return shaped(values, shape).keep().requiresGrad_();
-}
-
-function setGrad(p: mg.Tensor, values: ArrayLike<number>): void {
-  p.grad?.dispose();
-  p.grad = shaped(values, p.shape);
-}
 
 Deno.test("Muon matches the float64 reference over 3 steps ([A, B] and [E, A, B]; 5e-6)", async () => {
   await check(
@@ -272,7 +255,7 @@ Deno.test("MuonWithAdamW: each half follows its own rule and lr; state dict resu
   let opt2 = opt;
   const a = await finals();
   for (const [n, p] of net.namedParameters()) {
-    const v = shaped(snapshot.get(n)!, p.shape);
+    const v = f32(snapshot.get(n)!, p.shape);
     p.assign(v);
     v.dispose();
   }

@@ -18,30 +18,13 @@ import {
   SGD,
   wsdSchedule,
 } from "../optim/mod.ts";
-import { assertClose, check, fc, gpu, seededValues } from "./util.ts";
+import { assertClose, check, f32, fc, gpu, param, seededValues, setGrad } from "./util.ts";
 import { adamwStepRef, sgdStepRef } from "./reference/optim.ts";
 import assert from "node:assert/strict";
 
 await gpu();
 
 const arbShape = fc.array(fc.integer({ min: 1, max: 9 }), { minLength: 1, maxLength: 3 });
-
-/** A new tensor of the given shape (the flat handle is disposed). */
-function shaped(values: ArrayLike<number>, shape: readonly number[]): mg.Tensor {
-  const flat = mg.tensor(Array.from(values));
-  const t = flat.reshape(shape);
-  flat.dispose();
-  return t;
-}
-
-function param(values: ArrayLike<number>, shape: readonly number[]): mg.Tensor {
-  return shaped(values, shape).keep().requiresGrad_();
-}
-
-function setGrad(p: mg.Tensor, values: ArrayLike<number>): void {
-  p.grad?.dispose();
-  p.grad = shaped(values, p.shape);
-}
 
 const isErr = (re: RegExp) => (e: Error) => e instanceof mg.MoongradError && re.test(e.message);
 
@@ -199,7 +182,7 @@ Deno.test("stateDict round trip resumes SGD and AdamW bit-exactly (schedule posi
     };
     const straight = await run(opt);
     ps.forEach((p, i) => {
-      const v = shaped(mid[i], p.shape);
+      const v = f32(mid[i], p.shape);
       p.assign(v);
       v.dispose();
     });

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
 import {
+  applyView,
   arbBroadcastPair,
   arbShape,
   arbValues,
@@ -15,6 +16,7 @@ import {
   assertMgError,
   assertNoLeak,
   check,
+  f32,
   fc,
   gpu,
 } from "./util.ts";
@@ -30,13 +32,7 @@ import {
   size,
   sumTo,
 } from "./reference/ndarray.ts";
-import {
-  type ViewCase,
-  viewCase,
-  viewForward,
-  type ViewKind,
-  viewVjp,
-} from "./reference/elementwise.ts";
+import { viewCase, viewForward, type ViewKind, viewVjp } from "./reference/elementwise.ts";
 import {
   argRef,
   extremumVjp,
@@ -54,25 +50,6 @@ import {
 
 const KINDS: ViewKind[] = ["plain", "transposed", "sliced", "expanded"];
 const U = 2 ** -24; // unit roundoff of f32
-
-/** Builds the GPU view a case describes on top of `base`. */
-function applyView(c: ViewCase, base: mg.Tensor): mg.Tensor {
-  const rev = c.shape.map((_, i) => c.shape.length - 1 - i);
-  switch (c.kind) {
-    case "plain":
-      return base;
-    case "transposed":
-      return base.permute(rev);
-    case "sliced":
-      return base.slice(c.axis, 1, undefined, 2);
-    case "expanded":
-      return base.expand(c.shape);
-  }
-}
-
-function f32(values: ArrayLike<number>, shape: readonly number[], requiresGrad = false) {
-  return mg.tensor(Float32Array.from(values), { shape, requiresGrad });
-}
 
 /** How axes are passed: all (undefined), one number, or a list (shuffled, some negative). */
 type AxesArg = number | number[] | undefined;

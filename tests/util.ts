@@ -2,6 +2,7 @@
 import fc from "fast-check";
 import * as mg from "../mod.ts";
 import { NDArray } from "./reference/ndarray.ts";
+import type { ViewCase } from "./reference/elementwise.ts";
 
 let ready: Promise<mg.DeviceInfo> | null = null;
 
@@ -144,4 +145,51 @@ export function assertMgError(fn: () => unknown, op: string, ...parts: string[])
 export function assertNoLeak(before: number, what: string): void {
   const now = mg.memory().inUseBytes;
   if (now !== before) throw new Error(`${what}: ${now - before} bytes still in use`);
+}
+
+/** Builds on the GPU the strided view a reference `ViewCase` describes, on top of `base`. */
+export function applyView(c: ViewCase, base: mg.Tensor): mg.Tensor {
+  const rev = c.shape.map((_, i) => c.shape.length - 1 - i);
+  switch (c.kind) {
+    case "plain":
+      return base;
+    case "transposed":
+      return base.permute(rev);
+    case "sliced":
+      return base.slice(c.axis, 1, undefined, 2);
+    case "expanded":
+      return base.expand(c.shape);
+  }
+}
+
+/** An f32 tensor from values with a shape. */
+export function f32(values: ArrayLike<number>, shape: readonly number[], requiresGrad = false) {
+  return mg.tensor(Float32Array.from(values), { shape, requiresGrad });
+}
+
+/** A kept leaf that requires grad (a parameter outside any module), from values and a shape. */
+export function param(values: ArrayLike<number>, shape: readonly number[]): mg.Tensor {
+  return f32(values, shape).keep().requiresGrad_();
+}
+
+/** Replaces `p.grad` with a tensor of these values (what backward would have left). */
+export function setGrad(p: mg.Tensor, values: ArrayLike<number>): void {
+  p.grad?.dispose();
+  p.grad = f32(values, p.shape);
+}
+
+/**
+ * Runs `run` once to warm caches, then three more times, and fails unless GPU bytes in use
+ * and live tensors are unchanged (every temporary of a forward + backward was freed).
+ */
+export async function assertMemoryFlat(run: () => void): Promise<void> {
+  run();
+  await mg.sync();
+  const before = mg.memory();
+  for (let i = 0; i < 3; i++) run();
+  await mg.sync();
+  const after = mg.memory();
+  if (after.inUseBytes !== before.inUseBytes || after.liveTensors !== before.liveTensors) {
+    throw new Error(`leak: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
+  }
 }
