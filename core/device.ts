@@ -26,12 +26,35 @@ export interface DeviceInfo {
   f16: boolean;
 }
 
-/** Options for `init()`. */
+/**
+ * Options for `init()`.
+ *
+ * @example Dawn (Chrome's WebGPU) in Node or Deno through npm `webgpu`
+ * ```ts ignore
+ * import { create } from "npm:webgpu@0.6.2";
+ * await mg.init({ gpu: create(["backend=vulkan"]) });
+ * ```
+ * @example Share a page's device
+ * ```ts ignore
+ * const device = await (await navigator.gpu.requestAdapter())!.requestDevice();
+ * await mg.init({ device });
+ * ```
+ */
 export interface InitOptions {
   /** Adapter preference passed to `requestAdapter`. */
   powerPreference?: GPUPowerPreference;
   /** Ask for a software adapter. */
   forceFallbackAdapter?: boolean;
+  /**
+   * The WebGPU entry point to use instead of `navigator.gpu`: any `GPU` object, e.g. Dawn's
+   * from npm `webgpu` (`create(["backend=vulkan"])`) in Node or Deno.
+   */
+  gpu?: GPU;
+  /**
+   * Adopt an existing device (a page that also renders with it) instead of requesting one.
+   * moongrad then works within that device's limits and features; it never destroys it.
+   */
+  device?: GPUDevice;
 }
 
 interface DeviceState {
@@ -58,7 +81,8 @@ export function init(options: InitOptions = {}): Promise<DeviceInfo> {
 }
 
 async function create(options: InitOptions): Promise<DeviceInfo> {
-  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+  if (options.device) return adopt(options.device, null);
+  const gpu = options.gpu ?? (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) throw new MoongradError("init", `navigator.gpu is missing: ${NO_ADAPTER}`);
   const adapter = await gpu.requestAdapter({
     powerPreference: options.powerPreference ?? "high-performance",
@@ -83,8 +107,18 @@ async function create(options: InitOptions): Promise<DeviceInfo> {
     requiredFeatures: wanted as GPUFeatureName[],
     requiredLimits,
   });
+  return adopt(device, adapter.info);
+}
+
+/** Builds the state for a device: its info, and listeners that record loss and errors. */
+function adopt(device: GPUDevice, adapterInfo: GPUAdapterInfo | null): DeviceInfo {
   const dl = device.limits;
-  const ai = adapter.info;
+  const ai = adapterInfo ?? (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo ?? {
+    vendor: "",
+    architecture: "",
+    device: "",
+    description: "",
+  } as GPUAdapterInfo;
   const info: DeviceInfo = {
     description: ai.description || ai.device || "unknown adapter",
     vendor: ai.vendor,

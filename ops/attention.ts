@@ -204,7 +204,7 @@ function sharedBytes(R: number, L: number): number {
 }
 
 const COMMON = `
-const NEG: f32 = -3.40282347e38;`;
+const NEG: f32 = -0x1.fffffep+127f; // the lowest finite f32 (Tint rejects anything beyond)`;
 
 /** WGSL lets shared by every kernel: sizes and the (b, h, block) of this workgroup. */
 function setup(): string {

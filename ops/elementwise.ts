@@ -30,12 +30,14 @@ fn mg_erf(x: f32) -> f32 {
 }
 fn mg_gelu(x: f32) -> f32 { return 0.5 * x * (1.0 + mg_erf(x * 0.7071067811865476)); }
 fn mg_gelu_tanh(x: f32) -> f32 { return 0.5 * x * (1.0 + mg_tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+// Tint rejects non-finite constant expressions, so ±inf and NaN are built from run-time bits.
+fn mg_bits(b: u32) -> f32 { var v = b; return bitcast<f32>(v); }
 fn mg_pow(a: f32, b: f32) -> f32 {
   if (b == 0.0) { return 1.0; }
-  if (a == 0.0) { return select(0.0, bitcast<f32>(0x7f800000u), b < 0.0); }
+  if (a == 0.0) { return select(0.0, mg_bits(0x7f800000u), b < 0.0); }
   let m = exp2(b * log2(abs(a)));
   if (a > 0.0) { return m; }
-  if (fract(b) != 0.0) { return bitcast<f32>(0x7fc00000u); }
+  if (fract(b) != 0.0) { return mg_bits(0x7fc00000u); }
   return select(m, -m, fract(b * 0.5) != 0.0);
 }`;
 

@@ -108,7 +108,7 @@ export function rowParams(
 export function rowPrelude(extras: number, lanes: number): string {
   const d = 3 + extras;
   const common = `
-const NEG_MAX: f32 = -3.40282347e38;
+const NEG_MAX: f32 = -0x1.fffffep+127f; // the lowest finite f32 (Tint rejects anything beyond)
 fn row_off(row: u32, t: u32) -> u32 {
   let k = prm(2u);
   let blk = ${d}u + k + t * (k + 2u);
