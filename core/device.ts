@@ -59,6 +59,13 @@ export interface InitOptions {
 
 interface DeviceState {
   device: GPUDevice;
+  /**
+   * The GPU object and adapter the device came from, kept alive with it: Dawn's npm binding
+   * frees its native instance when the GPU object is garbage-collected, and a device that
+   * outlives it crashes the process at its next event (measured: a segfault in
+   * `InstanceBase::ProcessEvents` on the first readback in Deno 2.9.6 + webgpu 0.6.2).
+   */
+  owners: unknown[];
   info: DeviceInfo;
   lost: string | null;
   errors: string[];
@@ -81,7 +88,7 @@ export function init(options: InitOptions = {}): Promise<DeviceInfo> {
 }
 
 async function create(options: InitOptions): Promise<DeviceInfo> {
-  if (options.device) return adopt(options.device, null);
+  if (options.device) return adopt(options.device, null, [options.gpu]);
   const gpu = options.gpu ?? (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) throw new MoongradError("init", `navigator.gpu is missing: ${NO_ADAPTER}`);
   const adapter = await gpu.requestAdapter({
@@ -107,11 +114,15 @@ async function create(options: InitOptions): Promise<DeviceInfo> {
     requiredFeatures: wanted as GPUFeatureName[],
     requiredLimits,
   });
-  return adopt(device, adapter.info);
+  return adopt(device, adapter.info, [gpu, adapter]);
 }
 
 /** Builds the state for a device: its info, and listeners that record loss and errors. */
-function adopt(device: GPUDevice, adapterInfo: GPUAdapterInfo | null): DeviceInfo {
+function adopt(
+  device: GPUDevice,
+  adapterInfo: GPUAdapterInfo | null,
+  owners: unknown[],
+): DeviceInfo {
   const dl = device.limits;
   const ai = adapterInfo ?? (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo ?? {
     vendor: "",
@@ -136,7 +147,7 @@ function adopt(device: GPUDevice, adapterInfo: GPUAdapterInfo | null): DeviceInf
     },
     f16: device.features.has("shader-f16"),
   };
-  const s: DeviceState = { device, info, lost: null, errors: [] };
+  const s: DeviceState = { device, owners, info, lost: null, errors: [] };
   device.lost.then((l) => {
     s.lost = `device lost (${l.reason}): ${l.message} (while running ${runningOp})`;
   });

@@ -2,10 +2,19 @@
  * Preloaded by `deno task test:dawn`: initialises moongrad on Dawn (Chrome's WebGPU, WGSL
  * compiler Tint) from npm `webgpu` before any test module runs, so the same suite that runs on
  * Deno's wgpu/naga runs on Dawn/Tint. On headless Linux Dawn runs on the SwiftShader Vulkan
- * driver of Debian's `chromium` package (the task sets `VK_ICD_FILENAMES`).
+ * driver of Debian's `chromium` package (this file sets `VK_ICD_FILENAMES` to it unless it is already set).
  */
 import { init } from "../mod.ts";
 
+const SWIFTSHADER = "/usr/lib/chromium/vk_swiftshader_icd.json";
+if (!Deno.env.get("VK_ICD_FILENAMES")) {
+  try {
+    Deno.statSync(SWIFTSHADER);
+    Deno.env.set("VK_ICD_FILENAMES", SWIFTSHADER);
+  } catch {
+    console.warn(`test:dawn: ${SWIFTSHADER} not found (apt-get install -y chromium)`);
+  }
+}
 // A dynamic import: only this task fetches Dawn.
 const { create } = await import("npm:webgpu@0.6.2");
 const info = await init({ gpu: create(["backend=vulkan"]) });
