@@ -26,7 +26,25 @@ export { MLP } from "./mlp.ts";
 export { applyRope, ropeInvFreq, RotaryEmbedding } from "./rope.ts";
 export { rmsNorm } from "../ops/rmsnorm.ts";
 export { rope } from "../ops/rope.ts";
-export { type KimiConfig, makeConfig, PRESETS, toHfConfig, validateConfig } from "./config.ts";
+export {
+  type DefaultRope,
+  type KimiConfig,
+  makeConfig,
+  PRESETS,
+  requireRunnableRope,
+  type RopeParameters,
+  ropeProblems,
+  validateConfig,
+  type YarnRope,
+} from "./config.ts";
+export {
+  configFromHf,
+  HF_DEFAULTS,
+  HF_KEYS,
+  loadConfig,
+  ropeFromHf,
+  toHfConfig,
+} from "./hf_config.ts";
 export {
   type ForwardCachedOptions,
   LatentCache,

@@ -332,19 +332,24 @@ export function parameterShapes(config: KimiConfig): Map<string, number[]> {
   for (let i = 0; i < c.num_hidden_layers; i++) {
     const p = `model.layers.${i}`;
     m.set(`${p}.input_layernorm.weight`, [D]);
-    if (c.q_lora_rank === null) m.set(`${p}.self_attn.q_proj.weight`, [H * dqk, D]);
+    const a = `${p}.self_attn`;
+    // HF DeepseekV3Attention: attention_bias on q_a_proj, kv_a_proj_with_mqa and o_proj only.
+    const bias = (name: string, n: number) => {
+      if (c.attention_bias) m.set(`${a}.${name}.bias`, [n]);
+    };
+    if (c.q_lora_rank === null) m.set(`${a}.q_proj.weight`, [H * dqk, D]);
     else {
-      m.set(`${p}.self_attn.q_a_proj.weight`, [c.q_lora_rank, D]);
-      m.set(`${p}.self_attn.q_a_layernorm.weight`, [c.q_lora_rank]);
-      m.set(`${p}.self_attn.q_b_proj.weight`, [H * dqk, c.q_lora_rank]);
+      m.set(`${a}.q_a_proj.weight`, [c.q_lora_rank, D]);
+      bias("q_a_proj", c.q_lora_rank);
+      m.set(`${a}.q_a_layernorm.weight`, [c.q_lora_rank]);
+      m.set(`${a}.q_b_proj.weight`, [H * dqk, c.q_lora_rank]);
     }
-    m.set(`${p}.self_attn.kv_a_proj_with_mqa.weight`, [c.kv_lora_rank + c.qk_rope_head_dim, D]);
-    m.set(`${p}.self_attn.kv_a_layernorm.weight`, [c.kv_lora_rank]);
-    m.set(`${p}.self_attn.kv_b_proj.weight`, [
-      H * (c.qk_nope_head_dim + c.v_head_dim),
-      c.kv_lora_rank,
-    ]);
-    m.set(`${p}.self_attn.o_proj.weight`, [D, H * c.v_head_dim]);
+    m.set(`${a}.kv_a_proj_with_mqa.weight`, [c.kv_lora_rank + c.qk_rope_head_dim, D]);
+    bias("kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim);
+    m.set(`${a}.kv_a_layernorm.weight`, [c.kv_lora_rank]);
+    m.set(`${a}.kv_b_proj.weight`, [H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank]);
+    m.set(`${a}.o_proj.weight`, [D, H * c.v_head_dim]);
+    bias("o_proj", D);
     m.set(`${p}.post_attention_layernorm.weight`, [D]);
     const mlp = (prefix: string, inner: number) => {
       m.set(`${prefix}.gate_proj.weight`, [inner, D]);
