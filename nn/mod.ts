@@ -60,6 +60,7 @@ export {
   KimiLM,
   KimiModel,
   type ModelOptions,
+  type ParameterCounts,
   parameterCounts,
   parameterShapes,
 } from "./model.ts";

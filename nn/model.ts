@@ -11,7 +11,7 @@ import { softmax } from "../ops/softmax.ts";
 import { tensor } from "../ops/creation.ts";
 import { slice } from "../ops/layout.ts";
 import { topk } from "../ops/indexing.ts";
-import { type KimiConfig, makeConfig } from "./config.ts";
+import { type KimiConfig, makeConfig, requireRunnableRope } from "./config.ts";
 import { Embedding } from "./embedding.ts";
 import { Linear } from "./linear.ts";
 import { type LatentCache, MultiHeadLatentAttention } from "./mla.ts";
@@ -158,6 +158,8 @@ export class KimiLM extends Module {
   ) {
     super();
     this.config = typeof config === "string" ? makeConfig(config) : makeConfig(config);
+    // Refuse an unrunnable config before allocating anything (a 1 T config would try to).
+    requireRunnableRope("KimiLM", this.config);
     this.model = this.module("model", new KimiModel(this.config, options));
     this.lmHead = this.module(
       "lm_head",
@@ -373,10 +375,28 @@ export function parameterShapes(config: KimiConfig): Map<string, number[]> {
   return m;
 }
 
-/** Total and per-token-active parameter counts of a config (buffers excluded). */
-export function parameterCounts(config: KimiConfig): { total: number; active: number } {
+/** Parameter counts of a config (see `parameterCounts`). */
+export interface ParameterCounts {
+  /** Every parameter (buffers such as e_score_correction_bias excluded; MTP layers too). */
+  total: number;
+  /** Parameters one token uses: total minus the (E − K) / E share of the routed experts. */
+  active: number;
+  /** embed_tokens + lm_head: subtract for the "excluding embeddings" figures papers quote. */
+  embedding: number;
+}
+
+/**
+ * Total, per-token-active and embedding parameter counts of a config, from
+ * `parameterShapes` (nothing is allocated: works for 1 T-parameter configs).
+ * @example
+ * ```ts
+ * parameterCounts(makeConfig("kimi-k2")).total; // 1_026_408_209_408
+ * ```
+ */
+export function parameterCounts(config: KimiConfig): ParameterCounts {
   let total = 0;
   let inactive = 0;
+  let embedding = 0;
   const K = config.num_experts_per_tok;
   const E = config.n_routed_experts;
   for (const [name, shape] of parameterShapes(config)) {
@@ -384,6 +404,7 @@ export function parameterCounts(config: KimiConfig): { total: number; active: nu
     const n = shape.reduce((a, b) => a * b, 1);
     total += n;
     if (name.includes(".mlp.experts.")) inactive += n * (1 - K / E);
+    if (name === "model.embed_tokens.weight" || name === "lm_head.weight") embedding += n;
   }
-  return { total, active: Math.round(total - inactive) };
+  return { total, active: Math.round(total - inactive), embedding };
 }
