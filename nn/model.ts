@@ -19,6 +19,12 @@ import { MLP } from "./mlp.ts";
 import { DeepseekMoE } from "./moe.ts";
 import { deriveSeed, Module, ModuleList } from "./module.ts";
 import { RMSNorm } from "./rmsnorm.ts";
+import {
+  loadPretrainedWeights,
+  readPretrainedConfig,
+  savePretrained,
+  type SavePretrainedOptions,
+} from "../io/pretrained.ts";
 
 /** Options of model construction. */
 export interface ModelOptions {
@@ -169,6 +175,48 @@ export class KimiLM extends Module {
         seed: deriveSeed(options.seed, "lm_head"),
       }),
     );
+  }
+
+  /**
+   * Loads a model from a Hugging Face style directory: config.json read with transformers'
+   * semantics (`loadConfig`) and the weights of model.safetensors or of the shards listed in
+   * model.safetensors.index.json (F32, BF16 or F16, widened to f32; MTP layers skipped). The
+   * model is built from the config (seeded init, then overwritten), every name, shape and
+   * dtype is checked before any upload, and a quantized checkpoint is refused by name.
+   * @example
+   * ```ts
+   * const model = await KimiLM.fromPretrained("checkpoints/run1");
+   * ```
+   */
+  static async fromPretrained(dir: string, options: ModelOptions = {}): Promise<KimiLM> {
+    const config = await readPretrainedConfig(dir);
+    const model = new KimiLM(config, options);
+    try {
+      await loadPretrainedWeights(model, dir.replace(/\/+$/, ""), {
+        numHiddenLayers: config.num_hidden_layers,
+        mtpLayers: config.num_nextn_predict_layers,
+      });
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    return model;
+  }
+
+  /**
+   * Saves the model like transformers' `save_pretrained`: creates `dir`, writes config.json
+   * (`toHfConfig`) and model.safetensors, or above `maxShardSize` (default 5·10⁹ bytes, HF's
+   * "5GB") `model-0000k-of-0000n.safetensors` shards plus model.safetensors.index.json.
+   * @example
+   * ```ts
+   * await model.savePretrained("checkpoints/run1");
+   * ```
+   */
+  async savePretrained(
+    dir: string,
+    options: SavePretrainedOptions = {},
+  ): Promise<{ files: string[]; totalSize: number }> {
+    return await savePretrained(dir.replace(/\/+$/, ""), this, this.config, options);
   }
 
   /** ids i32 [B, T] → logits f32 [B, T, vocab]. */
