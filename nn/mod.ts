@@ -55,6 +55,14 @@ export {
 } from "./mla.ts";
 export { DeepseekMoE, MoEExperts, MoEGate, type MoEOptions } from "./moe.ts";
 export {
+  checkTokenIdsAsync,
+  checkTokenValues,
+  type HostTokenIds,
+  type TokenCheck,
+  type TokenIds,
+  tokenTensor,
+} from "./token_ids.ts";
+export {
   DecoderLayer,
   type GenerateOptions,
   KimiLM,

@@ -4,7 +4,7 @@
  */
 import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { Tensor } from "../core/tensor.ts";
 import { add, div } from "../ops/elementwise.ts";
 import { crossEntropy } from "../ops/loss.ts";
 import { softmax } from "../ops/softmax.ts";
@@ -19,6 +19,7 @@ import { MLP } from "./mlp.ts";
 import { DeepseekMoE } from "./moe.ts";
 import { deriveSeed, Module, ModuleList } from "./module.ts";
 import { RMSNorm } from "./rmsnorm.ts";
+import { checkTokenIdsAsync, type TokenIds, tokenTensor } from "./token_ids.ts";
 import {
   loadPretrainedWeights,
   readPretrainedConfig,
@@ -219,28 +220,92 @@ export class KimiLM extends Module {
     return await savePretrained(dir.replace(/\/+$/, ""), this, this.config, options);
   }
 
-  /** ids i32 [B, T] → logits f32 [B, T, vocab]. */
-  forward(ids: Tensor, positionOffset = 0, caches?: readonly LatentCache[]): Tensor {
-    if (ids.dtype !== "i32" || ids.rank !== 2) {
-      throw new MoongradError(
-        "KimiLM.forward",
-        `ids must be i32 [batch, seq], got ${ids.dtype} ${fmtShape(ids.shape)}`,
-      );
+  /**
+   * ids [B, T] → logits f32 [B, T, vocab]. `ids` is an i32 tensor, or host data (rows of ids,
+   * or `{ data, shape }`) that is checked against [0, vocab_size) on the CPU before upload: a
+   * bad id is an error naming it and its [batch, position]. Ids already on the GPU are not
+   * read back here (see `checkTokenIds`).
+   */
+  forward(ids: TokenIds, positionOffset = 0, caches?: readonly LatentCache[]): Tensor {
+    const { t, owned } = tokenTensor("KimiLM.forward", "ids", ids, {
+      vocabSize: this.config.vocab_size,
+    });
+    try {
+      const h = this.model.forward(t, positionOffset, caches);
+      const logits = this.lmHead.forward(h);
+      h.dispose();
+      return logits;
+    } finally {
+      if (owned) t.dispose();
     }
-    const h = this.model.forward(ids, positionOffset, caches);
-    const logits = this.lmHead.forward(h);
-    h.dispose();
-    return logits;
   }
 
   /**
-   * Mean next-token cross-entropy of `targets` (i32 [B, T]) under `forward(ids)`, plus the
-   * MoE layers' sequence-wise auxiliary losses when `aux_loss_alpha` > 0.
+   * Mean next-token cross-entropy, plus the MoE layers' sequence-wise auxiliary losses when
+   * `aux_loss_alpha` > 0. Two forms:
+   * - `loss(ids, targets)`: unshifted targets, `targets[b, t]` is the token logits[b, t] must
+   *   predict (the caller shifted them); −100 is ignored.
+   * - `loss(ids, { labels })`: HF's convention (`DeepseekV3ForCausalLM(labels=...)`), labels
+   *   aligned with ids and shifted inside: logits[:, :-1] are scored against labels[:, 1:],
+   *   −100 ignored, the mean over the tokens not ignored (NaN when all are, as in PyTorch);
+   *   usually `labels` = `ids`. The last position's logits are not computed. Needs T ≥ 2.
+   * Host ids/labels are range-checked for free ([0, vocab_size), or −100 for labels and
+   * targets); GPU tensors are not read back (a bad target makes the loss NaN; see
+   * `checkTokenIds`).
+   * @example
+   * ```ts
+   * const loss = model.loss(batch, { labels: batch }); // batch: number[][] of token ids
+   * ```
    */
-  loss(ids: Tensor, targets: Tensor): Tensor {
-    const logits = this.forward(ids);
-    let loss = crossEntropy(logits, targets);
-    logits.dispose();
+  loss(ids: TokenIds, targets: TokenIds | { labels: TokenIds }): Tensor {
+    const op = "KimiLM.loss";
+    const V = this.config.vocab_size;
+    const shifted = isLabels(targets);
+    const x = tokenTensor(op, "ids", ids, { vocabSize: V });
+    const y = tokenTensor(op, shifted ? "labels" : "targets", shifted ? targets.labels : targets, {
+      vocabSize: V,
+      ignoreIndex: IGNORE_INDEX,
+    });
+    const tmp: Tensor[] = [];
+    let loss: Tensor;
+    try {
+      const [B, T] = x.t.shape;
+      if (y.t.shape[0] !== B || y.t.shape[1] !== T) {
+        throw new MoongradError(
+          op,
+          `${shifted ? "labels" : "targets"} ${fmtShape(y.t.shape)} must match ids ${
+            fmtShape(x.t.shape)
+          }`,
+        );
+      }
+      if (shifted && T < 2) {
+        throw new MoongradError(
+          op,
+          `labels need T >= 2 tokens (position t predicts label t + 1), got ids ${
+            fmtShape(x.t.shape)
+          }`,
+        );
+      }
+      const h = this.model.forward(x.t);
+      tmp.push(h);
+      let logits: Tensor;
+      let tgt = y.t;
+      if (shifted) {
+        const hs = slice(h, 1, 0, T - 1); // the last position predicts nothing
+        tmp.push(hs);
+        logits = this.lmHead.forward(hs);
+        tgt = slice(y.t, 1, 1, T);
+        tmp.push(tgt);
+      } else {
+        logits = this.lmHead.forward(h);
+      }
+      tmp.push(logits);
+      loss = crossEntropy(logits, tgt, { ignoreIndex: IGNORE_INDEX });
+    } finally {
+      for (const t of tmp) t.dispose();
+      if (x.owned) x.t.dispose();
+      if (y.owned) y.t.dispose();
+    }
     for (const moe of this.moeLayers()) {
       if (moe.lastAuxLoss) {
         const next = add(loss, moe.lastAuxLoss);
@@ -249,6 +314,22 @@ export class KimiLM extends Module {
       }
     }
     return loss;
+  }
+
+  /**
+   * Checks GPU token ids (and labels/targets, −100 allowed) against [0, vocab_size) with one
+   * readback each, throwing a MoongradError naming the first bad id and its [batch, position].
+   * Host data passed to `forward` / `loss` is checked without this.
+   */
+  async checkTokenIds(ids: Tensor, labels?: Tensor): Promise<void> {
+    const V = this.config.vocab_size;
+    await checkTokenIdsAsync("KimiLM.checkTokenIds", "ids", ids, { vocabSize: V });
+    if (labels) {
+      await checkTokenIdsAsync("KimiLM.checkTokenIds", "labels", labels, {
+        vocabSize: V,
+        ignoreIndex: IGNORE_INDEX,
+      });
+    }
   }
 
   /** The MoE blocks, in layer order. */
@@ -353,6 +434,14 @@ export class KimiLM extends Module {
     }
     return out;
   }
+}
+
+/** HF's ignore index for labels (`-100`). */
+const IGNORE_INDEX = -100;
+
+function isLabels(t: TokenIds | { labels: TokenIds }): t is { labels: TokenIds } {
+  return !(t instanceof Tensor) && !Array.isArray(t) && typeof t === "object" && t !== null &&
+    "labels" in t;
 }
 
 /** A small seeded PRNG for sampling (mulberry32). */
