@@ -7,7 +7,7 @@
  * crash leaves either the old or the new checkpoint, never a mix.
  */
 import type { Tensor } from "../core/tensor.ts";
-import { toHfConfig } from "../nn/config.ts";
+import { toHfConfig } from "../nn/hf_config.ts";
 import type { KimiLM } from "../nn/model.ts";
 import { loadInto, loadSafetensors, saveSafetensors } from "../io/mod.ts";
 import type { OptimizerStateDict } from "../optim/mod.ts";

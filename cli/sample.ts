@@ -3,7 +3,7 @@
  * with the latent KV cache, streaming each byte token to stdout as it is chosen.
  */
 import * as mg from "../mod.ts";
-import { makeConfig } from "../nn/config.ts";
+import { configFromHf } from "../nn/hf_config.ts";
 import type { KimiConfig } from "../nn/config.ts";
 import { KimiLM } from "../nn/model.ts";
 import { loadInto } from "../io/mod.ts";
@@ -79,9 +79,7 @@ async function main(): Promise<void> {
   const dir = await modelDir(run);
   let config: KimiConfig;
   try {
-    const raw = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
-    const { architectures: _a, model_type: _m, torch_dtype: _t, ...rest } = raw;
-    config = makeConfig(rest);
+    config = configFromHf(JSON.parse(await Deno.readTextFile(`${dir}/config.json`)));
   } catch (e) {
     throw new CliError(`${dir}/config.json is not a usable model config: ${(e as Error).message}`);
   }

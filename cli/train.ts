@@ -6,7 +6,8 @@
  */
 import * as mg from "../mod.ts";
 import { noGrad } from "../core/autograd.ts";
-import { makeConfig, toHfConfig } from "../nn/config.ts";
+import { makeConfig } from "../nn/config.ts";
+import { toHfConfig } from "../nn/hf_config.ts";
 import { KimiLM, parameterCounts } from "../nn/model.ts";
 import { parseFlags } from "./args.ts";
 import {

@@ -1,5 +1,6 @@
 /**
- * File formats: Hugging Face safetensors (read and write, bit-exact) with `config.json`.
+ * File formats: Hugging Face safetensors (read and write, bit-exact) with `config.json`, and
+ * `save_pretrained`-style model directories (single file or shards + index).
  * @module
  */
 export {
@@ -17,3 +18,14 @@ export {
   saveSafetensors,
   serializeSafetensors,
 } from "./safetensors.ts";
+export {
+  DEFAULT_MAX_SHARD_SIZE,
+  type LoadPretrainedOptions,
+  loadPretrainedWeights,
+  planShards,
+  readPretrainedConfig,
+  savePretrained,
+  type SavePretrainedOptions,
+  WEIGHTS_INDEX_NAME,
+  WEIGHTS_NAME,
+} from "./pretrained.ts";

@@ -13,7 +13,7 @@ import { tensor } from "../ops/creation.ts";
 import { expand, permute, reshape, slice, transpose, unsqueeze } from "../ops/layout.ts";
 import { matmul } from "../ops/matmul.ts";
 import { rope, ropeInvFreq } from "../ops/rope.ts";
-import { type KimiConfig, validateConfig } from "./config.ts";
+import { type KimiConfig, requireRunnableRope, validateConfig } from "./config.ts";
 import { Linear } from "./linear.ts";
 import { deriveSeed, Module } from "./module.ts";
 import { RMSNorm } from "./rmsnorm.ts";
@@ -225,9 +225,13 @@ export interface ForwardCachedOptions {
 /**
  * Multi-head Latent Attention with HF names: `q_a_proj` → `q_a_layernorm` → `q_b_proj` (or
  * `q_proj` when `q_lora_rank` is null), `kv_a_proj_with_mqa` → `kv_a_layernorm` →
- * `kv_b_proj`, and `o_proj`; Linear layers with bias = `attention_bias`, inner norms with
- * eps 1e-6. Softmax scale d_qk^−0.5; interleaved RoPE with θ = `rope_theta` on q_rope and on
- * the single shared k_rope.
+ * `kv_b_proj`, and `o_proj`; inner norms with eps 1e-6. As in HF `DeepseekV3Attention`,
+ * `attention_bias` puts a bias on `q_a_proj`, `kv_a_proj_with_mqa` and `o_proj` only:
+ * `q_proj`, `q_b_proj` and `kv_b_proj` never have one (so absorbing `kv_b_proj` into the
+ * decode queries and output stays exact; a `kv_a_proj_with_mqa` bias is inside the cached
+ * latent). Softmax scale d_qk^−0.5; interleaved RoPE with θ = `rope_parameters.rope_theta` on
+ * q_rope and on the single shared k_rope (`rope_type` "default" only: a YaRN config is refused
+ * with an error naming rope_scaling).
  *
  * After each training `forward`, `lastMaxLogits` holds the f32 [H] per-head maximum
  * pre-softmax logit over the batch and the attended pairs — what MuonClip's QK-Clip reads
@@ -277,6 +281,7 @@ export class MultiHeadLatentAttention extends Module {
   constructor(config: KimiConfig, options: MlaOptions = {}) {
     super();
     validateConfig(config);
+    requireRunnableRope("MultiHeadLatentAttention", config);
     const D = config.hidden_size;
     const H = config.num_attention_heads;
     this.hiddenSize = D;
@@ -288,13 +293,13 @@ export class MultiHeadLatentAttention extends Module {
     this.vHeadDim = config.v_head_dim;
     this.qHeadDim = config.qk_nope_head_dim + config.qk_rope_head_dim;
     this.softmaxScale = 1 / Math.sqrt(this.qHeadDim);
-    this.ropeTheta = config.rope_theta;
+    this.ropeTheta = config.rope_parameters.rope_theta;
     const seed = options.seed;
-    const lin = (name: string, i: number, o: number) =>
+    const lin = (name: string, i: number, o: number, bias = false) =>
       this.module(
         name,
         new Linear(i, o, {
-          bias: config.attention_bias,
+          bias,
           std: config.initializer_range,
           seed: deriveSeed(seed, name),
         }),
@@ -305,15 +310,20 @@ export class MultiHeadLatentAttention extends Module {
       this.qAProj = this.qALayernorm = this.qBProj = null;
       this.qProj = lin("q_proj", D, H * this.qHeadDim);
     } else {
-      this.qAProj = lin("q_a_proj", D, config.q_lora_rank);
+      this.qAProj = lin("q_a_proj", D, config.q_lora_rank, config.attention_bias);
       this.qALayernorm = norm("q_a_layernorm", config.q_lora_rank);
       this.qBProj = lin("q_b_proj", config.q_lora_rank, H * this.qHeadDim);
       this.qProj = null;
     }
-    this.kvAProjWithMqa = lin("kv_a_proj_with_mqa", D, this.kvLoraRank + this.qkRopeHeadDim);
+    this.kvAProjWithMqa = lin(
+      "kv_a_proj_with_mqa",
+      D,
+      this.kvLoraRank + this.qkRopeHeadDim,
+      config.attention_bias,
+    );
     this.kvALayernorm = norm("kv_a_layernorm", this.kvLoraRank);
     this.kvBProj = lin("kv_b_proj", this.kvLoraRank, H * (this.qkNopeHeadDim + this.vHeadDim));
-    this.oProj = lin("o_proj", H * this.vHeadDim, D);
+    this.oProj = lin("o_proj", H * this.vHeadDim, D, config.attention_bias);
     this.#invFreq = tensor(ropeInvFreq(this.qkRopeHeadDim, this.ropeTheta)).keep();
   }
 

@@ -26,7 +26,25 @@ export { MLP } from "./mlp.ts";
 export { applyRope, ropeInvFreq, RotaryEmbedding } from "./rope.ts";
 export { rmsNorm } from "../ops/rmsnorm.ts";
 export { rope } from "../ops/rope.ts";
-export { type KimiConfig, makeConfig, PRESETS, toHfConfig, validateConfig } from "./config.ts";
+export {
+  type DefaultRope,
+  type KimiConfig,
+  makeConfig,
+  PRESETS,
+  requireRunnableRope,
+  type RopeParameters,
+  ropeProblems,
+  validateConfig,
+  type YarnRope,
+} from "./config.ts";
+export {
+  configFromHf,
+  HF_DEFAULTS,
+  HF_KEYS,
+  loadConfig,
+  ropeFromHf,
+  toHfConfig,
+} from "./hf_config.ts";
 export {
   type ForwardCachedOptions,
   LatentCache,
@@ -37,11 +55,20 @@ export {
 } from "./mla.ts";
 export { DeepseekMoE, MoEExperts, MoEGate, type MoEOptions } from "./moe.ts";
 export {
+  checkTokenIdsAsync,
+  checkTokenValues,
+  type HostTokenIds,
+  type TokenCheck,
+  type TokenIds,
+  tokenTensor,
+} from "./token_ids.ts";
+export {
   DecoderLayer,
   type GenerateOptions,
   KimiLM,
   KimiModel,
   type ModelOptions,
+  type ParameterCounts,
   parameterCounts,
   parameterShapes,
 } from "./model.ts";

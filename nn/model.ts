@@ -4,14 +4,14 @@
  */
 import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { Tensor } from "../core/tensor.ts";
 import { add, div } from "../ops/elementwise.ts";
 import { crossEntropy } from "../ops/loss.ts";
 import { softmax } from "../ops/softmax.ts";
 import { tensor } from "../ops/creation.ts";
 import { slice } from "../ops/layout.ts";
 import { topk } from "../ops/indexing.ts";
-import { type KimiConfig, makeConfig } from "./config.ts";
+import { type KimiConfig, makeConfig, requireRunnableRope } from "./config.ts";
 import { Embedding } from "./embedding.ts";
 import { Linear } from "./linear.ts";
 import { type LatentCache, MultiHeadLatentAttention } from "./mla.ts";
@@ -19,6 +19,13 @@ import { MLP } from "./mlp.ts";
 import { DeepseekMoE } from "./moe.ts";
 import { deriveSeed, Module, ModuleList } from "./module.ts";
 import { RMSNorm } from "./rmsnorm.ts";
+import { checkTokenIdsAsync, type TokenIds, tokenTensor } from "./token_ids.ts";
+import {
+  loadPretrainedWeights,
+  readPretrainedConfig,
+  savePretrained,
+  type SavePretrainedOptions,
+} from "../io/pretrained.ts";
 
 /** Options of model construction. */
 export interface ModelOptions {
@@ -158,6 +165,8 @@ export class KimiLM extends Module {
   ) {
     super();
     this.config = typeof config === "string" ? makeConfig(config) : makeConfig(config);
+    // Refuse an unrunnable config before allocating anything (a 1 T config would try to).
+    requireRunnableRope("KimiLM", this.config);
     this.model = this.module("model", new KimiModel(this.config, options));
     this.lmHead = this.module(
       "lm_head",
@@ -169,28 +178,134 @@ export class KimiLM extends Module {
     );
   }
 
-  /** ids i32 [B, T] → logits f32 [B, T, vocab]. */
-  forward(ids: Tensor, positionOffset = 0, caches?: readonly LatentCache[]): Tensor {
-    if (ids.dtype !== "i32" || ids.rank !== 2) {
-      throw new MoongradError(
-        "KimiLM.forward",
-        `ids must be i32 [batch, seq], got ${ids.dtype} ${fmtShape(ids.shape)}`,
-      );
+  /**
+   * Loads a model from a Hugging Face style directory: config.json read with transformers'
+   * semantics (`loadConfig`) and the weights of model.safetensors or of the shards listed in
+   * model.safetensors.index.json (F32, BF16 or F16, widened to f32; MTP layers skipped). The
+   * model is built from the config (seeded init, then overwritten), every name, shape and
+   * dtype is checked before any upload, and a quantized checkpoint is refused by name.
+   * @example
+   * ```ts
+   * const model = await KimiLM.fromPretrained("checkpoints/run1");
+   * ```
+   */
+  static async fromPretrained(dir: string, options: ModelOptions = {}): Promise<KimiLM> {
+    const config = await readPretrainedConfig(dir);
+    const model = new KimiLM(config, options);
+    try {
+      await loadPretrainedWeights(model, dir.replace(/\/+$/, ""), {
+        numHiddenLayers: config.num_hidden_layers,
+        mtpLayers: config.num_nextn_predict_layers,
+      });
+    } catch (e) {
+      model.dispose();
+      throw e;
     }
-    const h = this.model.forward(ids, positionOffset, caches);
-    const logits = this.lmHead.forward(h);
-    h.dispose();
-    return logits;
+    return model;
   }
 
   /**
-   * Mean next-token cross-entropy of `targets` (i32 [B, T]) under `forward(ids)`, plus the
-   * MoE layers' sequence-wise auxiliary losses when `aux_loss_alpha` > 0.
+   * Saves the model like transformers' `save_pretrained`: creates `dir`, writes config.json
+   * (`toHfConfig`) and model.safetensors, or above `maxShardSize` (default 5·10⁹ bytes, HF's
+   * "5GB") `model-0000k-of-0000n.safetensors` shards plus model.safetensors.index.json.
+   * @example
+   * ```ts
+   * await model.savePretrained("checkpoints/run1");
+   * ```
    */
-  loss(ids: Tensor, targets: Tensor): Tensor {
-    const logits = this.forward(ids);
-    let loss = crossEntropy(logits, targets);
-    logits.dispose();
+  async savePretrained(
+    dir: string,
+    options: SavePretrainedOptions = {},
+  ): Promise<{ files: string[]; totalSize: number }> {
+    return await savePretrained(dir.replace(/\/+$/, ""), this, this.config, options);
+  }
+
+  /**
+   * ids [B, T] → logits f32 [B, T, vocab]. `ids` is an i32 tensor, or host data (rows of ids,
+   * or `{ data, shape }`) that is checked against [0, vocab_size) on the CPU before upload: a
+   * bad id is an error naming it and its [batch, position]. Ids already on the GPU are not
+   * read back here (see `checkTokenIds`).
+   */
+  forward(ids: TokenIds, positionOffset = 0, caches?: readonly LatentCache[]): Tensor {
+    const { t, owned } = tokenTensor("KimiLM.forward", "ids", ids, {
+      vocabSize: this.config.vocab_size,
+    });
+    try {
+      const h = this.model.forward(t, positionOffset, caches);
+      const logits = this.lmHead.forward(h);
+      h.dispose();
+      return logits;
+    } finally {
+      if (owned) t.dispose();
+    }
+  }
+
+  /**
+   * Mean next-token cross-entropy, plus the MoE layers' sequence-wise auxiliary losses when
+   * `aux_loss_alpha` > 0. Two forms:
+   * - `loss(ids, targets)`: unshifted targets, `targets[b, t]` is the token logits[b, t] must
+   *   predict (the caller shifted them); −100 is ignored.
+   * - `loss(ids, { labels })`: HF's convention (`DeepseekV3ForCausalLM(labels=...)`), labels
+   *   aligned with ids and shifted inside: logits[:, :-1] are scored against labels[:, 1:],
+   *   −100 ignored, the mean over the tokens not ignored (NaN when all are, as in PyTorch);
+   *   usually `labels` = `ids`. The last position's logits are not computed. Needs T ≥ 2.
+   * Host ids/labels are range-checked for free ([0, vocab_size), or −100 for labels and
+   * targets); GPU tensors are not read back (a bad target makes the loss NaN; see
+   * `checkTokenIds`).
+   * @example
+   * ```ts
+   * const loss = model.loss(batch, { labels: batch }); // batch: number[][] of token ids
+   * ```
+   */
+  loss(ids: TokenIds, targets: TokenIds | { labels: TokenIds }): Tensor {
+    const op = "KimiLM.loss";
+    const V = this.config.vocab_size;
+    const shifted = isLabels(targets);
+    const x = tokenTensor(op, "ids", ids, { vocabSize: V });
+    const y = tokenTensor(op, shifted ? "labels" : "targets", shifted ? targets.labels : targets, {
+      vocabSize: V,
+      ignoreIndex: IGNORE_INDEX,
+    });
+    const tmp: Tensor[] = [];
+    let loss: Tensor;
+    try {
+      const [B, T] = x.t.shape;
+      if (y.t.shape[0] !== B || y.t.shape[1] !== T) {
+        throw new MoongradError(
+          op,
+          `${shifted ? "labels" : "targets"} ${fmtShape(y.t.shape)} must match ids ${
+            fmtShape(x.t.shape)
+          }`,
+        );
+      }
+      if (shifted && T < 2) {
+        throw new MoongradError(
+          op,
+          `labels need T >= 2 tokens (position t predicts label t + 1), got ids ${
+            fmtShape(x.t.shape)
+          }`,
+        );
+      }
+      const h = this.model.forward(x.t);
+      tmp.push(h);
+      let logits: Tensor;
+      let tgt = y.t;
+      if (shifted) {
+        const hs = slice(h, 1, 0, T - 1); // the last position predicts nothing
+        tmp.push(hs);
+        logits = this.lmHead.forward(hs);
+        tgt = slice(y.t, 1, 1, T);
+        tmp.push(tgt);
+      } else {
+        logits = this.lmHead.forward(h);
+      }
+      tmp.push(logits);
+      loss = crossEntropy(logits, tgt, { ignoreIndex: IGNORE_INDEX });
+    } finally {
+      for (const t of tmp) t.dispose();
+      if (x.owned) x.t.dispose();
+      if (y.owned) y.t.dispose();
+    }
     for (const moe of this.moeLayers()) {
       if (moe.lastAuxLoss) {
         const next = add(loss, moe.lastAuxLoss);
@@ -199,6 +314,22 @@ export class KimiLM extends Module {
       }
     }
     return loss;
+  }
+
+  /**
+   * Checks GPU token ids (and labels/targets, −100 allowed) against [0, vocab_size) with one
+   * readback each, throwing a MoongradError naming the first bad id and its [batch, position].
+   * Host data passed to `forward` / `loss` is checked without this.
+   */
+  async checkTokenIds(ids: Tensor, labels?: Tensor): Promise<void> {
+    const V = this.config.vocab_size;
+    await checkTokenIdsAsync("KimiLM.checkTokenIds", "ids", ids, { vocabSize: V });
+    if (labels) {
+      await checkTokenIdsAsync("KimiLM.checkTokenIds", "labels", labels, {
+        vocabSize: V,
+        ignoreIndex: IGNORE_INDEX,
+      });
+    }
   }
 
   /** The MoE blocks, in layer order. */
@@ -305,6 +436,14 @@ export class KimiLM extends Module {
   }
 }
 
+/** HF's ignore index for labels (`-100`). */
+const IGNORE_INDEX = -100;
+
+function isLabels(t: TokenIds | { labels: TokenIds }): t is { labels: TokenIds } {
+  return !(t instanceof Tensor) && !Array.isArray(t) && typeof t === "object" && t !== null &&
+    "labels" in t;
+}
+
 /** A small seeded PRNG for sampling (mulberry32). */
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
@@ -332,19 +471,24 @@ export function parameterShapes(config: KimiConfig): Map<string, number[]> {
   for (let i = 0; i < c.num_hidden_layers; i++) {
     const p = `model.layers.${i}`;
     m.set(`${p}.input_layernorm.weight`, [D]);
-    if (c.q_lora_rank === null) m.set(`${p}.self_attn.q_proj.weight`, [H * dqk, D]);
+    const a = `${p}.self_attn`;
+    // HF DeepseekV3Attention: attention_bias on q_a_proj, kv_a_proj_with_mqa and o_proj only.
+    const bias = (name: string, n: number) => {
+      if (c.attention_bias) m.set(`${a}.${name}.bias`, [n]);
+    };
+    if (c.q_lora_rank === null) m.set(`${a}.q_proj.weight`, [H * dqk, D]);
     else {
-      m.set(`${p}.self_attn.q_a_proj.weight`, [c.q_lora_rank, D]);
-      m.set(`${p}.self_attn.q_a_layernorm.weight`, [c.q_lora_rank]);
-      m.set(`${p}.self_attn.q_b_proj.weight`, [H * dqk, c.q_lora_rank]);
+      m.set(`${a}.q_a_proj.weight`, [c.q_lora_rank, D]);
+      bias("q_a_proj", c.q_lora_rank);
+      m.set(`${a}.q_a_layernorm.weight`, [c.q_lora_rank]);
+      m.set(`${a}.q_b_proj.weight`, [H * dqk, c.q_lora_rank]);
     }
-    m.set(`${p}.self_attn.kv_a_proj_with_mqa.weight`, [c.kv_lora_rank + c.qk_rope_head_dim, D]);
-    m.set(`${p}.self_attn.kv_a_layernorm.weight`, [c.kv_lora_rank]);
-    m.set(`${p}.self_attn.kv_b_proj.weight`, [
-      H * (c.qk_nope_head_dim + c.v_head_dim),
-      c.kv_lora_rank,
-    ]);
-    m.set(`${p}.self_attn.o_proj.weight`, [D, H * c.v_head_dim]);
+    m.set(`${a}.kv_a_proj_with_mqa.weight`, [c.kv_lora_rank + c.qk_rope_head_dim, D]);
+    bias("kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_head_dim);
+    m.set(`${a}.kv_a_layernorm.weight`, [c.kv_lora_rank]);
+    m.set(`${a}.kv_b_proj.weight`, [H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank]);
+    m.set(`${a}.o_proj.weight`, [D, H * c.v_head_dim]);
+    bias("o_proj", D);
     m.set(`${p}.post_attention_layernorm.weight`, [D]);
     const mlp = (prefix: string, inner: number) => {
       m.set(`${prefix}.gate_proj.weight`, [inner, D]);
@@ -368,10 +512,28 @@ export function parameterShapes(config: KimiConfig): Map<string, number[]> {
   return m;
 }
 
-/** Total and per-token-active parameter counts of a config (buffers excluded). */
-export function parameterCounts(config: KimiConfig): { total: number; active: number } {
+/** Parameter counts of a config (see `parameterCounts`). */
+export interface ParameterCounts {
+  /** Every parameter (buffers such as e_score_correction_bias excluded; MTP layers too). */
+  total: number;
+  /** Parameters one token uses: total minus the (E − K) / E share of the routed experts. */
+  active: number;
+  /** embed_tokens + lm_head: subtract for the "excluding embeddings" figures papers quote. */
+  embedding: number;
+}
+
+/**
+ * Total, per-token-active and embedding parameter counts of a config, from
+ * `parameterShapes` (nothing is allocated: works for 1 T-parameter configs).
+ * @example
+ * ```ts
+ * parameterCounts(makeConfig("kimi-k2")).total; // 1_026_408_209_408
+ * ```
+ */
+export function parameterCounts(config: KimiConfig): ParameterCounts {
   let total = 0;
   let inactive = 0;
+  let embedding = 0;
   const K = config.num_experts_per_tok;
   const E = config.n_routed_experts;
   for (const [name, shape] of parameterShapes(config)) {
@@ -379,6 +541,7 @@ export function parameterCounts(config: KimiConfig): { total: number; active: nu
     const n = shape.reduce((a, b) => a * b, 1);
     total += n;
     if (name.includes(".mlp.experts.")) inactive += n * (1 - K / E);
+    if (name === "model.embed_tokens.weight" || name === "lm_head.weight") embedding += n;
   }
-  return { total, active: Math.round(total - inactive) };
+  return { total, active: Math.round(total - inactive), embedding };
 }

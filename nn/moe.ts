@@ -131,7 +131,9 @@ export interface MoEOptions {
 
 /**
  * The DeepSeekMoE block, REFERENCE §5 / HF `DeepseekV3MoE`:
- * s = sigmoid(x·gateᵀ) (f32), selection = topk(s + e_score_correction_bias, K), weights =
+ * s = sigmoid(x·gateᵀ) (f32), selection = topk(s + e_score_correction_bias, K) among the
+ * experts of the `topk_group` best of `n_group` groups (group-limited routing, see
+ * `moeRoute`; n_group 1 = no limit), weights =
  * s_sel / Σ s_sel · routed_scaling_factor (norm_topk_prob; else s_sel · factor), and
  * y = Σ_k w_k · Expert_sel_k(x) + shared_experts(x), Expert(x) = down(silu(gate(x)) ⊙ up(x)).
  * HF names: `gate.weight`, `gate.e_score_correction_bias`, `experts.{e}.*_proj.weight`,
@@ -190,6 +192,14 @@ export class DeepseekMoE extends Module {
       problems.push(`aux_loss_alpha must be >= 0, got ${c.aux_loss_alpha}`);
     }
     if (c.n_routed_experts > 65535) problems.push(`n_routed_experts must be <= 65535`);
+    const ng = c.n_group, kg = c.topk_group;
+    if (!Number.isInteger(ng) || ng < 1 || c.n_routed_experts % ng !== 0) {
+      problems.push(`n_group must be a positive divisor of n_routed_experts, got ${ng}`);
+    } else if (!Number.isInteger(kg) || kg < 1 || kg > ng) {
+      problems.push(`topk_group must be an integer in 1..n_group (${ng}), got ${kg}`);
+    } else if (kg < ng && c.n_routed_experts / ng < 2) {
+      problems.push(`n_routed_experts / n_group must be >= 2 for group-limited routing`);
+    }
     if (problems.length) {
       throw new MoongradError("DeepseekMoE", `invalid config:\n  ${problems.join("\n  ")}`);
     }
@@ -238,6 +248,8 @@ export class DeepseekMoE extends Module {
     const { weights, indices } = moeRoute(s, this.gate.eScoreCorrectionBias, k, {
       scale: c.routed_scaling_factor,
       normalize: c.norm_topk_prob,
+      nGroup: c.n_group,
+      topkGroup: c.topk_group,
     });
     const plan = moePlan(indices, e);
     const xs = moeDispatch(xf, plan);

@@ -2,9 +2,10 @@
  * Mixture-of-Experts kernels (DeepSeekMoE routing and dispatch), all on the GPU with no host
  * round-trip and no launch per expert or per token:
  *
- * - `moeRoute`: top-k of (sigmoid scores + correction bias) per token; the weights come from
- *   the unbiased scores, renormalised and scaled (one thread per token). Differentiable in
- *   the scores.
+ * - `moeRoute`: top-k of (sigmoid scores + correction bias) per token, optionally
+ *   group-limited (HF `n_group` / `topk_group`: only the experts of the `topk_group` groups
+ *   with the best top-2 sums compete); the weights come from the unbiased scores, renormalised
+ *   and scaled (one thread per token). Differentiable in the scores.
  * - `moePlan`: a stable counting sort of the N·K (token, slot) pairs by expert: per-block
  *   histograms (u32 atomics), one single-workgroup scan that yields the per-expert counts,
  *   the exclusive offsets and each block's base, then a placement pass that ranks each pair
@@ -95,15 +96,44 @@ export interface RouteOptions {
   scale?: number;
   /** `norm_topk_prob`: divide the selected scores by their sum (+1e-20) first (default true). */
   normalize?: boolean;
+  /** `n_group`: experts split into this many equal consecutive groups (default 1). */
+  nGroup?: number;
+  /** `topk_group`: groups kept per token (default nGroup: no group limit). */
+  topkGroup?: number;
 }
 
+const ROUTE_PRELUDE = `
+const LOWEST: f32 = -0x1.fffffep+127f; // the lowest finite f32 (Tint rejects anything beyond)
+
+// Sum of the two largest s + bias among experts [start, start + gs) of the token at base.
+fn group_score(base: u32, boff: u32, start: u32, gs: u32) -> f32 {
+  var b1 = s[base + start] + bias[boff + start];
+  var b2 = LOWEST;
+  for (var i = 1u; i < gs; i++) {
+    let v = s[base + start + i] + bias[boff + start + i];
+    if (v > b1) { b2 = b1; b1 = v; } else if (v > b2) { b2 = v; }
+  }
+  return b1 + b2;
+}`;
+
 /**
- * DeepSeek-V3 routing. `scores` f32 [N, E] (sigmoid outputs), `bias` f32 [E]
- * (`e_score_correction_bias`). Selects per token the K experts with the largest
- * `score + bias` (ties: lower index first), and returns their ids `indices` i32 [N, K] (best
- * first) and `weights` f32 [N, K] = score_sel / (Σ score_sel + 1e-20) · scale (or
- * score_sel · scale without normalisation). The bias only selects: the weights and their
- * gradient (to `scores`, none to `bias`) use the unbiased scores.
+ * DeepSeek-V3 routing (HF `DeepseekV3MoE.route_tokens_to_experts`). `scores` f32 [N, E]
+ * (sigmoid outputs), `bias` f32 [E] (`e_score_correction_bias`). Per token, with
+ * c = score + bias:
+ * - group limit (when 1 < topkGroup < nGroup): each of the nGroup consecutive groups of
+ *   E / nGroup experts scores the sum of its two largest c; the topkGroup best groups are kept
+ *   (ties: lower group index first) and every expert of the other groups competes with c = 0
+ *   (HF's `masked_fill(~mask, 0.0)`, not −∞: a masked expert can still beat a kept one whose
+ *   c is negative);
+ * - the K experts with the largest c (ties: lower index first) give `indices` i32 [N, K]
+ *   (best first) and `weights` f32 [N, K] = score_sel / (Σ score_sel + 1e-20) · scale (or
+ *   score_sel · scale without normalisation).
+ * The bias only selects: the weights and their gradient (to `scores`, none to `bias`) use
+ * the unbiased scores.
+ * @example
+ * ```ts
+ * const { weights, indices } = moeRoute(scores, bias, 8, { scale: 2.5, nGroup: 8, topkGroup: 4 });
+ * ```
  */
 export function moeRoute(
   scores: Tensor,
@@ -129,6 +159,25 @@ export function moeRoute(
   const scale = options.scale ?? 1;
   const normalize = options.normalize ?? true;
   if (!Number.isFinite(scale)) throw new MoongradError(op, `scale must be finite, got ${scale}`);
+  const nGroup = options.nGroup ?? 1;
+  const topkGroup = options.topkGroup ?? nGroup;
+  if (!Number.isInteger(nGroup) || nGroup < 1 || e % nGroup !== 0) {
+    throw new MoongradError(
+      op,
+      `nGroup must be a positive divisor of ${e} (experts), got ${nGroup}`,
+    );
+  }
+  if (!Number.isInteger(topkGroup) || topkGroup < 1 || topkGroup > nGroup) {
+    throw new MoongradError(op, `topkGroup must be an integer in 1..${nGroup}, got ${topkGroup}`);
+  }
+  // Keeping every group is no limit at all: route as one group.
+  const grouped = topkGroup < nGroup;
+  if (grouped && e / nGroup < 2) {
+    throw new MoongradError(
+      op,
+      `groups need >= 2 experts (a group scores its top-2 sum), got ${e} / ${nGroup}`,
+    );
+  }
   const weights = Tensor.empty([n, k], "f32");
   const indices = Tensor.empty([n, k], "i32");
   const s = denseView(scores);
@@ -142,6 +191,7 @@ export function moeRoute(
       { name: "idx", type: "i32", access: "read_write" },
     ],
     workgroupSize: [WG],
+    prelude: ROUTE_PRELUDE,
     body: `
   let t = ${linearId(WG)};
   let n = prm(0u);
@@ -150,16 +200,45 @@ export function moeRoute(
   let k = prm(2u);
   let base = prm(3u) + t * e;
   let boff = prm(4u);
+  let ng = prm(7u);
+  let kg = prm(8u);
+  let gs = e / ng;
+  let grouped = kg < ng;
+  // The kg-th best group by (top-2 sum desc, index asc): groups at or before it are kept.
+  var cs = 0.0;
+  var ci = 0u;
+  if (grouped) {
+    for (var j = 0u; j < kg; j++) {
+      var bs = 0.0;
+      var bg = 0xffffffffu;
+      for (var g = 0u; g < ng; g++) {
+        let v = group_score(base, boff, g * gs, gs);
+        let after = j == 0u || v < cs || (v == cs && g > ci);
+        if (after && (bg == 0xffffffffu || v > bs)) { bs = v; bg = g; }
+      }
+      cs = bs;
+      ci = bg;
+    }
+  }
   var pv = 0.0;
   var pi = 0u;
   var total = 0.0;
   for (var j = 0u; j < k; j++) {
     var bv = 0.0;
     var bi = 0xffffffffu;
-    for (var i = 0u; i < e; i++) {
-      let v = s[base + i] + bias[boff + i];
-      let after = j == 0u || v < pv || (v == pv && i > pi);
-      if (after && (bi == 0xffffffffu || v > bv)) { bv = v; bi = i; }
+    for (var g = 0u; g < ng; g++) {
+      var keep = true;
+      if (grouped) {
+        let gv = group_score(base, boff, g * gs, gs);
+        keep = gv > cs || (gv == cs && g <= ci);
+      }
+      for (var q = 0u; q < gs; q++) {
+        let i = g * gs + q;
+        var v = 0.0;
+        if (keep) { v = s[base + i] + bias[boff + i]; }
+        let after = j == 0u || v < pv || (v == pv && i > pi);
+        if (after && (bi == 0xffffffffu || v > bv)) { bv = v; bi = i; }
+      }
     }
     pv = bv;
     pi = bi;
@@ -175,7 +254,8 @@ export function moeRoute(
     if (prm(6u) == 1u) { w[o] = w[o] / denom * scale; } else { w[o] = w[o] * scale; }
   }`,
   });
-  const p = new Params().u(n, e, k, s.t.offset, b.t.offset).f(scale).u(normalize ? 1 : 0);
+  const p = new Params().u(n, e, k, s.t.offset, b.t.offset).f(scale).u(normalize ? 1 : 0)
+    .u(grouped ? nGroup : 1, grouped ? topkGroup : 1);
   launch1d(kern, [s.t, b.t, weights, indices], p, n, op);
   s.done();
   b.done();

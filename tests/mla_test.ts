@@ -56,8 +56,9 @@ const arbCase: fc.Arbitrary<Case> = fc.record({
   T: fc.integer({ min: 1, max: 7 }),
   offset: fc.integer({ min: 0, max: 5 }),
   seed: fc.integer({ min: 1, max: 1 << 30 }),
-}).map(({ H, rq, rkv, dn, dr, dv, D, B, T, offset, seed }) => ({
-  z: { H, rq, rkv, dn, dr, dv, theta: 10000 },
+  bias: fc.boolean(),
+}).map(({ H, rq, rkv, dn, dr, dv, D, B, T, offset, seed, bias }) => ({
+  z: { H, rq, rkv, dn, dr, dv, theta: 10000, bias },
   D,
   B,
   T,
@@ -75,7 +76,8 @@ function configOf(z: MlaDims, D: number) {
     qk_nope_head_dim: z.dn,
     qk_rope_head_dim: z.dr,
     v_head_dim: z.dv,
-    rope_theta: z.theta,
+    rope_parameters: { rope_type: "default", rope_theta: z.theta },
+    attention_bias: z.bias ?? false,
   });
 }
 
@@ -89,7 +91,7 @@ function randomWeights(z: MlaDims, D: number, seed: number): MlaWeights {
   for (const [name, shape] of Object.entries(mlaParamShapes(z, D))) {
     const n = numel(shape);
     const isNorm = name.includes("layernorm");
-    const a = 2 / Math.sqrt(shape[shape.length - 1]);
+    const a = name.endsWith(".bias") ? 0.5 : 2 / Math.sqrt(shape[shape.length - 1]);
     const v = isNorm
       ? seededValues(n, seed + 97 * ++k, 0.5, 1.5)
       : seededValues(n, seed + 97 * ++k, -a, a);
@@ -142,8 +144,8 @@ function assertThrowsMg(fn: () => unknown, includes: string): void {
 // ---- float64 reference self-checks -----------------------------------------------------------
 
 Deno.test("reference: MLA vjp matches numericGrad; absorbed equals expanded (float64)", () => {
-  for (const rq of [8, null]) {
-    const z: MlaDims = { H: 2, rq, rkv: 6, dn: 4, dr: 4, dv: 3, theta: 10000 };
+  for (const [rq, bias] of [[8, false], [null, false], [8, true], [null, true]] as const) {
+    const z: MlaDims = { H: 2, rq, rkv: 6, dn: 4, dr: 4, dv: 3, theta: 10000, bias };
     const D = 10, shape = [2, 4, D], offset = 3;
     const w = randomWeights(z, D, 11);
     const x = input(shape, 5).r;
@@ -279,6 +281,53 @@ Deno.test("MLA decode with the latent cache equals the full forward (token by to
   }, 6);
 });
 
+Deno.test("attention_bias (HF placement): forward = float64, absorbed decode = full forward, bias grads (5e-5)", async () => {
+  await gpu();
+  for (const rq of [8, null]) {
+    const z: MlaDims = { H: 2, rq, rkv: 6, dn: 4, dr: 4, dv: 4, theta: 10000, bias: true };
+    const D = 16, B = 2, T = 5, seed = 41;
+    const w = randomWeights(z, D, seed);
+    const mla = layerWith(z, D, w);
+    const { r, values } = input([B, T, D], seed + 1);
+    const x = mg.tensor(values, { shape: [B, T, D], requiresGrad: true });
+    const ref = mlaRef(r, w, z, 0);
+    const y = mla.forward(x);
+    assertClose(await y.data(), ref.out, OUT_TOL, `rq=${rq} biased forward`);
+    // The biases matter: the same weights without them give a different output.
+    const { "o_proj.bias": _o, "kv_a_proj_with_mqa.bias": _k, "q_a_proj.bias": _q, ...bare } = w;
+    const plain = mlaRef(r, bare, { ...z, bias: false }, 0).out;
+    if (plain.data.every((v, i) => Math.abs(v - ref.out.data[i]) < 1e-3)) {
+      throw new Error("biases had no effect on the reference");
+    }
+    const gy = input([B, T, D], seed + 2);
+    const gt = mg.tensor(gy.values, { shape: [B, T, D] });
+    const loss = y.mul(gt).sum();
+    loss.backward();
+    const vjp = mlaVjp(r, w, z, gy.r, 0);
+    for (const [name, p] of mla.namedParameters()) {
+      if (!name.endsWith(".bias")) continue;
+      assertScaled(await p.grad!.data(), vjp.grads[name], GRAD_SCALE, GRAD_RTOL, `d${name}`);
+    }
+    const cache = mla.newCache(B);
+    const out = new Float32Array(B * T * D);
+    for (let t = 0; t < T; t++) {
+      const xs = x.slice(1, t, t + 1);
+      const yt = mla.forwardCached(xs, cache);
+      const d = await yt.data();
+      for (let b = 0; b < B; b++) out.set(d.subarray(b * D, (b + 1) * D), (b * T + t) * D);
+      xs.dispose();
+      yt.dispose();
+    }
+    assertClose(out, ref.out, OUT_TOL, `rq=${rq} biased absorbed decode vs float64`);
+    const cached = cache.c();
+    assertClose(await cached.data(), ref.c, OUT_TOL, "cached latent includes the kv_a bias");
+    cached.dispose();
+    cache.dispose();
+    for (const t of [x, y, gt, loss]) t.dispose();
+    mla.dispose();
+  }
+});
+
 Deno.test("LatentCache stores r_kv + d_r floats per token, grows by doubling, keeps its rows", async () => {
   await gpu();
   const cache = new LatentCache(2, 8, 4);
@@ -336,15 +385,42 @@ Deno.test("LatentCache stores r_kv + d_r floats per token, grows by doubling, ke
 
 // ---- names, memory, errors ------------------------------------------------------------------
 
-Deno.test("MLA parameter names and shapes follow HF DeepseekV3Attention", async () => {
+Deno.test("MLA parameter names and shapes follow HF DeepseekV3Attention (attention_bias on q_a, kv_a, o only)", async () => {
   await gpu();
-  for (const rq of [8, null]) {
-    const z: MlaDims = { H: 3, rq, rkv: 8, dn: 6, dr: 4, dv: 5, theta: 10000 };
+  // HF DeepseekV3Attention: bias=config.attention_bias on q_a_proj, kv_a_proj_with_mqa and
+  // o_proj; q_proj, q_b_proj and kv_b_proj are always bias-free.
+  const hfNames = {
+    "8,true": [
+      "q_a_proj.weight",
+      "q_a_proj.bias",
+      "q_a_layernorm.weight",
+      "q_b_proj.weight",
+      "kv_a_proj_with_mqa.weight",
+      "kv_a_proj_with_mqa.bias",
+      "kv_a_layernorm.weight",
+      "kv_b_proj.weight",
+      "o_proj.weight",
+      "o_proj.bias",
+    ],
+    "null,true": [
+      "q_proj.weight",
+      "kv_a_proj_with_mqa.weight",
+      "kv_a_proj_with_mqa.bias",
+      "kv_a_layernorm.weight",
+      "kv_b_proj.weight",
+      "o_proj.weight",
+      "o_proj.bias",
+    ],
+  } as Record<string, string[]>;
+  for (const [rq, bias] of [[8, false], [null, false], [8, true], [null, true]] as const) {
+    const z: MlaDims = { H: 3, rq, rkv: 8, dn: 6, dr: 4, dv: 5, theta: 10000, bias };
     const cfg = configOf(z, 20);
     const mla = new MultiHeadLatentAttention({ ...cfg, rms_norm_eps: 1e-3 }, { seed: 1 });
     const names = [...mla.namedParameters()].map(([n]) => n);
     const want = mlaParamNames(z);
     if (names.join() !== want.join()) throw new Error(`names ${names} != ${want}`);
+    const hf = hfNames[`${rq},${bias}`];
+    if (hf && names.join() !== hf.join()) throw new Error(`names ${names} != HF ${hf}`);
     const shapes = mlaParamShapes(z, 20);
     for (const [n, p] of mla.namedParameters()) {
       if (p.shape.join() !== shapes[n].join()) throw new Error(`${n}: ${p.shape}`);

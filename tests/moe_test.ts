@@ -22,6 +22,7 @@ import {
   refAuxLoss,
   refDenseMoe,
   refGroupedMatmul,
+  type RefGroups,
   refMoe,
   refRoute,
   refScores,
@@ -59,8 +60,14 @@ function f32(v: ArrayLike<number>): Float32Array {
 }
 
 /** A MoE block with seeded weights (router spread wide), and its float64 twin. */
-function build(c: Case, alpha = 0): { moe: DeepseekMoE; ref: MoeRefWeights } {
+function build(
+  c: Case,
+  alpha = 0,
+  groups?: RefGroups,
+): { moe: DeepseekMoE; ref: MoeRefWeights } {
   const cfg = makeConfig({
+    n_group: groups?.nGroup ?? 1,
+    topk_group: groups?.topkGroup ?? 1,
     hidden_size: c.d,
     moe_intermediate_size: c.i,
     n_routed_experts: c.e,
@@ -82,6 +89,7 @@ function build(c: Case, alpha = 0): { moe: DeepseekMoE; ref: MoeRefWeights } {
     is,
     scale: Math.fround(c.scale),
     normalize: c.normalize,
+    groups,
     gate: Float64Array.from(vals(c.e * c.d, 1, -1, 1)),
     bias: new Float64Array(c.e),
     wg: Float64Array.from(vals(c.e * c.i * c.d, 2, -0.5, 0.5)),
@@ -281,6 +289,156 @@ Deno.test("moeRoute: weights from the unbiased scores; the bias only selects (rt
       for (const t of [st, bt, weights, indices]) t.dispose();
     }
   }, 20);
+});
+
+/** A routing case with a group limit: E = nGroup · groupSize experts. */
+interface GroupCase {
+  nGroup: number;
+  groupSize: number;
+  topkGroup: number;
+  k: number;
+  n: number;
+  scale: number;
+  normalize: boolean;
+  seed: number;
+  /** Values on a grid of 1/8 (many exact ties in keys and group scores), else continuous. */
+  grid: boolean;
+}
+
+const arbGroupCase: fc.Arbitrary<GroupCase> = fc.record({
+  nGroup: fc.integer({ min: 2, max: 5 }),
+  groupSize: fc.integer({ min: 2, max: 4 }),
+  topkGroup: fc.integer({ min: 1, max: 5 }),
+  k: fc.integer({ min: 1, max: 20 }),
+  n: fc.integer({ min: 1, max: 24 }),
+  scale: fc.double({ min: 0.5, max: 3, noNaN: true }),
+  normalize: fc.boolean(),
+  seed: fc.integer({ min: 1, max: 1e6 }),
+  grid: fc.boolean(),
+}).map((c) => ({
+  ...c,
+  topkGroup: Math.min(c.topkGroup, c.nGroup),
+  k: Math.min(c.k, c.nGroup * c.groupSize),
+}));
+
+async function groupRouteCheck(c: GroupCase, what: string): Promise<void> {
+  const e = c.nGroup * c.groupSize;
+  const snap = (v: number) => (c.grid ? Math.round(v * 8) / 8 : v);
+  // Scores in (0, 1) like sigmoid outputs; biases in [-0.75, 0.75] so some keys are
+  // negative and the masked 0 of a dropped group can beat them (HF masks with 0, not −∞).
+  const s = Array.from(seededValues(c.n * e, c.seed, 0.05, 0.95), snap);
+  const b = Array.from(seededValues(e, c.seed + 9, -0.75, 0.75), snap);
+  const st = mg.tensor(s, { shape: [c.n, e] });
+  const bt = mg.tensor(b);
+  const groups = { nGroup: c.nGroup, topkGroup: c.topkGroup };
+  const { weights, indices } = moeRoute(st, bt, c.k, {
+    scale: c.scale,
+    normalize: c.normalize,
+    ...groups,
+  });
+  const want = refRoute(
+    Float64Array.from(f32(s)),
+    Float64Array.from(f32(b)),
+    e,
+    c.k,
+    Math.fround(c.scale),
+    c.normalize,
+    groups,
+    true,
+  );
+  try {
+    assert.deepEqual(
+      Array.from(await indices.data()),
+      Array.from(want.idx),
+      `${what}: selection (case ${JSON.stringify(c)})`,
+    );
+    assertNear(await weights.data(), want.w, { rtol: 1e-6, atol: 1e-7 }, `${what}: weights`);
+  } finally {
+    for (const t of [st, bt, weights, indices]) t.dispose();
+  }
+}
+
+Deno.test("moeRoute group-limited (n_group/topk_group) = float64 HF reference, ties included (exact selection, rtol 1e-6)", async () => {
+  await gpu();
+  await check(arbGroupCase, (c) => groupRouteCheck(c, "grouped"), 40);
+  // Tie-heavy cases explicitly (values on a 1/8 grid: equal keys and equal group scores).
+  await check(
+    arbGroupCase.map((c) => ({ ...c, grid: true })),
+    (c) => groupRouteCheck(c, "ties"),
+    20,
+  );
+});
+
+Deno.test("moeRoute group limit: hand-checked cases (masked experts score 0; group ties keep the lower group)", async () => {
+  await gpu();
+  // 4 experts in 2 groups, keep 1 group. Group 0 keys {0.9, −0.6} → 0.3; group 1 keys
+  // {0.2, 0.2} → 0.4: group 1 is kept, group 0 is masked to key 0. Top-3 by key:
+  // expert 2 (0.2), expert 3 (0.2), then expert 0 (masked 0) before expert 1 (masked 0).
+  const run = async (s: number[], b: number[], k: number, nGroup: number, topkGroup: number) => {
+    const st = mg.tensor(s, { shape: [1, s.length] });
+    const bt = mg.tensor(b);
+    const r = moeRoute(st, bt, k, { nGroup, topkGroup, normalize: false });
+    const got = Array.from(await r.indices.data());
+    for (const t of [st, bt, r.weights, r.indices]) t.dispose();
+    return got;
+  };
+  assert.deepEqual(await run([0.9, 0.4, 0.2, 0.2], [0, -1, 0, 0], 3, 2, 1), [2, 3, 0]);
+  // A kept expert with a negative key loses to a masked expert (key 0): group 1 kept (0.5 vs
+  // 0.1), its expert 3 has key −0.25, so top-2 = expert 2 then masked expert 0.
+  assert.deepEqual(await run([0.5, 0.1, 0.5, 0.25], [-0.25, -0.25, 0.25, -0.5], 2, 2, 1), [2, 0]);
+  // Equal group scores: the lower group wins the only slot.
+  assert.deepEqual(await run([0.25, 0.5, 0.5, 0.25], [0, 0, 0, 0], 2, 2, 1), [1, 0]);
+  // topk_group = n_group and n_group = 1 route exactly as no group limit.
+  const s = Array.from(seededValues(8 * 12, 5, 0.05, 0.95));
+  const b = Array.from(seededValues(12, 6, -0.5, 0.5));
+  const st = mg.tensor(s, { shape: [8, 12] });
+  const bt = mg.tensor(b);
+  const plain = moeRoute(st, bt, 5);
+  const all = moeRoute(st, bt, 5, { nGroup: 4, topkGroup: 4 });
+  const one = moeRoute(st, bt, 5, { nGroup: 1, topkGroup: 1 });
+  const want = Array.from(await plain.indices.data());
+  assert.deepEqual(Array.from(await all.indices.data()), want);
+  assert.deepEqual(Array.from(await one.indices.data()), want);
+  assert.deepEqual(Array.from(await one.weights.data()), Array.from(await plain.weights.data()));
+  for (const t of [st, bt, plain.weights, plain.indices, all.weights, all.indices]) t.dispose();
+  for (const t of [one.weights, one.indices]) t.dispose();
+  const s4 = mg.zeros([2, 6]);
+  const b6 = mg.zeros([6]);
+  assert.throws(() => moeRoute(s4, b6, 2, { nGroup: 4 }), /moeRoute.*nGroup/);
+  assert.throws(() => moeRoute(s4, b6, 2, { nGroup: 3, topkGroup: 4 }), /moeRoute.*topkGroup/);
+  assert.throws(() => moeRoute(s4, b6, 2, { nGroup: 6, topkGroup: 2 }), /moeRoute.*>= 2 experts/);
+  s4.dispose();
+  b6.dispose();
+});
+
+Deno.test("DeepseekMoE with n_group/topk_group vs the float64 grouped reference (rtol 1e-4)", async () => {
+  await gpu();
+  const arb = fc.record({
+    c: arbCase,
+    groupSize: fc.integer({ min: 2, max: 3 }),
+    nGroup: fc.integer({ min: 2, max: 4 }),
+    topkGroup: fc.integer({ min: 1, max: 3 }),
+  }).map(({ c, groupSize, nGroup, topkGroup }) => ({
+    c: { ...c, e: groupSize * nGroup, k: Math.min(c.k, groupSize * Math.min(topkGroup, nGroup)) },
+    groups: { nGroup, topkGroup: Math.min(topkGroup, nGroup) },
+  }));
+  await check(arb, async ({ c, groups }) => {
+    const { moe, ref } = build(c, 0, groups);
+    const bias = Array.from(seededValues(c.e, c.seed + 3, -0.3, 0.3));
+    setBias(moe, ref, bias);
+    const xv = inputs(c);
+    const x = mg.tensor(f32(xv), { shape: [c.n, c.d] });
+    const y = moe.forward(x);
+    const want = refMoe(xv, ref);
+    try {
+      assert.deepEqual(Array.from(await moe.lastIndices!.data()), Array.from(want.idx));
+      assertNear(await y.data(), want.y, FWD, "grouped y");
+    } finally {
+      x.dispose();
+      y.dispose();
+      moe.dispose();
+    }
+  }, 12);
 });
 
 Deno.test("DeepseekMoE forward vs float64 reference on random configs (rtol 1e-4)", async () => {

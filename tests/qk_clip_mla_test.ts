@@ -48,7 +48,7 @@ Deno.test("QK-Clip (MLA) properties: max ≤ τ after clipping, rope key and v u
       v_head_dim: dv,
       initializer_range: 0.3 * gain,
     });
-    const z: MlaDims = { H, rq, rkv, dn, dr, dv, theta: config.rope_theta };
+    const z: MlaDims = { H, rq, rkv, dn, dr, dv, theta: config.rope_parameters.rope_theta };
     const mla = new MultiHeadLatentAttention(config, { seed });
     const x = mg.tensor(seededValues(B * T * D, seed, -1, 1), { shape: [B, T, D] });
     mg.noGrad(() => mla.forward(x)).dispose();

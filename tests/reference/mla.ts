@@ -3,7 +3,9 @@
  * the expanded training forward, its analytic vjp for x and every weight, and the absorbed
  * decode formulation (kv_b_proj folded into q and o), built from the Linear / RMSNorm / RoPE /
  * attention references. Weights are keyed by their HF parameter names
- * ("q_a_proj.weight", "kv_b_proj.weight", ...) in HF layouts (Linear weight [out, in]).
+ * ("q_a_proj.weight", "kv_b_proj.weight", ...) in HF layouts (Linear weight [out, in]). With
+ * `bias` (HF `attention_bias`), q_a_proj, kv_a_proj_with_mqa and o_proj carry a ".bias" as in
+ * HF DeepseekV3Attention; q_proj, q_b_proj and kv_b_proj never do.
  */
 import { attentionRef, attentionVjp } from "./attention.ts";
 import { NDArray } from "./ndarray.ts";
@@ -33,6 +35,8 @@ export interface MlaDims {
   dv: number;
   /** rope_theta. */
   theta: number;
+  /** attention_bias: biases on q_a_proj, kv_a_proj_with_mqa and o_proj (default false). */
+  bias?: boolean;
 }
 
 /** Weights by HF name. */
@@ -43,15 +47,16 @@ export const MLA_NORM_EPS = 1e-6;
 
 /** Parameter names (HF) of a layer with these dims, in HF registration order. */
 export function mlaParamNames(z: MlaDims): string[] {
+  const b = (name: string) => (z.bias ? [`${name}.weight`, `${name}.bias`] : [`${name}.weight`]);
   const q = z.rq === null
     ? ["q_proj.weight"]
-    : ["q_a_proj.weight", "q_a_layernorm.weight", "q_b_proj.weight"];
+    : [...b("q_a_proj"), "q_a_layernorm.weight", "q_b_proj.weight"];
   return [
     ...q,
-    "kv_a_proj_with_mqa.weight",
+    ...b("kv_a_proj_with_mqa"),
     "kv_a_layernorm.weight",
     "kv_b_proj.weight",
-    "o_proj.weight",
+    ...b("o_proj"),
   ];
 }
 
@@ -69,6 +74,11 @@ export function mlaParamShapes(z: MlaDims, D: number): Record<string, number[]> 
     s["q_a_proj.weight"] = [z.rq, D];
     s["q_a_layernorm.weight"] = [z.rq];
     s["q_b_proj.weight"] = [z.H * dqk, z.rq];
+  }
+  if (z.bias) {
+    if (z.rq !== null) s["q_a_proj.bias"] = [z.rq];
+    s["kv_a_proj_with_mqa.bias"] = [z.rkv + z.dr];
+    s["o_proj.bias"] = [D];
   }
   return s;
 }
@@ -186,7 +196,7 @@ interface Trace {
 /** q [B, T, H·d_qk] from x. */
 function queries(x: NDArray, w: MlaWeights): { q: NDArray; qa?: NDArray; qan?: NDArray } {
   if (w["q_proj.weight"]) return { q: linearRef(x, w["q_proj.weight"]) };
-  const qa = linearRef(x, w["q_a_proj.weight"]);
+  const qa = linearRef(x, w["q_a_proj.weight"], w["q_a_proj.bias"]);
   const qan = rmsNormRef(qa, w["q_a_layernorm.weight"], MLA_NORM_EPS);
   return { q: linearRef(qan, w["q_b_proj.weight"]), qa, qan };
 }
@@ -198,7 +208,7 @@ function trace(x: NDArray, w: MlaWeights, z: MlaDims, offset: number): Trace {
   const qNope = heads(q, z.H, dqk, 0, z.dn);
   const qRopeRaw = heads(q, z.H, dqk, z.dn, z.dr);
   const qRope = ropeRef(qRopeRaw, positions(qRopeRaw, offset), inv);
-  const ckv = linearRef(x, w["kv_a_proj_with_mqa.weight"]);
+  const ckv = linearRef(x, w["kv_a_proj_with_mqa.weight"], w["kv_a_proj_with_mqa.bias"]);
   const c = cols(ckv, 0, z.rkv);
   const kRopeRaw = cols(ckv, z.rkv, z.dr);
   const kRope = ropeRef(kRopeRaw, positions(kRopeRaw, offset), inv);
@@ -229,7 +239,7 @@ export function mlaRef(
 ): { out: NDArray; maxLogits: number[]; c: NDArray; kRope: NDArray } {
   const t = trace(x, w, z, offset);
   return {
-    out: linearRef(t.merged, w["o_proj.weight"]),
+    out: linearRef(t.merged, w["o_proj.weight"], w["o_proj.bias"]),
     maxLogits: t.maxLogits,
     c: t.cn,
     kRope: t.kRope,
@@ -253,6 +263,7 @@ export function mlaVjp(
   const grads: MlaWeights = {};
   const o = linearVjp(t.merged, w["o_proj.weight"], g);
   grads["o_proj.weight"] = o.dw;
+  if (w["o_proj.bias"]) grads["o_proj.bias"] = o.db;
   const dAttn = heads(o.dx, z.H, z.dv, 0, z.dv);
   const a = attentionVjp(t.qf, t.kf, t.v, dAttn, { scale: 1 / Math.sqrt(dqk), causal: true });
   // Queries.
@@ -274,6 +285,7 @@ export function mlaVjp(
     grads["q_a_layernorm.weight"] = n.dg;
     const la = linearVjp(x, w["q_a_proj.weight"], n.dx);
     grads["q_a_proj.weight"] = la.dw;
+    if (w["q_a_proj.bias"]) grads["q_a_proj.bias"] = la.db;
     dx = Float64Array.from(la.dx.data);
   }
   // Keys and values.
@@ -289,6 +301,7 @@ export function mlaVjp(
   const dkRope = ropeVjp(dkRopeRot, positions(dkRopeRot, offset), inv);
   const la = linearVjp(x, w["kv_a_proj_with_mqa.weight"], catCols(nkv.dx, dkRope));
   grads["kv_a_proj_with_mqa.weight"] = la.dw;
+  if (w["kv_a_proj_with_mqa.bias"]) grads["kv_a_proj_with_mqa.bias"] = la.db;
   for (let i = 0; i < dx.length; i++) dx[i] += la.dx.data[i];
   return { dx: new NDArray(dx, x.shape), grads };
 }
@@ -309,7 +322,7 @@ export function mlaAbsorbedRef(x: NDArray, w: MlaWeights, z: MlaDims, offset = 0
   const qNope = heads(q, z.H, dqk, 0, z.dn);
   const qRopeRaw = heads(q, z.H, dqk, z.dn, z.dr);
   const qRope = ropeRef(qRopeRaw, positions(qRopeRaw, offset), inv);
-  const ckv = linearRef(x, w["kv_a_proj_with_mqa.weight"]);
+  const ckv = linearRef(x, w["kv_a_proj_with_mqa.weight"], w["kv_a_proj_with_mqa.bias"]);
   const kRopeRaw = cols(ckv, z.rkv, z.dr);
   const kRope = ropeRef(kRopeRaw, positions(kRopeRaw, offset), inv);
   const c = rmsNormRef(cols(ckv, 0, z.rkv), w["kv_a_layernorm.weight"], MLA_NORM_EPS);
@@ -349,7 +362,7 @@ export function mlaAbsorbedRef(x: NDArray, w: MlaWeights, z: MlaDims, offset = 0
       }
     }
   }
-  return linearRef(new NDArray(merged, [B, T, z.H * z.dv]), w["o_proj.weight"]);
+  return linearRef(new NDArray(merged, [B, T, z.H * z.dv]), w["o_proj.weight"], w["o_proj.bias"]);
 }
 
 /**

@@ -20,6 +20,8 @@ export interface MoeRefWeights {
   scale: number;
   /** norm_topk_prob. */
   normalize: boolean;
+  /** Group-limited routing (default none). */
+  groups?: RefGroups;
   /** Router weight [E, D]. */
   gate: Float64Array;
   /** e_score_correction_bias [E]. */
@@ -55,7 +57,49 @@ export function refScores(x: Float64Array, w: MoeRefWeights): Float64Array {
   return s;
 }
 
-/** Top-k of s + bias per token (ties: lower index first) and the weights from unbiased s. */
+/** Group-limited routing (HF n_group / topk_group); nGroup 1 or topkGroup = nGroup: none. */
+export interface RefGroups {
+  /** n_group. */
+  nGroup: number;
+  /** topk_group. */
+  topkGroup: number;
+}
+
+/**
+ * The per-expert selection keys of one token, as HF DeepseekV3MoE.route_tokens_to_experts
+ * forms them: c = s + bias; with a group limit, each group of E / nGroup consecutive experts
+ * scores (largest c) + (second largest c), the topkGroup best groups are kept (ties: lower
+ * group index first), and every expert of another group gets key 0 (HF's masked_fill(…, 0.0)).
+ * With `f32` the two additions are rounded to float32 (Math.fround), as the GPU computes them,
+ * so the keys (and so the selection, ties included) are bit-comparable.
+ */
+export function refRouteKeys(
+  s: ArrayLike<number>,
+  bias: ArrayLike<number>,
+  groups: RefGroups = { nGroup: 1, topkGroup: 1 },
+  f32 = false,
+): number[] {
+  const e = s.length;
+  const r = f32 ? Math.fround : (v: number) => v;
+  const c = Array.from({ length: e }, (_, j) => r(s[j] + bias[j]));
+  const { nGroup: ng, topkGroup: kg } = groups;
+  if (kg >= ng) return c;
+  const gs = e / ng;
+  const score = Array.from({ length: ng }, (_, g) => {
+    const top = c.slice(g * gs, (g + 1) * gs).sort((a, b) => b - a);
+    return r(top[0] + top[1]);
+  });
+  const order = Array.from({ length: ng }, (_, g) => g).sort((a, b) =>
+    score[b] - score[a] || a - b
+  );
+  const kept = new Set(order.slice(0, kg));
+  return c.map((v, j) => (kept.has(Math.floor(j / gs)) ? v : 0));
+}
+
+/**
+ * Top-k of s + bias per token (ties: lower index first), optionally group-limited (see
+ * `refRouteKeys`), and the weights from the unbiased s.
+ */
 export function refRoute(
   s: Float64Array,
   bias: Float64Array,
@@ -63,13 +107,18 @@ export function refRoute(
   k: number,
   scale: number,
   normalize: boolean,
+  groups?: RefGroups,
+  f32 = false,
 ): { idx: Int32Array; w: Float64Array } {
   const n = s.length / e;
   const idx = new Int32Array(n * k);
   const wt = new Float64Array(n * k);
   for (let t = 0; t < n; t++) {
+    const keys = groups || f32
+      ? refRouteKeys(s.subarray(t * e, (t + 1) * e), bias, groups, f32)
+      : Array.from({ length: e }, (_, j) => s[t * e + j] + bias[j]);
     const order = Array.from({ length: e }, (_, j) => j).sort((a, b) => {
-      const d = (s[t * e + b] + bias[b]) - (s[t * e + a] + bias[a]);
+      const d = keys[b] - keys[a];
       return d !== 0 ? d : a - b;
     });
     let total = 0;
@@ -123,7 +172,7 @@ export function refMoe(
 ): { y: Float64Array; idx: Int32Array; weights: Float64Array; load: Int32Array } {
   const n = x.length / w.d;
   const s = refScores(x, w);
-  const { idx, w: weights } = refRoute(s, w.bias, w.e, w.k, w.scale, w.normalize);
+  const { idx, w: weights } = refRoute(s, w.bias, w.e, w.k, w.scale, w.normalize, w.groups);
   const y = new Float64Array(n * w.d);
   const load = new Int32Array(w.e);
   for (let t = 0; t < n; t++) {
@@ -191,7 +240,7 @@ export function refAuxLoss(x: Float64Array, w: MoeRefWeights, b: number, alpha: 
   const n = x.length / w.d;
   const t = n / b;
   const s = refScores(x, w);
-  const { idx } = refRoute(s, w.bias, w.e, w.k, w.scale, w.normalize);
+  const { idx } = refRoute(s, w.bias, w.e, w.k, w.scale, w.normalize, w.groups);
   let loss = 0;
   for (let q = 0; q < b; q++) {
     const f = new Float64Array(w.e);
