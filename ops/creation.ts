@@ -8,6 +8,7 @@ import { checkShape, numel } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
 import { fillInPlace } from "./copy.ts";
 import { grid1d, linearId } from "./grid.ts";
+import { TRIG_WGSL } from "./wgsl_trig.ts";
 
 /** Options accepted by every creation function. */
 export interface CreateOptions {
@@ -254,12 +255,12 @@ function random(
     const p = new Params().u(n, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0, stream).f(a, b);
     const value = op === "rand"
       ? `prmf(4u) + prmf(5u) * ${dtype === "f16" ? "unit16" : "unit"}(r.x)`
-      : "prmf(4u) + prmf(5u) * sqrt(-2.0 * log(unit(r.x) + 5.9604644775390625e-8)) * cos(6.283185307179586 * unit(r.y))";
+      : "prmf(4u) + prmf(5u) * sqrt(-2.0 * log(unit(r.x) + 5.9604644775390625e-8)) * mg_cos(6.283185307179586 * unit(r.y))";
     const k = kernel({
       name: op,
       bindings: [{ name: "out", type: dtype, access: "read_write" }],
       workgroupSize: [256],
-      prelude: PHILOX_WGSL,
+      prelude: PHILOX_WGSL + TRIG_WGSL,
       body: `
   let i = ${linearId(256)};
   if (i >= prm(0u)) { return; }

@@ -9,9 +9,10 @@ import { type Operand, Tensor } from "../core/tensor.ts";
 import { noGrad, record } from "../core/autograd.ts";
 import { pointwise, type PointwiseInput } from "./pointwise.ts";
 import { sumTo } from "./reduce.ts";
+import { TRIG_WGSL } from "./wgsl_trig.ts";
 
 /** WGSL helpers shared by the float expressions below (stable in f32 for any input). */
-export const MATH_WGSL = `
+export const MATH_WGSL = TRIG_WGSL + `
 fn mg_tanh(x: f32) -> f32 {
   // Near 0, 1 − e^(−2|x|) cancels: use the Taylor series (truncation < 2e-9 relative).
   if (abs(x) < 0.125) {
@@ -63,8 +64,8 @@ const UNARY: Record<string, UnarySpec> = {
   log: { float: "log(v0)" },
   sqrt: { float: "sqrt(v0)" },
   rsqrt: { float: "inverseSqrt(v0)" },
-  sin: { float: "sin(v0)" },
-  cos: { float: "cos(v0)" },
+  sin: { float: "mg_sin(v0)" },
+  cos: { float: "mg_cos(v0)" },
   tanh: { float: "mg_tanh(v0)" },
   sigmoid: { float: "mg_sigmoid(v0)" },
   silu: { float: "v0 * mg_sigmoid(v0)" },
@@ -118,9 +119,9 @@ export const sqrt = (x: Tensor): Tensor => unaryWithGrad("sqrt", x, "v0 * 0.5 / 
 export const rsqrt = (x: Tensor): Tensor =>
   unaryWithGrad("rsqrt", x, "v0 * -0.5 * v1 * v1 * v1", "output");
 /** Sine. */
-export const sin = (x: Tensor): Tensor => unaryWithGrad("sin", x, "v0 * cos(v1)", "input");
+export const sin = (x: Tensor): Tensor => unaryWithGrad("sin", x, "v0 * mg_cos(v1)", "input");
 /** Cosine. */
-export const cos = (x: Tensor): Tensor => unaryWithGrad("cos", x, "-v0 * sin(v1)", "input");
+export const cos = (x: Tensor): Tensor => unaryWithGrad("cos", x, "-v0 * mg_sin(v1)", "input");
 /** Hyperbolic tangent. */
 export const tanh = (x: Tensor): Tensor =>
   unaryWithGrad("tanh", x, "v0 * (1.0 - v1 * v1)", "output");

@@ -6,8 +6,9 @@
  * projection is not copied). Backward rotates the gradient by −angle with the same kernel.
  *
  * Precision follows HF: inv_freq is rounded to f32 (computed here in float64 first), the
- * angle is the f32 product p·inv_freq, then reduced to [−π, π] (Cody–Waite) before sin/cos
- * so large positions stay accurate on GPUs whose sin/cos are only accurate near zero.
+ * angle is the f32 product p·inv_freq, and its sin/cos come from `mg_sincos` (ops/wgsl_trig.ts:
+ * Cody–Waite reduction + polynomials, a few ulps on every implementation) rather than WGSL's
+ * built-ins, which are only accurate to 2^-11 near zero (4.6e-5 off on Dawn/SwiftShader).
  * HF's `apply_rotary_pos_emb_interleave` returns the rotated pairs de-interleaved (first all
  * even, then all odd components); this op keeps the interleaved layout. Dot products between
  * rotated q and k, all attention uses, are identical in both layouts.
@@ -18,6 +19,7 @@ import { type Binding, kernel, Params } from "../core/kernel.ts";
 import { dispatch } from "../core/runtime.ts";
 import { numel } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
+import { TRIG_WGSL } from "./wgsl_trig.ts";
 import { record } from "../core/autograd.ts";
 import { tensor } from "./creation.ts";
 import { grid1d, linearId } from "./grid.ts";
@@ -95,6 +97,7 @@ function rotate(
     name: byTensor ? "rope_pos" : "rope_offset",
     bindings,
     workgroupSize: [WG],
+    prelude: TRIG_WGSL,
     body: `
   let i = ${linearId(WG)};
   if (i >= prm(0u)) { return; }
@@ -113,11 +116,9 @@ function rotate(
     po += c * prm(8u + 2u * r1 + u32(d));
   }
   let p = ${byTensor ? "f32(pos[po + u32(prmi(4u))])" : "f32(prmi(4u) + i32(po))"};
-  let a = p * inv[prm(3u) + j];
-  let k = round(a * 0.15915494309189535);
-  let red = (a - k * 6.28125) - k * 1.9353071795864769e-3;
-  let c = cos(red);
-  let s = prmf(5u) * sin(red);
+  let sc = mg_sincos(p * inv[prm(3u) + j]);
+  let c = sc.y;
+  let s = prmf(5u) * sc.x;
   let ls = prm(6u);
   let x0 = f32(x[xo + 2u * j * ls]);
   let x1 = f32(x[xo + (2u * j + 1u) * ls]);
