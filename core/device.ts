@@ -69,6 +69,8 @@ interface DeviceState {
   info: DeviceInfo;
   lost: string | null;
   errors: string[];
+  /** Kernels the compiler rejected: reported before the errors they cause. */
+  kernelErrors: string[];
 }
 
 let state: DeviceState | null = null;
@@ -147,13 +149,15 @@ function adopt(
     },
     f16: device.features.has("shader-f16"),
   };
-  const s: DeviceState = { device, owners, info, lost: null, errors: [] };
+  const s: DeviceState = { device, owners, info, lost: null, errors: [], kernelErrors: [] };
   device.lost.then((l) => {
     s.lost = `device lost (${l.reason}): ${l.message} (while running ${runningOp})`;
   });
   device.addEventListener("uncapturederror", (e) => {
     const err = (e as GPUUncapturedErrorEvent).error;
-    s.errors.push(`${err.constructor.name}: ${err.message} (while running ${runningOp})`);
+    s.errors.push(
+      `${err.constructor.name}: ${err.message} (outside a batch; last op ${runningOp})`,
+    );
   });
   state = s;
   return info;
@@ -179,14 +183,27 @@ export function setRunningOp(op: string): void {
   runningOp = op;
 }
 
+/**
+ * Queues an error found asynchronously (a kernel the compiler rejected, or a batch's
+ * validation error) to be thrown by the next readback or sync. Kernel failures come first.
+ */
+export function reportGpuError(message: string, kind: "kernel" | "batch" = "kernel"): void {
+  if (!state) return;
+  (kind === "kernel" ? state.kernelErrors : state.errors).push(message);
+}
+
 /** Throws the first GPU error reported since the last check (validation, out-of-memory, loss). */
 export function throwPendingGpuError(op: string): void {
   if (!state) return;
   if (state.lost) throw new MoongradError(op, state.lost);
-  if (state.errors.length) {
-    const first = state.errors[0];
-    const more = state.errors.length - 1;
-    state.errors.length = 0;
-    throw new MoongradError(op, `GPU error: ${first}${more ? ` (+${more} more)` : ""}`);
+  const all = [...state.kernelErrors, ...state.errors];
+  state.kernelErrors.length = 0;
+  state.errors.length = 0;
+  if (all.length) {
+    const more = all.length - 1;
+    throw new MoongradError(
+      op,
+      `GPU error reported while waiting for ${op}: ${all[0]}${more ? ` (+${more} more)` : ""}`,
+    );
   }
 }

@@ -1,4 +1,5 @@
-import { gpuDevice } from "./device.ts";
+import { gpuDevice, reportGpuError } from "./device.ts";
+import { MoongradError } from "./errors.ts";
 
 /** How a kernel accesses one storage binding. */
 export type Access = "read" | "read_write";
@@ -41,6 +42,22 @@ export interface Kernel {
   readonly storageCount: number;
   /** Bytes of the uniform parameter block. */
   readonly paramBytes: number;
+  /**
+   * Set when the compiler or pipeline validation rejected this kernel (known asynchronously,
+   * shortly after creation): the kernel's name, where it was created and the compiler's
+   * messages. `dispatch` refuses a kernel that has one.
+   */
+  failure?: string;
+}
+
+/** What the WGSL compiler said about one kernel: errors and warnings, with the source line. */
+export interface KernelDiagnostic {
+  /** Kernel name. */
+  kernel: string;
+  /** "error" or "warning". */
+  type: string;
+  /** The compiler's message with line:column and the offending source line. */
+  message: string;
 }
 
 /** Number of u32 parameter words every kernel may read through `prm(i)`. */
@@ -48,6 +65,8 @@ export const PARAM_WORDS = 64;
 
 const cache = new Map<string, Kernel>();
 let nextId = 1;
+const diagnostics: KernelDiagnostic[] = [];
+const pendingChecks = new Set<Promise<void>>();
 
 /** Builds the full WGSL source of a kernel definition. */
 export function kernelSource(def: KernelDef): string {
@@ -97,6 +116,7 @@ export function kernel(def: KernelDef): Kernel {
     visibility: GPUShaderStage.COMPUTE,
     buffer: { type: "uniform", hasDynamicOffset: true, minBindingSize: PARAM_WORDS * 4 },
   });
+  device.pushErrorScope("validation");
   const layout = device.createBindGroupLayout({ label: def.name, entries });
   const module = device.createShaderModule({ label: def.name, code: source });
   const pipeline = device.createComputePipeline({
@@ -104,6 +124,7 @@ export function kernel(def: KernelDef): Kernel {
     layout: device.createPipelineLayout({ label: def.name, bindGroupLayouts: [layout] }),
     compute: { module, entryPoint: "main" },
   });
+  const validation = device.popErrorScope();
   const k: Kernel = {
     id: nextId++,
     name: def.name,
@@ -113,7 +134,66 @@ export function kernel(def: KernelDef): Kernel {
     paramBytes: PARAM_WORDS * 4,
   };
   cache.set(source, k);
+  const where = creationSite(new Error().stack ?? "");
+  const check = checkKernel(k, source, module, validation, where).finally(() =>
+    pendingChecks.delete(check)
+  );
+  pendingChecks.add(check);
   return k;
+}
+
+/** The first stack frame outside core/: the op that asked for the kernel. */
+function creationSite(stack: string): string {
+  const frames = stack.split("\n").slice(1).map((l) => l.trim());
+  const frame = frames.find((f) => !/\/core\/[a-z_]+\.ts/.test(f)) ?? frames[0] ?? "";
+  return frame.replace(/^at /, "").replace(
+    /file:\/\/\/?[^)]*?\/((ops|nn|optim|io|cli|tests)\/)/,
+    "$1",
+  );
+}
+
+async function checkKernel(
+  k: Kernel,
+  source: string,
+  module: GPUShaderModule,
+  validation: Promise<GPUError | null>,
+  where: string,
+): Promise<void> {
+  const [info, error] = await Promise.all([
+    module.getCompilationInfo().catch(() => null),
+    validation.catch((e: unknown) => e as GPUError),
+  ]);
+  const lines = source.split("\n");
+  const messages: string[] = [];
+  for (const m of info?.messages ?? []) {
+    if (m.type === "info") continue;
+    const text = `${m.type} at ${m.lineNum}:${m.linePos}: ${m.message}` +
+      (m.lineNum > 0 ? ` | ${lines[m.lineNum - 1]?.trim() ?? ""}` : "");
+    diagnostics.push({ kernel: k.name, type: m.type, message: text });
+    if (m.type === "error") messages.push(text);
+  }
+  if (error && !messages.length) messages.push(error.message);
+  if (!messages.length) return;
+  k.failure = `kernel "${k.name}" (created by ${where}) failed to compile: ${messages.join("; ")}`;
+  reportGpuError(k.failure);
+}
+
+/**
+ * Waits until the compiler has reported on every kernel created so far (readbacks call it so
+ * a compile error is reported by name before the generic errors it causes).
+ */
+export async function kernelChecksDone(): Promise<void> {
+  while (pendingChecks.size) await Promise.all([...pendingChecks]);
+}
+
+/** Errors and warnings the WGSL compiler reported for kernels created so far. */
+export function kernelDiagnostics(): KernelDiagnostic[] {
+  return diagnostics.slice();
+}
+
+/** Throws when the compiler rejected this kernel (so a broken kernel is never dispatched). */
+export function assertKernelUsable(k: Kernel): void {
+  if (k.failure) throw new MoongradError(k.name, k.failure);
 }
 
 /** Number of distinct kernels compiled so far. */

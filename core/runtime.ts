@@ -1,5 +1,5 @@
-import { gpuDevice, setRunningOp, throwPendingGpuError } from "./device.ts";
-import type { Kernel } from "./kernel.ts";
+import { gpuDevice, reportGpuError, setRunningOp, throwPendingGpuError } from "./device.ts";
+import { assertKernelUsable, type Kernel, kernelChecksDone } from "./kernel.ts";
 import type { GpuBuf } from "./pool.ts";
 
 /**
@@ -7,6 +7,10 @@ import type { GpuBuf } from "./pool.ts";
  * and submits in batches. Kernel parameters of a batch live in one uniform arena that is
  * uploaded with `writeBuffer` right before the batch is submitted; queue order makes that
  * safe because the previous batch was submitted before the write.
+ *
+ * Each batch runs inside its own validation and out-of-memory error scopes, and remembers the
+ * kernels it recorded, so an error the device reports later names the ops of its batch instead
+ * of whichever op happens to read back next.
  */
 
 /** Dispatches recorded before a batch is submitted without waiting for a readback. */
@@ -21,6 +25,8 @@ let arena: { buffer: GPUBuffer; cpu: Uint32Array<ArrayBuffer>; id: number; slot:
 let arenaIds = 0;
 let paramStride = 256;
 const bindGroups = new Map<string, GPUBindGroup>();
+const batchOps = new Set<string>();
+const pendingScopes = new Set<Promise<void>>();
 let stats = { dispatches: 0, submits: 0 };
 
 function ensureArena(device: GPUDevice, paramBytes: number): NonNullable<typeof arena> {
@@ -52,8 +58,38 @@ export function hasPendingWork(): boolean {
 }
 
 function openEncoder(device: GPUDevice): GPUCommandEncoder {
-  encoder ??= device.createCommandEncoder({ label: `moongrad batch ${batch}` });
+  if (!encoder) {
+    device.pushErrorScope("out-of-memory");
+    device.pushErrorScope("validation");
+    encoder = device.createCommandEncoder({ label: `moongrad batch ${batch}` });
+  }
   return encoder;
+}
+
+/** Pops the batch's error scopes; an error is queued with the names of the batch's ops. */
+function closeErrorScopes(device: GPUDevice, id: number): void {
+  const ops = [...batchOps];
+  batchOps.clear();
+  const report = (e: GPUError | null) => {
+    if (!e) return;
+    const shown = ops.length > 12 ? `${ops.slice(0, 12).join(", ")}, …` : ops.join(", ");
+    reportGpuError(
+      `${e.constructor.name} in batch ${id} (ops: ${shown || "none"}): ${e.message}`,
+      "batch",
+    );
+  };
+  for (let i = 0; i < 2; i++) {
+    const p: Promise<void> = device.popErrorScope().then(report, () => {}).finally(() =>
+      pendingScopes.delete(p)
+    );
+    pendingScopes.add(p);
+  }
+}
+
+/** Waits for the compiler's verdict on new kernels and for the error scopes of past batches. */
+async function errorsSettled(): Promise<void> {
+  await kernelChecksDone();
+  while (pendingScopes.size) await Promise.all([...pendingScopes]);
 }
 
 /** Records one compute dispatch. Never waits; submits when the batch is full. */
@@ -64,6 +100,7 @@ export function dispatch(
   groups: readonly [number, number?, number?],
 ): void {
   const device = gpuDevice(k.name);
+  assertKernelUsable(k);
   setRunningOp(k.name);
   if (buffers.length !== k.storageCount) {
     throw new Error(`${k.name}: kernel expects ${k.storageCount} buffers, got ${buffers.length}`);
@@ -90,6 +127,7 @@ export function dispatch(
   }
   for (const b of buffers) b.lastBatch = batch;
   pass ??= openEncoder(device).beginComputePass({ label: "moongrad" });
+  batchOps.add(k.name);
   pass.setPipeline(k.pipeline);
   pass.setBindGroup(0, group, [offset]);
   pass.dispatchWorkgroups(groups[0], groups[1] ?? 1, groups[2] ?? 1);
@@ -129,6 +167,7 @@ export function flush(): void {
   }
   device.queue.submit([encoder.finish()]);
   encoder = null;
+  closeErrorScopes(device, batch);
   dispatches = 0;
   batch++;
   stats.submits++;
@@ -170,7 +209,12 @@ export async function readback(
   try {
     copyBuffer(buf, start, staging, 0, size);
     flush();
-    await staging.mapAsync(GPUMapMode.READ);
+    await staging.mapAsync(GPUMapMode.READ).catch(async (e) => {
+      await errorsSettled();
+      throwPendingGpuError(op);
+      throw e;
+    });
+    await errorsSettled();
     throwPendingGpuError(op);
     const skip = byteOffset - start;
     return staging.getMappedRange().slice(skip, skip + bytes);
@@ -191,6 +235,7 @@ export function forgetBuffer(buf: GpuBuf): void {
 export async function sync(): Promise<void> {
   flush();
   await gpuDevice("sync").queue.onSubmittedWorkDone();
+  await errorsSettled();
   throwPendingGpuError("sync");
 }
 
