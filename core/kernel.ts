@@ -201,6 +201,11 @@ export function compiledKernelCount(): number {
   return cache.size;
 }
 
+/** Names of the kernels compiled so far (one entry per distinct name). */
+export function compiledKernelNames(): Set<string> {
+  return new Set([...cache.values()].map((k) => k.name));
+}
+
 /** Packs kernel parameters (integers as u32/i32 bits, floats as f32 bits) into u32 words. */
 export class Params {
   /** The packed words, PARAM_WORDS long. */

@@ -116,9 +116,14 @@ export class Tensor {
     return t;
   }
 
-  /** Frees this handle; the storage returns to the pool when no view uses it. Idempotent. */
+  /**
+   * Frees this handle and its accumulated `.grad` (as a scope does to a leaf it created); the
+   * storage returns to the pool when no view uses it. Idempotent.
+   */
   dispose(): void {
     if (!this.#storage) return;
+    this.grad?.dispose();
+    this.grad = null;
     this.#storage.releaseRef();
     this.#storage = null;
     liveTensors--;

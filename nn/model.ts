@@ -394,8 +394,10 @@ export class KimiLM extends Module {
           const logits = this.forward(input, offset, caches);
           const last = slice(logits, 1, logits.shape[1] - 1);
           logits.dispose();
-          const r = topk(last.reshape([batch, this.config.vocab_size]), temperature === 0 ? 1 : k);
+          const rows = last.reshape([batch, this.config.vocab_size]);
           last.dispose();
+          const r = topk(rows, temperature === 0 ? 1 : k);
+          rows.dispose();
           const scaled = div(r.values, temperature === 0 ? 1 : temperature);
           const probs = softmax(scaled, -1);
           scaled.dispose();
