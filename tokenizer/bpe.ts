@@ -73,15 +73,19 @@ function mergeByScan(parts: number[], table: MergeTable): number[] {
   while (n > 1) {
     let best = Infinity;
     let at = -1;
+    let result = 0;
     for (let i = 0; i + 1 < n; i++) {
       const v = table.get(parts[i], parts[i + 1]);
-      if (v !== undefined && v < best) {
-        best = v;
+      if (v === undefined) continue;
+      const rank = Math.floor(v / KEY);
+      if (rank < best) {
+        best = rank;
         at = i;
+        result = v % KEY;
       }
     }
     if (at < 0) break;
-    parts[at] = best % KEY;
+    parts[at] = result;
     parts.splice(at + 1, 1);
     n--;
   }
