@@ -6,6 +6,8 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
+// Test-only peer: Hugging Face's JavaScript port of tokenizers.
+// deno-lint-ignore no-import-prefix
 import { Tokenizer as HfTokenizer } from "npm:@huggingface/tokenizers@0.2.0";
 import {
   GPT4O_PATTERN,

@@ -7,7 +7,10 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
+// Test-only peers (the library itself has no dependencies).
+// deno-lint-ignore no-import-prefix
 import { Tiktoken } from "npm:js-tiktoken@1.0.21/lite";
+// deno-lint-ignore no-import-prefix
 import o200k from "npm:js-tiktoken@1.0.21/ranks/o200k_base";
 import { GPT4O_PATTERN, Tokenizer } from "../tokenizer/mod.ts";
 
