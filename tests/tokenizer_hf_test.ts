@@ -39,7 +39,17 @@ Deno.test("fixture: hand-derived ids of a GPT-2-style tokenizer.json", async () 
   assert.throws(() => tok.encode("hi"), /byte 0x69 has no token/);
 });
 
-Deno.test("fixture variants: [a, b] merges, add_prefix_space, ignore_merges, unk_token", () => {
+Deno.test("fixture variants: Split, [a, b] merges, add_prefix_space, ignore_merges, unk_token", () => {
+  const split = tiny();
+  split.pre_tokenizer = {
+    type: "Sequence",
+    pretokenizers: [
+      { type: "Split", pattern: { String: "-" }, behavior: "Removed", invert: false },
+      { type: "ByteLevel", add_prefix_space: false, use_regex: false },
+    ],
+  };
+  assert.deepEqual(Tokenizer.fromHfJson(split).encode("hello-hello"), [14, 14]);
+
   const pairs = tiny();
   pairs.model.merges = pairs.model.merges.map((m: string) => m.split(" "));
   assert.deepEqual(Tokenizer.fromHfJson(pairs).encode("Hello world"), [20, 11, 7, 17, 21]);
@@ -68,8 +78,10 @@ Deno.test("added tokens: lstrip / rstrip swallow spaces, single_word needs word 
   j.added_tokens.push(
     { id: 23, content: "[S]", single_word: false, lstrip: true, rstrip: true, special: true },
     { id: 24, content: "ow", single_word: true, lstrip: false, rstrip: false, special: false },
+    { id: 25, content: "<|im-end|>", special: true },
   );
   const tok = Tokenizer.fromHfJson(j);
+  assert.deepEqual(tok.encode("hello<|im-end|>"), [14, 25], "regex characters are literal");
   assert.deepEqual(tok.encode("he [S] he"), [12, 23, 12]);
   assert.deepEqual(tok.encode("ow"), [24]);
   assert.deepEqual(tok.encode("wow"), [9, 7, 9], "inside a word it is ordinary text");

@@ -108,7 +108,7 @@ export class AddedTokenSplitter {
     const contents = [...new Set(this.#tokens.filter(ok).map((t) => t.content))]
       .sort((a, b) => b.length - a.length || (a < b ? -1 : 1));
     const re = contents.length === 0 ? null : new RegExp(
-      contents.map((c) => c.replace(/[\\^$.*+?()[\]{}|/-]/g, "\\$&")).join("|"),
+      contents.map((c) => c.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&")).join("|"),
       "gu",
     );
     if (this.#regexes.size > 16) this.#regexes.clear();

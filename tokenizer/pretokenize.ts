@@ -89,9 +89,12 @@ function combine(s: Span[], behavior: SplitBehavior): Span[] {
   }
 }
 
+/** A consumer of pieces. */
+type Emit = (piece: string) => void;
+
 /**
  * Splits `text` by the matches of a global regex with a Hugging Face split behaviour, appending
- * the non-empty pieces to `out`.
+ * the non-empty pieces to `out` (an array, or a function called with each piece).
  *
  * @example
  * ```ts
@@ -106,7 +109,21 @@ export function splitByRegex(
   re: RegExp,
   behavior: SplitBehavior,
   invert: boolean,
-  out: string[],
+  out: string[] | Emit,
+): void {
+  if (Array.isArray(out)) {
+    splitEach(text, re, behavior, invert, (p) => void out.push(p));
+    return;
+  }
+  splitEach(text, re, behavior, invert, out);
+}
+
+function splitEach(
+  text: string,
+  re: RegExp,
+  behavior: SplitBehavior,
+  invert: boolean,
+  emit: Emit,
 ): void {
   if (behavior === "Isolated") {
     // Hot path: every gap and match is a piece, in order.
@@ -120,31 +137,31 @@ export function splitByRegex(
         if (start >= text.length) break;
         continue;
       }
-      if (prev !== start) out.push(text.slice(prev, start));
-      out.push(m[0]);
+      if (prev !== start) emit(text.slice(prev, start));
+      emit(m[0]);
       prev = start + len;
     }
-    if (prev !== text.length) out.push(text.slice(prev));
+    if (prev !== text.length) emit(text.slice(prev));
     return;
   }
   for (const [a, b] of combine(spans(text, re, invert), behavior)) {
-    if (b > a) out.push(text.slice(a, b));
+    if (b > a) emit(text.slice(a, b));
   }
 }
 
 /** A compiled pre-tokenizer: pieces of a text, and whether the pipeline is byte-level. */
 export interface PreTokenizer {
-  /** Appends the pieces of `text` to `out`. */
-  split(text: string, out: string[]): void;
+  /** Calls `emit` with each piece of `text`, in order. */
+  split(text: string, emit: (piece: string) => void): void;
   /** Whether a ByteLevel step is present (the vocabulary is over bytes). */
   readonly byteLevel: boolean;
 }
 
 function escapeLiteral(s: string): string {
-  return s.replace(/[\\^$.*+?()[\]{}|/-]/g, "\\$&");
+  return s.replace(/[\\^$.*+?()[\]{}|/]/g, "\\$&");
 }
 
-type Step = (piece: string, out: string[]) => void;
+type Step = (piece: string, emit: Emit) => void;
 
 function buildStep(c: HfComponent, where: string, flags: { byteLevel: boolean }): Step {
   switch (c.type) {
@@ -152,15 +169,11 @@ function buildStep(c: HfComponent, where: string, flags: { byteLevel: boolean })
       const list = c.pretokenizers;
       if (!Array.isArray(list)) throw new Error(`${where}: Sequence needs "pretokenizers"`);
       const steps = list.map((x, i) => buildStep(x as HfComponent, `${where}[${i}]`, flags));
-      return (piece, out) => {
-        let cur = [piece];
-        for (const step of steps) {
-          const next: string[] = [];
-          for (const p of cur) step(p, next);
-          cur = next;
-        }
-        for (const p of cur) out.push(p);
-      };
+      // Compose right to left: each step emits into the next one, no arrays in between.
+      return steps.reduceRight<Step>(
+        (next, step) => (piece, emit) => step(piece, (p) => next(p, emit)),
+        (piece, emit) => emit(piece),
+      );
     }
     case "Split": {
       const pat = c.pattern as { Regex?: string; String?: string } | undefined;
@@ -174,21 +187,21 @@ function buildStep(c: HfComponent, where: string, flags: { byteLevel: boolean })
         re = new RegExp(escapeLiteral(pat.String), "gu");
       } else throw new Error(`${where}: Split needs pattern {"Regex": ...} or {"String": ...}`);
       const invert = c.invert === true;
-      return (piece, out) => splitByRegex(piece, re, behavior, invert, out);
+      return (piece, emit) => splitEach(piece, re, behavior, invert, emit);
     }
     case "ByteLevel": {
       flags.byteLevel = true;
       const prefix = c.add_prefix_space === true;
       const re = c.use_regex === false ? null : compileSplitPattern(GPT2_PATTERN);
-      return (piece, out) => {
+      return (piece, emit) => {
         const p = prefix && !piece.startsWith(" ") ? " " + piece : piece;
-        if (re) splitByRegex(p, re, "Isolated", false, out);
-        else out.push(p);
+        if (re) splitEach(p, re, "Isolated", false, emit);
+        else emit(p);
       };
     }
     case "Digits": {
       const re = c.individual_digits === true ? /\p{N}/gu : /\p{N}+/gu;
-      return (piece, out) => splitByRegex(piece, re, "Isolated", false, out);
+      return (piece, emit) => splitEach(piece, re, "Isolated", false, emit);
     }
     default:
       throw new Error(
@@ -208,17 +221,15 @@ function buildStep(c: HfComponent, where: string, flags: { byteLevel: boolean })
  * import { buildPreTokenizer } from "./pretokenize.ts";
  * const pt = buildPreTokenizer({ type: "ByteLevel", add_prefix_space: true, use_regex: true });
  * const out: string[] = [];
- * pt.split("Hello world", out);
+ * pt.split("Hello world", (p) => out.push(p));
  * console.log(out, pt.byteLevel); // [" Hello", " world"] true
  * ```
  */
 export function buildPreTokenizer(config: HfComponent | null): PreTokenizer {
   const flags = { byteLevel: false };
-  const step = config === null ? (p: string, out: string[]) => void out.push(p) : buildStep(
-    config,
-    "pre_tokenizer",
-    flags,
-  );
+  const step: Step = config === null
+    ? (p, emit) => emit(p)
+    : buildStep(config, "pre_tokenizer", flags);
   return { split: step, byteLevel: flags.byteLevel };
 }
 

@@ -337,12 +337,10 @@ export class Tokenizer implements TextTokenizer {
 
   #encodeText(text: string, out: number[]): void {
     const t = this.#normalize ? this.#normalize(text) : text;
-    const words: string[] = [];
-    this.#preTokenizer.split(t, words);
-    for (const w of words) {
+    this.#preTokenizer.split(t, (w) => {
       const ids = this.#word(w);
       for (let i = 0; i < ids.length; i++) out.push(ids[i]);
-    }
+    });
   }
 
   #encodeInto(text: string, options: EncodeOptions, out: number[]): void {
