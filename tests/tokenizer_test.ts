@@ -187,6 +187,10 @@ Deno.test("trainer: deterministic, byte tokens first, specials last, compresses 
   const small = Tokenizer.train("abab", { vocabSize: 300 });
   assert.equal(small.vocabSize, 257);
   assert.throws(() => Tokenizer.train("x", { vocabSize: 100 }), /vocabSize must be/);
+  assert.throws(
+    () => Tokenizer.train("x", { vocabSize: 300, specialTokens: ["<s>", "<s>"] }),
+    /distinct and non-empty/,
+  );
 });
 
 const anyText = fc.string({ unit: "binary", maxLength: 80 });

@@ -121,7 +121,11 @@ Deno.test({
     const back = Tokenizer.fromHfJson(mine.toHfJson());
     assert.deepEqual(back.encode(corpus), mine.encode(corpus));
     fc.assert(
-      fc.property(texts, (s) => assert.deepEqual(back.encode(s), mine.encode(s))),
+      fc.property(texts, (s) => {
+        const ids = back.encode(s);
+        assert.deepEqual(ids, mine.encode(s));
+        assert.equal(back.decode(ids), s.toWellFormed(), "HF-loaded: decode(encode(s)) = s");
+      }),
       { numRuns: 500 },
     );
   },

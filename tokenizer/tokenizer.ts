@@ -257,6 +257,11 @@ export class Tokenizer implements TextTokenizer {
   static train(texts: string | Iterable<string>, options: TrainOptions): Tokenizer {
     const pattern = options.pattern ?? KIMI_K2_PATTERN;
     const specials = options.specialTokens ?? [];
+    if (new Set(specials).size !== specials.length || specials.some((t) => t.length === 0)) {
+      throw new Error(
+        `specialTokens must be distinct and non-empty, got ${JSON.stringify(specials)}`,
+      );
+    }
     const merges = options.vocabSize - 256 - specials.length;
     if (!Number.isInteger(options.vocabSize) || merges < 0) {
       throw new Error(
