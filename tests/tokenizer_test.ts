@@ -69,6 +69,10 @@ Deno.test("split patterns: Kimi K2 isolates Han; \\s means White_Space; (?i:) co
   const v = compileSplitPattern("[\\p{L}&&[a-z]]+|[(){}/|-]+");
   assert.equal(v.flags, "gv");
   assert.deepEqual("ab(){}/|-Xc".match(v), ["ab", "(){}/|-", "c"]);
+  assert.deepEqual("a一丁b".match(compileSplitPattern("[\\x{4E00}-\\x{4E01}]+|\\x{61}")), [
+    "a",
+    "一丁",
+  ]);
   assert.throws(() => compileSplitPattern("\\p{L}++"), /possessive quantifier/);
   assert.throws(() => compileSplitPattern("\\p{NoSuchThing}"), /unknown property/);
 });

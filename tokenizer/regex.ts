@@ -10,6 +10,7 @@
  * - a class with an intersection, `[\p{Lu}\p{M}&&[^\p{Han}]]`, gets each operand bracketed,
  *   `[[\p{Lu}\p{M}]&&[^\p{Script=Han}]]`, and the pattern compiles with the `v` flag, where
  *   literal class characters that `v` reserves are escaped;
+ * - `\x{HHHH}` becomes `\u{HHHH}`;
  * - inline modifiers `(?i:...)` and lookarounds are native JavaScript.
  * Possessive quantifiers (`x++`) have no JavaScript form and are rejected with an error.
  */
@@ -68,6 +69,10 @@ function scanClass(src: string, start: number, v: boolean): ClassScan {
       } else if (n === "s" || n === "S") {
         cur += n === "s" ? "\\p{White_Space}" : "\\P{White_Space}";
         i += 2;
+      } else if (n === "x" && src[i + 2] === "{") {
+        const close = src.indexOf("}", i + 3);
+        cur += `\\u{${src.slice(i + 3, close)}}`;
+        i = close + 1;
       } else {
         cur += c + n;
         i += 2;
@@ -126,6 +131,10 @@ function translate(src: string, v: boolean): { text: string; intersects: boolean
       } else if (n === "s" || n === "S") {
         out += n === "s" ? "\\p{White_Space}" : "\\P{White_Space}";
         i += 2;
+      } else if (n === "x" && src[i + 2] === "{") {
+        const close = src.indexOf("}", i + 3);
+        out += `\\u{${src.slice(i + 3, close)}}`;
+        i = close + 1;
       } else {
         out += c + n;
         i += 2;

@@ -439,10 +439,9 @@ export class Tokenizer implements TextTokenizer {
 
   /** The `tokenizer.json` text. */
   toHfJson(): string {
-    const s = this.#spec;
-    if (s.mergeRanks === undefined) return hfTokenizerJson(s);
-    // Rank-ordered pairs (tiktoken) are already in priority order; their index is the rank.
-    return hfTokenizerJson({ ...s, mergeRanks: undefined });
+    // Merges are kept in priority order, so a line index is a valid Hugging Face rank (for
+    // tiktoken pairs, ties of one token's splits keep their order).
+    return hfTokenizerJson(this.#spec);
   }
 
   /** Writes `tokenizer.json` and `tokenizer_config.json` into `dir` (created if missing). */
