@@ -108,3 +108,4 @@ export {
   setAttentionConfig,
 } from "./ops/attention.ts";
 export * as optim from "./optim/mod.ts";
+export * as tokenizer from "./tokenizer/mod.ts";

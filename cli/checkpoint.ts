@@ -3,6 +3,7 @@
  *   model.safetensors + config.json   the model, HF tensor names and config (loads in PyTorch)
  *   optimizer.safetensors             every optimizer state tensor ("<half>/<param>.<slot>")
  *   trainer_state.json                step, data position, RNG state, optimizer step counts
+ *   tokenizer.json (+ tokenizer_config.json)  the run's tokenizer (Hugging Face format)
  * A checkpoint is written into a fresh temporary directory and swapped in by renames, so a
  * crash leaves either the old or the new checkpoint, never a mix.
  */
@@ -57,12 +58,16 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Saves a checkpoint of `model`, the optimizer halves and `state` into `runDir/checkpoint`. */
+/**
+ * Saves a checkpoint of `model`, the optimizer halves, `state` and the tokenizer (when given)
+ * into `runDir/checkpoint`.
+ */
 export async function saveCheckpoint(
   runDir: string,
   model: KimiLM,
   optimizer: Record<string, OptimizerStateDict>,
   state: TrainerState,
+  tokenizer?: { save(dir: string): Promise<void> },
 ): Promise<void> {
   const final = `${runDir}/${CHECKPOINT}`;
   const tmp = `${runDir}/.${CHECKPOINT}-tmp-${crypto.randomUUID().slice(0, 8)}`;
@@ -79,6 +84,7 @@ export async function saveCheckpoint(
     }
     await saveSafetensors(`${tmp}/optimizer.safetensors`, tensors);
     await Deno.writeTextFile(`${tmp}/trainer_state.json`, JSON.stringify(state, null, 1) + "\n");
+    await tokenizer?.save(tmp);
     if (await exists(old)) await Deno.remove(old, { recursive: true });
     if (await exists(final)) await Deno.rename(final, old);
     await Deno.rename(tmp, final);

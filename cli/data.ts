@@ -1,8 +1,10 @@
 /**
  * Training data: the default corpus (this repository's own TypeScript and Markdown files,
- * found relative to this module), or any UTF-8 text file; byte-level tokens (vocabulary 256);
- * a deterministic train/validation split; and a resumable, seeded batch sampler.
+ * found relative to this module), or any UTF-8 text file; a deterministic train/validation
+ * split of the bytes; tokens from a tokenizer (`--tokenizer bytes`, the default, keeps the
+ * bytes as tokens, vocabulary 256); and a resumable, seeded batch sampler.
  */
+import { ByteTokenizer, type TextTokenizer, Tokenizer } from "../tokenizer/mod.ts";
 import { CliError } from "./errors.ts";
 
 /** A seeded PRNG (mulberry32) whose whole state is one u32, so it can be checkpointed. */
@@ -42,6 +44,43 @@ export interface Corpus {
   train: Uint8Array;
   /** Validation tokens (bytes). */
   val: Uint8Array;
+}
+
+/** Token ids: bytes, or the ids of a larger vocabulary. */
+export type TokenIds = Uint8Array | Int32Array;
+
+/** `--tokenizer`: "bytes", or a directory / file holding tokenizer.json or tiktoken.model. */
+export async function loadTokenizer(spec: string): Promise<TextTokenizer> {
+  if (spec === "bytes") return new ByteTokenizer();
+  try {
+    return await Tokenizer.load(spec);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CliError(`--tokenizer ${spec}: no such file or directory (or "bytes")`);
+    }
+    throw new CliError(`--tokenizer ${spec}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Tokenises the train and validation bytes of a split (invalid UTF-8 where the split cut a
+ * character encodes as byte tokens, so nothing is lost; special-token text stays text).
+ * Throws a CliError when either side has fewer than seqLen + 1 tokens.
+ */
+export function tokenizeSplit(
+  corpus: Corpus,
+  tok: TextTokenizer,
+  seqLen: number,
+): { train: TokenIds; val: TokenIds } {
+  const train = tok.encodeBytes(corpus.train, { allowedSpecial: "none" });
+  const val = tok.encodeBytes(corpus.val, { allowedSpecial: "none" });
+  if (train.length < seqLen + 1 || val.length < seqLen + 1) {
+    throw new CliError(
+      `${corpus.source} is too short for --seq-len ${seqLen} after tokenization: ` +
+        `${train.length} train / ${val.length} validation tokens (${tok.description})`,
+    );
+  }
+  return { train, val };
 }
 
 /** Directories never read into the default corpus. */
@@ -229,7 +268,7 @@ export interface Batch {
  * `batch` windows of that order. The state (`state`) resumes the exact sequence.
  */
 export class BatchSampler {
-  readonly #data: Uint8Array;
+  readonly #data: TokenIds;
   readonly #batch: number;
   readonly #seqLen: number;
   readonly #rng: Rng;
@@ -240,7 +279,7 @@ export class BatchSampler {
   #order: Uint32Array = new Uint32Array(0);
 
   /** Creates a sampler over `data` seeded with `seed`. */
-  constructor(data: Uint8Array, batch: number, seqLen: number, seed: number) {
+  constructor(data: TokenIds, batch: number, seqLen: number, seed: number) {
     this.#data = data;
     this.#batch = batch;
     this.#seqLen = seqLen;
@@ -310,7 +349,7 @@ export class BatchSampler {
  * validation tokens (the same every evaluation, so the curve is comparable).
  */
 export function validationBatches(
-  val: Uint8Array,
+  val: TokenIds,
   batch: number,
   seqLen: number,
   maxBatches: number,

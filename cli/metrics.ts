@@ -46,6 +46,18 @@ export interface RunInfo {
   corpus: { source: string; bytes: number; trainBytes: number; valBytes: number; hash: string };
   /** The adapter description. */
   device: string;
+  /**
+   * The tokenizer (absent in runs from before --tokenizer: bytes). Validation bits per byte =
+   * val_loss / ln 2 / valBytesPerToken (bytes per target token of the validation batches).
+   */
+  tokenizer?: {
+    name: string;
+    description: string;
+    vocabSize: number;
+    trainTokens: number;
+    valTokens: number;
+    valBytesPerToken: number;
+  };
 }
 
 /** Reads metrics.jsonl (missing file: empty list; a bad line: CliError naming it). */

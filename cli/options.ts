@@ -37,6 +37,7 @@ export const DEFAULTS = {
   evalBatches: 4,
   checkpointEvery: 16,
   routerGamma: 0.01,
+  tokenizer: "bytes",
 };
 
 /** The flags of `deno task train`. */
@@ -48,7 +49,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     arg: "N",
     default: String(DEFAULTS.seqLen),
-    help: "tokens (bytes) per sequence",
+    help: "tokens per sequence",
   },
   optimizer: {
     type: "string",
@@ -110,6 +111,13 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     default: "this repository's *.ts and *.md files",
     help: "train on a UTF-8 text file",
   },
+  tokenizer: {
+    type: "string",
+    arg: "DIR|bytes",
+    default: DEFAULTS.tokenizer,
+    help: "bytes (vocabulary 256), or a tokenizer.json / tiktoken.model (or a directory " +
+      "holding one; deno task tokenizer makes one); the model's vocab_size follows it",
+  },
   "eval-every": {
     type: "string",
     arg: "N",
@@ -148,9 +156,10 @@ export function trainHelp(): string {
     "deno task train [options]",
     [
       "Trains a small Kimi K2-style model (Multi-head Latent Attention + DeepSeekMoE, first",
-      "layer dense) with MuonClip on byte-level text, printing progress and writing metrics,",
-      "checkpoints and an HTML report to the output directory. Ctrl-C stops after the current",
-      "step with a checkpoint; --resume continues it with the same losses.",
+      "layer dense) with MuonClip on text (bytes or BPE tokens), printing progress and writing",
+      "metrics, checkpoints (with the tokenizer) and an HTML report to the output directory.",
+      "Ctrl-C stops after the current step with a checkpoint; --resume continues it with the",
+      "same losses.",
     ].join("\n"),
     TRAIN_FLAGS,
   );
@@ -186,6 +195,8 @@ export interface RunSettings {
   data: string | null;
   /** Aux-loss-free router bias rate γ. */
   routerGamma: number;
+  /** "bytes", or the tokenizer path (a resumed run uses the copy in its checkpoint). */
+  tokenizer: string;
 }
 
 /** Options that do not change the losses (may differ on --resume). */
@@ -220,6 +231,7 @@ export const SETTING_FLAGS: Record<keyof RunSettings, string> = {
   seed: "--seed",
   data: "--data",
   routerGamma: "--router-gamma",
+  tokenizer: "--tokenizer",
 };
 
 /** Resolves the flags into settings (defaults filled) and controls. */
@@ -255,6 +267,7 @@ export function resolveTrainFlags(flags: Flags): {
     seed: intFlag(flags, "seed", DEFAULTS.seed, 0),
     data: stringFlag(flags, "data") ?? null,
     routerGamma: numberFlag(flags, "router-gamma", DEFAULTS.routerGamma, { min: 0 }),
+    tokenizer: stringFlag(flags, "tokenizer") ?? DEFAULTS.tokenizer,
   };
   if (settings.seed > 0xffffffff) throw new CliError(`--seed must be < 2^32, got ${settings.seed}`);
   const maxPos = PRESETS.tiny.max_position_embeddings;
@@ -288,6 +301,7 @@ export function mergeResumeSettings(
   given: Set<keyof RunSettings>,
   dir: string,
 ): RunSettings {
+  stored = { ...stored, tokenizer: stored.tokenizer ?? DEFAULTS.tokenizer }; // older runs
   for (const key of given) {
     if (stored[key] !== now[key]) {
       throw new CliError(

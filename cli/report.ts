@@ -285,7 +285,11 @@ export function buildReport(info: RunInfo, records: MetricRecord[]): string {
       "data",
       `${info.corpus.source}: ${info.corpus.bytes.toLocaleString("en-US")} bytes (${
         info.corpus.trainBytes.toLocaleString("en-US")
-      } train, ${info.corpus.valBytes.toLocaleString("en-US")} validation), byte tokens`,
+      } train, ${info.corpus.valBytes.toLocaleString("en-US")} validation), ${
+        info.tokenizer && info.tokenizer.name !== "bytes"
+          ? `${info.tokenizer.description} from ${info.tokenizer.name}`
+          : "byte tokens"
+      }`,
     ),
     row("seed", String(s.seed)),
     row("device", info.device),

@@ -1,6 +1,8 @@
 /**
- * `deno task sample --run RUN_DIR --prompt "…"`: loads a trained checkpoint and generates text
- * with the latent KV cache, streaming each byte token to stdout as it is chosen.
+ * `deno task sample --run RUN_DIR --prompt "…"`: loads a trained checkpoint and its tokenizer
+ * (tokenizer.json beside the model; bytes when there is none), encodes the prompt and
+ * generates with the latent KV cache, streaming each token's text to stdout as it is chosen
+ * (bytes of a character split across tokens are held until the character is complete).
  */
 import * as mg from "../mod.ts";
 import { configFromHf } from "../nn/hf_config.ts";
@@ -9,6 +11,7 @@ import { KimiLM } from "../nn/model.ts";
 import { loadInto } from "../io/mod.ts";
 import { type FlagSpec, helpText, intFlag, numberFlag, parseFlags, stringFlag } from "./args.ts";
 import { CHECKPOINT } from "./checkpoint.ts";
+import { loadTokenizer } from "./data.ts";
 import { CliError, runMain } from "./errors.ts";
 
 /** The flags of `deno task sample`. */
@@ -23,7 +26,7 @@ export const SAMPLE_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     arg: "N",
     default: "200",
-    help: "byte tokens to generate",
+    help: "tokens to generate",
   },
   temperature: {
     type: "string",
@@ -31,7 +34,7 @@ export const SAMPLE_FLAGS: Record<string, FlagSpec> = {
     default: "0.8",
     help: "softmax temperature (0 = greedy)",
   },
-  "top-k": { type: "string", arg: "N", default: "40", help: "sample among the k likeliest bytes" },
+  "top-k": { type: "string", arg: "N", default: "40", help: "sample among the k likeliest tokens" },
   seed: { type: "string", arg: "N", default: "0", help: "seed of the sampler" },
   help: { type: "boolean", short: "h", help: "show this help" },
 };
@@ -62,8 +65,8 @@ async function main(): Promise<void> {
   if (flags.help) {
     console.log(helpText(
       'deno task sample --run RUN_DIR [--prompt "TEXT"] [options]',
-      "Generates text from a trained checkpoint with the latent KV cache, streaming each byte\n" +
-        "token as it is sampled.",
+      "Generates text from a trained checkpoint with the latent KV cache, streaming each\n" +
+        "token as it is sampled (with the checkpoint's tokenizer.json, or bytes).",
       SAMPLE_FLAGS,
     ));
     return;
@@ -83,11 +86,17 @@ async function main(): Promise<void> {
   } catch (e) {
     throw new CliError(`${dir}/config.json is not a usable model config: ${(e as Error).message}`);
   }
-  const promptIds = Array.from(new TextEncoder().encode(prompt));
+  const tok = await loadTokenizer(await exists(`${dir}/tokenizer.json`) ? dir : "bytes");
+  if (tok.vocabSize !== config.vocab_size) {
+    throw new CliError(
+      `${dir}: the tokenizer has ${tok.vocabSize} tokens but the model's vocab_size is ${config.vocab_size}`,
+    );
+  }
+  const promptIds = tok.encode(prompt);
   const limit = config.max_position_embeddings;
   if (promptIds.length + maxTokens > limit) {
     throw new CliError(
-      `prompt (${promptIds.length} bytes) + --max-tokens ${maxTokens} exceeds the model's ${limit} positions`,
+      `prompt (${promptIds.length} tokens) + --max-tokens ${maxTokens} exceeds the model's ${limit} positions`,
     );
   }
   await mg.init();
@@ -114,7 +123,13 @@ async function main(): Promise<void> {
     seed,
     onToken: (tokens) => {
       n++;
-      const text = dec.decode(Uint8Array.of(tokens[0]), { stream: true });
+      let bytes: Uint8Array;
+      try {
+        bytes = tok.decodeBytes([tokens[0]]);
+      } catch {
+        bytes = enc.encode("\ufffd"); // an id the tokenizer leaves unused
+      }
+      const text = dec.decode(bytes, { stream: true });
       if (text) out.writeSync(enc.encode(text));
     },
   });

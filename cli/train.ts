@@ -1,12 +1,13 @@
 /**
  * `deno task train`: trains the tiny Kimi K2-style model (MLA + DeepSeekMoE) with MuonClip on
- * byte-level text, showing progress and writing metrics.jsonl, checkpoints and report.html to
- * the run directory. `--resume DIR` continues a run with exactly the losses it would have had.
- * `--help` lists every flag.
+ * text tokenised by `--tokenizer` (bytes by default, or a BPE tokenizer, whose size sets the
+ * model's vocab_size), showing progress and writing metrics.jsonl, checkpoints (with the
+ * tokenizer) and report.html to the run directory. `--resume DIR` continues a run with exactly
+ * the losses it would have had. `--help` lists every flag.
  */
 import * as mg from "../mod.ts";
 import { noGrad } from "../core/autograd.ts";
-import { makeConfig } from "../nn/config.ts";
+import { type KimiConfig, makeConfig } from "../nn/config.ts";
 import { toHfConfig } from "../nn/hf_config.ts";
 import { KimiLM, parameterCounts } from "../nn/model.ts";
 import { parseFlags } from "./args.ts";
@@ -21,13 +22,16 @@ import {
   type TrainerState,
   writeTextAtomic,
 } from "./checkpoint.ts";
+import type { TextTokenizer } from "../tokenizer/mod.ts";
 import {
   type Batch,
   BatchSampler,
   type Corpus,
   loadRepoText,
   loadTextFile,
+  loadTokenizer,
   splitCorpus,
+  tokenizeSplit,
   validationBatches,
 } from "./data.ts";
 import { CliError, runMain } from "./errors.ts";
@@ -79,11 +83,18 @@ function timestamp(): string {
   }${p(d.getSeconds())}`;
 }
 
+/** The preset's config with the tokenizer's vocabulary size. */
+function modelConfig(preset: string, vocabSize: number): KimiConfig {
+  return makeConfig({ ...makeConfig(preset as "tiny"), vocab_size: vocabSize });
+}
+
 /** Where a run writes and where it starts from. */
 interface RunPlan {
   settings: RunSettings;
   controls: RunControls;
   runDir: string;
+  /** The run's tokenizer (a resumed run's comes from its checkpoint). */
+  tokenizer: TextTokenizer;
   /** Set when resuming. */
   resume?: { ckptDir: string; state: TrainerState; fromRunDir: string };
 }
@@ -106,7 +117,8 @@ async function plan(argv: string[]): Promise<RunPlan | null> {
       throw new CliError(`${fromRunDir} is not a training run directory (no run.json)`);
     }
     const info = await readRunInfo(fromRunDir);
-    const want = JSON.stringify(toHfConfig(makeConfig(merged.preset as "tiny")));
+    const tokenizer = await loadTokenizer(merged.tokenizer === "bytes" ? "bytes" : ckptDir);
+    const want = JSON.stringify(toHfConfig(modelConfig(merged.preset, tokenizer.vocabSize)));
     if (JSON.stringify(info.config) !== want) {
       throw new CliError(
         `${fromRunDir} holds a model with a different config than preset ${merged.preset}; it cannot be resumed`,
@@ -129,7 +141,13 @@ async function plan(argv: string[]): Promise<RunPlan | null> {
         `--stop-at ${controls.stopAt} is not after the checkpoint's step ${state.step}`,
       );
     }
-    return { settings: merged, controls, runDir, resume: { ckptDir, state, fromRunDir } };
+    return {
+      settings: merged,
+      controls,
+      runDir,
+      tokenizer,
+      resume: { ckptDir, state, fromRunDir },
+    };
   }
   const runDir = (controls.out ?? `runs/${timestamp()}`).replace(/\/+$/, "");
   if (await exists(runDir)) {
@@ -144,7 +162,7 @@ async function plan(argv: string[]): Promise<RunPlan | null> {
       );
     }
   }
-  return { settings, controls, runDir };
+  return { settings, controls, runDir, tokenizer: await loadTokenizer(settings.tokenizer) };
 }
 
 async function loadCorpus(s: RunSettings): Promise<Corpus> {
@@ -164,19 +182,27 @@ function toTensors(b: Batch, rows: number, seqLen: number): [mg.Tensor, mg.Tenso
 }
 
 async function train(p: RunPlan): Promise<void> {
-  const { settings: s, controls: c, runDir } = p;
+  const { settings: s, controls: c, runDir, tokenizer: tok } = p;
   const corpus = await loadCorpus(s);
   if (p.resume && corpus.hash !== p.resume.state.dataHash) {
     throw new CliError(
       `the training text differs from the one ${p.resume.fromRunDir} was trained on (${corpus.source}); it cannot be resumed`,
     );
   }
+  const tokens = tokenizeSplit(corpus, tok, s.seqLen);
   const gpu = await mg.init();
-  const config = makeConfig(s.preset as "tiny");
+  const config = modelConfig(s.preset, tok.vocabSize);
   const model = new KimiLM(config, { seed: s.seed });
   const opt = makeOptimizer(model, s);
-  const sampler = new BatchSampler(corpus.train, s.batch, s.seqLen, s.seed);
-  const valBatches = validationBatches(corpus.val, s.batch, s.seqLen, c.evalBatches);
+  const sampler = new BatchSampler(tokens.train, s.batch, s.seqLen, s.seed);
+  const valBatches = validationBatches(tokens.val, s.batch, s.seqLen, c.evalBatches);
+  // Bits per byte: total nats over the validation targets / ln 2 / their bytes.
+  let valTargets = 0, valTargetBytes = 0;
+  for (const b of valBatches) {
+    valTargets += b.targets.length;
+    for (const id of b.targets) valTargetBytes += tok.decodeBytes([id]).length;
+  }
+  const bitsPerByte = (loss: number) => (loss * valTargets) / Math.LN2 / valTargetBytes;
   const metricsPath = `${runDir}/metrics.jsonl`;
   let step = 0;
   let elapsed = 0;
@@ -213,6 +239,14 @@ async function train(p: RunPlan): Promise<void> {
         valBytes: corpus.val.length,
         hash: corpus.hash,
       },
+      tokenizer: {
+        name: s.tokenizer,
+        description: tok.description,
+        vocabSize: tok.vocabSize,
+        trainTokens: tokens.train.length,
+        valTokens: tokens.val.length,
+        valBytesPerToken: valTargetBytes / valTargets,
+      },
       device: gpu.description || "WebGPU adapter",
     };
     await writeTextAtomic(`${runDir}/run.json`, JSON.stringify(info, null, 1) + "\n");
@@ -226,11 +260,17 @@ async function train(p: RunPlan): Promise<void> {
     `${p.resume ? `resuming ${p.resume.fromRunDir} at step ${step}` : "training"}: ${s.preset} ` +
       `K2-style model, ${(counts.total / 1e6).toFixed(2)}M parameters ` +
       `(${(counts.active / 1e6).toFixed(2)}M active), ${s.optimizer}, ${s.steps} steps of ` +
-      `${s.batch}×${s.seqLen} byte tokens on ${gpu.description || "WebGPU"}`,
+      `${s.batch}×${s.seqLen} tokens on ${gpu.description || "WebGPU"}`,
   );
+  const n = (x: number) => x.toLocaleString("en-US");
   progress.line(
-    `data: ${corpus.source}, ${corpus.train.length.toLocaleString("en-US")} train / ` +
-      `${corpus.val.length.toLocaleString("en-US")} validation bytes; output: ${runDir}/`,
+    `data: ${corpus.source}, ${n(corpus.train.length)} train / ` +
+      `${n(corpus.val.length)} validation bytes` +
+      (s.tokenizer === "bytes"
+        ? ""
+        : ` = ${n(tokens.train.length)} / ${n(tokens.val.length)} tokens (${tok.description}, ` +
+          `${(corpus.train.length / tokens.train.length).toFixed(2)} bytes per token)`) +
+      `; output: ${runDir}/`,
   );
 
   const evaluate = async (): Promise<number> => {
@@ -277,7 +317,7 @@ async function train(p: RunPlan): Promise<void> {
         settings: s,
         dataHash: corpus.hash,
         elapsedSeconds,
-      });
+      }, tok);
     } finally {
       disposeHalves(halves);
     }
@@ -288,7 +328,10 @@ async function train(p: RunPlan): Promise<void> {
   if (step === 0) {
     lastVal = await evaluate();
     await appendMetrics(metricsPath, [{ step: 0, val_loss: lastVal }]);
-    progress.line(`step 0: validation loss ${lastVal.toFixed(3)} (uniform guess: ln 256 = 5.545)`);
+    progress.line(
+      `step 0: validation loss ${lastVal.toFixed(3)}, ${bitsPerByte(lastVal).toFixed(3)} ` +
+        `bits/byte (uniform guess: ln ${tok.vocabSize} = ${Math.log(tok.vocabSize).toFixed(3)})`,
+    );
   }
   const tokensPerStep = s.batch * s.seqLen;
   const sessionStart = performance.now();
@@ -354,7 +397,12 @@ async function train(p: RunPlan): Promise<void> {
         etaSeconds: perStep * (s.steps - step),
         valLoss: lastVal,
       });
-      if (evalNow) progress.line(`step ${step}: validation loss ${lastVal!.toFixed(3)}`);
+      if (evalNow) {
+        progress.line(
+          `step ${step}: validation loss ${lastVal!.toFixed(3)}, ` +
+            `${bitsPerByte(lastVal!).toFixed(3)} bits/byte`,
+        );
+      }
       if (step % c.checkpointEvery === 0 && step < stopAt) {
         await checkpoint(rec.time_s);
         savedAt = step;
@@ -376,14 +424,17 @@ async function train(p: RunPlan): Promise<void> {
       sum.tokens.toLocaleString("en-US")
     } tokens in ${fmtEta(sum.seconds)} (${
       sum.tokensPerSecond.toFixed(0)
-    } tokens/s); validation loss ${val(sum.firstVal)} → ${val(sum.lastVal)}; max attention logit ${
+    } tokens/s); validation loss ${val(sum.firstVal)} → ${val(sum.lastVal)}${
+      sum.lastVal ? ` = ${bitsPerByte(sum.lastVal[1]).toFixed(3)} bits/byte` : ""
+    }; max attention logit ${
       sum.maxLogit ? sum.maxLogit.value.toFixed(2) : "–"
     } (τ = ${s.tau}, ${sum.clippedHeadSteps} head-steps ${
       s.optimizer === "muonclip" ? "clipped" : "over τ"
     })`,
   );
   progress.line(
-    `checkpoint: ${runDir}/${CHECKPOINT}/ (model.safetensors + config.json loads in transformers)`,
+    `checkpoint: ${runDir}/${CHECKPOINT}/ (model.safetensors + config.json + tokenizer.json ` +
+      "load in transformers)",
   );
   progress.line(`report: ${runDir}/report.html`);
   if (!finished) progress.line(`continue with: deno task train --resume ${runDir}`);

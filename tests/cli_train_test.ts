@@ -113,7 +113,13 @@ Deno.test({
     }
     assert.ok(recs[2].val_loss !== undefined && recs[3].val_loss !== undefined);
     for (
-      const f of ["model.safetensors", "config.json", "optimizer.safetensors", "trainer_state.json"]
+      const f of [
+        "model.safetensors",
+        "config.json",
+        "optimizer.safetensors",
+        "trainer_state.json",
+        "tokenizer.json", // the byte tokenizer, so the checkpoint is a complete HF model folder
+      ]
     ) {
       assert.ok(await exists(`${FULL}/checkpoint/${f}`), f);
     }
@@ -247,6 +253,7 @@ Deno.test({
         "--tau",
         "--resume",
         "--data",
+        "--tokenizer",
       ]
     ) {
       assert.ok(help.stdout.includes(f), `--help documents ${f}`);

@@ -1,0 +1,105 @@
+/**
+ * Tokenizer speed on the CPU (no GPU): encoding this repository's text (the trainer's default
+ * corpus, about 1.2 MB of TypeScript and Markdown) and training BPE on it.
+ *
+ * - BPE 2048 (Kimi K2 split pattern, trained on the same text), with a cold word cache (a new
+ *   tokenizer each iteration, as when a training run tokenises its corpus) and a warm one.
+ * - GPT-4o's o200k_base ranks (shipped by npm `js-tiktoken`): moongrad beside js-tiktoken and
+ *   Hugging Face's JavaScript `tokenizers` (reading the tokenizer.json moongrad writes for
+ *   those ranks); each peer's ids are checked against moongrad's once.
+ * - Training a 4096-token BPE from the raw text (pre-tokenising and counting included).
+ *
+ * Like harness.ts, each case prints its own timing loop (here in MB/s of UTF-8 input, since
+ * tokenizers run at MB/s, not GB/s) and registers a Deno.bench in a group with moongrad as
+ * the baseline.
+ *
+ *   deno bench -A bench/tokenizer_bench.ts
+ */
+// deno-lint-ignore-file no-import-prefix
+import { Tiktoken } from "npm:js-tiktoken@1.0.21/lite";
+import o200k from "npm:js-tiktoken@1.0.21/ranks/o200k_base";
+import { Tokenizer as HfTokenizer } from "npm:@huggingface/tokenizers@0.2.0";
+import { loadRepoText } from "../cli/data.ts";
+import { GPT4O_PATTERN, Tokenizer, tokenizerConfigJson } from "../tokenizer/mod.ts";
+import { loop } from "./harness.ts";
+
+const { bytes, files } = await loadRepoText();
+const text = new TextDecoder().decode(bytes);
+const mb = bytes.length / 1e6;
+console.log(`tokenizer: ${mb.toFixed(2)} MB of this repository's text (${files} files)`);
+
+/** One library's way to do a case's work on `text`; returns ids for the check. */
+interface Lib {
+  lib: string;
+  run: () => ArrayLike<number> | void;
+}
+
+/** Times each library (at least 1 s), prints MB/s and the check, registers Deno.bench. */
+async function group(name: string, libs: Lib[], n: number): Promise<void> {
+  let ref: string | null = null;
+  let baseMs = 0;
+  for (const [i, l] of libs.entries()) {
+    const out = l.run();
+    let check = "";
+    if (out) {
+      const ids = JSON.stringify(Array.from(out));
+      if (i === 0) ref = ids;
+      else check = ids === ref ? "  same ids as moongrad" : "  DIFFERENT ids from moongrad";
+    }
+    const ms = await loop(() => Promise.resolve(void l.run()), 1000);
+    if (i === 0) baseMs = ms;
+    const vs = i > 0 ? `  moongrad ${(ms / baseMs).toFixed(2)}x as fast` : "";
+    console.log(
+      `  ${name.padEnd(44)} ${l.lib.padEnd(17)} ${ms.toFixed(1).padStart(8)} ms ${
+        (mb / ms * 1e3).toFixed(2).padStart(7)
+      } MB/s${vs}${check}`,
+    );
+    Deno.bench({
+      name: l.lib,
+      group: name,
+      baseline: i === 0,
+      n,
+      warmup: 1,
+      fn: () => void l.run(),
+    });
+  }
+}
+
+// ---- BPE 2048 trained on the text ----
+const bpe = Tokenizer.train(text, { vocabSize: 2048, specialTokens: ["<|endoftext|>"] });
+const bpeJson = bpe.toHfJson();
+const nTokens = bpe.encode(text, { allowedSpecial: "none" }).length;
+console.log(
+  `  BPE 2048 on its training text: ${nTokens} tokens, ${
+    (bytes.length / nTokens).toFixed(3)
+  } bytes per token`,
+);
+await group("encode BPE 2048 (Kimi K2 pattern), cold cache", [{
+  lib: "moongrad",
+  run: () => Tokenizer.fromHfJson(bpeJson).encode(text, { allowedSpecial: "none" }),
+}], 5);
+await group("encode BPE 2048 (Kimi K2 pattern), warm cache", [{
+  lib: "moongrad",
+  run: () => bpe.encode(text, { allowedSpecial: "none" }),
+}], 5);
+
+// ---- o200k_base: moongrad vs js-tiktoken vs HF tokenizers (JS) ----
+const rankLines: string[] = [];
+for (const line of o200k.bpe_ranks.split("\n")) {
+  const [_, offset, ...tokens] = line.split(" ");
+  tokens.forEach((t, i) => rankLines.push(`${t} ${Number(offset) + i}`));
+}
+const mine = Tokenizer.fromTiktokenText(rankLines.join("\n"), { pattern: GPT4O_PATTERN });
+const tiktoken = new Tiktoken(o200k);
+const hf = new HfTokenizer(JSON.parse(mine.toHfJson()), JSON.parse(tokenizerConfigJson(mine)));
+await group("encode o200k_base (GPT-4o pattern)", [
+  { lib: "moongrad", run: () => mine.encode(text) },
+  { lib: "js-tiktoken", run: () => tiktoken.encode(text, [], []) },
+  { lib: "hf-tokenizers-js", run: () => hf.encode(text, { add_special_tokens: false }).ids },
+], 3);
+
+// ---- training ----
+await group("train BPE 4096 (count words + 3839 merges)", [{
+  lib: "moongrad",
+  run: () => void Tokenizer.train(text, { vocabSize: 4096 }),
+}], 3);
