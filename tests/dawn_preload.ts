@@ -7,6 +7,7 @@
 import { init } from "../mod.ts";
 
 // A dynamic import: only this task fetches Dawn.
+// deno-lint-ignore no-import-prefix
 const { create } = await import("npm:webgpu@0.6.2");
 const info = await init({ gpu: create(["backend=vulkan"]) });
 if (!/swiftshader|dawn|vulkan/i.test(`${info.description} ${info.vendor} ${info.architecture}`)) {
