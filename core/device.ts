@@ -119,6 +119,35 @@ async function create(options: InitOptions): Promise<DeviceInfo> {
   return adopt(device, adapter.info, [gpu, adapter]);
 }
 
+/** PCI / Khronos vendor ids that some implementations report instead of a name. */
+const VENDOR_IDS: Record<number, string> = {
+  0x1002: "AMD",
+  0x1010: "Imagination",
+  0x106b: "Apple",
+  0x10de: "NVIDIA",
+  0x13b5: "ARM",
+  0x1ae0: "Google",
+  0x5143: "Qualcomm",
+  0x8086: "Intel",
+  0x10005: "Mesa",
+};
+
+/**
+ * A readable vendor: wgpu reports Vulkan vendor ids as decimal strings (lavapipe: "65541",
+ * Mesa's id 0x10005); known ids become names, names pass through.
+ *
+ * @example
+ * ```ts ignore
+ * vendorName("65541"); // "Mesa"
+ * vendorName("4318"); // "NVIDIA"
+ * ```
+ */
+export function vendorName(vendor: string): string {
+  if (!/^(0x[0-9a-f]+|\d+)$/i.test(vendor)) return vendor;
+  const id = Number(vendor);
+  return VENDOR_IDS[id] ?? `vendor 0x${id.toString(16)}`;
+}
+
 /** Builds the state for a device: its info, and listeners that record loss and errors. */
 function adopt(
   device: GPUDevice,
@@ -132,9 +161,11 @@ function adopt(
     device: "",
     description: "",
   } as GPUAdapterInfo;
+  const vendor = vendorName(ai.vendor);
   const info: DeviceInfo = {
-    description: ai.description || ai.device || "unknown adapter",
-    vendor: ai.vendor,
+    description: ai.description || ai.device ||
+      [vendor, ai.architecture].filter(Boolean).join(" ") || "unknown adapter",
+    vendor,
     architecture: ai.architecture,
     isFallbackAdapter: Boolean((ai as { isFallbackAdapter?: boolean }).isFallbackAdapter),
     features: [...device.features],

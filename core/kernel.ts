@@ -1,3 +1,4 @@
+import { COMPUTE_STAGE } from "./webgpu_flags.ts";
 import { gpuDevice, reportGpuError } from "./device.ts";
 import { MoongradError } from "./errors.ts";
 
@@ -108,12 +109,12 @@ export function kernel(def: KernelDef): Kernel {
   const device = gpuDevice(def.name);
   const entries: GPUBindGroupLayoutEntry[] = def.bindings.map((b, i) => ({
     binding: i,
-    visibility: GPUShaderStage.COMPUTE,
+    visibility: COMPUTE_STAGE,
     buffer: { type: b.access === "read" ? "read-only-storage" : "storage" },
   }));
   entries.push({
     binding: def.bindings.length,
-    visibility: GPUShaderStage.COMPUTE,
+    visibility: COMPUTE_STAGE,
     buffer: { type: "uniform", hasDynamicOffset: true, minBindingSize: PARAM_WORDS * 4 },
   });
   device.pushErrorScope("validation");

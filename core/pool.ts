@@ -1,3 +1,4 @@
+import { BufferUsage } from "./webgpu_flags.ts";
 import { gpuDevice } from "./device.ts";
 
 /** A pooled GPU buffer with the bookkeeping the runtime needs. */
@@ -43,7 +44,7 @@ export function acquire(bytes: number): GpuBuf {
   if (!buf) {
     const buffer = gpuDevice("alloc").createBuffer({
       size,
-      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      usage: BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST,
     });
     buf = { buffer, size, id: nextId++, lastBatch: -1 };
     allocatedBytes += size;

@@ -1,3 +1,4 @@
+import { BufferUsage, MAP_READ } from "./webgpu_flags.ts";
 import { gpuDevice, reportGpuError, setRunningOp, throwPendingGpuError } from "./device.ts";
 import { assertKernelUsable, type Kernel, kernelChecksDone } from "./kernel.ts";
 import type { GpuBuf } from "./pool.ts";
@@ -37,7 +38,7 @@ function ensureArena(device: GPUDevice, paramBytes: number): NonNullable<typeof 
       buffer: device.createBuffer({
         label: "moongrad params",
         size: bytes,
-        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST,
       }),
       cpu: new Uint32Array(bytes / 4),
       id: ++arenaIds,
@@ -204,12 +205,12 @@ export async function readback(
   const staging = device.createBuffer({
     label: `moongrad readback (${op})`,
     size,
-    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST,
   });
   try {
     copyBuffer(buf, start, staging, 0, size);
     flush();
-    await staging.mapAsync(GPUMapMode.READ).catch(async (e) => {
+    await staging.mapAsync(MAP_READ).catch(async (e) => {
       await errorsSettled();
       throwPendingGpuError(op);
       throw e;

@@ -148,3 +148,14 @@ try { await mg.init(); console.log("adapter found"); } catch (e) { console.log(S
   const text = new TextDecoder().decode(out.stdout);
   assert.match(text, /no WebGPU adapter found.*mesa-vulkan-drivers/);
 });
+
+Deno.test("adapter vendors are names, not Vulkan/PCI ids", async () => {
+  const info = await gpu();
+  const { vendorName } = await import("../core/device.ts");
+  assert.equal(vendorName("65541"), "Mesa");
+  assert.equal(vendorName("4318"), "NVIDIA");
+  assert.equal(vendorName("0x8086"), "Intel");
+  assert.equal(vendorName("apple"), "apple");
+  assert.ok(!/^\d+$/.test(info.vendor), `vendor reported as a number: ${info.vendor}`);
+  assert.ok(info.description && info.description !== "unknown adapter", info.description);
+});

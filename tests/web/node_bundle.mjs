@@ -5,7 +5,7 @@
  * failure.
  */
 // Dynamic imports: `deno check tests/` must not need tests/web/node_modules or dist/.
-const { create, globals } = await import("webgpu");
+const { create } = await import("webgpu");
 const mg = await import("../../dist/moongrad.js");
 
 /** Deterministic values in [-1, 1). */
@@ -17,15 +17,9 @@ function values(n, seed) {
   });
 }
 
-// moongrad reads the WebGPU enums (GPUBufferUsage, GPUMapMode, GPUShaderStage) from globalThis,
-// as in browsers and Deno; in Node they come from npm `webgpu`.
-Object.assign(globalThis, globals);
-// Keep the GPU object reachable for the whole run: moongrad keeps only the device, and when
-// the garbage collector frees Dawn's instance, its event processing touches freed memory
-// (crashes: "The futex facility returned an unexpected error code", SIGSEGV).
-const gpu = create(["backend=vulkan"]);
-globalThis.moongradDawnGpu = gpu;
-const info = await mg.init({ gpu });
+// No WebGPU globals are installed and no reference to the GPU object is kept here: moongrad
+// needs neither (Node has no GPUBufferUsage & co.; init keeps Dawn's GPU object alive).
+const info = await mg.init({ gpu: create(["backend=vulkan"]) });
 console.log(`adapter: ${info.description} (${info.vendor})`);
 
 // Odd sizes that do not divide the matmul tiles.
