@@ -1,4 +1,9 @@
+/**
+ * Kernel definitions, WGSL source generation (bindings, the uniform parameter block, the shared
+ * NaN/Inf helpers of core/special_wgsl.ts) and the pipeline cache keyed by source text.
+ */
 import { gpuDevice } from "./device.ts";
+import { SPECIAL_WGSL } from "./special_wgsl.ts";
 
 /** How a kernel accesses one storage binding. */
 export type Access = "read" | "read_write";
@@ -65,6 +70,7 @@ export function kernelSource(def: KernelDef): string {
     "fn prm(i: u32) -> u32 { return params.w[i >> 2u][i & 3u]; }",
     "fn prmf(i: u32) -> f32 { return bitcast<f32>(prm(i)); }",
     "fn prmi(i: u32) -> i32 { return bitcast<i32>(prm(i)); }",
+    SPECIAL_WGSL,
   );
   if (def.prelude) lines.push(def.prelude);
   const [x, y = 1, z = 1] = def.workgroupSize;

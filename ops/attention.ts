@@ -402,7 +402,8 @@ function forwardKernel(ty: string, R: number, L: number, nv: number): Kernel {
   var kEnd = S;
   if (causal) { kEnd = min(S, q0 + ${R}u + off); }
   var m = NEG;
-  var l = 0.0;${accDecl("acc", nv)}
+  var l = 0.0;
+  var nanSeen = false;${accDecl("acc", nv)}
   for (var k0 = 0u; k0 < kEnd; k0 += ${L}u) {
     var sc = 0.0;${
       chunkDot(
@@ -418,6 +419,7 @@ function forwardKernel(ty: string, R: number, L: number, nv: number): Kernel {
     let j = k0 + c;
     let valid = rowOk && j < S && (!causal || j <= i + off);
     let logit = sc * scale;
+    nanSeen = nanSeen | (valid & mg_isnan(logit));
     ${put("ss", L, "select(NEG, logit, valid)")}
     workgroupBarrier();
     var bm4 = vec4<f32>(NEG);
@@ -442,12 +444,21 @@ function forwardKernel(ty: string, R: number, L: number, nv: number): Kernel {
       )
     }
   }
+  // The row's NaN flag: OR of its lanes' flags (the loop's last barrier follows every read
+  // of ss). A NaN or +Inf logit makes the row NaN (PyTorch's softmax), a NaN the max logit.
+  ${put("ss", L, "select(0.0, 1.0, nanSeen)")}
+  workgroupBarrier();
+  var rowNan = false;
+  for (var x = 0u; x < ${L / 4}u; x++) { rowNan = rowNan | any(ss[r * ${
+      L / 4
+    }u + x] > vec4<f32>(0.0)); }
+  let bad = rowNan | (bitcast<u32>(m) == 0x7f800000u);
   if (rowOk) {
-    let inv = 1.0 / l;
+    let inv = select(1.0 / l, mg_nan(), bad);
     let ob = (bh * T + i) * DV;${accStore(L, nv, "acc", "out", "ob", "DV", ty, "inv")}
     if (c == 0u) {
-      lse[bh * T + i] = m + log(l);
-      rmax[(h * B + b) * T + i] = m;
+      lse[bh * T + i] = select(m + log(l), mg_nan(), bad);
+      rmax[(h * B + b) * T + i] = select(m, mg_nan(), rowNan);
     }
   }`,
   });
@@ -503,7 +514,7 @@ function dqKernel(ty: string, R: number, L: number, nq: number): Kernel {
     }
     let j = k0 + c;
     let valid = rowOk && j < S && (!causal || j <= i + off);
-    let p = select(0.0, exp(sc * scale - lseI), valid);
+    let p = select(0.0, mg_exp(sc * scale - lseI), valid);
     ${put("ss", L, "p * (dp - dI)")}
     workgroupBarrier();${
       chunkAccumulate(R, L, nq, "acc", "ss", { buf: "kx", v: "k", row0: "k0", rows: "S" }, "DQ")
@@ -568,7 +579,7 @@ function dkvKernel(ty: string, R: number, L: number, nq: number, nv: number): Ke
     var lseI = 0.0;
     var dI = 0.0;
     if (i < T) { lseI = lse[bh * T + i]; dI = dvec[bh * T + i]; }
-    let p = select(0.0, exp(sc * scale - lseI), valid);
+    let p = select(0.0, mg_exp(sc * scale - lseI), valid);
     ${put("ps", L, "p")}
     ${put("ss", L, "p * (dp - dI)")}
     workgroupBarrier();${
@@ -683,9 +694,11 @@ function forwardDirect(ty: string, wg: number, nq: number, nv: number, vec: bool
   var kEnd = S;
   if (causal) { kEnd = min(S, i + off + 1u); }
   var m = NEG;
-  var l = 0.0;${accDecl("acc", nv)}
+  var l = 0.0;
+  var nanSeen = false;${accDecl("acc", nv)}
   for (var j = 0u; j < kEnd; j++) {${loadChunks("k", "kx", vec, nq, "kB + j * kT", "k", "DQ")}
     let sc = (${dotChunks("q", "k", nq)}) * scale;
+    nanSeen = nanSeen | mg_isnan(sc);
     let mNew = max(m, sc);
     let alpha = exp(m - mNew);
     let p = exp(sc - mNew);
@@ -696,9 +709,13 @@ function forwardDirect(ty: string, wg: number, nq: number, nv: number, vec: bool
         .join("")
     }
   }
-  let inv = 1.0 / l;${storeChunks("acc", nv, "out", "row * DV", "DV", ty, "inv")}
-  lse[row] = m + log(l);
-  rmax[(h * B + b) * T + i] = m;`,
+  // A NaN or +Inf logit makes the row NaN (PyTorch's softmax), a NaN the max logit.
+  let bad = nanSeen | (bitcast<u32>(m) == 0x7f800000u);
+  let inv = select(1.0 / l, mg_nan(), bad);${
+      storeChunks("acc", nv, "out", "row * DV", "DV", ty, "inv")
+    }
+  lse[row] = select(m + log(l), mg_nan(), bad);
+  rmax[(h * B + b) * T + i] = select(m, mg_nan(), nanSeen);`,
   });
 }
 
@@ -726,7 +743,7 @@ function dqDirect(ty: string, wg: number, nq: number, nv: number, vec: boolean):
   for (var j = 0u; j < kEnd; j++) {${loadChunks("k", "kx", vec, nq, "kB + j * kT", "k", "DQ")}${
       loadChunks("v", "vx", vec, nv, "vB + j * vT", "v", "DV")
     }
-    let p = exp((${dotChunks("q", "k", nq)}) * scale - lseI);
+    let p = mg_exp((${dotChunks("q", "k", nq)}) * scale - lseI);
     let ds = vec4<f32>(p * ((${dotChunks("g", "v", nv)}) - dI));${
       Array.from({ length: nq }, (_, c) => `\n    acc${c} = fma(ds, k${c}, acc${c});`).join("")
     }
@@ -757,7 +774,7 @@ function dkvDirect(ty: string, wg: number, nq: number, nv: number, vec: boolean)
   for (var i = qStart; i < T; i++) {${loadChunks("q", "qx", vec, nq, "qB + i * qT", "q", "DQ")}${
       loadChunks("g", "gx", vec, nv, "gB + i * gT", "g", "DV")
     }
-    let p = exp((${dotChunks("q", "k", nq)}) * scale - lse[bh * T + i]);
+    let p = mg_exp((${dotChunks("q", "k", nq)}) * scale - lse[bh * T + i]);
     let pv = vec4<f32>(p);
     let ds = vec4<f32>(p * ((${dotChunks("g", "v", nv)}) - dvec[bh * T + i]));${
       Array.from({ length: nv }, (_, c) => `\n    dva${c} = fma(pv, g${c}, dva${c});`).join("")

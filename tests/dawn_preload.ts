@@ -15,7 +15,8 @@ if (!Deno.env.get("VK_ICD_FILENAMES")) {
     console.warn(`test:dawn: ${SWIFTSHADER} not found (apt-get install -y chromium)`);
   }
 }
-// A dynamic import: only this task fetches Dawn.
+// A dynamic import with a full specifier: only this task fetches Dawn.
+// deno-lint-ignore no-import-prefix
 const { create } = await import("npm:webgpu@0.6.2");
 const info = await init({ gpu: create(["backend=vulkan"]) });
 if (!/swiftshader|dawn|vulkan/i.test(`${info.description} ${info.vendor} ${info.architecture}`)) {
