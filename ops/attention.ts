@@ -21,6 +21,10 @@
  * Inputs are read through their strides (a [B, T, H, D] tensor permuted to [B, H, T, D] is not
  * copied). f16 inputs are computed in f32; lse and max logits are always f32.
  *
+ * NaN: each thread ORs a bit test of its logits into a flag (max() may drop NaN); a row with a
+ * NaN or +Inf logit (or only −Inf ones) writes NaN output and lse, and NaN max logit for a NaN.
+ * Backward recomputes P with a NaN-keeping exp, so those rows give NaN gradients.
+ *
  * CPU adapters (llvmpipe/lavapipe) default to `direct` kernels (CPU_ATTENTION_CONFIG): one
  * thread per query row (forward, dq) or key row (dk/dv) holding its head vectors and
  * accumulators as vec4 registers and walking the other side's rows in global memory, with no
@@ -204,7 +208,12 @@ function sharedBytes(R: number, L: number): number {
 }
 
 const COMMON = `
-const NEG: f32 = -0x1.fffffep+127f; // the lowest finite f32 (Tint rejects anything beyond)`;
+const NEG: f32 = -0x1.fffffep+127f; // the lowest finite f32 (Tint rejects anything beyond)
+// A row's max logit: NaN when any attended logit is NaN (found by bit tests: max() may drop
+// NaN), −Inf when all are −Inf (the running max never left NEG).
+fn rowMax(m: f32, nanSeen: bool) -> f32 {
+  return select(select(m, -mg_inf(), m == NEG), mg_nan(), nanSeen);
+}`;
 
 /** WGSL lets shared by every kernel: sizes and the (b, h, block) of this workgroup. */
 function setup(): string {
@@ -445,20 +454,20 @@ function forwardKernel(ty: string, R: number, L: number, nv: number): Kernel {
     }
   }
   // The row's NaN flag: OR of its lanes' flags (the loop's last barrier follows every read
-  // of ss). A NaN or +Inf logit makes the row NaN (PyTorch's softmax), a NaN the max logit.
+  // of ss). A NaN or +Inf logit, or only −Inf ones, make the row NaN (PyTorch's softmax).
   ${put("ss", L, "select(0.0, 1.0, nanSeen)")}
   workgroupBarrier();
   var rowNan = false;
   for (var x = 0u; x < ${L / 4}u; x++) { rowNan = rowNan | any(ss[r * ${
       L / 4
     }u + x] > vec4<f32>(0.0)); }
-  let bad = rowNan | (bitcast<u32>(m) == 0x7f800000u);
+  let bad = rowNan | (bitcast<u32>(m) == 0x7f800000u) | (m == NEG);
   if (rowOk) {
     let inv = select(1.0 / l, mg_nan(), bad);
     let ob = (bh * T + i) * DV;${accStore(L, nv, "acc", "out", "ob", "DV", ty, "inv")}
     if (c == 0u) {
       lse[bh * T + i] = select(m + log(l), mg_nan(), bad);
-      rmax[(h * B + b) * T + i] = select(m, mg_nan(), rowNan);
+      rmax[(h * B + b) * T + i] = rowMax(m, rowNan);
     }
   }`,
   });
@@ -709,13 +718,13 @@ function forwardDirect(ty: string, wg: number, nq: number, nv: number, vec: bool
         .join("")
     }
   }
-  // A NaN or +Inf logit makes the row NaN (PyTorch's softmax), a NaN the max logit.
-  let bad = nanSeen | (bitcast<u32>(m) == 0x7f800000u);
+  // A NaN or +Inf logit, or only −Inf ones, make the row NaN (PyTorch's softmax).
+  let bad = nanSeen | (bitcast<u32>(m) == 0x7f800000u) | (m == NEG);
   let inv = select(1.0 / l, mg_nan(), bad);${
       storeChunks("acc", nv, "out", "row * DV", "DV", ty, "inv")
     }
   lse[row] = select(m + log(l), mg_nan(), bad);
-  rmax[(h * B + b) * T + i] = select(m, mg_nan(), nanSeen);`,
+  rmax[(h * B + b) * T + i] = rowMax(m, nanSeen);`,
   });
 }
 
@@ -1017,6 +1026,9 @@ function backward(
  * Returns `out` [B, H, T, Dv] = softmax(q kᵀ · scale, masked) v, differentiable w.r.t. q, k
  * and v, and `maxLogits` f32 [H] (no gradient). With `causal`, query i attends keys
  * j ≤ i + (S − T) and T > S is rejected. Any input layout is read without a copy.
+ * Special values follow PyTorch's softmax: a query row with a NaN or +Inf attended logit (or
+ * only −Inf ones) gives a NaN output row and NaN gradients, and a NaN logit makes its head's
+ * max logit NaN (each logit costs one bit test; `max` alone may drop NaN).
  */
 export function attention(
   q: Tensor,
