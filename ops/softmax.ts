@@ -327,7 +327,7 @@ function backward(op: "softmax" | "logSoftmax", g: Tensor, y: Tensor, axis: numb
   for (var j = lane; j < n; j += step) {
     let gv = f32(g[gb + j * gs]);
     let yv = f32(y[yb + j * ys]);
-    dx[db + j * ds] = ${wgslType(y.dtype)}(${isLog ? "gv - exp(yv) * tot" : "yv * (gv - tot)"});
+    dx[db + j * ds] = ${wgslType(y.dtype)}(${isLog ? "gv - mg_exp(yv) * tot" : "yv * (gv - tot)"});
   }`,
   });
   const p = rowParams(
