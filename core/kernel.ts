@@ -1,6 +1,7 @@
 /**
- * Kernel definitions, WGSL source generation (bindings, the uniform parameter block, the shared
- * NaN/Inf helpers of core/special_wgsl.ts) and the pipeline cache keyed by source text.
+ * Kernel definitions, WGSL source generation (bindings, the uniform parameter block, and the
+ * shared NaN/Inf helpers of core/special_wgsl.ts for kernels that call them) and the pipeline
+ * cache keyed by source text.
  */
 import { gpuDevice } from "./device.ts";
 import { SPECIAL_WGSL } from "./special_wgsl.ts";
@@ -70,8 +71,9 @@ export function kernelSource(def: KernelDef): string {
     "fn prm(i: u32) -> u32 { return params.w[i >> 2u][i & 3u]; }",
     "fn prmf(i: u32) -> f32 { return bitcast<f32>(prm(i)); }",
     "fn prmi(i: u32) -> i32 { return bitcast<i32>(prm(i)); }",
-    SPECIAL_WGSL,
   );
+  // The NaN/Inf helpers go into the kernels that call them (any mg_ name: MATH_WGSL's use them).
+  if (/\bmg_\w+\(/.test(code)) lines.push(SPECIAL_WGSL);
   if (def.prelude) lines.push(def.prelude);
   const [x, y = 1, z = 1] = def.workgroupSize;
   lines.push(

@@ -1,6 +1,6 @@
 /**
- * WGSL helpers for NaN and ±Inf that every kernel gets (core/kernel.ts puts them in each
- * module), so NaN is tested one way, in one place.
+ * WGSL helpers for NaN and ±Inf, defined once: core/kernel.ts adds them to every kernel whose
+ * code calls an `mg_` function, so NaN is tested one way, in one place.
  *
  * Why bit tests: WGSL compilers and GPU drivers may assume floats are never NaN (fast math),
  * so `x != x` can be folded to false and `min`/`max`/comparisons may drop a NaN operand; an
