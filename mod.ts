@@ -83,6 +83,7 @@ export {
   variance,
   type VarOptions,
 } from "./ops/reduce.ts";
+export { clamp } from "./ops/clamp.ts";
 export { logSoftmax, softmax } from "./ops/softmax.ts";
 export { matmul, type MatmulConfig, matmulConfig, setMatmulConfig } from "./ops/matmul.ts";
 export {

@@ -1,6 +1,12 @@
+/**
+ * Kernel definitions, WGSL source generation (bindings, the uniform parameter block, and the
+ * shared NaN/Inf helpers of core/special_wgsl.ts for kernels that call them), the pipeline
+ * cache keyed by source text, and the compiler's verdict on each kernel.
+ */
 import { COMPUTE_STAGE } from "./webgpu_flags.ts";
 import { gpuDevice, reportGpuError } from "./device.ts";
 import { MoongradError } from "./errors.ts";
+import { SPECIAL_WGSL } from "./special_wgsl.ts";
 
 /** How a kernel accesses one storage binding. */
 export type Access = "read" | "read_write";
@@ -86,6 +92,8 @@ export function kernelSource(def: KernelDef): string {
     "fn prmf(i: u32) -> f32 { return bitcast<f32>(prm(i)); }",
     "fn prmi(i: u32) -> i32 { return bitcast<i32>(prm(i)); }",
   );
+  // The NaN/Inf helpers go into the kernels that call them (any mg_ name: MATH_WGSL's use them).
+  if (/\bmg_\w+\(/.test(code)) lines.push(SPECIAL_WGSL);
   if (def.prelude) lines.push(def.prelude);
   const [x, y = 1, z = 1] = def.workgroupSize;
   lines.push(

@@ -6,6 +6,7 @@ import { readback } from "./runtime.ts";
 import { type BackwardOptions, type GradNode, releaseNode, runBackward } from "./autograd.ts";
 import { trackTensor, untrackTensor } from "./scope.ts";
 import * as ew from "../ops/elementwise.ts";
+import { clamp } from "../ops/clamp.ts";
 import * as cr from "../ops/creation.ts";
 import * as red from "../ops/reduce.ts";
 import * as lay from "../ops/layout.ts";
@@ -331,9 +332,13 @@ export class Tensor {
   gelu(approximate: "none" | "tanh" = "none"): Tensor {
     return ew.gelu(this, approximate);
   }
-  /** max(x, 0). */
+  /** max(x, 0); NaN stays NaN. */
   relu(): Tensor {
     return ew.relu(this);
+  }
+  /** Limits values to [min, max] (either may be omitted); NaN stays NaN. */
+  clamp(min?: number, max?: number): Tensor {
+    return clamp(this, min, max);
   }
   /** x². */
   square(): Tensor {

@@ -21,6 +21,10 @@
  * Inputs are read through their strides (a [B, T, H, D] tensor permuted to [B, H, T, D] is not
  * copied). f16 inputs are computed in f32; lse and max logits are always f32.
  *
+ * NaN: each thread ORs a bit test of its logits into a flag (max() may drop NaN); a row with a
+ * NaN or +Inf logit (or only −Inf ones) writes NaN output and lse, and NaN max logit for a NaN.
+ * Backward recomputes P with a NaN-keeping exp, so those rows give NaN gradients.
+ *
  * CPU adapters (llvmpipe/lavapipe) default to `direct` kernels (CPU_ATTENTION_CONFIG): one
  * thread per query row (forward, dq) or key row (dk/dv) holding its head vectors and
  * accumulators as vec4 registers and walking the other side's rows in global memory, with no
@@ -204,7 +208,12 @@ function sharedBytes(R: number, L: number): number {
 }
 
 const COMMON = `
-const NEG: f32 = -0x1.fffffep+127f; // the lowest finite f32 (Tint rejects anything beyond)`;
+const NEG: f32 = -0x1.fffffep+127f; // the lowest finite f32 (Tint rejects anything beyond)
+// A row's max logit: NaN when any attended logit is NaN (found by bit tests: max() may drop
+// NaN), −Inf when all are −Inf (the running max never left NEG).
+fn rowMax(m: f32, nanSeen: bool) -> f32 {
+  return select(select(m, -mg_inf(), m == NEG), mg_nan(), nanSeen);
+}`;
 
 /** WGSL lets shared by every kernel: sizes and the (b, h, block) of this workgroup. */
 function setup(): string {
@@ -402,7 +411,8 @@ function forwardKernel(ty: string, R: number, L: number, nv: number): Kernel {
   var kEnd = S;
   if (causal) { kEnd = min(S, q0 + ${R}u + off); }
   var m = NEG;
-  var l = 0.0;${accDecl("acc", nv)}
+  var l = 0.0;
+  var nanSeen = false;${accDecl("acc", nv)}
   for (var k0 = 0u; k0 < kEnd; k0 += ${L}u) {
     var sc = 0.0;${
       chunkDot(
@@ -418,6 +428,7 @@ function forwardKernel(ty: string, R: number, L: number, nv: number): Kernel {
     let j = k0 + c;
     let valid = rowOk && j < S && (!causal || j <= i + off);
     let logit = sc * scale;
+    nanSeen = nanSeen | (valid & mg_isnan(logit));
     ${put("ss", L, "select(NEG, logit, valid)")}
     workgroupBarrier();
     var bm4 = vec4<f32>(NEG);
@@ -442,12 +453,21 @@ function forwardKernel(ty: string, R: number, L: number, nv: number): Kernel {
       )
     }
   }
+  // The row's NaN flag: OR of its lanes' flags (the loop's last barrier follows every read
+  // of ss). A NaN or +Inf logit, or only −Inf ones, make the row NaN (PyTorch's softmax).
+  ${put("ss", L, "select(0.0, 1.0, nanSeen)")}
+  workgroupBarrier();
+  var rowNan = false;
+  for (var x = 0u; x < ${L / 4}u; x++) { rowNan = rowNan | any(ss[r * ${
+      L / 4
+    }u + x] > vec4<f32>(0.0)); }
+  let bad = rowNan | (bitcast<u32>(m) == 0x7f800000u) | (m == NEG);
   if (rowOk) {
-    let inv = 1.0 / l;
+    let inv = select(1.0 / l, mg_nan(), bad);
     let ob = (bh * T + i) * DV;${accStore(L, nv, "acc", "out", "ob", "DV", ty, "inv")}
     if (c == 0u) {
-      lse[bh * T + i] = m + log(l);
-      rmax[(h * B + b) * T + i] = m;
+      lse[bh * T + i] = select(m + log(l), mg_nan(), bad);
+      rmax[(h * B + b) * T + i] = rowMax(m, rowNan);
     }
   }`,
   });
@@ -503,7 +523,7 @@ function dqKernel(ty: string, R: number, L: number, nq: number): Kernel {
     }
     let j = k0 + c;
     let valid = rowOk && j < S && (!causal || j <= i + off);
-    let p = select(0.0, exp(sc * scale - lseI), valid);
+    let p = select(0.0, mg_exp(sc * scale - lseI), valid);
     ${put("ss", L, "p * (dp - dI)")}
     workgroupBarrier();${
       chunkAccumulate(R, L, nq, "acc", "ss", { buf: "kx", v: "k", row0: "k0", rows: "S" }, "DQ")
@@ -568,7 +588,7 @@ function dkvKernel(ty: string, R: number, L: number, nq: number, nv: number): Ke
     var lseI = 0.0;
     var dI = 0.0;
     if (i < T) { lseI = lse[bh * T + i]; dI = dvec[bh * T + i]; }
-    let p = select(0.0, exp(sc * scale - lseI), valid);
+    let p = select(0.0, mg_exp(sc * scale - lseI), valid);
     ${put("ps", L, "p")}
     ${put("ss", L, "p * (dp - dI)")}
     workgroupBarrier();${
@@ -683,9 +703,11 @@ function forwardDirect(ty: string, wg: number, nq: number, nv: number, vec: bool
   var kEnd = S;
   if (causal) { kEnd = min(S, i + off + 1u); }
   var m = NEG;
-  var l = 0.0;${accDecl("acc", nv)}
+  var l = 0.0;
+  var nanSeen = false;${accDecl("acc", nv)}
   for (var j = 0u; j < kEnd; j++) {${loadChunks("k", "kx", vec, nq, "kB + j * kT", "k", "DQ")}
     let sc = (${dotChunks("q", "k", nq)}) * scale;
+    nanSeen = nanSeen | mg_isnan(sc);
     let mNew = max(m, sc);
     let alpha = exp(m - mNew);
     let p = exp(sc - mNew);
@@ -696,9 +718,13 @@ function forwardDirect(ty: string, wg: number, nq: number, nv: number, vec: bool
         .join("")
     }
   }
-  let inv = 1.0 / l;${storeChunks("acc", nv, "out", "row * DV", "DV", ty, "inv")}
-  lse[row] = m + log(l);
-  rmax[(h * B + b) * T + i] = m;`,
+  // A NaN or +Inf logit, or only −Inf ones, make the row NaN (PyTorch's softmax).
+  let bad = nanSeen | (bitcast<u32>(m) == 0x7f800000u) | (m == NEG);
+  let inv = select(1.0 / l, mg_nan(), bad);${
+      storeChunks("acc", nv, "out", "row * DV", "DV", ty, "inv")
+    }
+  lse[row] = select(m + log(l), mg_nan(), bad);
+  rmax[(h * B + b) * T + i] = rowMax(m, nanSeen);`,
   });
 }
 
@@ -726,7 +752,7 @@ function dqDirect(ty: string, wg: number, nq: number, nv: number, vec: boolean):
   for (var j = 0u; j < kEnd; j++) {${loadChunks("k", "kx", vec, nq, "kB + j * kT", "k", "DQ")}${
       loadChunks("v", "vx", vec, nv, "vB + j * vT", "v", "DV")
     }
-    let p = exp((${dotChunks("q", "k", nq)}) * scale - lseI);
+    let p = mg_exp((${dotChunks("q", "k", nq)}) * scale - lseI);
     let ds = vec4<f32>(p * ((${dotChunks("g", "v", nv)}) - dI));${
       Array.from({ length: nq }, (_, c) => `\n    acc${c} = fma(ds, k${c}, acc${c});`).join("")
     }
@@ -757,7 +783,7 @@ function dkvDirect(ty: string, wg: number, nq: number, nv: number, vec: boolean)
   for (var i = qStart; i < T; i++) {${loadChunks("q", "qx", vec, nq, "qB + i * qT", "q", "DQ")}${
       loadChunks("g", "gx", vec, nv, "gB + i * gT", "g", "DV")
     }
-    let p = exp((${dotChunks("q", "k", nq)}) * scale - lse[bh * T + i]);
+    let p = mg_exp((${dotChunks("q", "k", nq)}) * scale - lse[bh * T + i]);
     let pv = vec4<f32>(p);
     let ds = vec4<f32>(p * ((${dotChunks("g", "v", nv)}) - dvec[bh * T + i]));${
       Array.from({ length: nv }, (_, c) => `\n    dva${c} = fma(pv, g${c}, dva${c});`).join("")
@@ -1000,6 +1026,9 @@ function backward(
  * Returns `out` [B, H, T, Dv] = softmax(q kᵀ · scale, masked) v, differentiable w.r.t. q, k
  * and v, and `maxLogits` f32 [H] (no gradient). With `causal`, query i attends keys
  * j ≤ i + (S − T) and T > S is rejected. Any input layout is read without a copy.
+ * Special values follow PyTorch's softmax: a query row with a NaN or +Inf attended logit (or
+ * only −Inf ones) gives a NaN output row and NaN gradients, and a NaN logit makes its head's
+ * max logit NaN (each logit costs one bit test; `max` alone may drop NaN).
  */
 export function attention(
   q: Tensor,

@@ -11,7 +11,11 @@ import { pointwise, type PointwiseInput } from "./pointwise.ts";
 import { sumTo } from "./reduce.ts";
 import { TRIG_WGSL } from "./wgsl_trig.ts";
 
-/** WGSL helpers shared by the float expressions below (stable in f32 for any input). */
+/**
+ * WGSL helpers shared by the float expressions below (stable in f32 for any input). NaN goes
+ * through `mg_exp` (core/special_wgsl.ts), so every helper built on it returns NaN for NaN;
+ * sin/cos are the accurate ones of ops/wgsl_trig.ts.
+ */
 export const MATH_WGSL = TRIG_WGSL + `
 fn mg_tanh(x: f32) -> f32 {
   // Near 0, 1 − e^(−2|x|) cancels: use the Taylor series (truncation < 2e-9 relative).
@@ -19,27 +23,33 @@ fn mg_tanh(x: f32) -> f32 {
     let x2 = x * x;
     return x * (1.0 + x2 * (-0.33333333 + x2 * (0.13333333 + x2 * -0.053968254)));
   }
-  let e = exp(-2.0 * abs(x));
+  let e = mg_exp(-2.0 * abs(x));
   return sign(x) * (1.0 - e) / (1.0 + e);
 }
-fn mg_sigmoid(x: f32) -> f32 { let e = exp(-abs(x)); return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0); }
+fn mg_sigmoid(x: f32) -> f32 { let e = mg_exp(-abs(x)); return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0); }
 fn mg_erf(x: f32) -> f32 {
   // Abramowitz & Stegun 7.1.26 refined: |error| < 1.5e-7.
   let t = 1.0 / (1.0 + 0.3275911 * abs(x));
-  let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-x * x);
+  let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * mg_exp(-x * x);
   return sign(x) * y;
 }
 fn mg_gelu(x: f32) -> f32 { return 0.5 * x * (1.0 + mg_erf(x * 0.7071067811865476)); }
 fn mg_gelu_tanh(x: f32) -> f32 { return 0.5 * x * (1.0 + mg_tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
-// Tint rejects non-finite constant expressions, so ±inf and NaN are built from run-time bits.
-fn mg_bits(b: u32) -> f32 { var v = b; return bitcast<f32>(v); }
+// PyTorch: pow(x, 0) = pow(1, y) = 1 even for NaN; otherwise NaN in, NaN out.
 fn mg_pow(a: f32, b: f32) -> f32 {
-  if (b == 0.0) { return 1.0; }
-  if (a == 0.0) { return select(0.0, mg_bits(0x7f800000u), b < 0.0); }
+  if (b == 0.0 || a == 1.0) { return 1.0; }
+  if (mg_isnan(a) || mg_isnan(b)) { return mg_nan(); }
+  if (a == 0.0) { return select(0.0, mg_inf(), b < 0.0); }
   let m = exp2(b * log2(abs(a)));
   if (a > 0.0) { return m; }
-  if (fract(b) != 0.0) { return mg_bits(0x7fc00000u); }
+  if (fract(b) != 0.0) { return mg_nan(); }
   return select(m, -m, fract(b * 0.5) != 0.0);
+}
+// The gradient share of the first operand of maximum (gt) or minimum (lt), as in PyTorch:
+// all of it when it wins or when either operand is NaN, half at a tie, none when it loses.
+fn mg_extremum_share(a: f32, b: f32, wins: bool) -> f32 {
+  if (mg_isnan(a) || mg_isnan(b)) { return 1.0; }
+  return select(select(0.0, 0.5, a == b), 1.0, wins);
 }`;
 
 function checkTensor(op: string, x: unknown, arg: string): Tensor {
@@ -60,8 +70,8 @@ interface UnarySpec {
 const UNARY: Record<string, UnarySpec> = {
   neg: { float: "-v0", int: "-v0" },
   abs: { float: "abs(v0)", int: "abs(v0)" },
-  exp: { float: "exp(v0)" },
-  log: { float: "log(v0)" },
+  exp: { float: "mg_exp(v0)" },
+  log: { float: "mg_log(v0)" },
   sqrt: { float: "sqrt(v0)" },
   rsqrt: { float: "inverseSqrt(v0)" },
   sin: { float: "mg_sin(v0)" },
@@ -71,7 +81,8 @@ const UNARY: Record<string, UnarySpec> = {
   silu: { float: "v0 * mg_sigmoid(v0)" },
   gelu: { float: "mg_gelu(v0)" },
   gelu_tanh: { float: "mg_gelu_tanh(v0)" },
-  relu: { float: "max(v0, 0.0)", int: "max(v0, 0)" },
+  // NaN stays NaN and −0 stays −0, as in PyTorch.
+  relu: { float: "select(v0, 0.0, v0 < 0.0 && !mg_isnan(v0))", int: "max(v0, 0)" },
   square: { float: "v0 * v0", int: "v0 * v0" },
 };
 
@@ -159,9 +170,9 @@ export function gelu(x: Tensor, approximate: "none" | "tanh" = "none"): Tensor {
     "input",
   );
 }
-/** max(x, 0) (gradient 0 at 0). */
+/** max(x, 0); NaN stays NaN (gradient 0 at 0, and passed through at NaN as in PyTorch). */
 export const relu = (x: Tensor): Tensor =>
-  unaryWithGrad("relu", x, "select(0.0, v0, v1 > 0.0)", "input");
+  unaryWithGrad("relu", x, "select(0.0, v0, v1 > 0.0 || mg_isnan(v1))", "input");
 /** x². */
 export const square = (x: Tensor): Tensor => unaryWithGrad("square", x, "2.0 * v0 * v1", "input");
 
@@ -180,8 +191,8 @@ const BINARY: Record<string, BinarySpec> = {
   mul: { float: "v0 * v1", int: "v0 * v1" },
   div: { float: "v0 / v1", int: "v0 / v1" },
   pow: { float: "mg_pow(v0, v1)" },
-  maximum: { float: "max(v0, v1)", int: "max(v0, v1)" },
-  minimum: { float: "min(v0, v1)", int: "min(v0, v1)" },
+  maximum: { float: "mg_max(v0, v1)", int: "max(v0, v1)" },
+  minimum: { float: "mg_min(v0, v1)", int: "min(v0, v1)" },
   eq: { float: "v0 == v1", int: "v0 == v1", bool: "v0 == v1", compare: true },
   ne: { float: "v0 != v1", int: "v0 != v1", bool: "v0 != v1", compare: true },
   lt: { float: "v0 < v1", int: "v0 < v1", compare: true },
@@ -308,28 +319,32 @@ export const pow = (a: Operand, b: Operand): Tensor =>
       )
       : null,
     n[1]
-      ? pointwiseGrad("pow_grad_b", g, a, out, "select(0.0, v0 * v2 * log(v1), v1 > 0.0)")
+      ? pointwiseGrad(
+        "pow_grad_b",
+        g,
+        a,
+        out,
+        "select(0.0, v0 * v2 * mg_log(v1), v1 > 0.0 || mg_isnan(v1))",
+      )
       : null,
   ], "inputs+out");
-/** Elementwise maximum (ties split the gradient equally). */
+/**
+ * Elementwise maximum; NaN wins (as in PyTorch). Ties split the gradient equally; where
+ * either operand is NaN both get the whole gradient (PyTorch's rule).
+ */
 export const maximum = (a: Operand, b: Operand): Tensor =>
   differentiable("maximum", a, b, (g, a, b, _o, n) => [
-    n[0]
-      ? pointwiseGrad("max_grad", g, a, b, "v0 * select(select(0.0, 0.5, v1 == v2), 1.0, v1 > v2)")
-      : null,
-    n[1]
-      ? pointwiseGrad("max_grad", g, b, a, "v0 * select(select(0.0, 0.5, v1 == v2), 1.0, v1 > v2)")
-      : null,
+    n[0] ? pointwiseGrad("max_grad", g, a, b, "v0 * mg_extremum_share(v1, v2, v1 > v2)") : null,
+    n[1] ? pointwiseGrad("max_grad", g, b, a, "v0 * mg_extremum_share(v1, v2, v1 > v2)") : null,
   ], "inputs");
-/** Elementwise minimum (ties split the gradient equally). */
+/**
+ * Elementwise minimum; NaN wins (as in PyTorch). Ties split the gradient equally; where
+ * either operand is NaN both get the whole gradient (PyTorch's rule).
+ */
 export const minimum = (a: Operand, b: Operand): Tensor =>
   differentiable("minimum", a, b, (g, a, b, _o, n) => [
-    n[0]
-      ? pointwiseGrad("min_grad", g, a, b, "v0 * select(select(0.0, 0.5, v1 == v2), 1.0, v1 < v2)")
-      : null,
-    n[1]
-      ? pointwiseGrad("min_grad", g, b, a, "v0 * select(select(0.0, 0.5, v1 == v2), 1.0, v1 < v2)")
-      : null,
+    n[0] ? pointwiseGrad("min_grad", g, a, b, "v0 * mg_extremum_share(v1, v2, v1 < v2)") : null,
+    n[1] ? pointwiseGrad("min_grad", g, b, a, "v0 * mg_extremum_share(v1, v2, v1 < v2)") : null,
   ], "inputs");
 
 function pointwiseGrad(name: string, g: Tensor, x: Operand, y: Operand, expr: string): Tensor {

@@ -477,8 +477,8 @@ var<workgroup> sk: array<u32, ${TOPK_WG}>;
 var<workgroup> si: array<u32, ${TOPK_WG}>;
 // Order-preserving map of f32 to u32: NaN above +Inf, -0 equal to +0.
 fn float_key(v: f32) -> u32 {
+  if (mg_isnan(v)) { return 0xffffffffu; }
   var b = bitcast<u32>(v);
-  if ((b & 0x7fffffffu) > 0x7f800000u) { return 0xffffffffu; }
   if (b == 0x80000000u) { b = 0u; }
   return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }

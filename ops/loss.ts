@@ -68,6 +68,8 @@ function checkTensor(op: string, t: unknown, arg: string): Tensor {
  *   PyTorch.
  * - A target outside [0, C) other than `ignoreIndex` cannot throw on the GPU: that row's loss
  *   and its gradient row are NaN (so "mean" and "sum" are NaN too).
+ * - A row of logits holding NaN or +Inf (or all −Inf) gives NaN loss and gradient, as in
+ *   PyTorch; a target logit of −Inf gives +Inf.
  * - The result has logits' dtype (computed in f32): a scalar for "mean"/"sum", shape
  *   `targets.shape` for "none".
  */
@@ -136,7 +138,7 @@ export function crossEntropy(
       prelude: rowPrelude(2, lanes),
       body: `${rowSetup(lanes)}${rowMaxSum("x")}
   if (lane == 0u && valid) {
-    let ls = log(ms.y);
+    let ls = mg_log(ms.y);
     let t = tgt[row_off(row, 1u)];
     let r = prm(0u);
     var loss = 0.0;
@@ -276,7 +278,7 @@ function crossEntropyBackward(
   var d = 0.0;
   if (tg != prmi(3u)) {
     let xv = f32(x[row_off(row, 0u) + j * ax_stride(0u)]);
-    let p = exp((xv - rowsIn[2u * r + row]) - rowsIn[3u * r + row]);
+    let p = mg_exp((xv - rowsIn[2u * r + row]) - rowsIn[3u * r + row]);
     var gr = f32(g[row_off(row, 2u)]);
     if (prm(4u) == ${MODE.mean}u) { gr = gr / st[1]; }
     if (tg >= 0 && u32(tg) < n) {

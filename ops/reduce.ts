@@ -2,7 +2,8 @@
  * Reductions over any set of axes: sum, mean, max, min, argmax, variance, and `sumTo` (the
  * broadcast-gradient reduction). The reduced axes are moved innermost (a copy only when the
  * layout needs it) and each output row is reduced by one workgroup, or by one thread when
- * rows are short.
+ * rows are short. NaN propagates as in PyTorch: sums (and so mean and variance) by IEEE
+ * arithmetic, max/min/argmax/argmin by a bit test per value (NaN wins, the first NaN's index).
  */
 import { type DType, isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
@@ -13,7 +14,7 @@ import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { grid1d, linearId } from "./grid.ts";
 import { computeType, pointwise } from "./pointwise.ts";
-import { cast, contiguous, div, eq, mul, square, sub } from "./elementwise.ts";
+import { contiguous, div, mul, square, sub } from "./elementwise.ts";
 import { expand, permute, reshape } from "./layout.ts";
 
 type ReduceKind = "sum" | "max" | "min" | "argmax" | "argmin";
@@ -64,7 +65,14 @@ function reduceRows(
   const t = wgslType(rows.dtype);
   const init = kind === "sum" ? `${ct}(0)` : `${ct}(x[base])`;
   const better = kind === "max" || kind === "argmax" ? ">" : "<";
-  const combine = kind === "sum" ? "acc = acc + v;" : `if (v ${better} acc) { acc = v; ai = j; }`;
+  // Floats: NaN wins (PyTorch), the first NaN's index for arg*. `nan` is sticky, so each value
+  // costs one bit test and NaN never reaches a comparison the compiler may assume NaN-free.
+  const nanAware = kind !== "sum" && isFloat(rows.dtype);
+  const combine = kind === "sum" ? "acc = acc + v;" : nanAware
+    ? `if (!nan) {
+      if (mg_isnan(v)) { acc = v; ai = j; nan = true; } else if (v ${better} acc) { acc = v; ai = j; }
+    }`
+    : `if (v ${better} acc) { acc = v; ai = j; }`;
   const finish = isArg
     ? "i32(ai)"
     : kind === "sum" && isFloat(rows.dtype)
@@ -88,6 +96,7 @@ function reduceRows(
   let base = prm(2u) + row * n;
   var acc = ${init};
   var ai = 0u;
+  ${nanAware ? "var nan = mg_isnan(acc);" : ""}
   for (var j = ${kind === "sum" ? "0u" : "1u"}; j < n; j++) {
     let v = ${ct}(x[base + j]);
     ${combine}
@@ -99,8 +108,14 @@ function reduceRows(
   }
   const merge = kind === "sum"
     ? "sv[lidx] = sv[lidx] + sv[lidx + s];"
-    : `let o = sv[lidx + s]; let oi = si[lidx + s];
-      if (o ${better} sv[lidx] || (o == sv[lidx] && oi < si[lidx])) { sv[lidx] = o; si[lidx] = oi; }`;
+    : `let o = sv[lidx + s]; let oi = si[lidx + s]; let a = sv[lidx]; let ai2 = si[lidx];
+      ${
+      nanAware
+        ? `let on = mg_isnan(o); let an = mg_isnan(a);
+      let take = select(!an && (o ${better} a || (o == a && oi < ai2)), !an || oi < ai2, on);`
+        : `let take = o ${better} a || (o == a && oi < ai2);`
+    }
+      if (take) { sv[lidx] = o; si[lidx] = oi; }`;
   const k = kernel({
     name: `${op}_rows`,
     bindings,
@@ -114,6 +129,7 @@ function reduceRows(
   let first = min(lidx, n - 1u);
   var acc = ${kind === "sum" ? `${ct}(0)` : `${ct}(x[base + first])`};
   var ai = first;
+  ${nanAware ? "var nan = mg_isnan(acc);" : ""}
   for (var j = lidx; j < n; j += ${WG}u) {
     let v = ${ct}(x[base + j]);
     ${combine}
@@ -226,35 +242,53 @@ function extremum(
   const ax = axesOf(op, axes, x.rank);
   const out = reduce(op, op, x, ax, keepDims);
   return record(out, op, [x], (g, _needs, [xs, os]) => {
-    // The gradient goes to every position equal to the extremum, shared equally among ties.
+    // The gradient goes to every position equal to the extremum, shared equally among ties;
+    // in a row whose extremum is NaN, among its NaN positions (torch.max()'s rule).
     const ok = os.reshape(keptShape(x, ax));
-    const mask = eq(xs, ok);
-    const maskF = cast(mask, x.dtype);
+    const maskF = pointwise(
+      `${op}_grad_mask`,
+      [xs, ok],
+      x.shape,
+      x.dtype,
+      "select(0.0, 1.0, select(v0 == v1 && !mg_isnan(v0), mg_isnan(v0), mg_isnan(v1)))",
+    );
     const count = sum(maskF, ax, true);
     const gk = g.reshape(keptShape(x, ax));
     const share = div(gk, count);
     const grad = mul(maskF, share);
-    for (const t of [ok, mask, maskF, count, gk, share]) t.dispose();
+    for (const t of [ok, maskF, count, gk, share]) t.dispose();
     return [grad];
   }, [x, out]);
 }
 
-/** Maximum over `axes` (all when omitted); the gradient is shared among tied maxima. */
+/**
+ * Maximum over `axes` (all when omitted); NaN wins (as in PyTorch). The gradient is shared
+ * among tied maxima (among the NaN positions when the maximum is NaN).
+ */
 export function max(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
   return extremum("max", x, axes, keepDims);
 }
 
-/** Minimum over `axes` (all when omitted); the gradient is shared among tied minima. */
+/**
+ * Minimum over `axes` (all when omitted); NaN wins (as in PyTorch). The gradient is shared
+ * among tied minima (among the NaN positions when the minimum is NaN).
+ */
 export function min(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
   return extremum("min", x, axes, keepDims);
 }
 
-/** Index (i32) of the first maximum along `axis`, or over the flattened tensor when omitted. */
+/**
+ * Index (i32) of the first maximum along `axis`, or over the flattened tensor when omitted;
+ * NaN counts as the maximum (the first NaN's index, as in PyTorch).
+ */
 export function argmax(x: Tensor, axis?: number, keepDims = false): Tensor {
   return argExtremum("argmax", x, axis, keepDims);
 }
 
-/** Index (i32) of the first minimum along `axis`, or over the flattened tensor when omitted. */
+/**
+ * Index (i32) of the first minimum along `axis`, or over the flattened tensor when omitted;
+ * NaN counts as the minimum (the first NaN's index, as in PyTorch).
+ */
 export function argmin(x: Tensor, axis?: number, keepDims = false): Tensor {
   return argExtremum("argmin", x, axis, keepDims);
 }

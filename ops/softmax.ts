@@ -10,7 +10,8 @@
  * rows (and many strided rows, which are then read coalesced across threads) get one thread
  * each. f16 inputs are computed in f32. Stability: the row maximum is subtracted before
  * every `exp`, so logits of ±1e4 give exact 0/1 probabilities, never Inf or NaN. A row that
- * is all −Inf, or holds +Inf or NaN, gives NaN (as in PyTorch).
+ * is all −Inf, or holds +Inf or NaN, gives NaN (as in PyTorch), detected with bit tests that a
+ * NaN-assuming compiler cannot fold (see `rowMaxSum`).
  */
 import { isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
@@ -195,7 +196,9 @@ export function rowSetup(lanes: number): string {
 /**
  * WGSL loop computing the row's online (max, sum of exp) pair of operand 0 read from
  * binding `x` into `ms` (max in ms.x, Σ exp(v − max) in ms.y), combined across the
- * workgroup. Defines `xb` and `xs` (row offset and stride of operand 0).
+ * workgroup. Defines `xb` and `xs` (row offset and stride of operand 0). A NaN or +Inf in the
+ * row makes ms.y NaN (PyTorch's softmax of such a row is all NaN: +Inf − +Inf), found by one
+ * bit test per value; a row of −Inf only leaves ms.y = 0.
  */
 export function rowMaxSum(x: string): string {
   return `
@@ -205,7 +208,8 @@ export function rowMaxSum(x: string): string {
   var s = 0.0;
   for (var j = lane; j < n; j += step) {
     let v = f32(${x}[xb + j * xs]);
-    if (v > m) { s = s * exp(m - v) + 1.0; m = v; } else { s += exp(v - m); }
+    if (mg_isnan(v) || bitcast<u32>(v) == 0x7f800000u) { s = mg_nan(); }
+    else if (v > m) { s = s * exp(m - v) + 1.0; m = v; } else { s += exp(v - m); }
   }
   let ms = reduce_ms(vec2<f32>(m, s), lidx, lane);`;
 }
@@ -262,7 +266,8 @@ function forward(op: "softmax" | "logSoftmax", x: Tensor, axis: number): Tensor 
   const xo = rowOperand(x, axis);
   const lanes = rowLanes(n, rows, xo.axis);
   const t = wgslType(x.dtype);
-  const write = op === "softmax" ? "exp(v - ms.x) / ms.y" : "v - ms.x - log(ms.y)";
+  // ms.y is NaN for a row holding NaN or +Inf and 0 for a row of −Inf: both give NaN rows.
+  const write = op === "softmax" ? "exp(v - ms.x) / ms.y" : "v - ms.x - mg_log(ms.y)";
   const k = kernel({
     name: `${op}_l${lanes}`,
     bindings: [
@@ -322,7 +327,7 @@ function backward(op: "softmax" | "logSoftmax", g: Tensor, y: Tensor, axis: numb
   for (var j = lane; j < n; j += step) {
     let gv = f32(g[gb + j * gs]);
     let yv = f32(y[yb + j * ys]);
-    dx[db + j * ds] = ${wgslType(y.dtype)}(${isLog ? "gv - exp(yv) * tot" : "yv * (gv - tot)"});
+    dx[db + j * ds] = ${wgslType(y.dtype)}(${isLog ? "gv - mg_exp(yv) * tot" : "yv * (gv - tot)"});
   }`,
   });
   const p = rowParams(

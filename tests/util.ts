@@ -109,6 +109,32 @@ export function arbValues(n: number, lo = -3, hi = 3): fc.Arbitrary<number[]> {
   });
 }
 
+/**
+ * n f32 values: finite ones on a 1/64 grid in [lo, hi] (ties happen; no subnormals, which
+ * SwiftShader flushes to zero), and NaN, +Inf or −Inf with probability `special` at each
+ * position (NaN as often as both infinities together).
+ */
+export function arbSpecialValues(
+  n: number,
+  special = 0.25,
+  lo = -3,
+  hi = 3,
+): fc.Arbitrary<number[]> {
+  const finite = fc.integer({ min: Math.ceil(lo * 64), max: Math.floor(hi * 64) }).map((i) =>
+    i / 64
+  );
+  const weight = Math.round(100 * special);
+  const odd = fc.oneof(
+    { weight: 2, arbitrary: fc.constant(NaN) },
+    { weight: 1, arbitrary: fc.constant(Infinity) },
+    { weight: 1, arbitrary: fc.constant(-Infinity) },
+  );
+  return fc.array(
+    fc.oneof({ weight: 100 - weight, arbitrary: finite }, { weight, arbitrary: odd }),
+    { minLength: n, maxLength: n },
+  );
+}
+
 /** Deterministic pseudo-random values in [lo, hi), for fixed-size tests. */
 export function seededValues(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   let s = seed >>> 0 || 1;

@@ -2,7 +2,8 @@
  * Float64 references for the elementwise ops and the view ops: forward functions, their
  * vector-Jacobian products (vjps), and the float64 side of "strided view as input" test
  * cases. Conventions at kinks follow the library: sign(0) = 0, relu'(0) = 0, and ties of
- * maximum/minimum split the gradient in half.
+ * maximum/minimum split the gradient in half. NaN and ±Inf follow PyTorch (NaN wins maximum
+ * and minimum, relu and clamp keep it).
  */
 import { broadcastTo, map, NDArray, permute, ravel, size, sumTo, unravel, zip } from "./ndarray.ts";
 
@@ -66,7 +67,13 @@ export const UNARY: Record<string, UnaryRef> = {
     },
     domain: [-5, 5],
   },
-  relu: { f: (x) => Math.max(x, 0), df: (x) => (x > 0 ? 1 : 0), domain: [-3, 3], kinks: [0] },
+  relu: {
+    f: (x) => Math.max(x, 0),
+    // PyTorch passes the gradient through at NaN (threshold_backward tests result <= 0).
+    df: (x) => (x > 0 || Number.isNaN(x) ? 1 : 0),
+    domain: [-3, 3],
+    kinks: [0],
+  },
   square: { f: (x) => x * x, df: (x) => 2 * x, domain: [-3, 3] },
 };
 
@@ -86,6 +93,8 @@ export interface BinaryRef {
 }
 
 const tieSplit = (win: boolean, tie: boolean) => (tie ? 0.5 : win ? 1 : 0);
+/** PyTorch's maximum/minimum vjp: where either operand is NaN, both get the whole gradient. */
+const nanShare = (a: number, b: number) => (Number.isNaN(a) || Number.isNaN(b) ? 1 : null);
 
 /** Float64 references of the differentiable binary ops. */
 export const BINARY: Record<string, BinaryRef> = {
@@ -94,19 +103,19 @@ export const BINARY: Record<string, BinaryRef> = {
   mul: { f: (a, b) => a * b, da: (_a, b) => b, db: (a) => a },
   div: { f: (a, b) => a / b, da: (_a, b) => 1 / b, db: (a, b) => -a / (b * b) },
   pow: {
-    f: (a, b) => a ** b,
+    f: (a, b) => (a === 1 ? 1 : a ** b), // PyTorch: pow(1, NaN) = 1 (JS gives NaN)
     da: (a, b) => (b === 0 ? 0 : b * a ** (b - 1)),
     db: (a, b) => (a > 0 ? a ** b * Math.log(a) : 0),
   },
   maximum: {
     f: Math.max,
-    da: (a, b) => tieSplit(a > b, a === b),
-    db: (a, b) => tieSplit(b > a, a === b),
+    da: (a, b) => nanShare(a, b) ?? tieSplit(a > b, a === b),
+    db: (a, b) => nanShare(a, b) ?? tieSplit(b > a, a === b),
   },
   minimum: {
     f: Math.min,
-    da: (a, b) => tieSplit(a < b, a === b),
-    db: (a, b) => tieSplit(b < a, a === b),
+    da: (a, b) => nanShare(a, b) ?? tieSplit(a < b, a === b),
+    db: (a, b) => nanShare(a, b) ?? tieSplit(b < a, a === b),
   },
 };
 
@@ -115,6 +124,16 @@ export function binaryVjp(ref: BinaryRef, a: NDArray, b: NDArray, g: NDArray): [
   const ga = zip([g, a, b], (gi, ai, bi) => gi * ref.da(ai, bi));
   const gb = zip([g, a, b], (gi, ai, bi) => gi * ref.db(ai, bi));
   return [sumTo(ga, a.shape), sumTo(gb, b.shape)];
+}
+
+/** torch.clamp(x, lo, hi) = min(max(x, lo), hi); NaN stays NaN. */
+export function clampRef(x: NDArray, lo = -Infinity, hi = Infinity): NDArray {
+  return map(x, (v) => (Number.isNaN(v) ? v : Math.min(Math.max(v, lo), hi)));
+}
+
+/** vjp of clamp (PyTorch): the upstream where lo ≤ x ≤ hi, 0 elsewhere and at NaN. */
+export function clampVjp(x: NDArray, g: NDArray, lo = -Infinity, hi = Infinity): NDArray {
+  return zip([g, x], (gi, v) => (v >= lo && v <= hi ? gi : 0));
 }
 
 /** Float64 comparisons, as 0/1. */

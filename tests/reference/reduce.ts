@@ -1,6 +1,7 @@
 /**
  * Float64 references for reductions and their vjps. Axes are normalised (non-negative,
  * sorted); `keepDims` follows the library. Extremum gradients are shared equally among ties.
+ * NaN follows PyTorch: it propagates through every reduction and wins max/min/argmax/argmin.
  */
 import { broadcastTo, NDArray, reduceAxes, zip } from "./ndarray.ts";
 
@@ -26,7 +27,10 @@ export function minRef(x: NDArray, axes: readonly number[], keepDims: boolean): 
   return reduceAxes(x, axes, keepDims, (v) => Math.min(...v));
 }
 
-/** Index of the first maximum (or minimum) along `axes` (in row-major order of those axes). */
+/**
+ * Index of the first maximum (or minimum) along `axes` (in row-major order of those axes);
+ * NaN wins: the index of the first NaN (PyTorch).
+ */
 export function argRef(
   x: NDArray,
   axes: readonly number[],
@@ -34,6 +38,8 @@ export function argRef(
   which: "max" | "min",
 ): NDArray {
   return reduceAxes(x, axes, keepDims, (v) => {
+    const nan = v.findIndex(Number.isNaN);
+    if (nan >= 0) return nan;
     let best = 0;
     for (let i = 1; i < v.length; i++) {
       if (which === "max" ? v[i] > v[best] : v[i] < v[best]) best = i;
@@ -72,7 +78,10 @@ export function meanVjp(x: NDArray, axes: readonly number[], g: NDArray): NDArra
   return zip([spread(g, x.shape, axes)], (v) => v / count);
 }
 
-/** vjp of max/min: the upstream shared equally among the positions equal to the extremum. */
+/**
+ * vjp of max/min: the upstream shared equally among the positions equal to the extremum (the
+ * NaN positions when it is NaN, as torch.max() does).
+ */
 export function extremumVjp(
   x: NDArray,
   axes: readonly number[],
@@ -80,7 +89,7 @@ export function extremumVjp(
   which: "max" | "min",
 ): NDArray {
   const ext = spread((which === "max" ? maxRef : minRef)(x, axes, true), x.shape, axes);
-  const hit = zip([x, ext], (a, e) => (a === e ? 1 : 0));
+  const hit = zip([x, ext], (a, e) => (a === e || (Number.isNaN(a) && Number.isNaN(e)) ? 1 : 0));
   const count = spread(sumRef(hit, axes, true), x.shape, axes);
   return zip([spread(g, x.shape, axes), hit, count], (gi, h, c) => (gi * h) / c);
 }

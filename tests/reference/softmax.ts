@@ -27,10 +27,12 @@ export function forEachRow(
   }
 }
 
-/** log Σ exp(v), computed stably. */
+/**
+ * log Σ exp(v), computed stably as m + log Σ exp(v − m) with m = max v: PyTorch's softmax and
+ * log_softmax, so a row holding NaN or +Inf (+Inf − +Inf) or only −Inf gives NaN.
+ */
 export function logSumExp(values: readonly number[]): number {
   const m = Math.max(...values);
-  if (!Number.isFinite(m)) return m;
   let s = 0;
   for (const v of values) s += Math.exp(v - m);
   return m + Math.log(s);
