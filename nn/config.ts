@@ -13,9 +13,8 @@ import { MoongradError } from "../core/errors.ts";
 
 /**
  * Rotary embedding parameters, normalised from transformers 4.x (`rope_theta` + `rope_scaling`)
- * and 5.x (`rope_parameters`) config files. This is the hook the RoPE code reads: moongrad's
- * layers currently run `rope_type: "default"` only and refuse `"yarn"` with an error naming
- * `rope_scaling` until YaRN lands in nn/rope.ts.
+ * and 5.x (`rope_parameters`) config files. This is what the RoPE code reads
+ * (`rotaryFrequencies` and `softmaxScaleFactor` in nn/rope.ts): both types run.
  */
 export type RopeParameters = DefaultRope | YarnRope;
 
@@ -120,7 +119,10 @@ export interface KimiConfig {
   rms_norm_eps: number;
   /** Rotary embedding parameters (θ and scaling), see `RopeParameters`. */
   rope_parameters: RopeParameters;
-  /** Interleaved rotary pairs (x0,x1),(x2,x3)… as DeepSeek weights use: only true. */
+  /**
+   * Rotary pair layout: true (HF default, DeepSeek / Kimi weights) rotates interleaved pairs
+   * (x0,x1),(x2,x3)…; false rotates half-split pairs (x_i, x_{i+d/2}) (plain `rotate_half`).
+   */
   rope_interleave: boolean;
   /** Biases on q_a_proj, kv_a_proj_with_mqa and o_proj (HF DeepseekV3Attention). */
   attention_bias: boolean;
@@ -178,7 +180,7 @@ const BASE = {
 /**
  * Named presets: `tiny` fits a CPU adapter; `kimi-k2` is the architecture of Kimi K2's
  * config.json (moonshotai/Kimi-K2-Instruct: YaRN ×32 from 4096 positions, θ = 50000), for
- * shapes and counts only: never allocate it (and YaRN does not run yet).
+ * shapes and counts only: never allocate it.
  */
 export const PRESETS: Readonly<Record<"tiny" | "kimi-k2", Readonly<KimiConfig>>> = {
   tiny: {
@@ -266,8 +268,12 @@ function presetOrThrow(name: string): KimiConfig {
 const isPosInt = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
 const isFiniteNum = (v: unknown) => typeof v === "number" && Number.isFinite(v);
 
-/** The problems of a `rope_parameters` value for a model with `maxPositions` positions. */
-export function ropeProblems(rope: RopeParameters, maxPositions: number): string[] {
+/**
+ * The problems of a `rope_parameters` value for a model with `maxPositions` positions (null:
+ * skip the check that a YaRN factor equals max_position_embeddings /
+ * original_max_position_embeddings).
+ */
+export function ropeProblems(rope: RopeParameters, maxPositions: number | null): string[] {
   const p: string[] = [];
   if (rope === null || typeof rope !== "object") return ["rope_parameters must be an object"];
   if (!isFiniteNum(rope.rope_theta) || rope.rope_theta <= 0) {
@@ -288,7 +294,9 @@ export function ropeProblems(rope: RopeParameters, maxPositions: number): string
     p.push(
       `rope_parameters.original_max_position_embeddings must be a positive integer, got ${rope.original_max_position_embeddings}`,
     );
-  } else if (rope.factor !== maxPositions / rope.original_max_position_embeddings) {
+  } else if (
+    maxPositions !== null && rope.factor !== maxPositions / rope.original_max_position_embeddings
+  ) {
     p.push(
       `rope_parameters.factor ${rope.factor} differs from max_position_embeddings / ` +
         `original_max_position_embeddings = ${maxPositions} / ${rope.original_max_position_embeddings}` +
@@ -406,9 +414,6 @@ export function validateConfig(cfg: KimiConfig): void {
   for (const k of ["norm_topk_prob", "attention_bias", "rope_interleave"] as const) {
     if (typeof cfg[k] !== "boolean") problems.push(`${k} must be a boolean, got ${cfg[k]}`);
   }
-  if (cfg.rope_interleave === false) {
-    problems.push("rope_interleave false (half-split rotary pairs) is not implemented");
-  }
   if (cfg.attention_dropout !== 0) {
     problems.push(`attention_dropout ${cfg.attention_dropout} is not supported (expected 0)`);
   }
@@ -426,20 +431,17 @@ export function validateConfig(cfg: KimiConfig): void {
 }
 
 /**
- * Throws unless the model's layers can run `config`'s rotary embedding: today only
- * `rope_type: "default"`. A YaRN config (config.json `rope_scaling` / `rope_parameters` with
- * type "yarn") parses, validates and counts, but building its attention layers stops here
- * until YaRN is implemented in nn/rope.ts.
+ * Throws unless the model's layers can run `config`'s rotary embedding: `rope_type` "default"
+ * or "yarn" (both implemented, nn/rope.ts), with valid parameters. Kept as the one place a
+ * future unimplemented rope type would be refused before anything is allocated.
  */
 export function requireRunnableRope(op: string, config: KimiConfig): void {
   const r = config.rope_parameters;
-  if (r.rope_type !== "default") {
-    throw new MoongradError(
-      op,
-      `rope_scaling (rope_parameters.rope_type "${r.rope_type}", factor ${
-        (r as YarnRope).factor
-      }) is not implemented yet: this config parses and counts, but the model cannot run ` +
-        `it; use rope_scaling null (rope_type "default") to build a runnable model`,
-    );
+  const problems = ropeProblems(r, config.max_position_embeddings);
+  if (r.rope_type !== "default" && r.rope_type !== "yarn") {
+    problems.unshift(`rope_type "${(r as { rope_type: unknown }).rope_type}" cannot run`);
+  }
+  if (problems.length) {
+    throw new MoongradError(op, `rope_scaling / rope_parameters: ${problems.join("; ")}`);
   }
 }

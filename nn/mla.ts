@@ -1,7 +1,11 @@
 /**
  * Multi-head Latent Attention (HF `DeepseekV3Attention`, REFERENCE §4) with a training
  * forward through the fused attention kernel and a decode path over a latent cache that
- * absorbs `kv_b_proj` into the queries and the output.
+ * absorbs `kv_b_proj` into the queries and the output. The rotary embedding follows the
+ * config (nn/rope.ts): plain RoPE or YaRN (its inv_freq table and cos/sin attention factor,
+ * plus DeepseekV3Attention's softmax-scale factor m(s, mscale_all_dim)²), in the interleaved
+ * or half-split pair layout of `rope_interleave`. The cache stores k_rope already rotated, so
+ * decode uses exactly the training forward's rotation.
  */
 import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
@@ -9,14 +13,18 @@ import { Tensor } from "../core/tensor.ts";
 import { attention } from "../ops/attention.ts";
 import { concat } from "../ops/concat.ts";
 import { copyInto } from "../ops/copy.ts";
-import { tensor } from "../ops/creation.ts";
 import { expand, permute, reshape, slice, transpose, unsqueeze } from "../ops/layout.ts";
 import { matmul } from "../ops/matmul.ts";
-import { rope, ropeInvFreq } from "../ops/rope.ts";
-import { type KimiConfig, requireRunnableRope, validateConfig } from "./config.ts";
+import {
+  type KimiConfig,
+  requireRunnableRope,
+  type RopeParameters,
+  validateConfig,
+} from "./config.ts";
 import { Linear } from "./linear.ts";
 import { deriveSeed, Module } from "./module.ts";
 import { RMSNorm } from "./rmsnorm.ts";
+import { RotaryEmbedding, softmaxScaleFactor } from "./rope.ts";
 
 /** The epsilon of MLA's two inner norms (HF hard-codes it, whatever `rms_norm_eps` says). */
 export const MLA_INNER_NORM_EPS = 1e-6;
@@ -229,9 +237,9 @@ export interface ForwardCachedOptions {
  * `attention_bias` puts a bias on `q_a_proj`, `kv_a_proj_with_mqa` and `o_proj` only:
  * `q_proj`, `q_b_proj` and `kv_b_proj` never have one (so absorbing `kv_b_proj` into the
  * decode queries and output stays exact; a `kv_a_proj_with_mqa` bias is inside the cached
- * latent). Softmax scale d_qk^−0.5; interleaved RoPE with θ = `rope_parameters.rope_theta` on
- * q_rope and on the single shared k_rope (`rope_type` "default" only: a YaRN config is refused
- * with an error naming rope_scaling).
+ * latent). RoPE from `rope_parameters` ("default" or "yarn") on q_rope and on the single
+ * shared k_rope, in the pair layout of `rope_interleave`; softmax scale d_qk^−0.5, times
+ * m(factor, mscale_all_dim)² under YaRN with a non-zero mscale_all_dim (as HF).
  *
  * After each training `forward`, `lastMaxLogits` holds the f32 [H] per-head maximum
  * pre-softmax logit over the batch and the attended pairs — what MuonClip's QK-Clip reads
@@ -254,10 +262,14 @@ export class MultiHeadLatentAttention extends Module {
   readonly vHeadDim: number;
   /** d_qk = d_n + d_r. */
   readonly qHeadDim: number;
-  /** Softmax scale d_qk^−0.5. */
+  /** Softmax scale d_qk^−0.5 · `softmaxScaleFactor(rope_parameters)` (YaRN's mscale²). */
   readonly softmaxScale: number;
   /** RoPE base θ. */
   readonly ropeTheta: number;
+  /** The rotary parameters (plain RoPE or YaRN). */
+  readonly ropeParameters: RopeParameters;
+  /** Interleaved (true) or half-split (false) rotary pairs (HF `rope_interleave`). */
+  readonly ropeInterleave: boolean;
   /** x → r_q (null without q_lora_rank). */
   readonly qAProj: Linear | null;
   /** RMSNorm over r_q (null without q_lora_rank). */
@@ -275,7 +287,8 @@ export class MultiHeadLatentAttention extends Module {
   /** H·d_v → D. */
   readonly oProj: Linear;
   #lastMaxLogits: Tensor | null = null;
-  readonly #invFreq: Tensor;
+  /** Not a registered child: HF keeps its rotary embedding on the model, with no state. */
+  readonly #rotary: RotaryEmbedding;
 
   /** Creates the layer from a config (HF initialisation: N(0, initializer_range²)). */
   constructor(config: KimiConfig, options: MlaOptions = {}) {
@@ -292,8 +305,10 @@ export class MultiHeadLatentAttention extends Module {
     this.qkRopeHeadDim = config.qk_rope_head_dim;
     this.vHeadDim = config.v_head_dim;
     this.qHeadDim = config.qk_nope_head_dim + config.qk_rope_head_dim;
-    this.softmaxScale = 1 / Math.sqrt(this.qHeadDim);
+    this.ropeParameters = config.rope_parameters;
     this.ropeTheta = config.rope_parameters.rope_theta;
+    this.ropeInterleave = config.rope_interleave;
+    this.softmaxScale = (1 / Math.sqrt(this.qHeadDim)) * softmaxScaleFactor(config.rope_parameters);
     const seed = options.seed;
     const lin = (name: string, i: number, o: number, bias = false) =>
       this.module(
@@ -324,7 +339,10 @@ export class MultiHeadLatentAttention extends Module {
     this.kvALayernorm = norm("kv_a_layernorm", this.kvLoraRank);
     this.kvBProj = lin("kv_b_proj", this.kvLoraRank, H * (this.qkNopeHeadDim + this.vHeadDim));
     this.oProj = lin("o_proj", H * this.vHeadDim, D, config.attention_bias);
-    this.#invFreq = tensor(ropeInvFreq(this.qkRopeHeadDim, this.ropeTheta)).keep();
+    this.#rotary = new RotaryEmbedding(this.qkRopeHeadDim, {
+      rope: config.rope_parameters,
+      interleaved: config.rope_interleave,
+    });
   }
 
   /**
@@ -374,8 +392,8 @@ export class MultiHeadLatentAttention extends Module {
    * Absorbed (default): with W = kv_b_proj viewed [H, d_n + d_v, r_kv], q_abs_h = q_nope_h ·
    * W_UK_h, the query [q_abs | q_rope] attends the cached rows [c | k_rope] as ONE key head
    * shared by all heads (the attention kernel's shared-head mode), with c itself as the
-   * shared value; o_h = (Σ softmax·c) · W_UV_hᵀ, then o_proj. The same scale d_qk^−0.5
-   * applies (only the contraction is reordered). Runs under noGrad (decode needs no
+   * shared value; o_h = (Σ softmax·c) · W_UV_hᵀ, then o_proj. The same softmax scale
+   * (`softmaxScale`) applies (only the contraction is reordered). Runs under noGrad (decode needs no
    * backward) and does not touch `lastMaxLogits`.
    */
   forwardCached(x: Tensor, cache: LatentCache, options: ForwardCachedOptions = {}): Tensor {
@@ -421,7 +439,7 @@ export class MultiHeadLatentAttention extends Module {
   /** Frees the weights, the RoPE table and `lastMaxLogits`. */
   override dispose(): void {
     super.dispose();
-    this.#invFreq.dispose();
+    this.#rotary.dispose();
     this.#lastMaxLogits?.dispose();
     this.#lastMaxLogits = null;
   }
@@ -457,7 +475,7 @@ export class MultiHeadLatentAttention extends Module {
     const qh = t(permute(t(reshape(q, [B, T, this.numHeads, this.qHeadDim])), [0, 2, 1, 3]));
     const qNope = t(slice(qh, 3, 0, this.qkNopeHeadDim));
     const qRope = t(
-      rope(t(slice(qh, 3, this.qkNopeHeadDim, this.qHeadDim)), offset, this.#invFreq),
+      this.#rotary.forward(t(slice(qh, 3, this.qkNopeHeadDim, this.qHeadDim)), offset),
     );
     return { qNope, qRope };
   }
@@ -467,7 +485,7 @@ export class MultiHeadLatentAttention extends Module {
     const ckv = t(this.kvAProjWithMqa.forward(x));
     const c = t(this.kvALayernorm.forward(t(slice(ckv, 2, 0, this.kvLoraRank))));
     const kr = t(slice(ckv, 2, this.kvLoraRank, this.kvLoraRank + this.qkRopeHeadDim));
-    const kRope = t(rope(kr, offset, this.#invFreq));
+    const kRope = t(this.#rotary.forward(kr, offset));
     return { c, kRope };
   }
 

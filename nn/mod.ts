@@ -23,7 +23,19 @@ export { Linear, type LinearOptions } from "./linear.ts";
 export { Embedding } from "./embedding.ts";
 export { RMSNorm, type RMSNormOptions } from "./rmsnorm.ts";
 export { MLP } from "./mlp.ts";
-export { applyRope, ropeInvFreq, RotaryEmbedding } from "./rope.ts";
+export {
+  applyRope,
+  ropeInvFreq,
+  type RopeOptions,
+  RotaryEmbedding,
+  type RotaryEmbeddingOptions,
+  type RotaryFrequencies,
+  rotaryFrequencies,
+  softmaxScaleFactor,
+  yarnAttentionFactor,
+  yarnCorrectionRange,
+  yarnGetMscale,
+} from "./rope.ts";
 export { rmsNorm } from "../ops/rmsnorm.ts";
 export { rope } from "../ops/rope.ts";
 export {

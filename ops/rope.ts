@@ -1,17 +1,29 @@
 /**
- * Rotary position embedding with the interleaved pair layout of DeepSeek / Kimi weights:
- * pairs (x0, x1), (x2, x3), … of the last axis rotate together by angle p·θ^(−2i/d), where p
- * is the position of the row along the second-to-last axis (an offset) or read from an i32
- * tensor. One thread per pair; the input is read through its strides (q_rope sliced out of a
- * projection is not copied). Backward rotates the gradient by −angle with the same kernel.
+ * Rotary position embedding (RoPE) in both pair layouts Hugging Face's DeepseekV3 uses:
+ * - interleaved (`rope_interleave: true`, DeepSeek / Kimi weights): pairs (x0, x1), (x2, x3), …
+ *   of the last axis rotate together;
+ * - half-split (`rope_interleave: false`, plain `rotate_half`): pairs (x_i, x_{i+d/2}).
+ * Pair i rotates by angle p·inv_freq_i, where p is the position of the row along the
+ * second-to-last axis (an offset) or read from an i32 tensor, and the rotated pair is scaled by
+ * an attention factor (YaRN's, 1 otherwise): y = f·(x_a cos − x_b sin, x_a sin + x_b cos). One
+ * kernel serves both layouts (the pair's two indices come from the uniform words), one thread
+ * per pair; the input is read through its strides (q_rope sliced out of a projection is not
+ * copied). Backward applies the transpose, f times the rotation by −angle, with the same kernel.
  *
- * Precision follows HF: inv_freq is rounded to f32 (computed here in float64 first), the
- * angle is the f32 product p·inv_freq, and its sin/cos come from `mg_sincos` (ops/wgsl_trig.ts:
- * Cody–Waite reduction + polynomials, a few ulps on every implementation) rather than WGSL's
- * built-ins, which are only accurate to 2^-11 near zero (4.6e-5 off on Dawn/SwiftShader).
- * HF's `apply_rotary_pos_emb_interleave` returns the rotated pairs de-interleaved (first all
- * even, then all odd components); this op keeps the interleaved layout. Dot products between
- * rotated q and k, all attention uses, are identical in both layouts.
+ * Precision follows HF: inv_freq is an f32 table (computed in float64 and rounded once, see
+ * `ropeInvFreq` and nn/rope.ts for YaRN), the angle is the f32 product p·inv_freq exactly as HF
+ * forms it (at p ≈ 1e5 that product is itself up to 2^-8 rad away from the real p·inv_freq;
+ * HF has the same rounding, and matching it is the point), and its sin/cos come from
+ * `mg_sincos` (ops/wgsl_trig.ts: exact Cody–Waite reduction up to |angle| ≈ 1.6e6, then
+ * polynomials, a few ulps on every implementation) rather than WGSL's built-ins, which are
+ * only accurate to 2^-11 near zero (4.6e-5 off on Dawn/SwiftShader). cos·f and sin·f are
+ * rounded to f32 before the rotation, as HF multiplies its f32 cos/sin by attention_scaling.
+ *
+ * Layout of the output: the half-split layout writes its pairs back to (i, i + d/2), which is
+ * HF's output. HF's `apply_rotary_pos_emb_interleave` returns the interleaved pairs
+ * de-interleaved (first every even, then every odd component); this op keeps them
+ * interleaved. Dot products between rotated q and k, all attention uses, are identical in both
+ * arrangements (the same permutation on both sides).
  */
 import { isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
@@ -56,11 +68,24 @@ function positionStrides(pos: Tensor, outer: readonly number[], x: Tensor): numb
   });
 }
 
+/** How `rope` pairs and scales the components (see the file header). */
+export interface RopeOptions {
+  /**
+   * true (default): interleaved pairs (x[2i], x[2i+1]), HF `rope_interleave: true`; false:
+   * half-split pairs (x[i], x[i + d/2]), HF's plain `rotate_half` (`rope_interleave: false`).
+   */
+  interleaved?: boolean;
+  /** Factor f multiplying cos and sin (YaRN's attention factor); default 1. */
+  attentionFactor?: number;
+}
+
 function rotate(
   x: Tensor,
   positions: number | Tensor,
   invFreq: Tensor,
   sign: 1 | -1,
+  interleaved: boolean,
+  factor: number,
 ): Tensor {
   const op = sign === 1 ? "rope" : "rope_grad";
   const out = Tensor.empty(x.shape, x.dtype);
@@ -79,7 +104,11 @@ function rotate(
     posStrides = outer.map((_, i) => (i === r1 - 1 ? 1 : 0));
     posWord = positions;
   }
-  const p = new Params().u(nPairs, half, r1, invFreq.offset).i(posWord).f(sign).u(
+  // Pair j holds components (j·step, j·step + partner) of its row: (2j, 2j+1) or (j, j+d/2).
+  const [step, partner] = interleaved ? [2, 1] : [1, half];
+  const p = new Params().u(nPairs, half, r1, invFreq.offset).i(posWord).f(factor, sign).u(
+    step,
+    partner,
     x.strides[x.rank - 1],
     x.offset,
     ...outer,
@@ -106,24 +135,27 @@ function rotate(
   let j = i % half;
   let row = i / half;
   var rem = row;
-  var xo = prm(7u);
+  var xo = prm(10u);
   var po = 0u;
   for (var d = i32(r1) - 1; d >= 0; d--) {
-    let dim = prm(8u + u32(d));
+    let dim = prm(11u + u32(d));
     let c = rem % dim;
     rem /= dim;
-    xo += c * prm(8u + r1 + u32(d));
-    po += c * prm(8u + 2u * r1 + u32(d));
+    xo += c * prm(11u + r1 + u32(d));
+    po += c * prm(11u + 2u * r1 + u32(d));
   }
   let p = ${byTensor ? "f32(pos[po + u32(prmi(4u))])" : "f32(prmi(4u) + i32(po))"};
   let sc = mg_sincos(p * inv[prm(3u) + j]);
-  let c = sc.y;
-  let s = prmf(5u) * sc.x;
-  let ls = prm(6u);
-  let x0 = f32(x[xo + 2u * j * ls]);
-  let x1 = f32(x[xo + (2u * j + 1u) * ls]);
-  out[row * 2u * half + 2u * j] = ${t}(x0 * c - x1 * s);
-  out[row * 2u * half + 2u * j + 1u] = ${t}(x0 * s + x1 * c);`,
+  let f = prmf(5u);
+  let c = sc.y * f;
+  let s = prmf(6u) * (sc.x * f);
+  let ia = j * prm(7u);
+  let ib = ia + prm(8u);
+  let ls = prm(9u);
+  let xa = f32(x[xo + ia * ls]);
+  let xb = f32(x[xo + ib * ls]);
+  out[row * 2u * half + ia] = ${t}(xa * c - xb * s);
+  out[row * 2u * half + ib] = ${t}(xa * s + xb * c);`,
   });
   const bufs = [x.storage(op).buf, invFreq.storage(op).buf];
   if (byTensor) bufs.push(positions.storage(op).buf);
@@ -133,17 +165,26 @@ function rotate(
 }
 
 /**
- * Rotates pairs (x[2i], x[2i+1]) of the last axis of `x` [..., T, d] by angle p·θ^(−2i/d):
- * `positions` is a start offset (row t of the T axis has position offset + t) or an i32
- * tensor broadcasting to x's shape without its last axis ([T], [B, T] for x [B, T, d], [T, 1]
- * for x [T, H, d], ...). `thetaOrInvFreq` is θ (HF `rope_theta`) or a precomputed f32
- * inv_freq tensor [d/2] (see `ropeInvFreq`). f32 or f16 (computed in f32); output contiguous.
- * Differentiable in x (the backward rotates by −angle).
+ * Rotates pairs of the last axis of `x` [..., T, d] by angle p·inv_freq_i and scales them by
+ * `options.attentionFactor` (default 1): interleaved pairs (x[2i], x[2i+1]) by default, or
+ * half-split pairs (x[i], x[i + d/2]) with `interleaved: false`. `positions` is a start offset
+ * (row t of the T axis has position offset + t) or an i32 tensor broadcasting to x's shape
+ * without its last axis ([T], [B, T] for x [B, T, d], [T, 1] for x [T, H, d], ...).
+ * `thetaOrInvFreq` is θ (HF `rope_theta`: inv_freq_i = θ^(−2i/d)) or a precomputed f32
+ * inv_freq tensor [d/2] (`ropeInvFreq`, or YaRN's from nn/rope.ts). f32 or f16 (computed in
+ * f32); output contiguous. Differentiable in x (the backward applies f·rotation by −angle).
+ * @example
+ * ```ts
+ * const q = mg.randn([1, 2, 5, 8]); // [B, H, T, d_r]
+ * const a = rope(q, 0, 10000); // interleaved pairs, positions 0..4
+ * const b = rope(q, 100, 10000, { interleaved: false }); // pairs (i, i + 4), positions 100..104
+ * ```
  */
 export function rope(
   x: Tensor,
   positions: number | Tensor,
   thetaOrInvFreq: number | Tensor,
+  options: RopeOptions = {},
 ): Tensor {
   const op = "rope";
   if (!(x instanceof Tensor)) throw new MoongradError(op, "x must be a Tensor");
@@ -152,6 +193,17 @@ export function rope(
     throw new MoongradError(
       op,
       `x must be f32/f16 [..., T, d] with d even, got ${x.dtype} ${fmtShape(x.shape)}`,
+    );
+  }
+  const interleaved = options.interleaved ?? true;
+  const factor = options.attentionFactor ?? 1;
+  if (typeof interleaved !== "boolean") {
+    throw new MoongradError(op, `options.interleaved must be a boolean, got ${interleaved}`);
+  }
+  if (typeof factor !== "number" || !Number.isFinite(factor)) {
+    throw new MoongradError(
+      op,
+      `options.attentionFactor must be a finite number, got ${factor}`,
     );
   }
   if (positions instanceof Tensor) {
@@ -181,10 +233,10 @@ export function rope(
   } else {
     inv = tensor(ropeInvFreq(d, thetaOrInvFreq));
   }
-  const out = rotate(x, positions, inv, 1);
+  const out = rotate(x, positions, inv, 1, interleaved, factor);
   const saved = positions instanceof Tensor ? [inv, positions] : [inv];
   record(out, op, [x], (g, _needs, [si, sp]) => {
-    return [rotate(g, sp ?? (positions as number), si, -1)];
+    return [rotate(g, sp ?? (positions as number), si, -1, interleaved, factor)];
   }, saved);
   if (inv !== thetaOrInvFreq) inv.dispose();
   return out;

@@ -236,7 +236,7 @@ Deno.test("configFromHf: every unknown key and unimplemented value is an error n
     [{ rope_parameters: { rope_type: "default", partial_rotary_factor: 0.5 } }, [
       "rope_parameters.partial_rotary_factor",
     ]],
-    [{ rope_interleave: false }, ["rope_interleave"]],
+    [{ rope_interleave: 0 }, ["rope_interleave"]],
     [{ attention_dropout: 0.1 }, ["attention_dropout"]],
     [{ tie_word_embeddings: true }, ["tie_word_embeddings"]],
     [{ pad_token_id: 0 }, ["pad_token_id"]],
@@ -290,8 +290,13 @@ Deno.test("toHfConfig: configFromHf(toHfConfig(c)) = c; 4.x-only and 5.x-only re
     attention_bias: true,
     aux_loss_alpha: 0.01,
     eos_token_id: [1, 2],
+    rope_interleave: false,
     ...{ use_cache: true, auto_map: { AutoConfig: "x" }, quantization_config: { q: 1 } },
   });
+  // rope_interleave false (half-split pairs) is read, kept and written back.
+  assert.equal(yarn.rope_interleave, false);
+  assert.equal(toHfConfig(yarn).rope_interleave, false);
+  assert.equal(configFromHf(SMALL).rope_interleave, true);
   for (const c of [makeConfig("tiny"), makeConfig("kimi-k2"), yarn, configFromHf({})]) {
     const hf = toHfConfig(c);
     assert.equal(hf.model_type, "deepseek_v3");

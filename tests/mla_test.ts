@@ -28,6 +28,7 @@ import {
   mlaVjp,
   type MlaWeights,
 } from "./reference/mla.ts";
+import { type RopeRef, ropeTablesRef } from "./reference/nn.ts";
 
 const OUT_TOL = { rtol: 5e-5, atol: 5e-5 };
 /** Gradients: |gpu − ref| <= GRAD_SCALE·max|ref| + GRAD_RTOL·|ref| per tensor. */
@@ -67,7 +68,12 @@ const arbCase: fc.Arbitrary<Case> = fc.record({
 }));
 
 function configOf(z: MlaDims, D: number) {
+  const rope = z.rope ?? { rope_type: "default", rope_theta: z.theta };
   return makeConfig({
+    max_position_embeddings: rope.rope_type === "yarn"
+      ? rope.factor * rope.original_max_position_embeddings
+      : 1024,
+    rope_interleave: z.interleave ?? true,
     hidden_size: D,
     num_attention_heads: z.H,
     num_key_value_heads: z.H,
@@ -76,7 +82,7 @@ function configOf(z: MlaDims, D: number) {
     qk_nope_head_dim: z.dn,
     qk_rope_head_dim: z.dr,
     v_head_dim: z.dv,
-    rope_parameters: { rope_type: "default", rope_theta: z.theta },
+    rope_parameters: rope,
     attention_bias: z.bias ?? false,
   });
 }
@@ -505,4 +511,197 @@ Deno.test("MLA rejects bad inputs with a MoongradError naming the op", async () 
   wrongBatch.dispose();
   wrongRank.dispose();
   mla.dispose();
+});
+
+// ---- YaRN and the half-split rotary layout ----------------------------------------------------
+
+/**
+ * Rotary variants with a small original context, so that positions beyond it are cheap: each
+ * with the offsets its forward runs at (past original_max_position_embeddings).
+ */
+const YARN_VARIANTS: { name: string; dr: number; rope: RopeRef; offsets: [number, number] }[] = [
+  {
+    name: "plain θ 10000",
+    dr: 4,
+    rope: { rope_type: "default", rope_theta: 10000 },
+    offsets: [0, 60],
+  },
+  {
+    // The issue's micro config: original 16, factor 4, max 64; K2-style mscales (cos/sin
+    // factor 1, softmax scale × m(4, 1)²).
+    name: "micro (L 16, ×4)",
+    dr: 8,
+    rope: {
+      rope_type: "yarn",
+      rope_theta: 10000,
+      factor: 4,
+      original_max_position_embeddings: 16,
+      beta_fast: 32,
+      beta_slow: 1,
+      mscale: 1,
+      mscale_all_dim: 1,
+      attention_factor: null,
+      truncate: true,
+    },
+    offsets: [36, 44],
+  },
+  {
+    // A fractional ramp (truncate false: pairs 1 and 2 blend) and a cos/sin factor m(4, 1).
+    name: "ramp (L 64, truncate false, mscale only)",
+    dr: 16,
+    rope: {
+      rope_type: "yarn",
+      rope_theta: 10000,
+      factor: 4,
+      original_max_position_embeddings: 64,
+      beta_fast: 32,
+      beta_slow: 1,
+      mscale: 0.707,
+      mscale_all_dim: null,
+      attention_factor: null,
+      truncate: false,
+    },
+    offsets: [100, 200],
+  },
+  {
+    // Both factors away from 1: cos/sin m(8, 1)/m(8, 0.5), softmax × m(8, 0.5)².
+    name: "mixed mscales (L 8, ×8)",
+    dr: 4,
+    rope: {
+      rope_type: "yarn",
+      rope_theta: 500,
+      factor: 8,
+      original_max_position_embeddings: 8,
+      beta_fast: 8,
+      beta_slow: 1,
+      mscale: 1,
+      mscale_all_dim: 0.5,
+      attention_factor: null,
+      truncate: true,
+    },
+    offsets: [30, 50],
+  },
+];
+
+const arbYarnCase: fc.Arbitrary<Case & { variant: string }> = fc.record({
+  v: fc.integer({ min: 0, max: YARN_VARIANTS.length - 1 }),
+  interleave: fc.boolean(),
+  H: fc.integer({ min: 2, max: 3 }),
+  rq: fc.constantFrom<number | null>(null, 8),
+  dn: fc.integer({ min: 4, max: 6 }),
+  dv: fc.integer({ min: 4, max: 6 }),
+  D: fc.integer({ min: 16, max: 20 }),
+  B: fc.integer({ min: 1, max: 2 }),
+  T: fc.integer({ min: 1, max: 5 }),
+  at: fc.double({ min: 0, max: 1, noNaN: true }),
+  seed: fc.integer({ min: 1, max: 1 << 30 }),
+  bias: fc.boolean(),
+}).map(({ v, interleave, H, rq, dn, dv, D, B, T, at, seed, bias }) => {
+  const { name, dr, rope, offsets: [lo, hi] } = YARN_VARIANTS[v];
+  return {
+    z: { H, rq, rkv: 8, dn, dr, dv, theta: rope.rope_theta, bias, rope, interleave },
+    D,
+    B,
+    T,
+    offset: lo + Math.floor(at * (hi - lo)),
+    seed,
+    variant: `${name}, interleave ${interleave}`,
+  };
+});
+
+Deno.test("reference (YaRN, half-split): MLA vjp matches numericGrad; absorbed equals expanded (float64)", () => {
+  for (const { rope, dr, offsets } of YARN_VARIANTS.slice(1)) {
+    for (const interleave of [true, false]) {
+      const z: MlaDims = { H: 2, rq: 8, rkv: 6, dn: 4, dr, dv: 3, theta: 0, rope, interleave };
+      const D = 10, shape = [1, 3, D], offset = offsets[0];
+      const w = randomWeights(z, D, 12);
+      const x = input(shape, 5).r;
+      const g = input(shape, 6).r;
+      const { dx, grads } = mlaVjp(x, w, z, g, offset);
+      const tol = { rtol: 1e-6, atol: 1e-8 };
+      const f = (xx: NDArray, ww: MlaWeights) => dot(mlaRef(xx, ww, z, offset).out, g);
+      assertClose(dx.data, numericGrad((v) => f(v, w), x), tol, "dx");
+      for (const name of ["q_b_proj.weight", "kv_a_proj_with_mqa.weight"]) {
+        const num = numericGrad((v) => f(x, { ...w, [name]: v }), w[name]);
+        assertClose(grads[name].data, num, tol, `d${name}`);
+      }
+      assertClose(
+        mlaAbsorbedRef(x, w, z, offset).data,
+        mlaRef(x, w, z, offset).out,
+        { rtol: 1e-10, atol: 1e-12 },
+        "absorbed",
+      );
+    }
+  }
+});
+
+Deno.test("MLA with YaRN / half-split RoPE past original_max_position_embeddings: forward, max logits and gradients match float64 (5e-5)", async () => {
+  await gpu();
+  await check(arbYarnCase, async ({ z, D, B, T, offset, seed, variant }) => {
+    const w = randomWeights(z, D, seed);
+    const mla = layerWith(z, D, w);
+    const tables = ropeTablesRef(z.dr, z.rope!);
+    if (Math.abs(mla.softmaxScale * Math.sqrt(z.dn + z.dr) / tables.softmax - 1) > 1e-15) {
+      throw new Error(`${variant}: softmax scale ${mla.softmaxScale}`);
+    }
+    const { r, values } = input([B, T, D], seed + 1);
+    const gy = input([B, T, D], seed + 2);
+    const x = mg.tensor(values, { shape: [B, T, D], requiresGrad: true });
+    const gt = mg.tensor(gy.values, { shape: [B, T, D] });
+    const ref = mlaRef(r, w, z, offset);
+    const y = mla.forward(x, offset);
+    assertClose(await y.data(), ref.out, OUT_TOL, `${variant}: out`);
+    assertClose(await mla.lastMaxLogits!.data(), ref.maxLogits, OUT_TOL, `${variant}: maxLogits`);
+    const loss = y.mul(gt).sum();
+    loss.backward();
+    const vjp = mlaVjp(r, w, z, gy.r, offset);
+    assertScaled(await x.grad!.data(), vjp.dx, GRAD_SCALE, GRAD_RTOL, `${variant}: dx`);
+    for (const [name, p] of mla.namedParameters()) {
+      assertScaled(await p.grad!.data(), vjp.grads[name], GRAD_SCALE, GRAD_RTOL, `d${name}`);
+    }
+    for (const t of [y, loss, x, gt]) t.dispose();
+    mla.dispose();
+  }, 10);
+});
+
+Deno.test("MLA decode with YaRN / half-split RoPE: prefill past the original context, then token by token, equals the full forward and float64 (absorbed and expanded; 5e-5)", async () => {
+  await gpu();
+  await check(arbYarnCase, async ({ z, D, B, T, offset, seed, variant }) => {
+    const P = offset; // prefill length: the decoded tokens sit at positions P..P+T−1
+    const S = P + T;
+    const w = randomWeights(z, D, seed);
+    const mla = layerWith(z, D, w);
+    const { r, values } = input([B, S, D], seed + 1);
+    const x = mg.tensor(values, { shape: [B, S, D] });
+    const ref = mlaRef(r, w, z, 0);
+    const yFull = mla.forward(x);
+    const full = await yFull.data();
+    yFull.dispose();
+    assertClose(full, ref.out, OUT_TOL, `${variant}: full forward`);
+    for (const absorb of [true, false]) {
+      const cache = mla.newCache(B);
+      const out = new Float32Array(B * S * D);
+      const chunks = [[0, P], ...Array.from({ length: T }, (_, i) => [P + i, P + i + 1])];
+      for (const [a, b] of chunks) {
+        if (a === b) continue;
+        const xs = x.slice(1, a, b);
+        const y = mla.forwardCached(xs, cache, { absorb });
+        const d = await y.data();
+        const len = b - a;
+        for (let bb = 0; bb < B; bb++) {
+          out.set(d.subarray(bb * len * D, (bb + 1) * len * D), (bb * S + a) * D);
+        }
+        xs.dispose();
+        y.dispose();
+      }
+      const kr = cache.kRope();
+      assertClose(await kr.data(), ref.kRope, OUT_TOL, `${variant}: cached k_rope`);
+      kr.dispose();
+      cache.dispose();
+      assertClose(out, ref.out, OUT_TOL, `${variant}: decode (absorb ${absorb}) vs float64`);
+      assertClose(out, full, OUT_TOL, `${variant}: decode (absorb ${absorb}) vs full forward`);
+    }
+    x.dispose();
+    mla.dispose();
+  }, 6);
 });

@@ -99,6 +99,51 @@ Deno.test("a model saved and loaded gives identical logits; generate is seeded",
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("a YaRN model with half-split RoPE: cached decode = full forward past the original context; savePretrained/fromPretrained keep both", async () => {
+  await gpu();
+  const yarn = makeConfig({
+    ...micro,
+    max_position_embeddings: 16,
+    rope_interleave: false,
+    rope_parameters: {
+      rope_type: "yarn",
+      rope_theta: 10000,
+      factor: 4,
+      original_max_position_embeddings: 4,
+      beta_fast: 32,
+      beta_slow: 1,
+      mscale: 1,
+      mscale_all_dim: 1,
+      attention_factor: null,
+      truncate: true,
+    },
+  });
+  const model = new KimiLM(yarn, { seed: 6 });
+  const seq = [[4, 8, 15, 16, 23, 10, 1, 2, 3]];
+  const full = mg.noGrad(() => model.forward(ids(seq)));
+  const want = await full.data();
+  const caches = model.newCaches(1);
+  const got: number[] = [];
+  for (const [a, b] of [[0, 2], [2, 3], [3, 4], [4, 5], [5, 6], [6, 7], [7, 8], [8, 9]]) {
+    const out = mg.noGrad(() => model.forward(ids([seq[0].slice(a, b)]), a, caches));
+    got.push(...await out.data());
+    out.dispose();
+  }
+  assertClose(got, want, { rtol: 1e-4, atol: 1e-4 }, "cached decode vs full forward");
+  const dir = await Deno.makeTempDir();
+  await model.savePretrained(dir);
+  const back = await KimiLM.fromPretrained(dir);
+  assert.equal(back.config.rope_interleave, false);
+  assert.deepEqual(back.config.rope_parameters, yarn.rope_parameters);
+  const again = mg.noGrad(() => back.forward(ids(seq)));
+  assert.deepEqual(await again.data(), want);
+  for (const c of caches) c.dispose();
+  for (const t of [full, again]) t.dispose();
+  model.dispose();
+  back.dispose();
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("Adam-style updates written here halve the loss of a repeated short sequence", async () => {
   await gpu();
   const model = new KimiLM(micro, { seed: 6 });

@@ -1,7 +1,9 @@
 /**
  * The public config.json files of Kimi K2, DeepSeek-V3 and Moonlight (tests/fixtures/, see its
  * README for provenance) load with transformers' semantics and report their parameter counts
- * without allocating anything; YaRN configs parse but refuse to build, naming rope_scaling.
+ * without allocating anything; their YaRN rotary embeddings run: micro models that copy K2's
+ * and DeepSeek-V3's exact rope_parameters (d_r 64) match the float64 MLA reference at
+ * positions 100000+ and 150000+.
  */
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
@@ -9,7 +11,9 @@ import { loadConfig, toHfConfig } from "../nn/hf_config.ts";
 import { makeConfig } from "../nn/config.ts";
 import { MultiHeadLatentAttention } from "../nn/mla.ts";
 import { KimiLM, parameterCounts, parameterShapes } from "../nn/model.ts";
-import { gpu } from "./util.ts";
+import { assertClose, gpu, seededValues } from "./util.ts";
+import { nd } from "./reference/ndarray.ts";
+import { type MlaDims, mlaParamShapes, mlaRef, type MlaWeights } from "./reference/mla.ts";
 
 const dir = new URL("./fixtures/", import.meta.url).pathname;
 const k2 = () => loadConfig(`${dir}kimi-k2-instruct`);
@@ -90,22 +94,98 @@ Deno.test("the real configs round-trip through toHfConfig and counting allocates
   assert.deepEqual(mg.memory(), before);
 });
 
-Deno.test("YaRN configs refuse to build, naming rope_scaling, before allocating anything", async () => {
+Deno.test("YaRN configs are runnable: K2 and DeepSeek-V3 pass the rope check without allocating", async () => {
   await gpu();
   await mg.sync();
   const before = mg.memory().allocatedBytes;
-  const c = await k2();
-  assert.throws(() => new KimiLM(c), /KimiLM.*rope_scaling.*yarn/);
+  for (const c of [await k2(), await dsv3(), await moonlight()]) {
+    mg.nn.requireRunnableRope("test", c);
+    parameterShapes(c);
+  }
   assert.equal(mg.memory().allocatedBytes, before);
-  // A small YaRN model: the attention layer refuses the same way.
-  const small = makeConfig({
-    max_position_embeddings: 1024,
-    rope_parameters: { ...c.rope_parameters, original_max_position_embeddings: 32 } as never,
-  });
-  assert.throws(
-    () => new MultiHeadLatentAttention(small),
-    /MultiHeadLatentAttention.*rope_scaling/,
-  );
-  // Moonlight (plain RoPE) passes the check: its layers are buildable (not built here: 16 B).
-  mg.nn.requireRunnableRope("test", await moonlight());
+  // A rope type the layers cannot run is still refused before anything is allocated.
+  const bad = { ...makeConfig("tiny"), rope_parameters: { rope_type: "linear", rope_theta: 1e4 } };
+  assert.throws(() => new KimiLM(bad as never), /rope_type "linear"/);
+  assert.equal(mg.memory().allocatedBytes, before);
+});
+
+/** Seeded O(1) weights for an MLA layer of dims z, width D (HF names). */
+function weightsFor(z: MlaDims, D: number, seed: number): MlaWeights {
+  const w: MlaWeights = {};
+  let k = 0;
+  for (const [name, shape] of Object.entries(mlaParamShapes(z, D))) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const a = 2 / Math.sqrt(shape[shape.length - 1]);
+    const v = name.includes("layernorm")
+      ? seededValues(n, seed + 97 * ++k, 0.5, 1.5)
+      : seededValues(n, seed + 97 * ++k, -a, a);
+    w[name] = nd(v, shape);
+  }
+  return w;
+}
+
+Deno.test("micro models with the exact rope_parameters of Kimi K2 and DeepSeek-V3 (d_r 64): MLA at positions 100000+ / 150000+ matches float64, decode included (5e-5)", async () => {
+  await gpu();
+  for (const [cfg, offset] of [[await k2(), 100000], [await dsv3(), 150000]] as const) {
+    const micro = makeConfig({
+      hidden_size: 32,
+      num_attention_heads: 2,
+      num_key_value_heads: 2,
+      q_lora_rank: 16,
+      kv_lora_rank: 16,
+      qk_nope_head_dim: 8,
+      qk_rope_head_dim: cfg.qk_rope_head_dim,
+      v_head_dim: 8,
+      max_position_embeddings: cfg.max_position_embeddings,
+      rope_parameters: cfg.rope_parameters,
+      rope_interleave: cfg.rope_interleave,
+    });
+    const z: MlaDims = {
+      H: 2,
+      rq: 16,
+      rkv: 16,
+      dn: 8,
+      dr: 64,
+      dv: 8,
+      theta: cfg.rope_parameters.rope_theta,
+      rope: cfg.rope_parameters,
+    };
+    const D = 32, B = 1, T = 4;
+    const w = weightsFor(z, D, 5);
+    const mla = new MultiHeadLatentAttention(micro);
+    const sd = new Map<string, mg.Tensor>();
+    for (const [name, a] of Object.entries(w)) {
+      sd.set(name, mg.tensor(Float32Array.from(a.data), { shape: [...a.shape] }));
+    }
+    mla.loadStateDict(sd);
+    for (const t of sd.values()) t.dispose();
+    const xv = seededValues(B * T * D, 9, -1, 1);
+    const x = mg.tensor(xv, { shape: [B, T, D] });
+    const ref = mlaRef(nd(xv, [B, T, D]), w, z, offset);
+    const y = mla.forward(x, offset);
+    const tol = { rtol: 5e-5, atol: 5e-5 };
+    assertClose(await y.data(), ref.out, tol, `${cfg.hf_metadata.model_type} forward`);
+    assertClose(await mla.lastMaxLogits!.data(), ref.maxLogits, tol, "max logits");
+    assert.ok(
+      Math.abs(
+        mla.softmaxScale * Math.sqrt(8 + 64) / mg.nn.softmaxScaleFactor(cfg.rope_parameters) - 1,
+      ) < 1e-15,
+    );
+    y.dispose();
+    // Decode at the same positions: a cache that already holds `offset` tokens is costly to
+    // fill, so compare the absorbed decode from position 0 against the float64 forward there.
+    const cache = mla.newCache(B);
+    const out: number[] = [];
+    for (let t = 0; t < T; t++) {
+      const xs = x.slice(1, t, t + 1);
+      const yt = mla.forwardCached(xs, cache);
+      out.push(...await yt.data());
+      xs.dispose();
+      yt.dispose();
+    }
+    assertClose(out, mlaRef(nd(xv, [B, T, D]), w, z, 0).out, tol, "absorbed decode");
+    cache.dispose();
+    x.dispose();
+    mla.dispose();
+  }
 });

@@ -5,17 +5,22 @@
  * attention references. Weights are keyed by their HF parameter names
  * ("q_a_proj.weight", "kv_b_proj.weight", ...) in HF layouts (Linear weight [out, in]). With
  * `bias` (HF `attention_bias`), q_a_proj, kv_a_proj_with_mqa and o_proj carry a ".bias" as in
- * HF DeepseekV3Attention; q_proj, q_b_proj and kv_b_proj never do.
+ * HF DeepseekV3Attention; q_proj, q_b_proj and kv_b_proj never do. The rotary embedding is
+ * plain RoPE with `theta`, or `rope` (YaRN: its f32 inv_freq table and cos/sin factor from
+ * nn.ts's float64 references, and the softmax scale d_qk^−0.5·m(s, mscale_all_dim)²), in the
+ * interleaved (default) or half-split pair layout (`interleave: false`).
  */
 import { attentionRef, attentionVjp } from "./attention.ts";
 import { NDArray } from "./ndarray.ts";
 import {
-  invFreqRef,
   linearRef,
   linearVjp,
   rmsNormRef,
   rmsNormVjp,
+  type RopeRef,
   ropeRef,
+  type RopeRefOptions,
+  ropeTablesRef,
   ropeVjp,
 } from "./nn.ts";
 
@@ -37,6 +42,20 @@ export interface MlaDims {
   theta: number;
   /** attention_bias: biases on q_a_proj, kv_a_proj_with_mqa and o_proj (default false). */
   bias?: boolean;
+  /** Rotary parameters (overrides `theta`; e.g. YaRN); default plain RoPE with `theta`. */
+  rope?: RopeRef;
+  /** rope_interleave: interleaved pairs (default true) or half-split pairs (false). */
+  interleave?: boolean;
+}
+
+/** The inv_freq table, the rope options and the softmax scale of a layer. */
+function rotary(z: MlaDims): { inv: number[]; opts: RopeRefOptions; scale: number } {
+  const t = ropeTablesRef(z.dr, z.rope ?? { rope_type: "default", rope_theta: z.theta });
+  return {
+    inv: t.inv,
+    opts: { interleaved: z.interleave ?? true, attentionFactor: t.factor },
+    scale: t.softmax / Math.sqrt(z.dn + z.dr),
+  };
 }
 
 /** Weights by HF name. */
@@ -203,25 +222,22 @@ function queries(x: NDArray, w: MlaWeights): { q: NDArray; qa?: NDArray; qan?: N
 
 function trace(x: NDArray, w: MlaWeights, z: MlaDims, offset: number): Trace {
   const dqk = z.dn + z.dr;
-  const inv = invFreqRef(z.dr, z.theta);
+  const { inv, opts, scale } = rotary(z);
   const { q, qa, qan } = queries(x, w);
   const qNope = heads(q, z.H, dqk, 0, z.dn);
   const qRopeRaw = heads(q, z.H, dqk, z.dn, z.dr);
-  const qRope = ropeRef(qRopeRaw, positions(qRopeRaw, offset), inv);
+  const qRope = ropeRef(qRopeRaw, positions(qRopeRaw, offset), inv, 1, opts);
   const ckv = linearRef(x, w["kv_a_proj_with_mqa.weight"], w["kv_a_proj_with_mqa.bias"]);
   const c = cols(ckv, 0, z.rkv);
   const kRopeRaw = cols(ckv, z.rkv, z.dr);
-  const kRope = ropeRef(kRopeRaw, positions(kRopeRaw, offset), inv);
+  const kRope = ropeRef(kRopeRaw, positions(kRopeRaw, offset), inv, 1, opts);
   const cn = rmsNormRef(c, w["kv_a_layernorm.weight"], MLA_NORM_EPS);
   const kv = linearRef(cn, w["kv_b_proj.weight"]);
   const kNope = heads(kv, z.H, z.dn + z.dv, 0, z.dn);
   const v = heads(kv, z.H, z.dn + z.dv, z.dn, z.dv);
   const qf = catCols(qNope, qRope);
   const kf = catCols(kNope, broadcastHeads(kRope, z.H));
-  const { out: attn, maxLogits } = attentionRef(qf, kf, v, {
-    scale: 1 / Math.sqrt(dqk),
-    causal: true,
-  });
+  const { out: attn, maxLogits } = attentionRef(qf, kf, v, { scale, causal: true });
   const merged = mergeHeads(attn);
   return { qa, qan, q, ckv, c, cn, qf, kf, v, attn, merged, maxLogits, kRope };
 }
@@ -258,17 +274,17 @@ export function mlaVjp(
   offset = 0,
 ): { dx: NDArray; grads: MlaWeights } {
   const dqk = z.dn + z.dr;
-  const inv = invFreqRef(z.dr, z.theta);
+  const { inv, opts, scale } = rotary(z);
   const t = trace(x, w, z, offset);
   const grads: MlaWeights = {};
   const o = linearVjp(t.merged, w["o_proj.weight"], g);
   grads["o_proj.weight"] = o.dw;
   if (w["o_proj.bias"]) grads["o_proj.bias"] = o.db;
   const dAttn = heads(o.dx, z.H, z.dv, 0, z.dv);
-  const a = attentionVjp(t.qf, t.kf, t.v, dAttn, { scale: 1 / Math.sqrt(dqk), causal: true });
+  const a = attentionVjp(t.qf, t.kf, t.v, dAttn, { scale, causal: true });
   // Queries.
   const dqRopeRot = cols(a.dq, z.dn, z.dr);
-  const dqRope = ropeVjp(dqRopeRot, positions(dqRopeRot, offset), inv);
+  const dqRope = ropeVjp(dqRopeRot, positions(dqRopeRot, offset), inv, opts);
   const dq = new Float64Array(t.q.size);
   addHeads(dq, cols(a.dq, 0, z.dn), dqk, 0);
   addHeads(dq, dqRope, dqk, z.dn);
@@ -298,7 +314,7 @@ export function mlaVjp(
   const nkv = rmsNormVjp(t.c, w["kv_a_layernorm.weight"], MLA_NORM_EPS, lkv.dx);
   grads["kv_a_layernorm.weight"] = nkv.dg;
   const dkRopeRot = sumHeads(cols(a.dk, z.dn, z.dr));
-  const dkRope = ropeVjp(dkRopeRot, positions(dkRopeRot, offset), inv);
+  const dkRope = ropeVjp(dkRopeRot, positions(dkRopeRot, offset), inv, opts);
   const la = linearVjp(x, w["kv_a_proj_with_mqa.weight"], catCols(nkv.dx, dkRope));
   grads["kv_a_proj_with_mqa.weight"] = la.dw;
   if (w["kv_a_proj_with_mqa.bias"]) grads["kv_a_proj_with_mqa.bias"] = la.db;
@@ -316,15 +332,14 @@ export function mlaVjp(
 export function mlaAbsorbedRef(x: NDArray, w: MlaWeights, z: MlaDims, offset = 0): NDArray {
   const [B, T] = x.shape;
   const dqk = z.dn + z.dr;
-  const inv = invFreqRef(z.dr, z.theta);
-  const scale = 1 / Math.sqrt(dqk);
+  const { inv, opts, scale } = rotary(z);
   const { q } = queries(x, w);
   const qNope = heads(q, z.H, dqk, 0, z.dn);
   const qRopeRaw = heads(q, z.H, dqk, z.dn, z.dr);
-  const qRope = ropeRef(qRopeRaw, positions(qRopeRaw, offset), inv);
+  const qRope = ropeRef(qRopeRaw, positions(qRopeRaw, offset), inv, 1, opts);
   const ckv = linearRef(x, w["kv_a_proj_with_mqa.weight"], w["kv_a_proj_with_mqa.bias"]);
   const kRopeRaw = cols(ckv, z.rkv, z.dr);
-  const kRope = ropeRef(kRopeRaw, positions(kRopeRaw, offset), inv);
+  const kRope = ropeRef(kRopeRaw, positions(kRopeRaw, offset), inv, 1, opts);
   const c = rmsNormRef(cols(ckv, 0, z.rkv), w["kv_a_layernorm.weight"], MLA_NORM_EPS);
   const W = w["kv_b_proj.weight"].data; // [H·(dn+dv), rkv]
   const wRow = (h: number, j: number) => (h * (z.dn + z.dv) + j) * z.rkv;
@@ -366,8 +381,8 @@ export function mlaAbsorbedRef(x: NDArray, w: MlaWeights, z: MlaDims, offset = 0
 }
 
 /**
- * Every causal pre-softmax logit of each head, (q_i·k_j)·d_qk^-0.5 for j ≤ i over the batch,
- * as `logits[h]` (flat list), with `magnitude[h]` = Σ_e |q_ie·k_je|·d_qk^-0.5, the scale that
+ * Every causal pre-softmax logit of each head, (q_i·k_j)·scale for j ≤ i over the batch,
+ * as `logits[h]` (flat list), with `magnitude[h]` = Σ_e |q_ie·k_je|·scale, the scale that
  * bounds their f32 rounding. Used by the QK-Clip tests.
  */
 export function mlaLogits(
@@ -378,7 +393,7 @@ export function mlaLogits(
 ): { logits: number[][]; magnitude: number[][] } {
   const t = trace(x, w, z, offset);
   const [B, H, T, d] = t.qf.shape;
-  const scale = 1 / Math.sqrt(z.dn + z.dr);
+  const { scale } = rotary(z);
   const logits: number[][] = Array.from({ length: H }, () => []);
   const magnitude: number[][] = Array.from({ length: H }, () => []);
   for (let b = 0; b < B; b++) {
