@@ -14,6 +14,8 @@
  * Every case also runs moongrad's decode path: the latent cache (absorbed kv_b_proj), a prefill
  * of PREFILL tokens and then one token per call, each row against the reference's full forward
  * at that position. The YaRN cases run past original_max_position_embeddings (16 → 24 tokens).
+ * A last test compares the rotary tables and softmax scale of the real Kimi K2, DeepSeek-V3 and
+ * Moonlight configs (rotary dim 64, real YaRN ramps) with the reference's, no weights needed.
  *
  * Tolerance (f32 GPU vs float64): max |moongrad − reference| ≤ RTOL · max|reference logit| +
  * ATOL over every logit of a case (forward and decode separately), RTOL = 1e-4, ATOL = 1e-5.
@@ -514,3 +516,33 @@ for (const c of READ_CASES) {
     }
   });
 }
+
+Deno.test("HF interop: the real configs' rotary tables and softmax scale match the reference (K2, DeepSeek-V3, Moonlight)", async () => {
+  // Full-size rotary dims (64) and real YaRN values, where the micro cases' ramps are trivial:
+  // no weights needed, the reference's `rope` command reads the config.json alone.
+  for (const name of ["kimi-k2-instruct", "deepseek-v3", "moonlight-16b-a3b-instruct"]) {
+    const path = new URL(`./fixtures/${name}/config.json`, import.meta.url).pathname;
+    const cfg = await mg.nn.loadConfig(path);
+    const ours = mg.nn.rotaryFrequencies(cfg.qk_rope_head_dim, cfg.rope_parameters);
+    const scale = (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim) ** -0.5 *
+      mg.nn.softmaxScaleFactor(cfg.rope_parameters);
+    const infos: RefInfo[] = [];
+    for (const v of ["4", "5"]) {
+      infos.push(JSON.parse(await python(["rope", path, "--transformers", v])) as RefInfo);
+    }
+    assert.deepEqual(infos[1].rope, infos[0].rope, `${name}: 4.x and 5.x readings agree`);
+    const ref = infos[0];
+    assert.equal(ref.rope.type, cfg.rope_parameters.rope_type === "yarn" ? "yarn" : "default");
+    assert.equal(ours.invFreq.length, ref.inv_freq.length);
+    ref.inv_freq.forEach((r, i) => {
+      // moongrad rounds its float64 table to f32 once: within one f32 ulp of float64
+      assert.ok(
+        Math.abs(ours.invFreq[i] - r) <= 2 ** -23 * r,
+        `${name}: inv_freq[${i}] ${ours.invFreq[i]} vs ${r}`,
+      );
+    });
+    const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
+    assert.ok(rel(ours.attentionFactor, ref.attention_factor) < 1e-14, `${name}: attention factor`);
+    assert.ok(rel(scale, ref.softmax_scale) < 1e-14, `${name}: softmax scale`);
+  }
+});

@@ -9,6 +9,9 @@ tests/hf_interop_test.ts can check moongrad against "HF's math" in both directio
       Reads DIR/config.json and DIR's safetensors (model.safetensors, or the shards of
       model.safetensors.index.json; F32 / F16 / BF16 / F64) and prints one JSON object:
       {"logits": [B][T][V] float64, "info": {...}} for IDS (a JSON [[id, ...], ...] or a file).
+  python3 deepseek_v3.py rope CONFIG [--transformers auto|4|5]
+      The rotary tables of a config.json (JSON text or a file), no weights needed:
+      {"inv_freq", "attention_factor" (cos/sin), "softmax_scale", "rope", "transformers"}.
   python3 deepseek_v3.py write DIR CONFIG SEED [--shards N] [--dtype bf16|f16|f32]
       Writes an HF-style directory: CONFIG (JSON text or a file) verbatim as config.json, and
       random weights under HF's tensor names (N shards + model.safetensors.index.json when
@@ -429,6 +432,26 @@ def moe(x, W, p, cfg, stats):
     return y
 
 
+def rope_and_scale(cfg):
+    """(inv_freq, cos/sin attention factor, softmax scale) of a resolved config."""
+    inv_freq, attention_factor = rope_tables(cfg["rope"], cfg["qk_rope_head_dim"])
+    scale = cfg["qk_head_dim"] ** -0.5
+    if cfg["rope"]["type"] != "default":
+        scale *= cfg["rope"]["softmax_mult"]
+    return inv_freq, attention_factor, scale
+
+
+def rope_info(cfg):
+    inv_freq, attention_factor, scale = rope_and_scale(cfg)
+    return {
+        "transformers": cfg["transformers"],
+        "rope": cfg["rope"],
+        "inv_freq": inv_freq.tolist(),
+        "attention_factor": attention_factor,
+        "softmax_scale": scale,
+    }
+
+
 def forward(cfg, W, ids):
     """ids [B, T] (ints) -> (logits [B, T, V] float64, info)."""
     ids = np.asarray(ids, dtype=np.int64)
@@ -438,14 +461,10 @@ def forward(cfg, W, ids):
     if ids.size and (ids.min() < 0 or ids.max() >= V):
         raise Fail(f"ids must lie in [0, {V})")
     B, T = ids.shape
-    dr = cfg["qk_rope_head_dim"]
-    inv_freq, attention_factor = rope_tables(cfg["rope"], dr)
+    inv_freq, attention_factor, scale = rope_and_scale(cfg)
     freqs = np.arange(T, dtype=np.float64)[:, None] * inv_freq[None, :]
     emb = np.concatenate([freqs, freqs], axis=-1)
     cos, sin = np.cos(emb) * attention_factor, np.sin(emb) * attention_factor
-    scale = cfg["qk_head_dim"] ** -0.5
-    if cfg["rope"]["type"] != "default":
-        scale *= cfg["rope"]["softmax_mult"]
     stats = {"group_margin": math.inf, "expert_margin": math.inf, "group_limited": 0, "bias_changed": 0}
     h = W["model.embed_tokens.weight"][ids]
     eps = cfg["rms_norm_eps"]
@@ -463,11 +482,7 @@ def forward(cfg, W, ids):
     head = W["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else W["lm_head.weight"]
     logits = h @ head.T
     info = {
-        "transformers": cfg["transformers"],
-        "rope": cfg["rope"],
-        "inv_freq": inv_freq.tolist(),
-        "attention_factor": attention_factor,
-        "softmax_scale": scale,
+        **rope_info(cfg),
         "min_group_margin": None if math.isinf(stats["group_margin"]) else stats["group_margin"],
         "min_expert_margin": None if math.isinf(stats["expert_margin"]) else stats["expert_margin"],
         "routed_tokens_group_limited": stats["group_limited"],
@@ -608,16 +623,25 @@ def _opt(args, name, default):
 
 USAGE = (
     "usage: deepseek_v3.py logits DIR IDS_JSON [--transformers auto|4|5]\n"
+    "       deepseek_v3.py rope CONFIG_JSON [--transformers auto|4|5]\n"
     "       deepseek_v3.py write DIR CONFIG_JSON SEED [--shards N] [--dtype bf16|f16|f32]\n"
 )
 
 
 def main(argv):
     args = list(argv)
-    if not args or args[0] not in ("logits", "write"):
+    if not args or args[0] not in ("logits", "rope", "write"):
         sys.stderr.write(USAGE)
         return 2
     cmd = args.pop(0)
+    if cmd == "rope":
+        version = _opt(args, "--transformers", "auto")
+        if len(args) != 1:
+            sys.stderr.write(USAGE)
+            return 2
+        cfg = read_config(json.loads(_json_arg(args[0])), version)
+        sys.stdout.write(json.dumps(rope_info(cfg)) + "\n")
+        return 0
     if cmd == "logits":
         version = _opt(args, "--transformers", "auto")
         if len(args) != 2:
