@@ -18,7 +18,27 @@ const arbCase = fc.record({
   gain: fc.double({ min: 1, max: 8, noNaN: true }),
   tauFraction: fc.double({ min: 0.3, max: 1.3, noNaN: true }),
   seed: fc.integer({ min: 1, max: 1 << 30 }),
+  yarn: fc.boolean(),
+  interleave: fc.boolean(),
 });
+
+/**
+ * A YaRN rope past its tiny original context (positions 4+), with both factors away from 1:
+ * cos/sin × m(4, 1)/m(4, 0.5), softmax scale × m(4, 0.5)². The clip must scale the logits
+ * HF's attention sees, whatever these factors and the pair layout are.
+ */
+const YARN = {
+  rope_type: "yarn",
+  rope_theta: 10000,
+  factor: 4,
+  original_max_position_embeddings: 4,
+  beta_fast: 32,
+  beta_slow: 1,
+  mscale: 1,
+  mscale_all_dim: 0.5,
+  attention_factor: null,
+  truncate: true,
+} as const;
 
 async function weightsOf(m: MultiHeadLatentAttention): Promise<Map<string, Float32Array>> {
   const out = new Map<string, Float32Array>();
@@ -32,87 +52,104 @@ function asRef(w: Map<string, Float32Array>, m: MultiHeadLatentAttention): MlaWe
   return ref;
 }
 
-Deno.test("QK-Clip (MLA) properties: max ≤ τ after clipping, rope key and v untouched, logits scale by γ", async () => {
+Deno.test("QK-Clip (MLA) properties: max ≤ τ after clipping, rope key and v untouched, logits scale by γ (plain RoPE or YaRN, either pair layout)", async () => {
   await gpu();
-  await check(arbCase, async ({ H, rq, dn, dr, dv, T, B, gain, tauFraction, seed }) => {
-    const D = 12;
-    const rkv = 6;
-    const config = makeConfig({
-      hidden_size: D,
-      num_attention_heads: H,
-      num_key_value_heads: H,
-      q_lora_rank: rq,
-      kv_lora_rank: rkv,
-      qk_nope_head_dim: dn,
-      qk_rope_head_dim: dr,
-      v_head_dim: dv,
-      initializer_range: 0.3 * gain,
-    });
-    const z: MlaDims = { H, rq, rkv, dn, dr, dv, theta: config.rope_parameters.rope_theta };
-    const mla = new MultiHeadLatentAttention(config, { seed });
-    const x = mg.tensor(seededValues(B * T * D, seed, -1, 1), { shape: [B, T, D] });
-    mg.noGrad(() => mla.forward(x)).dispose();
-    const before = Array.from(await mla.lastMaxLogits!.data());
-    const tau = Math.max(Math.max(...before) * tauFraction, 1e-3);
-    const w0 = await weightsOf(mla);
-    const gamma = qkClipMla(mla, config, mla.lastMaxLogits!, tau);
-    const g = Array.from(await gamma.data());
-    const w1 = await weightsOf(mla);
-    // The shared rotary key and everything but q / kv_b are bit-identical.
-    for (const [name, a] of w0) {
-      if (!/q_b_proj|q_proj|kv_b_proj/.test(name)) assert.deepEqual(w1.get(name), a, name);
-    }
-    const kvB0 = w0.get("kv_b_proj.weight")!;
-    const kvB1 = w1.get("kv_b_proj.weight")!;
-    const qName = rq === null ? "q_proj.weight" : "q_b_proj.weight";
-    const q0 = w0.get(qName)!;
-    const q1 = w1.get(qName)!;
-    const qCols = q0.length / (H * (dn + dr));
-    for (let h = 0; h < H; h++) {
-      assert.ok(g[h] > 0 && g[h] <= 1, `γ_${h} = ${g[h]} in (0, 1]`);
-      const vRows = (a: Float32Array) =>
-        a.slice((h * (dn + dv) + dn) * rkv, (h + 1) * (dn + dv) * rkv);
-      assert.deepEqual(vRows(kvB1), vRows(kvB0), `v rows of head ${h} untouched`);
-      if (before[h] <= tau) {
-        assert.equal(g[h], 1);
-        const qRows = (a: Float32Array) =>
-          a.slice(h * (dn + dr) * qCols, (h + 1) * (dn + dr) * qCols);
-        const kRows = (a: Float32Array) => a.slice(h * (dn + dv) * rkv, (h + 1) * (dn + dv) * rkv);
-        assert.deepEqual(qRows(q1), qRows(q0), `head ${h} q rows untouched`);
-        assert.deepEqual(kRows(kvB1), kRows(kvB0), `head ${h} k rows untouched`);
-      }
-    }
-    // Every logit of head h scales by γ_h (nope and rope terms alike).
-    const xr = nd(await x.data(), [B, T, D]);
-    const L0 = mlaLogits(xr, asRef(w0, mla), z);
-    const L1 = mlaLogits(xr, asRef(w1, mla), z);
-    for (let h = 0; h < H; h++) {
-      L0.logits[h].forEach((l, i) => {
-        // Weights scaled by √γ or γ are rounded to f32 once (≤ 2⁻²⁴ relative each), so a logit
-        // moves by ~3·2⁻²⁴ of its magnitude Σ|q·k| at most; 1e-6 leaves margin.
-        const bound = 1e-6 * g[h] * L0.magnitude[h][i] + 1e-12;
-        assert.ok(
-          Math.abs(L1.logits[h][i] - g[h] * l) <= bound,
-          `head ${h} logit ${i} scales by γ`,
-        );
+  await check(
+    arbCase,
+    async ({ H, rq, dn, dr, dv, T, B, gain, tauFraction, seed, yarn, interleave }) => {
+      const D = 12;
+      const rkv = 6;
+      const config = makeConfig({
+        hidden_size: D,
+        num_attention_heads: H,
+        num_key_value_heads: H,
+        q_lora_rank: rq,
+        kv_lora_rank: rkv,
+        qk_nope_head_dim: dn,
+        qk_rope_head_dim: dr,
+        v_head_dim: dv,
+        initializer_range: 0.3 * gain,
+        rope_interleave: interleave,
+        ...(yarn ? { rope_parameters: YARN, max_position_embeddings: 16 } : {}),
       });
-    }
-    // Recomputing on the same batch: every head at or below τ, clipped heads at τ.
-    mg.noGrad(() => mla.forward(x)).dispose();
-    const after = Array.from(await mla.lastMaxLogits!.data());
-    after.forEach((v, h) => {
-      assert.ok(v <= tau * (1 + 1e-5), `head ${h}: ${v} <= τ ${tau}`);
-      if (before[h] > tau) assert.ok(Math.abs(v - tau) <= 2e-5 * tau, `clipped head ${h} at τ`);
-    });
-    // Clipping again with the recomputed logits is a no-op (up to τ's rounding margin).
-    const w2 = await weightsOf(mla);
-    qkClipMla(mla, config, mla.lastMaxLogits!, tau * (1 + 1e-4)).dispose();
-    for (const [name, a] of await weightsOf(mla)) assert.deepEqual(a, w2.get(name), name);
-    // τ = ∞ changes nothing.
-    qkClipMla(mla, config, mla.lastMaxLogits!, Infinity).dispose();
-    for (const [name, a] of await weightsOf(mla)) assert.deepEqual(a, w2.get(name), name);
-    gamma.dispose();
-    x.dispose();
-    mla.dispose();
-  }, 12);
+      const z: MlaDims = {
+        H,
+        rq,
+        rkv,
+        dn,
+        dr,
+        dv,
+        theta: config.rope_parameters.rope_theta,
+        rope: config.rope_parameters,
+        interleave,
+      };
+      const mla = new MultiHeadLatentAttention(config, { seed });
+      const x = mg.tensor(seededValues(B * T * D, seed, -1, 1), { shape: [B, T, D] });
+      mg.noGrad(() => mla.forward(x)).dispose();
+      const before = Array.from(await mla.lastMaxLogits!.data());
+      const tau = Math.max(Math.max(...before) * tauFraction, 1e-3);
+      const w0 = await weightsOf(mla);
+      const gamma = qkClipMla(mla, config, mla.lastMaxLogits!, tau);
+      const g = Array.from(await gamma.data());
+      const w1 = await weightsOf(mla);
+      // The shared rotary key and everything but q / kv_b are bit-identical.
+      for (const [name, a] of w0) {
+        if (!/q_b_proj|q_proj|kv_b_proj/.test(name)) assert.deepEqual(w1.get(name), a, name);
+      }
+      const kvB0 = w0.get("kv_b_proj.weight")!;
+      const kvB1 = w1.get("kv_b_proj.weight")!;
+      const qName = rq === null ? "q_proj.weight" : "q_b_proj.weight";
+      const q0 = w0.get(qName)!;
+      const q1 = w1.get(qName)!;
+      const qCols = q0.length / (H * (dn + dr));
+      for (let h = 0; h < H; h++) {
+        assert.ok(g[h] > 0 && g[h] <= 1, `γ_${h} = ${g[h]} in (0, 1]`);
+        const vRows = (a: Float32Array) =>
+          a.slice((h * (dn + dv) + dn) * rkv, (h + 1) * (dn + dv) * rkv);
+        assert.deepEqual(vRows(kvB1), vRows(kvB0), `v rows of head ${h} untouched`);
+        if (before[h] <= tau) {
+          assert.equal(g[h], 1);
+          const qRows = (a: Float32Array) =>
+            a.slice(h * (dn + dr) * qCols, (h + 1) * (dn + dr) * qCols);
+          const kRows = (a: Float32Array) =>
+            a.slice(h * (dn + dv) * rkv, (h + 1) * (dn + dv) * rkv);
+          assert.deepEqual(qRows(q1), qRows(q0), `head ${h} q rows untouched`);
+          assert.deepEqual(kRows(kvB1), kRows(kvB0), `head ${h} k rows untouched`);
+        }
+      }
+      // Every logit of head h scales by γ_h (nope and rope terms alike).
+      const xr = nd(await x.data(), [B, T, D]);
+      const L0 = mlaLogits(xr, asRef(w0, mla), z);
+      const L1 = mlaLogits(xr, asRef(w1, mla), z);
+      for (let h = 0; h < H; h++) {
+        L0.logits[h].forEach((l, i) => {
+          // Weights scaled by √γ or γ are rounded to f32 once (≤ 2⁻²⁴ relative each), so a logit
+          // moves by ~3·2⁻²⁴ of its magnitude Σ|q·k| at most; 1e-6 leaves margin.
+          const bound = 1e-6 * g[h] * L0.magnitude[h][i] + 1e-12;
+          assert.ok(
+            Math.abs(L1.logits[h][i] - g[h] * l) <= bound,
+            `head ${h} logit ${i} scales by γ`,
+          );
+        });
+      }
+      // Recomputing on the same batch: every head at or below τ, clipped heads at τ.
+      mg.noGrad(() => mla.forward(x)).dispose();
+      const after = Array.from(await mla.lastMaxLogits!.data());
+      after.forEach((v, h) => {
+        assert.ok(v <= tau * (1 + 1e-5), `head ${h}: ${v} <= τ ${tau}`);
+        if (before[h] > tau) assert.ok(Math.abs(v - tau) <= 2e-5 * tau, `clipped head ${h} at τ`);
+      });
+      // Clipping again with the recomputed logits is a no-op (up to τ's rounding margin).
+      const w2 = await weightsOf(mla);
+      qkClipMla(mla, config, mla.lastMaxLogits!, tau * (1 + 1e-4)).dispose();
+      for (const [name, a] of await weightsOf(mla)) assert.deepEqual(a, w2.get(name), name);
+      // τ = ∞ changes nothing.
+      qkClipMla(mla, config, mla.lastMaxLogits!, Infinity).dispose();
+      for (const [name, a] of await weightsOf(mla)) assert.deepEqual(a, w2.get(name), name);
+      gamma.dispose();
+      x.dispose();
+      mla.dispose();
+    },
+    12,
+  );
 });

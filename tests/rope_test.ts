@@ -273,6 +273,9 @@ Deno.test("YaRN inv_freq: the f32 table is the float64 reference rounded once (K
     // A huge original context pushes high past dim − 1 (clamped), a tiny one puts low < 0.
     ["clamped high", { ...DSV3, original_max_position_embeddings: 2 ** 40, factor: 2 }, 16],
     ["clamped low", { ...DSV3, original_max_position_embeddings: 8, factor: 4 }, 8],
+    // Both ends clamped to 0 (cd(β_slow) in (−1, 0]): low == high == 0 at a pair index, where
+    // only the 0.001 guard avoids 0/0 (pair 0 keeps θ^0, the rest are interpolated).
+    ["zero-width at pair 0", { ...DSV3, original_max_position_embeddings: 6, factor: 4 }, 8],
     ["micro", { ...DSV3, original_max_position_embeddings: 16, factor: 4 }, 8],
   ];
   for (const [name, y, dim] of variants) {
@@ -289,6 +292,13 @@ Deno.test("YaRN inv_freq: the f32 table is the float64 reference rounded once (K
     truncate: false,
   });
   if (lo !== hi) throw new Error(`guard case: ${lo} != ${hi}`);
+  const zw = nn.yarnCorrectionRange(8, { ...DSV3, original_max_position_embeddings: 6 });
+  if (zw[0] !== 0 || zw[1] !== 0) throw new Error(`zero-width range ${zw}`);
+  const zt = nn.rotaryFrequencies(8, { ...DSV3, original_max_position_embeddings: 6, factor: 4 });
+  assertClose(zt.invFreq, [1, 0.1, 0.01, 0.001].map((v, i) => Math.fround(i ? v / 4 : v)), {
+    rtol: 0,
+    atol: 0,
+  }, "zero-width table");
   if (nn.yarnCorrectionRange(16, variants[4][1])[1] !== 15) throw new Error("high not clamped");
   if (nn.yarnCorrectionRange(8, variants[5][1])[0] !== 0) throw new Error("low not clamped");
   const range = (y: YarnRope) => nn.yarnCorrectionRange(64, y).join();
