@@ -242,5 +242,6 @@ export function checkStats(op: string, stats: unknown): StepStats | undefined {
   if (!(stats instanceof StepStats)) {
     throw new MoongradError(op, `stats must be a StepStats (mg.nn.StepStats), got ${typeof stats}`);
   }
+  if (stats.isDisposed) throw new MoongradError(op, "these StepStats were disposed");
   return stats;
 }
