@@ -55,7 +55,10 @@ const { total, active } = parameterCounts(config);
 }
 
 /** A tiny model with gradients from one batch of random bytes (B×T), and its batch. */
-function modelWithGrads(batch: number, seq: number): { model: KimiLM; x: mg.Tensor; y: mg.Tensor } {
+function modelWithGrads(
+  batch: number,
+  seq: number,
+): { model: KimiLM; x: mg.Tensor; y: mg.Tensor; stats: mg.nn.StepStats } {
   const model = new KimiLM(config, { seed: 1 });
   model.train();
   const ids = values(batch * (seq + 1), 7).map((v) => Math.floor((v + 1) * 127.99));
@@ -68,14 +71,15 @@ function modelWithGrads(batch: number, seq: number): { model: KimiLM; x: mg.Tens
   }
   const x = mg.tensor(xs, { shape: [batch, seq], dtype: "i32" });
   const y = mg.tensor(ys, { shape: [batch, seq], dtype: "i32" });
-  const loss = model.loss(x, y);
+  const stats = new mg.nn.StepStats();
+  const loss = model.loss(x, y, { stats });
   loss.backward();
   loss.dispose();
-  return { model, x, y };
+  return { model, x, y, stats };
 }
 
 // ---- one optimizer step, gradients present ----
-const optimizers: [string, (m: KimiLM) => { step(): Promise<void> }][] = [
+const optimizers: [string, (m: KimiLM) => { step(stats: mg.nn.StepStats): Promise<void> }][] = [
   ["AdamW", (m) => new AdamW(m, { lr: 1e-3, weightDecay: 0.1 })],
   [
     "Muon+AdamW",
@@ -96,11 +100,11 @@ for (const [name, make] of optimizers) {
     impls: [{
       lib: "moongrad",
       prepare: () => {
-        const { model } = modelWithGrads(1, 32);
+        const { model, stats } = modelWithGrads(1, 32);
         const opt = make(model);
         return Promise.resolve({
           async run() {
-            await opt.step();
+            await opt.step(stats);
             await mg.sync();
           },
         });
@@ -120,14 +124,17 @@ for (const [name, make] of optimizers) {
     impls: [{
       lib: "moongrad",
       prepare: () => {
-        const { model, x, y } = modelWithGrads(batch, seq);
+        const { model, x, y, stats: s0 } = modelWithGrads(batch, seq);
+        s0.dispose();
         const opt = new MuonClip(model, { lr: 0.02, weightDecay: 0.1, tau: 100 });
         opt.zeroGrad();
         return Promise.resolve({
           async run() {
-            const loss = model.loss(x, y);
+            const stats = new mg.nn.StepStats();
+            const loss = model.loss(x, y, { stats });
             loss.backward();
-            await opt.step();
+            await opt.step(stats);
+            stats.dispose();
             loss.dispose();
             opt.zeroGrad();
             await mg.sync();

@@ -3,6 +3,7 @@
  * behind one interface whose state is a set of named `OptimizerStateDict` halves.
  */
 import type { KimiLM } from "../nn/model.ts";
+import type { StepStats } from "../nn/step_stats.ts";
 import {
   AdamW,
   cosineSchedule,
@@ -17,8 +18,8 @@ import type { RunSettings } from "./options.ts";
 
 /** What the training loop needs of an optimizer. */
 export interface TrainOptimizer {
-  /** Updates the parameters (and clips attention with MuonClip). */
-  step(): Promise<void>;
+  /** Updates the parameters (and clips attention with MuonClip, from the step's `stats`). */
+  step(stats: StepStats): Promise<void>;
   /** Frees every gradient. */
   zeroGrad(): void;
   /** State halves by name ("muon", "adamw"); tensors are copies the caller disposes. */
@@ -66,7 +67,7 @@ export function makeOptimizer(model: KimiLM, s: RunSettings): TrainOptimizer {
       adamw: { lr: adamwLr, weightDecay: wd },
     });
   return {
-    step: () => inner.step(),
+    step: (stats) => inner instanceof MuonClip ? inner.step(stats) : inner.step(),
     zeroGrad: () => inner.zeroGrad(),
     stateDict: () => {
       const sd = inner.stateDict();

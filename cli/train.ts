@@ -6,6 +6,7 @@
  * the losses it would have had. `--help` lists every flag.
  */
 import * as mg from "../mod.ts";
+import { StepStats } from "../nn/step_stats.ts";
 import { noGrad } from "../core/autograd.ts";
 import { type KimiConfig, makeConfig } from "../nn/config.ts";
 import { toHfConfig } from "../nn/hf_config.ts";
@@ -338,25 +339,27 @@ async function train(p: RunPlan): Promise<void> {
   const sessionStep0 = step;
   let tpsEma = 0;
   let savedAt = -1;
-  const attn = model.attentionLayers();
-  const moes = model.moeLayers();
   try {
     while (step < stopAt && !stopRequested) {
       const t0 = performance.now();
       const lr = opt.lrAt(step);
       const [x, y] = toTensors(sampler.next(), s.batch, s.seqLen);
-      const loss = model.loss(x, y);
-      x.dispose();
-      y.dispose();
-      loss.backward();
-      await opt.step();
-      model.updateRouterBias(s.routerGamma);
-      const [lossValue, logits, loads] = await Promise.all([
-        loss.item(),
-        Promise.all(attn.map((a) => a.lastMaxLogits!.data())),
-        Promise.all(moes.map((m) => m.lastLoad!.data())),
-      ]);
-      loss.dispose();
+      const stats = new StepStats();
+      let lossValue: number, logits: Float32Array[], loads: Int32Array[];
+      try {
+        const loss = model.loss(x, y, { stats });
+        x.dispose();
+        y.dispose();
+        loss.backward();
+        await opt.step(stats);
+        model.updateRouterBias(stats, s.routerGamma);
+        let read;
+        [lossValue, read] = await Promise.all([loss.item(), stats.read(model)]);
+        ({ maxLogits: logits, loads } = read);
+        loss.dispose();
+      } finally {
+        stats.dispose();
+      }
       opt.zeroGrad();
       step++;
       const dt = (performance.now() - t0) / 1000;

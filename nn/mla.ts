@@ -25,6 +25,7 @@ import { Linear } from "./linear.ts";
 import { deriveSeed, Module } from "./module.ts";
 import { RMSNorm } from "./rmsnorm.ts";
 import { RotaryEmbedding, softmaxScaleFactor } from "./rope.ts";
+import { checkStats, type ForwardContext } from "./step_stats.ts";
 
 /** The epsilon of MLA's two inner norms (HF hard-codes it, whatever `rms_norm_eps` says). */
 export const MLA_INNER_NORM_EPS = 1e-6;
@@ -241,9 +242,10 @@ export interface ForwardCachedOptions {
  * shared k_rope, in the pair layout of `rope_interleave`; softmax scale d_qk^−0.5, times
  * m(factor, mscale_all_dim)² under YaRN with a non-zero mscale_all_dim (as HF).
  *
- * After each training `forward`, `lastMaxLogits` holds the f32 [H] per-head maximum
- * pre-softmax logit over the batch and the attended pairs — what MuonClip's QK-Clip reads
- * (REFERENCE §3). The module owns it (the previous one is disposed by the next forward).
+ * A training `forward` given a `StepStats` (in training mode) records there the f32 [H]
+ * per-head maximum pre-softmax logit over the batch and the attended pairs, as a running max
+ * over the step's forwards — what MuonClip's QK-Clip reads (REFERENCE §3). The module keeps no
+ * statistics of its own.
  */
 export class MultiHeadLatentAttention extends Module {
   /** Model width D. */
@@ -286,7 +288,6 @@ export class MultiHeadLatentAttention extends Module {
   readonly kvBProj: Linear;
   /** H·d_v → D. */
   readonly oProj: Linear;
-  #lastMaxLogits: Tensor | null = null;
   /** Not a registered child: HF keeps its rotary embedding on the model, with no state. */
   readonly #rotary: RotaryEmbedding;
 
@@ -346,22 +347,14 @@ export class MultiHeadLatentAttention extends Module {
   }
 
   /**
-   * f32 [H]: per head, the max pre-softmax logit (q·k)·scale of the last training `forward`
-   * over its batch and attended pairs (null before the first). Read by MuonClip's QK-Clip.
-   * Owned by the module: do not dispose it; the next forward replaces (and frees) it.
-   */
-  get lastMaxLogits(): Tensor | null {
-    return this.#lastMaxLogits;
-  }
-
-  /**
    * Training forward: x [B, T, D] → [B, T, D], causal over the T tokens at positions
    * positionOffset..positionOffset+T−1. Differentiable in x and every weight. The attention
    * runs in the fused kernel on q = [q_nope | q_rope] and k = [k_nope | k_rope broadcast over
    * the heads] (d_qk wide); the broadcast k_rope is a stride-0 view copied once by the concat,
-   * whose backward sums its gradient over the heads. Sets `lastMaxLogits`.
+   * whose backward sums its gradient over the heads. With `ctx.stats` (and in training mode)
+   * records the per-head max logits (f32 [H], (q·k)·scale) into it.
    */
-  forward(x: Tensor, positionOffset = 0): Tensor {
+  forward(x: Tensor, positionOffset = 0, ctx: ForwardContext = {}): Tensor {
     this.#check("MultiHeadLatentAttention.forward", x, positionOffset);
     const [B, T] = x.shape;
     const H = this.numHeads, dr = this.qkRopeHeadDim;
@@ -376,8 +369,9 @@ export class MultiHeadLatentAttention extends Module {
       const k = t(concat([kNope, kRopeH], 3));
       const { out, maxLogits } = attention(q, k, v, { scale: this.softmaxScale, causal: true });
       t(out);
-      this.#lastMaxLogits?.dispose();
-      this.#lastMaxLogits = maxLogits.keep();
+      t(maxLogits);
+      const stats = checkStats("MultiHeadLatentAttention.forward", ctx.stats);
+      if (stats && this.training) stats.recordMaxLogits(this, maxLogits);
       return this.#output(out, t);
     } finally {
       for (const v of tmp) v.dispose();
@@ -394,7 +388,7 @@ export class MultiHeadLatentAttention extends Module {
    * shared by all heads (the attention kernel's shared-head mode), with c itself as the
    * shared value; o_h = (Σ softmax·c) · W_UV_hᵀ, then o_proj. The same softmax scale
    * (`softmaxScale`) applies (only the contraction is reordered). Runs under noGrad (decode needs no
-   * backward) and does not touch `lastMaxLogits`.
+   * backward) and records no statistics.
    */
   forwardCached(x: Tensor, cache: LatentCache, options: ForwardCachedOptions = {}): Tensor {
     const op = "MultiHeadLatentAttention.forwardCached";
@@ -436,12 +430,10 @@ export class MultiHeadLatentAttention extends Module {
     return new LatentCache(batch, this.kvLoraRank, this.qkRopeHeadDim, options);
   }
 
-  /** Frees the weights, the RoPE table and `lastMaxLogits`. */
+  /** Frees the weights and the RoPE table. */
   override dispose(): void {
     super.dispose();
     this.#rotary.dispose();
-    this.#lastMaxLogits?.dispose();
-    this.#lastMaxLogits = null;
   }
 
   #check(op: string, x: Tensor, offset: number): void {

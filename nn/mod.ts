@@ -84,3 +84,11 @@ export {
   parameterCounts,
   parameterShapes,
 } from "./model.ts";
+export {
+  type ForwardOptions,
+  type MoeStepStats,
+  type StatsLayers,
+  StepStats,
+  type StepStatsOptions,
+  type StepStatsValues,
+} from "./step_stats.ts";

@@ -19,6 +19,12 @@ import { MLP } from "./mlp.ts";
 import { DeepseekMoE } from "./moe.ts";
 import { deriveSeed, Module, ModuleList } from "./module.ts";
 import { RMSNorm } from "./rmsnorm.ts";
+import {
+  checkStats,
+  type ForwardContext,
+  type ForwardOptions,
+  type StepStats,
+} from "./step_stats.ts";
 import { checkTokenIdsAsync, type TokenIds, tokenTensor } from "./token_ids.ts";
 import {
   loadPretrainedWeights,
@@ -69,17 +75,25 @@ export class DecoderLayer extends Module {
     );
   }
 
-  /** x [B, T, D] → [B, T, D]; with a cache, attention runs on the latent cache (decode). */
-  forward(x: Tensor, positionOffset = 0, cache?: LatentCache): Tensor {
+  /**
+   * x [B, T, D] → [B, T, D]; with a cache, attention runs on the latent cache (decode, no
+   * statistics). `ctx` carries the step's statistics and the auxiliary-loss collector.
+   */
+  forward(
+    x: Tensor,
+    positionOffset = 0,
+    cache?: LatentCache,
+    ctx: ForwardContext = {},
+  ): Tensor {
     const n1 = this.inputLayernorm.forward(x);
     const a = cache
       ? this.selfAttn.forwardCached(n1, cache)
-      : this.selfAttn.forward(n1, positionOffset);
+      : this.selfAttn.forward(n1, positionOffset, ctx);
     n1.dispose();
     const h = add(x, a);
     a.dispose();
     const n2 = this.postAttentionLayernorm.forward(h);
-    const m = this.mlp.forward(n2);
+    const m = this.mlp instanceof DeepseekMoE ? this.mlp.forward(n2, ctx) : this.mlp.forward(n2);
     n2.dispose();
     const out = add(h, m);
     h.dispose();
@@ -119,11 +133,16 @@ export class KimiModel extends Module {
     this.norm = this.module("norm", new RMSNorm(config.hidden_size, { eps: config.rms_norm_eps }));
   }
 
-  /** ids [B, T] i32 → hidden states [B, T, D]. */
-  forward(ids: Tensor, positionOffset = 0, caches?: readonly LatentCache[]): Tensor {
+  /** ids [B, T] i32 → hidden states [B, T, D]; `ctx` as in `DecoderLayer.forward`. */
+  forward(
+    ids: Tensor,
+    positionOffset = 0,
+    caches?: readonly LatentCache[],
+    ctx: ForwardContext = {},
+  ): Tensor {
     let h = this.embedTokens.forward(ids);
     for (let i = 0; i < this.layers.length; i++) {
-      const next = this.layers.at(i).forward(h, positionOffset, caches?.[i]);
+      const next = this.layers.at(i).forward(h, positionOffset, caches?.[i], ctx);
       h.dispose();
       h = next;
     }
@@ -224,14 +243,21 @@ export class KimiLM extends Module {
    * ids [B, T] → logits f32 [B, T, vocab]. `ids` is an i32 tensor, or host data (rows of ids,
    * or `{ data, shape }`) that is checked against [0, vocab_size) on the CPU before upload: a
    * bad id is an error naming it and its [batch, position]. Ids already on the GPU are not
-   * read back here (see `checkTokenIds`).
+   * read back here (see `checkTokenIds`). With `options.stats` (training mode, no caches) the
+   * forward records its attention max logits and MoE loads there (see `StepStats`).
    */
-  forward(ids: TokenIds, positionOffset = 0, caches?: readonly LatentCache[]): Tensor {
+  forward(
+    ids: TokenIds,
+    positionOffset = 0,
+    caches?: readonly LatentCache[],
+    options: ForwardOptions = {},
+  ): Tensor {
+    const stats = checkStats("KimiLM.forward", options.stats);
     const { t, owned } = tokenTensor("KimiLM.forward", "ids", ids, {
       vocabSize: this.config.vocab_size,
     });
     try {
-      const h = this.model.forward(t, positionOffset, caches);
+      const h = this.model.forward(t, positionOffset, caches, { stats });
       const logits = this.lmHead.forward(h);
       h.dispose();
       return logits;
@@ -252,13 +278,21 @@ export class KimiLM extends Module {
    * Host ids/labels are range-checked for free ([0, vocab_size), or −100 for labels and
    * targets); GPU tensors are not read back (a bad target makes the loss NaN; see
    * `checkTokenIds`).
+   * `options.stats`: the step's `StepStats`, where a training forward records the max logits
+   * QK-Clip needs and the MoE loads (pass the same object to every micro-batch of a step);
+   * evaluation passes none.
    * @example
    * ```ts
    * const loss = model.loss(batch, { labels: batch }); // batch: number[][] of token ids
    * ```
    */
-  loss(ids: TokenIds, targets: TokenIds | { labels: TokenIds }): Tensor {
+  loss(
+    ids: TokenIds,
+    targets: TokenIds | { labels: TokenIds },
+    options: ForwardOptions = {},
+  ): Tensor {
     const op = "KimiLM.loss";
+    const ctx: ForwardContext = { stats: checkStats(op, options.stats), auxLosses: [] };
     const V = this.config.vocab_size;
     const shifted = isLabels(targets);
     const x = tokenTensor(op, "ids", ids, { vocabSize: V });
@@ -286,7 +320,7 @@ export class KimiLM extends Module {
           }`,
         );
       }
-      const h = this.model.forward(x.t);
+      const h = this.model.forward(x.t, 0, undefined, ctx);
       tmp.push(h);
       let logits: Tensor;
       let tgt = y.t;
@@ -301,17 +335,19 @@ export class KimiLM extends Module {
       }
       tmp.push(logits);
       loss = crossEntropy(logits, tgt, { ignoreIndex: IGNORE_INDEX });
+    } catch (e) {
+      for (const a of ctx.auxLosses!) a.dispose();
+      throw e;
     } finally {
       for (const t of tmp) t.dispose();
       if (x.owned) x.t.dispose();
       if (y.owned) y.t.dispose();
     }
-    for (const moe of this.moeLayers()) {
-      if (moe.lastAuxLoss) {
-        const next = add(loss, moe.lastAuxLoss);
-        loss.dispose();
-        loss = next;
-      }
+    for (const aux of ctx.auxLosses!) {
+      const next = add(loss, aux);
+      loss.dispose();
+      aux.dispose();
+      loss = next;
     }
     return loss;
   }
@@ -337,14 +373,24 @@ export class KimiLM extends Module {
     return [...this.model.layers].flatMap((l) => (l.mlp instanceof DeepseekMoE ? [l.mlp] : []));
   }
 
-  /** The attention modules, in layer order (their `lastMaxLogits` feed MuonClip). */
+  /** The attention modules, in layer order (their max logits in a `StepStats` feed MuonClip). */
   attentionLayers(): MultiHeadLatentAttention[] {
     return [...this.model.layers].map((l) => l.selfAttn);
   }
 
-  /** Applies the aux-loss-free bias update of every MoE layer (after an optimizer step). */
-  updateRouterBias(gamma = 1e-3): void {
-    for (const moe of this.moeLayers()) moe.updateBias(gamma);
+  /**
+   * Applies the aux-loss-free bias update of every MoE layer (after an optimizer step) with the
+   * loads `stats` recorded over the step's training forwards.
+   */
+  updateRouterBias(stats: StepStats, gamma = 1e-3): void {
+    const s = checkStats("KimiLM.updateRouterBias", stats);
+    if (!s) {
+      throw new MoongradError(
+        "KimiLM.updateRouterBias",
+        "needs the step's StepStats (the loads of its training forwards)",
+      );
+    }
+    for (const moe of this.moeLayers()) moe.updateBias(s, gamma);
   }
 
   /** Empty latent caches, one per layer, for batch size `batch`. */

@@ -31,6 +31,7 @@ import { zeros } from "../ops/creation.ts";
 import type { KimiConfig } from "./config.ts";
 import { MLP } from "./mlp.ts";
 import { deriveSeed, Module, normalInit } from "./module.ts";
+import { checkStats, type ForwardContext, type StepStats } from "./step_stats.ts";
 
 /** The router of a MoE layer (HF name "gate"): `weight` [E, D] and the buffer `e_score_correction_bias` [E]. */
 export class MoEGate extends Module {
@@ -139,9 +140,11 @@ export interface MoEOptions {
  * HF names: `gate.weight`, `gate.e_score_correction_bias`, `experts.{e}.*_proj.weight`,
  * `shared_experts.*_proj.weight` (width moe_intermediate_size · n_shared_experts).
  *
- * After each forward: `lastLoad` (i32 [E], pairs routed to each expert), `lastIndices` (i32
- * [N, K]) and, when `aux_loss_alpha` > 0 in training mode, `lastAuxLoss` (a differentiable
- * scalar to add to the loss). The module owns them (the previous ones are freed).
+ * A training forward given a `StepStats` (in training mode) records there the expert loads
+ * (i32 [E], pairs routed to each expert, summed over the step), the pairs routed and the
+ * detached auxiliary loss. When `aux_loss_alpha` > 0 in training mode and the caller collects
+ * auxiliary losses (`ctx.auxLosses`, as `KimiLM.loss` does), the differentiable scalar is
+ * pushed there. The module keeps no statistics of its own.
  */
 export class DeepseekMoE extends Module {
   /** The configuration. */
@@ -152,13 +155,6 @@ export class DeepseekMoE extends Module {
   readonly experts: MoEExperts;
   /** The shared experts, or null when n_shared_experts = 0. */
   readonly sharedExperts: MLP | null;
-  /** i32 [E]: tokens·slots routed to each expert by the last forward, or null. */
-  lastLoad: Tensor | null = null;
-  /** i32 [N, K]: the experts selected by the last forward, best first, or null. */
-  lastIndices: Tensor | null = null;
-  /** Sequence-wise auxiliary loss of the last training forward (α > 0), else null. */
-  lastAuxLoss: Tensor | null = null;
-  #lastPairs = 0;
 
   /** Builds the block from the MoE fields of `config`. */
   constructor(config: KimiConfig, options: MoEOptions = {}) {
@@ -231,8 +227,9 @@ export class DeepseekMoE extends Module {
   /**
    * x f32 [..., D] → [..., D]. The leading axes are flattened to N tokens; for the auxiliary
    * loss a rank-3 input [B, T, D] is B sequences of T tokens, anything else one sequence.
+   * `ctx`: where to record statistics (`stats`) and collect the auxiliary loss (`auxLosses`).
    */
-  forward(x: Tensor): Tensor {
+  forward(x: Tensor, ctx: ForwardContext = {}): Tensor {
     const op = "DeepseekMoE.forward";
     const c = this.config;
     const d = c.hidden_size;
@@ -273,19 +270,19 @@ export class DeepseekMoE extends Module {
       sh.dispose();
       y = sum2;
     }
-    this.lastAuxLoss?.dispose();
-    this.lastAuxLoss = null;
-    if (c.aux_loss_alpha > 0 && this.training) {
+    const stats = this.training ? checkStats(op, ctx.stats) : undefined;
+    let aux: Tensor | null = null;
+    if (c.aux_loss_alpha > 0 && this.training && (ctx.auxLosses || stats)) {
       const [b, t] = x.rank === 3 ? [x.shape[0], x.shape[1]] : [1, n];
-      this.lastAuxLoss = this.#auxLoss(s, indices, b, t).keep();
+      aux = this.#auxLoss(s, indices, b, t);
     }
     s.dispose();
     xf.dispose();
-    this.lastLoad?.dispose();
-    this.lastLoad = plan.counts.keep();
-    this.lastIndices?.dispose();
-    this.lastIndices = indices.keep();
-    this.#lastPairs = n * k;
+    stats?.recordMoe(this, plan.counts, n * k, aux, indices);
+    if (aux && ctx.auxLosses) ctx.auxLosses.push(aux);
+    else aux?.dispose();
+    indices.dispose();
+    plan.counts.dispose();
     plan.offsets.dispose();
     plan.perm.dispose();
     plan.inv.dispose();
@@ -322,24 +319,18 @@ export class DeepseekMoE extends Module {
 
   /**
    * Aux-loss-free balancing after a step: bias_i += γ · sign(mean load − load_i) with the
-   * loads of the last forward, on the GPU, without gradient.
+   * loads `stats` recorded over the step's forwards, on the GPU, without gradient.
    */
-  updateBias(gamma = 1e-3): void {
-    if (!this.lastLoad) {
+  updateBias(stats: StepStats, gamma = 1e-3): void {
+    const op = "DeepseekMoE.updateBias";
+    const rec = checkStats(op, stats)?.moe(this);
+    if (!rec) {
       throw new MoongradError(
-        "DeepseekMoE.updateBias",
-        "no forward has run yet: no load to balance",
+        op,
+        "these StepStats hold no forward of this MoE block: pass the stats to the step's " +
+          "training forwards (model.loss(ids, targets, { stats }))",
       );
     }
-    moeBiasUpdate(this.gate.eScoreCorrectionBias, this.lastLoad, this.#lastPairs, gamma);
-  }
-
-  /** Frees parameters, buffers and the last forward's statistics. */
-  override dispose(): void {
-    this.lastLoad?.dispose();
-    this.lastIndices?.dispose();
-    this.lastAuxLoss?.dispose();
-    this.lastLoad = this.lastIndices = this.lastAuxLoss = null;
-    super.dispose();
+    moeBiasUpdate(this.gate.eScoreCorrectionBias, rec.load, rec.pairs, gamma);
   }
 }

@@ -12,13 +12,15 @@ import type { MuonOptions } from "./muon.ts";
 import { MuonWithAdamW, type MuonWithAdamWStateDict } from "./split.ts";
 import { qkClipMla } from "./qk_clip.ts";
 import { alias } from "../ops/layout.ts";
+import { noGrad } from "../core/autograd.ts";
+import { StepStats } from "../nn/step_stats.ts";
 
-/** What MuonClip needs of a model: its config and attention layers with their max logits. */
+/** What MuonClip needs of a model: its config and attention layers. */
 export interface ClippableModel extends Module {
   /** HF-keyed configuration (head sizes). */
   readonly config: KimiConfig;
-  /** Attention modules in layer order; `lastMaxLogits` is f32 [H] from the last forward. */
-  attentionLayers(): readonly (Module & { readonly lastMaxLogits: Tensor | null })[];
+  /** Attention modules in layer order (the keys of their max logits in a `StepStats`). */
+  attentionLayers(): readonly Module[];
 }
 
 /** Options of `MuonClip`. */
@@ -82,20 +84,35 @@ export class MuonClip {
   }
 
   /**
-   * Updates every parameter, then clips each attention layer whose heads' max logits in this
-   * step's forward exceeded τ. Call after `backward()` of a forward that ran in this step.
+   * Updates every parameter, then clips each attention layer whose heads' max logits over the
+   * step's training forwards (recorded in `stats`: every micro-batch passed
+   * `model.loss(ids, targets, { stats })`) exceeded τ. Forwards without the stats (evaluation,
+   * sampling) do not count. Does not reset `stats`.
    */
-  async step(): Promise<void> {
+  async step(stats: StepStats): Promise<void> {
+    const op = "MuonClip.step";
+    if (!(stats instanceof StepStats)) {
+      throw new MoongradError(
+        op,
+        "needs the step's StepStats: create one per step, pass it to every training forward " +
+          "(model.loss(ids, targets, { stats })) and then to opt.step(stats)",
+      );
+    }
+    if (stats.isDisposed) throw new MoongradError(op, "these StepStats were disposed");
     const layers = this.#model.attentionLayers();
-    const logits = layers.map((l, i) => {
-      if (!l.lastMaxLogits) {
+    const found = layers.map((l, i) => {
+      const m = stats.maxLogits(l);
+      if (!m) {
         throw new MoongradError(
-          "MuonClip.step",
-          `attention layer ${i} has no max logits: run the model's forward before step()`,
+          op,
+          `attention layer ${i} has no max logits in these StepStats: no training forward of ` +
+            `this step recorded into them (pass { stats } to model.loss / model.forward in ` +
+            `training mode before step(stats))`,
         );
       }
-      return alias(l.lastMaxLogits).keep();
+      return m;
     });
+    const logits = found.map((m) => noGrad(() => alias(m)).keep());
     await this.inner.step();
     this.#release();
     this.#maxLogits = logits;

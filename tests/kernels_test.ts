@@ -214,10 +214,12 @@ async function model(): Promise<void> {
       : kind === "sgd"
       ? new mg.optim.SGD(m.parameters(), { lr: 1e-3, momentum: 0.9 })
       : new mg.optim.MuonWithAdamW(m, { muon: { lr: 0.02 }, adamw: { lr: 1e-3 } });
-    mg.scope(() => m.loss(ids, ids).backward());
-    await opt.step();
+    const stats = new mg.nn.StepStats();
+    mg.scope(() => m.loss(ids, ids, { stats }).backward());
+    await (opt instanceof mg.optim.MuonClip ? opt.step(stats) : opt.step());
     opt.zeroGrad();
-    m.updateRouterBias(1e-3);
+    m.updateRouterBias(stats, 1e-3);
+    stats.dispose();
     if (kind === "muonclip") {
       const prompt = ids.slice(1, 0, 3);
       await m.generate(prompt, { maxNewTokens: 2, seed: 1 });

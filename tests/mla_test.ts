@@ -15,6 +15,7 @@
  * (h = 1e-6) to 1e-6 relative; absorbed vs expanded formulation to 1e-10.
  */
 import * as mg from "../mod.ts";
+import assert from "node:assert/strict";
 import { makeConfig } from "../nn/config.ts";
 import { LatentCache, MultiHeadLatentAttention } from "../nn/mla.ts";
 import { assertClose, check, fc, gpu, seededValues } from "./util.ts";
@@ -176,7 +177,7 @@ Deno.test("reference: MLA vjp matches numericGrad; absorbed equals expanded (flo
 
 // ---- training forward -----------------------------------------------------------------------
 
-Deno.test("MLA forward and lastMaxLogits match the float64 reference (q_lora_rank 8 or null; 5e-5)", async () => {
+Deno.test("MLA forward and its recorded max logits match the float64 reference (q_lora_rank 8 or null; 5e-5)", async () => {
   await gpu();
   await check(arbCase, async ({ z, D, B, T, offset, seed }) => {
     const w = randomWeights(z, D, seed);
@@ -184,14 +185,24 @@ Deno.test("MLA forward and lastMaxLogits match the float64 reference (q_lora_ran
     const { r, values } = input([B, T, D], seed + 1);
     const x = mg.tensor(values, { shape: [B, T, D] });
     const ref = mlaRef(r, w, z, offset);
-    const y = mla.forward(x, offset);
+    const stats = new mg.nn.StepStats();
+    const y = mla.forward(x, offset, { stats });
     assertClose(await y.data(), ref.out, OUT_TOL, "out");
-    const m1 = mla.lastMaxLogits!;
+    const m1 = stats.maxLogits(mla)!;
     if (m1.shape.length !== 1 || m1.shape[0] !== z.H) throw new Error(`maxLogits ${m1.shape}`);
-    assertClose(await m1.data(), ref.maxLogits, OUT_TOL, "maxLogits");
-    // The next forward replaces (and frees) the previous max logits.
-    const y2 = mla.forward(x, offset);
-    if (!m1.isDisposed || mla.lastMaxLogits === m1) throw new Error("old lastMaxLogits kept");
+    const v1 = await m1.data();
+    assertClose(v1, ref.maxLogits, OUT_TOL, "maxLogits");
+    // A second forward of the same step keeps the running max (same input: same values), an
+    // eval-mode forward and a forward without stats record nothing.
+    const y2 = mla.forward(x, offset, { stats });
+    assert.deepEqual(await stats.maxLogits(mla)!.data(), v1, "running max of equal maxima");
+    assert.equal(stats.forwards(mla), 2);
+    mla.forward(x, offset).dispose();
+    mla.eval();
+    mla.forward(x, offset, { stats }).dispose();
+    mla.train();
+    assert.equal(stats.forwards(mla), 2, "eval / stat-less forwards recorded nothing");
+    stats.dispose();
     y.dispose();
     y2.dispose();
     x.dispose();
@@ -649,9 +660,16 @@ Deno.test("MLA with YaRN / half-split RoPE past original_max_position_embeddings
     const x = mg.tensor(values, { shape: [B, T, D], requiresGrad: true });
     const gt = mg.tensor(gy.values, { shape: [B, T, D] });
     const ref = mlaRef(r, w, z, offset);
-    const y = mla.forward(x, offset);
+    const stats = new mg.nn.StepStats();
+    const y = mla.forward(x, offset, { stats });
     assertClose(await y.data(), ref.out, OUT_TOL, `${variant}: out`);
-    assertClose(await mla.lastMaxLogits!.data(), ref.maxLogits, OUT_TOL, `${variant}: maxLogits`);
+    assertClose(
+      await stats.maxLogits(mla)!.data(),
+      ref.maxLogits,
+      OUT_TOL,
+      `${variant}: maxLogits`,
+    );
+    stats.dispose();
     const loss = y.mul(gt).sum();
     loss.backward();
     const vjp = mlaVjp(r, w, z, gy.r, offset);

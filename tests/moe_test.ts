@@ -132,10 +132,14 @@ async function forwardCheck(c: Case, bias?: number[]): Promise<void> {
   if (bias) setBias(moe, ref, bias);
   const xv = inputs(c);
   const x = mg.tensor(f32(xv), { shape: [c.n, c.d] });
-  const y = moe.forward(x);
+  const stats = new mg.nn.StepStats({ indices: true });
+  const y = moe.forward(x, { stats });
   const want = refMoe(xv, ref);
-  assert.deepEqual(Array.from(await moe.lastIndices!.data()), Array.from(want.idx), "selection");
-  assert.deepEqual(Array.from(await moe.lastLoad!.data()), Array.from(want.load), "load");
+  const sel = stats.indices(moe)[0];
+  assert.deepEqual(Array.from(await sel.data()), Array.from(want.idx), "selection");
+  assert.deepEqual(Array.from(await stats.moe(moe)!.load.data()), Array.from(want.load), "load");
+  assert.equal(stats.moe(moe)!.pairs, c.n * c.k, "pairs");
+  stats.dispose();
   const got = await y.data();
   try {
     for (let j = 0; j < got.length; j++) {
@@ -428,12 +432,14 @@ Deno.test("DeepseekMoE with n_group/topk_group vs the float64 grouped reference 
     setBias(moe, ref, bias);
     const xv = inputs(c);
     const x = mg.tensor(f32(xv), { shape: [c.n, c.d] });
-    const y = moe.forward(x);
+    const stats = new mg.nn.StepStats({ indices: true });
+    const y = moe.forward(x, { stats });
     const want = refMoe(xv, ref);
     try {
-      assert.deepEqual(Array.from(await moe.lastIndices!.data()), Array.from(want.idx));
+      assert.deepEqual(Array.from(await stats.indices(moe)[0].data()), Array.from(want.idx));
       assertNear(await y.data(), want.y, FWD, "grouped y");
     } finally {
+      stats.dispose();
       x.dispose();
       y.dispose();
       moe.dispose();
@@ -453,11 +459,13 @@ Deno.test("DeepseekMoE: with K = E and zero bias it equals the weighted dense su
     const { moe, ref } = build(c);
     const xv = inputs(c);
     const x = mg.tensor(f32(xv), { shape: [c.n, c.d] });
-    const y = moe.forward(x);
+    const stats = new mg.nn.StepStats();
+    const y = moe.forward(x, { stats });
     try {
       assertNear(await y.data(), refDenseMoe(xv, ref), FWD, "dense");
-      assert.deepEqual(Array.from(await moe.lastLoad!.data()), new Array(c.e).fill(c.n));
+      assert.deepEqual(Array.from(await stats.moe(moe)!.load.data()), new Array(c.e).fill(c.n));
     } finally {
+      stats.dispose();
       x.dispose();
       y.dispose();
       moe.dispose();
@@ -483,8 +491,10 @@ Deno.test("DeepseekMoE: a bias changes the selection, not the weights' formula; 
   const { moe, ref } = build(c);
   setBias(moe, ref, [0, 0, 0, 0, 5, 5]);
   const x = mg.tensor(f32(inputs(c)), { shape: [c.n, c.d] });
-  const y = moe.forward(x);
-  assert.deepEqual(Array.from(await moe.lastLoad!.data()), [0, 0, 0, 0, 17, 17]);
+  const st1 = new mg.nn.StepStats();
+  const y = moe.forward(x, { stats: st1 });
+  assert.deepEqual(Array.from(await st1.moe(moe)!.load.data()), [0, 0, 0, 0, 17, 17]);
+  st1.dispose();
   // the weights still come from the unbiased scores: compare with the reference's formula
   const s = refScores(inputs(c), ref);
   const biased = refRoute(s, ref.bias, c.e, c.k, Math.fround(c.scale), true);
@@ -495,10 +505,12 @@ Deno.test("DeepseekMoE: a bias changes the selection, not the weights' formula; 
   }
   // very uneven: one expert favoured (all tokens), the rest share the second slot
   setBias(moe, ref, [0, 0, 0, 3, 0, 0]);
-  const y2 = moe.forward(x);
+  const st2 = new mg.nn.StepStats();
+  const y2 = moe.forward(x, { stats: st2 });
   const want = refMoe(inputs(c), ref);
   assertNear(await y2.data(), want.y, FWD, "uneven");
-  assert.deepEqual(Array.from(await moe.lastLoad!.data()), Array.from(want.load));
+  assert.deepEqual(Array.from(await st2.moe(moe)!.load.data()), Array.from(want.load));
+  st2.dispose();
   assert.equal(want.load[3], c.n);
   for (const t of [x, y, y2]) t.dispose();
   moe.dispose();
@@ -570,9 +582,11 @@ Deno.test("DeepseekMoE.updateBias: bias += γ·sign(mean load − load), exact i
   const b0 = [0.25, -0.125, 0, 0.5, 1e-3];
   setBias(moe, ref, b0);
   const x = mg.tensor(f32(inputs(c)), { shape: [c.n, c.d] });
-  const y = moe.forward(x);
-  const load = Array.from(await moe.lastLoad!.data());
-  moe.updateBias(0.01);
+  const stats = new mg.nn.StepStats();
+  const y = moe.forward(x, { stats });
+  const load = Array.from(await stats.moe(moe)!.load.data());
+  moe.updateBias(stats, 0.01);
+  stats.dispose();
   const mean = (c.n * c.k) / c.e;
   const want = b0.map((b, j) =>
     Math.fround(Math.fround(b) + Math.fround(0.01) * Math.sign(mean - load[j]))
@@ -583,7 +597,17 @@ Deno.test("DeepseekMoE.updateBias: bias += γ·sign(mean load − load), exact i
   const ld = mg.tensor(new Int32Array([2, 2, 0, 5, 1]));
   moeBiasUpdate(bias, ld, 10, 0.5);
   assert.deepEqual(Array.from(await bias.data()), [1, 2, 3.5, 3.5, 5.5]);
-  assert.throws(() => new DeepseekMoE(makeConfig({})).updateBias(), /updateBias.*no forward/);
+  const empty = new mg.nn.StepStats();
+  const fresh = new DeepseekMoE(makeConfig({}));
+  assert.throws(() => fresh.updateBias(empty), /updateBias.*no forward/);
+  // evaluation forwards record nothing
+  fresh.eval();
+  mg.noGrad(() => fresh.forward(mg.zeros([2, fresh.config.hidden_size]), { stats: empty }))
+    .dispose();
+  assert.equal(empty.moe(fresh), null, "eval forward recorded");
+  assert.throws(() => fresh.updateBias(empty), /updateBias.*no forward/);
+  fresh.dispose();
+  empty.dispose();
   for (const t of [x, y, bias, ld]) t.dispose();
   moe.dispose();
 });
@@ -605,22 +629,29 @@ Deno.test("DeepseekMoE aux loss: value and gate gradient vs float64 (rtol 1e-4 /
   const { moe, ref } = build(c, alpha);
   const xv = inputs(c);
   const x = mg.tensor(f32(xv), { shape: [3, 4, c.d] });
-  const y = moe.forward(x);
+  const auxLosses: mg.Tensor[] = [];
+  const stats = new mg.nn.StepStats();
+  const y = moe.forward(x, { stats, auxLosses });
   assert.deepEqual(y.shape, [3, 4, c.d]);
-  const aux = moe.lastAuxLoss!;
+  assert.equal(auxLosses.length, 1);
+  const aux = auxLosses[0];
   assertNear([await aux.item()], [refAuxLoss(xv, ref, 3, alpha)], FWD, "aux");
+  assert.equal(await stats.moe(moe)!.auxLoss!.item(), await aux.item(), "recorded aux value");
+  assert.equal(stats.moe(moe)!.auxLoss!.requiresGrad, false, "recorded aux is detached");
+  stats.dispose();
   aux.backward();
+  aux.dispose();
   const num = numericGrad(
     (v) => refAuxLoss(xv, { ...ref, gate: v.data }, 3, alpha),
     new NDArray(ref.gate, [ref.gate.length]),
   ).data;
   assertNear(await moe.gate.weight.grad!.data(), num, { rtol: 1e-3, atol: 1e-7 }, "daux/dgate");
   moe.eval();
-  const y2 = moe.forward(x);
-  assert.equal(moe.lastAuxLoss, null, "no aux loss in eval mode");
+  const y2 = moe.forward(x, { auxLosses });
+  assert.equal(auxLosses.length, 1, "no aux loss in eval mode");
   const { moe: m0 } = build(c, 0);
-  const y3 = m0.forward(x);
-  assert.equal(m0.lastAuxLoss, null, "no aux loss when α = 0");
+  const y3 = m0.forward(x, { auxLosses });
+  assert.equal(auxLosses.length, 1, "no aux loss when α = 0");
   for (const t of [x, y, y2, y3]) t.dispose();
   moe.zeroGrad();
   moe.dispose();
@@ -685,12 +716,16 @@ Deno.test("DeepseekMoE: memory flat over repeated forward + backward", async () 
   const { moe } = build(c, 1e-3);
   const x = mg.tensor(f32(inputs(c)), { shape: [2, 10, c.d], requiresGrad: true });
   const step = () => {
-    const y = moe.forward(x);
+    const auxLosses: mg.Tensor[] = [];
+    const stats = new mg.nn.StepStats({ indices: true });
+    const y = moe.forward(x, { stats, auxLosses });
     const sq = y.square();
     const s = sq.sum();
-    const l = s.add(moe.lastAuxLoss!);
+    const l = s.add(auxLosses[0]);
     l.backward();
-    for (const t of [y, sq, s, l]) t.dispose();
+    moe.updateBias(stats, 1e-3);
+    stats.dispose();
+    for (const t of [y, sq, s, l, ...auxLosses]) t.dispose();
     moe.zeroGrad();
     x.zeroGrad();
   };

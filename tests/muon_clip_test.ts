@@ -34,11 +34,16 @@ async function weights(m: mg.nn.KimiLM): Promise<Map<string, Float32Array>> {
 }
 
 /** One forward/backward/step of `opt` on `model`. */
-async function trainStep(model: mg.nn.KimiLM, opt: { step(): Promise<void>; zeroGrad(): void }) {
+async function trainStep(
+  model: mg.nn.KimiLM,
+  opt: { step(stats: mg.nn.StepStats): Promise<void>; zeroGrad(): void },
+) {
   const { x, y } = batch();
-  mg.scope(() => model.loss(x, y).backward());
-  await opt.step();
+  const stats = new mg.nn.StepStats();
+  mg.scope(() => model.loss(x, y, { stats }).backward());
+  await opt.step(stats);
   opt.zeroGrad();
+  stats.dispose();
   x.dispose();
   y.dispose();
 }
@@ -67,10 +72,10 @@ Deno.test("MuonClip clips exactly the heads over τ by γ = τ/S_max after the M
   await gpu();
   const probe = new mg.nn.KimiLM(micro, { seed: 2 });
   const { x, y } = batch();
-  mg.noGrad(() => probe.loss(x, y)).dispose();
-  const maxima = await Promise.all(
-    probe.attentionLayers().map(async (l) => Array.from(await l.lastMaxLogits!.data())),
-  );
+  const probeStats = new mg.nn.StepStats();
+  mg.noGrad(() => probe.loss(x, y, { stats: probeStats })).dispose();
+  const maxima = (await probeStats.read(probe)).maxLogits.map((m) => Array.from(m));
+  probeStats.dispose();
   probe.dispose();
   const all = maxima.flat().sort((p, q) => p - q);
   const tau = all[Math.floor(all.length / 2)]; // about half the heads are clipped
@@ -129,12 +134,25 @@ Deno.test("MuonClip clips exactly the heads over τ by γ = τ/S_max after the M
   b.dispose();
 });
 
-Deno.test("MuonClip rejects bad configuration and a step without a forward", async () => {
+Deno.test("MuonClip rejects bad configuration, a step without stats and stats without a forward", async () => {
   await gpu();
   const m = new mg.nn.KimiLM(micro, { seed: 3 });
   assert.throws(() => new MuonClip(m, { lr: 0.02, tau: 0 }), /tau must be > 0/);
   const opt = new MuonClip(m, { lr: 0.02 });
-  await assert.rejects(() => opt.step(), /run the model's forward before step/);
+  // deno-lint-ignore no-explicit-any
+  await assert.rejects(() => (opt.step as any)(), /MuonClip\.step.*needs the step's StepStats/);
+  const stats = new mg.nn.StepStats();
+  await assert.rejects(() => opt.step(stats), /MuonClip\.step.*no max logits in these StepStats/);
+  // an evaluation forward records nothing
+  const { x, y } = batch();
+  m.eval();
+  mg.noGrad(() => m.loss(x, y, { stats })).dispose();
+  m.train();
+  mg.noGrad(() => m.loss(x, y)).dispose();
+  await assert.rejects(() => opt.step(stats), /no max logits in these StepStats/);
+  stats.dispose();
+  await assert.rejects(() => opt.step(stats), /disposed/);
+  for (const t of [x, y]) t.dispose();
   opt.dispose();
   m.dispose();
 });

@@ -85,11 +85,12 @@ Deno.test("QK-Clip (MLA) properties: max ≤ τ after clipping, rope key and v u
       };
       const mla = new MultiHeadLatentAttention(config, { seed });
       const x = mg.tensor(seededValues(B * T * D, seed, -1, 1), { shape: [B, T, D] });
-      mg.noGrad(() => mla.forward(x)).dispose();
-      const before = Array.from(await mla.lastMaxLogits!.data());
+      const s0 = new mg.nn.StepStats();
+      mg.noGrad(() => mla.forward(x, 0, { stats: s0 })).dispose();
+      const before = Array.from(await s0.maxLogits(mla)!.data());
       const tau = Math.max(Math.max(...before) * tauFraction, 1e-3);
       const w0 = await weightsOf(mla);
-      const gamma = qkClipMla(mla, config, mla.lastMaxLogits!, tau);
+      const gamma = qkClipMla(mla, config, s0.maxLogits(mla)!, tau);
       const g = Array.from(await gamma.data());
       const w1 = await weightsOf(mla);
       // The shared rotary key and everything but q / kv_b are bit-identical.
@@ -133,20 +134,23 @@ Deno.test("QK-Clip (MLA) properties: max ≤ τ after clipping, rope key and v u
         });
       }
       // Recomputing on the same batch: every head at or below τ, clipped heads at τ.
-      mg.noGrad(() => mla.forward(x)).dispose();
-      const after = Array.from(await mla.lastMaxLogits!.data());
+      const s1 = new mg.nn.StepStats();
+      mg.noGrad(() => mla.forward(x, 0, { stats: s1 })).dispose();
+      const after = Array.from(await s1.maxLogits(mla)!.data());
       after.forEach((v, h) => {
         assert.ok(v <= tau * (1 + 1e-5), `head ${h}: ${v} <= τ ${tau}`);
         if (before[h] > tau) assert.ok(Math.abs(v - tau) <= 2e-5 * tau, `clipped head ${h} at τ`);
       });
       // Clipping again with the recomputed logits is a no-op (up to τ's rounding margin).
       const w2 = await weightsOf(mla);
-      qkClipMla(mla, config, mla.lastMaxLogits!, tau * (1 + 1e-4)).dispose();
+      qkClipMla(mla, config, s1.maxLogits(mla)!, tau * (1 + 1e-4)).dispose();
       for (const [name, a] of await weightsOf(mla)) assert.deepEqual(a, w2.get(name), name);
       // τ = ∞ changes nothing.
-      qkClipMla(mla, config, mla.lastMaxLogits!, Infinity).dispose();
+      qkClipMla(mla, config, s1.maxLogits(mla)!, Infinity).dispose();
       for (const [name, a] of await weightsOf(mla)) assert.deepEqual(a, w2.get(name), name);
       gamma.dispose();
+      s0.dispose();
+      s1.dispose();
       x.dispose();
       mla.dispose();
     },

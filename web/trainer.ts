@@ -67,7 +67,7 @@ export interface StepRecord {
 
 /** The trainer's optimizer behind one interface. */
 interface StepOptimizer {
-  step(): Promise<void>;
+  step(stats: mg.nn.StepStats): Promise<void>;
   zeroGrad(): void;
   dispose(): void;
 }
@@ -164,18 +164,22 @@ export class Trainer {
     const t0 = performance.now();
     const lr = this.#lr(this.step);
     const [x, y] = toTensors(this.#sampler.next(), s.seqLen);
-    const loss = this.model.loss(x, y);
-    x.dispose();
-    y.dispose();
-    loss.backward();
-    await this.#opt.step();
-    this.model.updateRouterBias(0.01);
-    const [lossValue, logits, loads] = await Promise.all([
-      loss.item(),
-      Promise.all(this.model.attentionLayers().map((a) => a.lastMaxLogits!.data())),
-      Promise.all(this.model.moeLayers().map((m) => m.lastLoad!.data())),
-    ]);
-    loss.dispose();
+    const stats = new mg.nn.StepStats();
+    let lossValue: number, logits: Float32Array[], loads: Int32Array[];
+    try {
+      const loss = this.model.loss(x, y, { stats });
+      x.dispose();
+      y.dispose();
+      loss.backward();
+      await this.#opt.step(stats);
+      this.model.updateRouterBias(stats, 0.01);
+      let read;
+      [lossValue, read] = await Promise.all([loss.item(), stats.read(this.model)]);
+      ({ maxLogits: logits, loads } = read);
+      loss.dispose();
+    } finally {
+      stats.dispose();
+    }
     this.#opt.zeroGrad();
     this.step++;
     if (!Number.isFinite(lossValue)) {
