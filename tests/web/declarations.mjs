@@ -25,11 +25,15 @@ mg.scope(() => x.softmax(-1));
 const mem: mg.MemoryStats = mg.memory();
 const model = new mg.nn.KimiLM("tiny", { seed: 0 });
 const opt = new mg.optim.MuonClip(model, { lr: 2e-2, tau: 100 });
-await opt.step();
-opt.zeroGrad();
+const stats = new mg.nn.StepStats();
 const ids = mg.tensor(new Int32Array(4), { shape: [1, 4], dtype: "i32" });
+mg.scope(() => model.loss(ids, ids, { stats }).backward());
+await opt.step(stats);
+opt.zeroGrad();
+const read: mg.nn.StepStatsValues = await stats.read(model);
+const logits: Float32Array[] = read.maxLogits;
+stats.dispose();
 const out: number[][] = await model.generate(ids, { maxNewTokens: 2, temperature: 0 });
-const logits: (mg.Tensor | null)[] = model.attentionLayers().map((a) => a.lastMaxLogits);
 export { grad, info, logits, mem, out, value };
 `;
 
