@@ -1,6 +1,7 @@
 /**
- * Tokenizer speed on the CPU (no GPU): encoding this repository's text (the trainer's default
- * corpus, about 1.2 MB of TypeScript and Markdown) and training BPE on it.
+ * Tokenizer speed on the CPU (no GPU): encoding the trainer's default corpus
+ * (`data/moongrad-src-v1.txt`, 1.47 MB of this repository's TypeScript and Markdown) and
+ * training BPE on it.
  *
  * - BPE 2048 (Kimi K2 split pattern, trained on the same text), with a cold word cache (a new
  *   tokenizer each iteration, as when a training run tokenises its corpus) and a warm one.
@@ -19,14 +20,14 @@
 import { Tiktoken } from "npm:js-tiktoken@1.0.21/lite";
 import o200k from "npm:js-tiktoken@1.0.21/ranks/o200k_base";
 import { Tokenizer as HfTokenizer } from "npm:@huggingface/tokenizers@0.2.0";
-import { loadRepoText } from "../cli/data.ts";
+import { DEFAULT_CORPUS, loadDefaultCorpus } from "../cli/data.ts";
 import { GPT4O_PATTERN, Tokenizer, tokenizerConfigJson } from "../tokenizer/mod.ts";
 import { loop } from "./harness.ts";
 
-const { bytes, files } = await loadRepoText();
+const { bytes } = await loadDefaultCorpus();
 const text = new TextDecoder().decode(bytes);
 const mb = bytes.length / 1e6;
-console.log(`tokenizer: ${mb.toFixed(2)} MB of this repository's text (${files} files)`);
+console.log(`tokenizer: ${mb.toFixed(2)} MB of ${DEFAULT_CORPUS.path}`);
 
 /** One library's way to do a case's work on `text`; returns ids for the check. */
 interface Lib {

@@ -67,9 +67,10 @@ async function runSuite(files: string[]): Promise<{ json: BenchJson; meta: Meta[
       "bench",
       "--json",
       // The bundles under .gpu/ are excluded by deno.json: run them without the config.
+      // The peers are checked against deno.lock (deno.json itself turns the lockfile off).
       ...(files.some((f) => f.startsWith(".gpu") || f.includes("/.gpu/"))
         ? ["--no-config", "--no-check"]
-        : []),
+        : ["--lock=deno.lock"]),
       "--allow-read",
       "--allow-env",
       "--allow-sys",

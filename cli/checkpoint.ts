@@ -31,8 +31,10 @@ export interface TrainerState {
   optimizer: Record<string, Omit<OptimizerStateDict, "state">>;
   /** The settings of the run (checked on resume). */
   settings: RunSettings;
-  /** Hash of the training text. */
+  /** Hash of the training text (FNV-1a, 16 hex digits; compared on resume). */
   dataHash: string;
+  /** SHA-256 of the training text (absent in checkpoints written before it was recorded). */
+  dataSha256?: string;
   /** Training seconds so far (for tokens/s and ETA across sessions). */
   elapsedSeconds: number;
 }

@@ -1,8 +1,9 @@
 /**
- * Training data: the default corpus (this repository's own TypeScript and Markdown files,
- * found relative to this module), or any UTF-8 text file; a deterministic train/validation
- * split of the bytes; tokens from a tokenizer (`--tokenizer bytes`, the default, keeps the
- * bytes as tokens, vocabulary 256); and a resumable, seeded batch sampler.
+ * Training data: the default corpus (`data/moongrad-src-v1.txt`, a fixed snapshot of this
+ * repository's own TypeScript and Markdown files, pinned by its SHA-256), or any UTF-8 text
+ * file; a deterministic train/validation split of the bytes; tokens from a tokenizer
+ * (`--tokenizer bytes`, the default, keeps the bytes as tokens, vocabulary 256); and a
+ * resumable, seeded batch sampler.
  */
 import { ByteTokenizer, type TextTokenizer, Tokenizer } from "../tokenizer/mod.ts";
 import { CliError } from "./errors.ts";
@@ -83,12 +84,62 @@ export function tokenizeSplit(
   return { train, val };
 }
 
-/** Directories never read into the default corpus. */
-const SKIP_DIRS = new Set(["node_modules", "dist", "runs", "coverage", "results"]);
-
 /** The repository root (the parent of cli/), as a file URL. */
 export function repoRoot(): URL {
   return new URL("../", import.meta.url);
+}
+
+/**
+ * The default training text: a named, versioned file in the repository that never changes
+ * (`deno task corpus` makes a new version), pinned by its SHA-256.
+ */
+export const DEFAULT_CORPUS = {
+  /** Name and version, as runs record it. */
+  name: "moongrad-src-v1",
+  /** Path relative to the repository root. */
+  path: "data/moongrad-src-v1.txt",
+  /** SHA-256 of the whole file (hex). */
+  sha256: "8276134e02d6969ec21778e390ed9ef175401e50551bbf6ca61175206cb43c82",
+} as const;
+
+/** SHA-256 of bytes, as 64 hex digits. */
+export async function sha256Hex(b: Uint8Array): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", b as BufferSource));
+  return Array.from(digest, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Reads the default corpus next to this module and checks it against its pinned SHA-256
+ * (a CliError names the file and both hashes when it differs, or when it is missing).
+ */
+export async function loadDefaultCorpus(
+  root: URL = repoRoot(),
+): Promise<{ bytes: Uint8Array; sha256: string }> {
+  const where = `${DEFAULT_CORPUS.path} (the default corpus)`;
+  if (root.protocol !== "file:") {
+    throw new CliError(
+      `the default corpus is read from a local checkout, but this script runs from ${root.href}; ` +
+        "pass --data FILE",
+    );
+  }
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(new URL(DEFAULT_CORPUS.path, root));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CliError(`${where} is missing from this checkout; restore it or pass --data FILE`);
+    }
+    throw new CliError(`${where}: cannot read it (${(e as Error).message})`);
+  }
+  const sha256 = await sha256Hex(bytes);
+  if (sha256 !== DEFAULT_CORPUS.sha256) {
+    throw new CliError(
+      `${where} was modified: its SHA-256 is ${sha256}, ${DEFAULT_CORPUS.name} is ` +
+        `${DEFAULT_CORPUS.sha256}; restore it (git checkout ${DEFAULT_CORPUS.path}) or pass ` +
+        "--data FILE",
+    );
+  }
+  return { bytes, sha256 };
 }
 
 /** FNV-1a 32-bit over bytes, twice with different offsets, as 16 hex digits. */
@@ -126,43 +177,6 @@ export function firstInvalidUtf8(b: Uint8Array): number {
     i += n + 1;
   }
   return -1;
-}
-
-/** Every *.ts and *.md file under the repository root (sorted, hidden and build dirs skipped). */
-export async function repoTextFiles(root: URL = repoRoot()): Promise<string[]> {
-  if (root.protocol !== "file:") {
-    throw new CliError(
-      `the default corpus is read from a local checkout, but this script runs from ${root.href}; ` +
-        "pass --data FILE",
-    );
-  }
-  const out: string[] = [];
-  const walk = async (dir: URL, rel: string) => {
-    const entries: Deno.DirEntry[] = [];
-    for await (const e of Deno.readDir(dir)) entries.push(e);
-    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    for (const e of entries) {
-      if (e.name.startsWith(".")) continue;
-      if (e.isDirectory) {
-        if (!SKIP_DIRS.has(e.name)) await walk(new URL(`${e.name}/`, dir), `${rel}${e.name}/`);
-      } else if (e.isFile && /\.(ts|md)$/.test(e.name)) out.push(`${rel}${e.name}`);
-    }
-  };
-  await walk(root, "");
-  return out;
-}
-
-/** The default corpus: the repository's *.ts and *.md files, each preceded by its path. */
-export async function loadRepoText(): Promise<{ bytes: Uint8Array; files: number }> {
-  const root = repoRoot();
-  const files = await repoTextFiles(root);
-  const enc = new TextEncoder();
-  const parts: Uint8Array[] = [];
-  for (const f of files) {
-    parts.push(enc.encode(`\n// file: ${f}\n`));
-    parts.push(await Deno.readFile(new URL(f, root)));
-  }
-  return { bytes: concatBytes(parts), files: files.length };
 }
 
 function concatBytes(parts: Uint8Array[]): Uint8Array {

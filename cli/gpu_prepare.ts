@@ -7,10 +7,9 @@
  * createRequire), so the bench suite needs no npm cache there. `npm:` specifiers are resolved
  * from a node_modules directory that Deno fills in a scratch folder.
  *
- * Then, on the GPU machine: `bash .gpu/run.sh deno task --no-lock bench:gpu`. `--no-lock`
- * matters: without it `deno task` first fetches every npm package deno.lock names (the peers,
- * esbuild), and the GPU machine has no registry. PyTorch beside it:
- * `bash .gpu/run.sh python3 bench/torch_bench.py`.
+ * Then, on the GPU machine: `bash .gpu/run.sh deno task bench:gpu` (deno.json turns the
+ * lockfile off for `deno task` itself, so it fetches nothing first; the GPU machine has no
+ * registry). PyTorch beside it: `bash .gpu/run.sh python3 bench/torch_bench.py`.
  * Pass `--no-kit` to skip prepare.sh (bundle only, e.g. to test the bundles locally).
  */
 // deno-lint-ignore no-import-prefix
@@ -29,19 +28,21 @@ async function run(cmd: string, args: string[], cwd = root): Promise<void> {
 
 if (!noKit) {
   await run("bash", ["../shared/gpu/prepare.sh"]);
-  // prepare.sh caches the tests against deno.lock, which also lists the bench peers (TensorFlow.js
-  // alone is ~290 MiB unpacked) and so blows the 64 MiB carry. The bundles below need no cache:
-  // re-cache only the tests' own graph without the lockfile. On the GPU machine run the tests
-  // with --no-lock too (`bash .gpu/run.sh deno task --no-lock test`), or Deno fetches every
-  // npm package the lockfile names.
+  // prepare.sh caches every tests/ file without the lockfile (deno.json turns it off), Dawn's
+  // preload (npm webgpu, ~130 MiB unpacked) included, which blows the 64 MiB carry. The bundles
+  // below need no cache: re-cache only the graph of `deno task test` (the wgpu suite), against
+  // deno.lock as that task reads it; lazy npm caching (deno.json "unstable") fetches only the
+  // packages that graph imports (fast-check, js-tiktoken, @huggingface/tokenizers: ~30 MB).
   const denoDir = `${root}.gpu/deno_dir`;
   await Deno.remove(denoDir, { recursive: true });
   const tests: string[] = [];
   for await (const e of Deno.readDir(`${root}tests`)) {
-    if (e.isFile && e.name.endsWith(".ts")) tests.push(`tests/${e.name}`);
+    if (e.isFile && e.name.endsWith(".ts") && e.name !== "dawn_preload.ts") {
+      tests.push(`tests/${e.name}`);
+    }
   }
   const p = await new Deno.Command(Deno.execPath(), {
-    args: ["cache", "--no-lock", ...tests.sort()],
+    args: ["cache", "--lock=deno.lock", ...tests.sort()],
     cwd: root,
     env: { DENO_DIR: denoDir },
   }).output();
@@ -116,7 +117,7 @@ for (const [file, o] of Object.entries(result.metafile.outputs)) {
 }
 await run("du", ["-sh", ".gpu"]);
 console.log(
-  'carry [".gpu"] and run: bash .gpu/run.sh deno task --no-lock bench:gpu 2>&1 | tee $OUT/bench.log\n' +
-    "(tests there: bash .gpu/run.sh deno task --no-lock test; PyTorch: " +
+  'carry [".gpu"] and run: bash .gpu/run.sh deno task bench:gpu 2>&1 | tee $OUT/bench.log\n' +
+    "(tests there: bash .gpu/run.sh deno task test; PyTorch: " +
     "bash .gpu/run.sh python3 bench/torch_bench.py | tee $OUT/torch.log)",
 );

@@ -42,8 +42,19 @@ export interface RunInfo {
   config: Record<string, unknown>;
   /** Parameter counts. */
   params: { total: number; active: number };
-  /** Data: source, sizes, hash. */
-  corpus: { source: string; bytes: number; trainBytes: number; valBytes: number; hash: string };
+  /**
+   * Data: source, sizes, FNV-1a hash and SHA-256 of the whole text (`sha256` and `name`, the
+   * default corpus's name and version, are absent in older runs).
+   */
+  corpus: {
+    source: string;
+    name?: string;
+    bytes: number;
+    trainBytes: number;
+    valBytes: number;
+    hash: string;
+    sha256?: string;
+  };
   /** The adapter description. */
   device: string;
   /**

@@ -14,6 +14,7 @@ import {
   stringFlag,
 } from "./args.ts";
 import { CliError } from "./errors.ts";
+import { DEFAULT_CORPUS } from "./data.ts";
 
 /** Optimizers the trainer offers. */
 export const OPTIMIZERS = ["muonclip", "muon", "adamw"] as const;
@@ -108,7 +109,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   data: {
     type: "string",
     arg: "FILE",
-    default: "this repository's *.ts and *.md files",
+    default: `${DEFAULT_CORPUS.path}, a fixed snapshot of this repository's sources`,
     help: "train on a UTF-8 text file",
   },
   tokenizer: {
@@ -191,7 +192,7 @@ export interface RunSettings {
   warmup: number;
   /** Seed. */
   seed: number;
-  /** Data file, or null for the repository corpus. */
+  /** Data file, or null for the default corpus (DEFAULT_CORPUS in data.ts). */
   data: string | null;
   /** Aux-loss-free router bias rate γ. */
   routerGamma: number;

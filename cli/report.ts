@@ -285,7 +285,9 @@ export function buildReport(info: RunInfo, records: MetricRecord[]): string {
       "data",
       `${info.corpus.source}: ${info.corpus.bytes.toLocaleString("en-US")} bytes (${
         info.corpus.trainBytes.toLocaleString("en-US")
-      } train, ${info.corpus.valBytes.toLocaleString("en-US")} validation), ${
+      } train, ${info.corpus.valBytes.toLocaleString("en-US")} validation)${
+        info.corpus.sha256 ? `, SHA-256 ${info.corpus.sha256.slice(0, 16)}…` : ""
+      }, ${
         info.tokenizer && info.tokenizer.name !== "bytes"
           ? `${info.tokenizer.description} from ${info.tokenizer.name}`
           : "byte tokens"

@@ -3,7 +3,7 @@
  * process and read its metrics back, and make `lineChart`'s SVG standalone (with the styles
  * the HTML report normally supplies).
  */
-import { loadRepoText } from "./data.ts";
+import { DEFAULT_CORPUS, loadDefaultCorpus } from "./data.ts";
 import { type MetricRecord, readMetrics } from "./metrics.ts";
 
 /** The styles `lineChart` output expects (copied from the report's stylesheet rules). */
@@ -68,14 +68,12 @@ export function flag(name: string, fallback: number): number {
 }
 
 /**
- * Freezes the default corpus (this repository's *.ts and *.md files) into `path`, so that every
- * run of one reproduction trains on the same bytes even when files change meanwhile; returns
- * the trainer flags that select it.
+ * The trainer flags that select the current default corpus by name (`--data
+ * data/moongrad-src-vN.txt`), after checking its SHA-256, so that a reproduction keeps training
+ * on the same bytes even after the default moves to a newer version.
  */
-export async function frozenCorpus(path: string): Promise<string[]> {
-  const { bytes, files } = await loadRepoText();
-  await Deno.mkdir(path.replace(/\/[^/]*$/, ""), { recursive: true });
-  await Deno.writeFile(path, bytes);
-  console.log(`corpus: ${files} files, ${bytes.length} bytes frozen into ${path}`);
-  return ["--data", path];
+export async function frozenCorpus(): Promise<string[]> {
+  const { bytes } = await loadDefaultCorpus();
+  console.log(`corpus: ${DEFAULT_CORPUS.path} (${DEFAULT_CORPUS.name}), ${bytes.length} bytes`);
+  return ["--data", DEFAULT_CORPUS.path];
 }

@@ -19,7 +19,7 @@ const GRID: Record<string, number[]> = {
   adamw: [0.001, 0.003, 0.01],
 };
 const base = [
-  ...await frozenCorpus("runs/repro-muon-corpus.txt"),
+  ...await frozenCorpus(),
   "--batch",
   "4",
   "--seq-len",

@@ -14,7 +14,7 @@ const steps = flag("steps", 32);
 const lr = flag("lr", 0.2);
 const tau = flag("tau", 30);
 const common = [
-  ...await frozenCorpus("runs/repro-qkclip-corpus.txt"),
+  ...await frozenCorpus(),
   "--steps",
   String(steps),
   "--lr",

@@ -1,13 +1,14 @@
 /**
  * `deno task tokenizer --train FILE --vocab N --out DIR`: trains a byte-level BPE tokenizer
- * on a text file (default: the trainer's default corpus, this repository's *.ts and *.md
- * files) and writes `DIR/tokenizer.json` (+ `tokenizer_config.json`), then reports the
- * compression (bytes per token) and encoding speed on the training text.
+ * on a text file (default: the trainer's default corpus, `data/moongrad-src-v1.txt`, a fixed
+ * snapshot of this repository's *.ts and *.md files) and writes `DIR/tokenizer.json`
+ * (+ `tokenizer_config.json`), then reports the compression (bytes per token) and encoding
+ * speed on the training text.
  * `deno task train --tokenizer DIR` trains a model with it.
  */
 import { NAMED_PATTERNS, Tokenizer } from "../tokenizer/mod.ts";
 import { type FlagSpec, helpText, intFlag, parseFlags, stringFlag } from "./args.ts";
-import { loadRepoText } from "./data.ts";
+import { DEFAULT_CORPUS, loadDefaultCorpus } from "./data.ts";
 import { CliError, runMain } from "./errors.ts";
 
 /** The flags of `deno task tokenizer`. */
@@ -15,7 +16,7 @@ export const TOKENIZER_FLAGS: Record<string, FlagSpec> = {
   train: {
     type: "string",
     arg: "FILE",
-    default: "this repository's *.ts and *.md files",
+    default: `${DEFAULT_CORPUS.path}, the trainer's default corpus`,
     help: "text to train on",
   },
   vocab: {
@@ -80,9 +81,8 @@ async function main(): Promise<void> {
     text = await readText(file);
     source = file;
   } else {
-    const repo = await loadRepoText();
-    text = new TextDecoder().decode(repo.bytes);
-    source = `this repository's *.ts and *.md files (${repo.files} files)`;
+    text = new TextDecoder().decode((await loadDefaultCorpus()).bytes);
+    source = `${DEFAULT_CORPUS.path} (${DEFAULT_CORPUS.name})`;
   }
   const bytes = new TextEncoder().encode(text).length;
   console.log(`training on ${source}: ${(bytes / 1e6).toFixed(2)} MB`);

@@ -28,9 +28,11 @@ import {
   type Batch,
   BatchSampler,
   type Corpus,
-  loadRepoText,
+  DEFAULT_CORPUS,
+  loadDefaultCorpus,
   loadTextFile,
   loadTokenizer,
+  sha256Hex,
   splitCorpus,
   tokenizeSplit,
   validationBatches,
@@ -166,13 +168,15 @@ async function plan(argv: string[]): Promise<RunPlan | null> {
   return { settings, controls, runDir, tokenizer: await loadTokenizer(settings.tokenizer) };
 }
 
-async function loadCorpus(s: RunSettings): Promise<Corpus> {
-  if (s.data) return splitCorpus(await loadTextFile(s.data), s.seqLen, `--data ${s.data}`);
-  const { bytes, files } = await loadRepoText();
-  return {
-    ...splitCorpus(bytes, s.seqLen, "the repository's text"),
-    source: `this repository's *.ts and *.md files (${files} files)`,
-  };
+/** The training text, split, with the SHA-256 of all of it (and the default corpus's name). */
+async function loadCorpus(s: RunSettings): Promise<Corpus & { sha256: string; name?: string }> {
+  if (s.data) {
+    const bytes = await loadTextFile(s.data);
+    return { ...splitCorpus(bytes, s.seqLen, `--data ${s.data}`), sha256: await sha256Hex(bytes) };
+  }
+  const { bytes, sha256 } = await loadDefaultCorpus();
+  const source = `${DEFAULT_CORPUS.path} (${DEFAULT_CORPUS.name})`;
+  return { ...splitCorpus(bytes, s.seqLen, source), sha256, name: DEFAULT_CORPUS.name };
 }
 
 function toTensors(b: Batch, rows: number, seqLen: number): [mg.Tensor, mg.Tensor] {
@@ -185,7 +189,11 @@ function toTensors(b: Batch, rows: number, seqLen: number): [mg.Tensor, mg.Tenso
 async function train(p: RunPlan): Promise<void> {
   const { settings: s, controls: c, runDir, tokenizer: tok } = p;
   const corpus = await loadCorpus(s);
-  if (p.resume && corpus.hash !== p.resume.state.dataHash) {
+  const was = p.resume?.state;
+  if (
+    p.resume && was &&
+    (corpus.hash !== was.dataHash || (was.dataSha256 ?? corpus.sha256) !== corpus.sha256)
+  ) {
     throw new CliError(
       `the training text differs from the one ${p.resume.fromRunDir} was trained on (${corpus.source}); it cannot be resumed`,
     );
@@ -235,10 +243,12 @@ async function train(p: RunPlan): Promise<void> {
       params: parameterCounts(config),
       corpus: {
         source: corpus.source,
+        ...(corpus.name ? { name: corpus.name } : {}),
         bytes: corpus.bytes,
         trainBytes: corpus.train.length,
         valBytes: corpus.val.length,
         hash: corpus.hash,
+        sha256: corpus.sha256,
       },
       tokenizer: {
         name: s.tokenizer,
@@ -317,6 +327,7 @@ async function train(p: RunPlan): Promise<void> {
         optimizer: halvesMeta(halves),
         settings: s,
         dataHash: corpus.hash,
+        dataSha256: corpus.sha256,
         elapsedSeconds,
       }, tok);
     } finally {

@@ -49,7 +49,9 @@ async function ensureBundle(): Promise<void> {
   if (built && built >= sources) return;
   console.log(`web: ${built ? "sources changed" : "no bundle yet"}; running build:web`);
   const p = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", `${root}cli/build_web.ts`],
+    // deno.json turns the lockfile off (see README, "What a task downloads"); esbuild and
+    // TypeScript are checked against deno.lock here.
+    args: ["run", `--lock=${root}deno.lock`, "--allow-all", `${root}cli/build_web.ts`],
     stdout: "inherit",
     stderr: "inherit",
   }).output();

@@ -3,7 +3,7 @@
  * deterministic split, and the batch sampler's resumable state.
  */
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import { fc } from "./util.ts";
 import {
   BatchSampler,
   firstInvalidUtf8,

@@ -5,6 +5,7 @@
  * input gives one `train: error:` line, exit code 2, and leaves existing files untouched.
  */
 import assert from "node:assert/strict";
+import { sha256Hex } from "../cli/data.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const TMP = await Deno.makeTempDir({ prefix: "moongrad-cli-" });
@@ -127,6 +128,12 @@ Deno.test({
     assert.equal(cfg.model_type, "deepseek_v3");
     const state = JSON.parse(await Deno.readTextFile(`${FULL}/checkpoint/trainer_state.json`));
     assert.equal(state.step, 3);
+    // The SHA-256 of the training text goes into run.json and the checkpoint's state.
+    const sha256 = await sha256Hex(await Deno.readFile(TEXT));
+    assert.equal(state.dataSha256, sha256);
+    const run = JSON.parse(await Deno.readTextFile(`${FULL}/run.json`));
+    assert.equal(run.corpus.sha256, sha256);
+    assert.equal(run.corpus.source, `--data ${TEXT}`);
     const html = await Deno.readTextFile(`${FULL}/report.html`);
     for (const s of ["<svg", "Loss", "Max attention logit", "τ = 100", "Expert load", "clipped"]) {
       assert.ok(html.includes(s), `report mentions ${s}`);

@@ -5,7 +5,7 @@
  * (`@huggingface/tokenizers`), which must produce the same ids.
  */
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import { fc } from "./util.ts";
 // Test-only peer: Hugging Face's JavaScript port of tokenizers.
 // deno-lint-ignore no-import-prefix
 import { Tokenizer as HfTokenizer } from "npm:@huggingface/tokenizers@0.2.0";

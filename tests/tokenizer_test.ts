@@ -4,7 +4,7 @@
  * and the trained tokenizer's round trips, special tokens, determinism and save → load.
  */
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import { fc } from "./util.ts";
 import {
   BYTE_TO_CHAR,
   byteLevelToBytes,

@@ -6,7 +6,7 @@
  * `tokenizer.json`.
  */
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import { fc } from "./util.ts";
 // Test-only peers (the library itself has no dependencies).
 // deno-lint-ignore no-import-prefix
 import { Tiktoken } from "npm:js-tiktoken@1.0.21/lite";

@@ -1,5 +1,8 @@
 /** Shared test helpers: one device per test process, closeness checks, fast-check shapes. */
-import fc from "fast-check";
+// fast-check is pinned here, with a full npm: specifier, so that only the test graph reaches it
+// (deno.json has no import map: `deno task` would install every mapped package first).
+// deno-lint-ignore no-import-prefix
+import fc from "npm:fast-check@4.10.2";
 import * as mg from "../mod.ts";
 import { NDArray } from "./reference/ndarray.ts";
 import type { ViewCase } from "./reference/elementwise.ts";

@@ -20,7 +20,13 @@ interface WebTest {
 const TESTS: WebTest[] = [
   {
     name: "build: dist/moongrad.js, dist/web.js and declarations",
-    cmd: [Deno.execPath(), "run", "--allow-all", `${root}cli/build_web.ts`],
+    cmd: [
+      Deno.execPath(),
+      "run",
+      `--lock=${root}deno.lock`,
+      "--allow-all",
+      `${root}cli/build_web.ts`,
+    ],
     timeoutS: 300,
   },
   {
