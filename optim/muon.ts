@@ -2,7 +2,12 @@
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { muonApply, muonMomentum } from "../ops/optim.ts";
-import { newtonSchulz, type NsCoefficients, nsSchedule } from "./newton_schulz.ts";
+import {
+  newtonSchulz,
+  type NewtonSchulzOptions,
+  type NsCoefficients,
+  nsSchedule,
+} from "./newton_schulz.ts";
 import {
   type BaseOptions,
   type CommonOptions,
@@ -114,16 +119,7 @@ export class Muon extends Optimizer<MuonOptions> {
         `scale must be "match_rms_adamw" or "original", got ${o.scale}`,
       );
     }
-    nsSchedule(this.nsOptions(o));
-  }
-
-  private nsOptions(o: MuonOptions) {
-    const perStep = Array.isArray(o.nsCoefficients[0]);
-    return {
-      steps: perStep ? undefined : o.nsSteps,
-      coefficients: o.nsCoefficients,
-      eps: o.nsEps,
-    };
+    nsSchedule(nsOptions(o));
   }
 
   /** Momentum, Newton–Schulz, scaled apply with decoupled weight decay. */
@@ -133,9 +129,19 @@ export class Muon extends Optimizer<MuonOptions> {
     const u = muonMomentum(grad, m, o.momentum, gradScale, o.nesterov);
     const A = param.shape[param.rank - 2];
     const B = param.shape[param.rank - 1];
-    const orth = newtonSchulz(u ?? m, this.nsOptions(o));
+    const orth = newtonSchulz(u ?? m, nsOptions(o));
     u?.dispose();
     muonApply(param, orth, lr, o.weightDecay, muonScale(o.scale, A, B));
     orth.dispose();
   }
+}
+
+/** The Newton–Schulz options of a Muon group (a per-step coefficient list sets the steps). */
+function nsOptions(o: MuonOptions): NewtonSchulzOptions {
+  const perStep = Array.isArray(o.nsCoefficients[0]);
+  return {
+    steps: perStep ? undefined : o.nsSteps,
+    coefficients: o.nsCoefficients,
+    eps: o.nsEps,
+  };
 }

@@ -89,8 +89,20 @@ function combine(s: Span[], behavior: SplitBehavior): Span[] {
   }
 }
 
-/** A consumer of pieces. */
-type Emit = (piece: string) => void;
+/**
+ * A consumer of pieces, called once per piece in order (the alternative to an output array in
+ * {@linkcode splitByRegex}).
+ *
+ * @example Count the pieces instead of collecting them
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * let n = 0;
+ * const count: mg.tokenizer.Emit = () => void n++;
+ * mg.tokenizer.splitByRegex("a1b22", /\d+/gu, "Isolated", false, count);
+ * console.log(n); // 4: "a", "1", "b", "22"
+ * ```
+ */
+export type Emit = (piece: string) => void;
 
 /**
  * Splits `text` by the matches of a global regex with a Hugging Face split behaviour, appending
