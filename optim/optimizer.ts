@@ -213,7 +213,7 @@ export interface ParamState {
 /**
  * The update context `Optimizer.update` receives for one parameter.
  *
- * @example A custom optimizer: plain gradient descent
+ * @example A custom optimizer's update hook
  * ```ts ignore
  * import * as mg from "@moongrad/moongrad";
  * class PlainSGD extends mg.optim.Optimizer<mg.optim.BaseOptions> {
@@ -221,9 +221,10 @@ export interface ParamState {
  *     super("PlainSGD", params, { lr });
  *   }
  *   protected update(ctx: mg.optim.UpdateContext<mg.optim.BaseOptions>): void {
- *     const next = ctx.param.sub(ctx.grad.mul(ctx.lr)); // p - lr·g
- *     ctx.param.copy_(next); // in place: the parameter keeps its identity
- *     next.dispose();
+ *     // ctx.param and ctx.grad: contiguous f32 of one shape; ctx.lr: this step's rate.
+ *     // Record an in-place GPU update of ctx.param here (the built-in optimizers each
+ *     // dispatch one fused kernel); the parameter must keep its identity.
+ *     console.log(ctx.name, ctx.state.step, ctx.lr);
  *   }
  * }
  * ```
