@@ -99,7 +99,26 @@ export {
 export { concat, split, stack } from "./ops/concat.ts";
 export { embedding, gather, indexAdd, indexSelect, scatterAdd, topk } from "./ops/indexing.ts";
 export { crossEntropy, type CrossEntropyOptions, mseLoss } from "./ops/loss.ts";
+/**
+ * Neural-network modules (`mg.nn`): Kimi K2 / DeepSeek-V3 layers (MLA attention, DeepseekMoE, RMSNorm, RoPE), `KimiLM`, configs and `StepStats`. Also the `@moongrad/moongrad/nn` entry point.
+ *
+ * @example
+ * ```ts
+ * import * as mg from "./mod.ts";
+ * const config = mg.nn.makeConfig("tiny");
+ * console.log(config.hidden_size, mg.nn.parameterCounts(config).total); // 128 1670272
+ * ```
+ */
 export * as nn from "./nn/mod.ts";
+/**
+ * File formats (`mg.io`): safetensors read/write and `save_pretrained`-style directories. Also the `@moongrad/moongrad/io` entry point.
+ *
+ * @example
+ * ```ts
+ * import * as mg from "./mod.ts";
+ * console.log(mg.io.WEIGHTS_NAME, mg.io.planShards([["a", 60], ["b", 60]], 100)); // model.safetensors [["a"], ["b"]]
+ * ```
+ */
 export * as io from "./io/mod.ts";
 export {
   attention,
@@ -108,5 +127,27 @@ export {
   type AttentionResult,
   setAttentionConfig,
 } from "./ops/attention.ts";
+/**
+ * Optimizers (`mg.optim`): SGD, AdamW, Muon, MuonWithAdamW, MuonClip and learning-rate schedules. Also the `@moongrad/moongrad/optim` entry point.
+ *
+ * @example
+ * ```ts
+ * import * as mg from "./mod.ts";
+ * const lr = mg.optim.cosineSchedule({ peak: 1e-3, warmupSteps: 10, totalSteps: 100 });
+ * console.log(lr(9)); // 0.001
+ * ```
+ */
 export * as optim from "./optim/mod.ts";
+/**
+ * Tokenizers (`mg.tokenizer`): byte-level BPE compatible with Hugging Face `tokenizer.json`, and its pre-tokenizers. Also the `@moongrad/moongrad/tokenizer` entry point.
+ *
+ * @example
+ * ```ts
+ * import * as mg from "./mod.ts";
+ * const pre = mg.tokenizer.buildPreTokenizer(null); // no pre-tokenizer: the text is one piece
+ * const pieces: string[] = [];
+ * pre.split("hello world", (p) => pieces.push(p));
+ * console.log(pieces); // ["hello world"]
+ * ```
+ */
 export * as tokenizer from "./tokenizer/mod.ts";

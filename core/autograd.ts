@@ -10,6 +10,18 @@ import type { Tensor } from "./tensor.ts";
  * Computes the gradients of a node's inputs from its output gradient. `needs[i]` says which
  * inputs need one; `saved` holds the retained handles of the tensors passed to `record` as
  * saved (same order): read those, not the caller's handles, which may be disposed by then.
+ *
+ * @example Call a recorded node's vjp by hand
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([1, 2], { requiresGrad: true });
+ * const y = x.mul(3);
+ * const node = y.gradFn!;
+ * const vjp: mg.Vjp = node.vjp!;
+ * const [dx] = vjp(mg.ones([2]), [true], node.saved); // d(3x)/dx · 1
+ * console.log(await dx!.toArray()); // [3, 3]
+ * ```
  */
 export type Vjp = (
   grad: Tensor,
@@ -17,7 +29,18 @@ export type Vjp = (
   saved: readonly Tensor[],
 ) => readonly (Tensor | null)[];
 
-/** One recorded op: its inputs, its vjp, and the tensors it saved for backward. */
+/**
+ * One recorded op: its inputs, its vjp, and the tensors it saved for backward.
+ *
+ * @example Look at the op that produced a tensor
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([1, 2, 3], { requiresGrad: true });
+ * const node: mg.GradNode | null = x.exp().sum().gradFn;
+ * console.log(node?.op, node?.inputs[0].shape); // sum [3]
+ * ```
+ */
 export interface GradNode {
   /** Op name, for error messages. */
   readonly op: string;
@@ -33,12 +56,32 @@ export interface GradNode {
 
 let gradEnabled = true;
 
-/** True when ops record the graph (false inside `noGrad`). */
+/**
+ * True when ops record the graph (false inside `noGrad`).
+ *
+ * @example Inside and outside noGrad
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * console.log(mg.isGradEnabled()); // true
+ * console.log(mg.noGrad(() => mg.isGradEnabled())); // false
+ * ```
+ */
 export function isGradEnabled(): boolean {
   return gradEnabled;
 }
 
-/** Runs `fn` without recording any graph: nothing is saved for backward. */
+/**
+ * Runs `fn` without recording any graph: nothing is saved for backward.
+ *
+ * @example Evaluate without building a graph
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const w = mg.randn([4, 4], { seed: 0, requiresGrad: true });
+ * const y = mg.noGrad(() => w.matmul(w).relu());
+ * console.log(y.requiresGrad, y.gradFn); // false null
+ * ```
+ */
 export function noGrad<T>(fn: () => T): T {
   const prev = gradEnabled;
   gradEnabled = false;
@@ -79,7 +122,20 @@ export function record(
   return out;
 }
 
-/** Options of `backward`. */
+/**
+ * Options of `backward`.
+ *
+ * @example Run backward twice through one graph
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([1, 2], { requiresGrad: true });
+ * const loss = x.square().sum();
+ * loss.backward(undefined, { retainGraph: true });
+ * loss.backward(); // gradients accumulate: 2 · 2x
+ * console.log(await x.grad!.toArray()); // [4, 8]
+ * ```
+ */
 export interface BackwardOptions {
   /** Keep the graph so backward can run through it again. */
   retainGraph?: boolean;

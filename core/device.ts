@@ -1,6 +1,16 @@
 import { MoongradError } from "./errors.ts";
 
-/** What `init()` found: the adapter, the features in use and the limits granted. */
+/**
+ * What `init()` found: the adapter, the features in use and the limits granted.
+ *
+ * @example What init() found
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const info: mg.DeviceInfo = await mg.init();
+ * console.log(info.description, info.isFallbackAdapter ? "(software)" : "");
+ * console.log(info.f16, info.limits.maxStorageBufferBindingSize);
+ * ```
+ */
 export interface DeviceInfo {
   /** Adapter description, e.g. "NVIDIA H100" or "llvmpipe (LLVM 15.0.6, 256 bits)". */
   description: string;
@@ -82,7 +92,18 @@ const NO_ADAPTER =
   "`apt-get install -y mesa-vulkan-drivers` (Mesa lavapipe) on Debian/Ubuntu; Mesa's llvmpipe " +
   "through EGL also works. In a browser, use one with WebGPU enabled.";
 
-/** Picks one adapter, requests the limits and features moongrad needs, and returns what it found. */
+/**
+ * Picks one adapter, requests the limits and features moongrad needs, and returns what it found.
+ *
+ * @example Pick the adapter once, before creating tensors
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const info = await mg.init(); // later calls return the same device
+ * console.log(`${info.description}: ${info.features.join(", ") || "no optional features"}`);
+ * const x = mg.tensor([[1, 2], [3, 4]]);
+ * console.log(await x.matmul(x).toArray()); // [[7, 10], [15, 22]]
+ * ```
+ */
 export function init(options: InitOptions = {}): Promise<DeviceInfo> {
   if (state) return Promise.resolve(state.info);
   pending ??= create(options).finally(() => pending = null);
@@ -203,7 +224,17 @@ export function gpuDevice(op = "device"): GPUDevice {
   return state.device;
 }
 
-/** The DeviceInfo of the initialised device; throws before `init()`. */
+/**
+ * The DeviceInfo of the initialised device; throws before `init()`.
+ *
+ * @example Branch on the adapter after init
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const dtype = mg.deviceInfo().f16 ? "f16" : "f32";
+ * console.log(mg.zeros([2, 2], { dtype }).dtype === dtype); // true
+ * ```
+ */
 export function deviceInfo(): DeviceInfo {
   if (!state) throw new MoongradError("deviceInfo", "call `await mg.init()` first");
   return state.info;

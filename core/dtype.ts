@@ -1,6 +1,17 @@
 import { MoongradError } from "./errors.ts";
 
-/** Element types a Tensor can hold. `bool` is stored as one u32 per element. */
+/**
+ * Element types a Tensor can hold. `bool` is stored as one u32 per element.
+ *
+ * @example Choose the element type of a tensor
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const dtype: mg.DType = "i32";
+ * const ids = mg.tensor([3, 1, 2], { dtype });
+ * console.log(ids.dtype, await ids.data()); // i32 Int32Array(3) [ 3, 1, 2 ]
+ * ```
+ */
 export type DType = "f32" | "f16" | "i32" | "bool";
 
 /** Typed array returned by `Tensor.data()` for each dtype. */
@@ -9,7 +20,17 @@ export type TypedArrayFor<D extends DType> = D extends "f32" ? Float32Array
   : D extends "i32" ? Int32Array
   : Uint8Array;
 
-/** Any typed array `data()` can return. */
+/**
+ * Any typed array `data()` can return.
+ *
+ * @example The typed array data() returns for each dtype
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const mask: mg.TensorData = await mg.tensor([1, 5, 3]).gt(2).data();
+ * console.log(mask); // Uint8Array(3) [ 0, 1, 1 ]
+ * ```
+ */
 export type TensorData = Float32Array | Int32Array | Uint8Array;
 
 /** Bytes one element takes in a GPU buffer. */

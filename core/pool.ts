@@ -1,7 +1,18 @@
 import { BufferUsage } from "./webgpu_flags.ts";
 import { gpuDevice } from "./device.ts";
 
-/** A pooled GPU buffer with the bookkeeping the runtime needs. */
+/**
+ * A pooled GPU buffer with the bookkeeping the runtime needs.
+ *
+ * @example The buffer behind a tensor
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.zeros([3]);
+ * const buf: mg.GpuBuf = x.storage().buf;
+ * console.log(buf.size >= 12, buf.buffer instanceof GPUBuffer); // true true
+ * ```
+ */
 export interface GpuBuf {
   /** The WebGPU buffer (STORAGE | COPY_SRC | COPY_DST). */
   readonly buffer: GPUBuffer;

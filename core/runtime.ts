@@ -232,7 +232,20 @@ export function forgetBuffer(buf: GpuBuf): void {
   }
 }
 
-/** Waits until the GPU has finished all submitted work (use in benchmarks and tests). */
+/**
+ * Waits until the GPU has finished all submitted work (use in benchmarks and tests).
+ *
+ * @example Time GPU work: wait until it has run
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const a = mg.randn([256, 256], { seed: 0 });
+ * const t0 = performance.now();
+ * const c = a.matmul(a); // recorded, not yet executed
+ * await mg.sync(); // submitted and finished
+ * console.log(`${(performance.now() - t0).toFixed(1)} ms`, c.shape);
+ * ```
+ */
 export async function sync(): Promise<void> {
   flush();
   await gpuDevice("sync").queue.onSubmittedWorkDone();

@@ -19,6 +19,16 @@ export type ScopeResult = unknown;
  * Runs `fn` and disposes every tensor created inside it except the ones it returns (found in
  * the returned value, arrays and plain objects included) and the ones marked with `keep()`.
  * Returned tensors move to the enclosing scope.
+ *
+ * @example Free every intermediate of a step
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const w = mg.randn([8, 8], { seed: 0 });
+ * const before = mg.memory().liveTensors;
+ * const y = mg.scope(() => w.matmul(w).relu().sum(1)); // the matmul and relu results are freed
+ * console.log(y.shape, mg.memory().liveTensors - before); // [8] 1
+ * ```
  */
 export function scope<T>(fn: () => T): T {
   const tracked = new Set<Tensor>();

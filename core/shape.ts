@@ -1,6 +1,16 @@
 import { fmtShape, MoongradError } from "./errors.ts";
 
-/** A tensor shape: one non-negative integer per axis. */
+/**
+ * A tensor shape: one non-negative integer per axis.
+ *
+ * @example Shapes are plain arrays of axis sizes
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const shape: mg.Shape = [2, 3];
+ * console.log(mg.zeros(shape).reshape([3, 2]).shape); // [3, 2]
+ * ```
+ */
 export type Shape = readonly number[];
 
 /** Number of elements of a shape (1 for a scalar). */

@@ -1,6 +1,18 @@
 import { acquire, type GpuBuf, release } from "./pool.ts";
 
-/** A GPU buffer shared by a tensor and its views, freed when the last reference goes. */
+/**
+ * A GPU buffer shared by a tensor and its views, freed when the last reference goes.
+ *
+ * @example Views share one storage
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.arange(6).reshape([2, 3]);
+ * const row = x.slice(0, 1, 2); // a view
+ * const s: mg.Storage = x.storage();
+ * console.log(row.storage() === s, s.byteLength); // true 24
+ * ```
+ */
 export class Storage {
   /** The pooled buffer. */
   readonly buf: GpuBuf;

@@ -16,10 +16,31 @@ import * as cat from "../ops/concat.ts";
 import * as idx from "../ops/indexing.ts";
 import { copyInto } from "../ops/copy.ts";
 
-/** Nested arrays returned by `toArray()`: a number for a scalar, else arrays of rank depth. */
+/**
+ * Nested arrays returned by `toArray()`: a number for a scalar, else arrays of rank depth.
+ *
+ * @example toArray() nests like the shape
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const rows: mg.NestedArray = await mg.arange(4).reshape([2, 2]).toArray();
+ * console.log(rows); // [[0, 1], [2, 3]]
+ * console.log(await mg.tensor(7).toArray()); // 7
+ * ```
+ */
 export type NestedArray = number | NestedArray[];
 
-/** A scalar operand accepted wherever a tensor operand broadcasts. */
+/**
+ * A scalar operand accepted wherever a tensor operand broadcasts.
+ *
+ * @example Numbers broadcast like tensors
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const scale: mg.Operand = 0.5;
+ * console.log(await mg.mul(mg.tensor([2, 4]), scale).toArray()); // [1, 2]
+ * ```
+ */
 export type Operand = Tensor | number;
 
 let liveTensors = 0;
@@ -33,6 +54,19 @@ export function liveTensorCount(): number {
 /**
  * An n-dimensional array on the GPU. A tensor is a view (shape, strides, offset) of a
  * reference-counted storage buffer; several views may share one storage.
+ *
+ * @example Create, compute, differentiate, read back
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([[1, 2], [3, 4]]);
+ * const w = mg.randn([2, 3], { seed: 1, requiresGrad: true });
+ * const loss = x.matmul(w).silu().sum();
+ * loss.backward();
+ * console.log(w.grad!.shape, await loss.item() !== 0); // [2, 3] true
+ * using t = mg.ones([2]); // disposed at the end of the block
+ * console.log(t.toString()); // Tensor(f32 [2])
+ * ```
  */
 export class Tensor {
   /** Unique id of this handle. */

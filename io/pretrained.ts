@@ -26,14 +26,46 @@ import {
   serializeSafetensors,
 } from "./safetensors.ts";
 
-/** HF's default `max_shard_size` ("5GB" = 5·10⁹ bytes). */
+/**
+ * HF's default `max_shard_size` ("5GB" = 5·10⁹ bytes).
+ *
+ * @example HF's 5 GB shard limit
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * console.log(mg.io.DEFAULT_MAX_SHARD_SIZE); // 5000000000
+ * ```
+ */
 export const DEFAULT_MAX_SHARD_SIZE = 5_000_000_000;
-/** The single-file weights name. */
+/**
+ * The single-file weights name.
+ *
+ * @example The single-file weights of a directory
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const path = `tiny/${mg.io.WEIGHTS_NAME}`; // "tiny/model.safetensors"
+ * ```
+ */
 export const WEIGHTS_NAME = "model.safetensors";
-/** The shard index name. */
+/**
+ * The shard index name.
+ *
+ * @example Is a directory sharded?
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * const sharded = await Deno.stat(`big/${mg.io.WEIGHTS_INDEX_NAME}`).then(() => true, () => false);
+ * ```
+ */
 export const WEIGHTS_INDEX_NAME = "model.safetensors.index.json";
 
-/** Options of `savePretrained`. */
+/**
+ * Options of `savePretrained`.
+ *
+ * @example Shard above 1 MB
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * const opts: mg.io.SavePretrainedOptions = { maxShardSize: 1_000_000 };
+ * ```
+ */
 export interface SavePretrainedOptions {
   /**
    * Largest shard in bytes of tensor data (default 5·10⁹, HF's "5GB"); a model above it is
@@ -75,6 +107,13 @@ const BYTES: Record<string, number> = { f32: 4, f16: 2, i32: 4, bool: 1 };
  * Groups `names` (in order) into shards of at most `max` bytes the way transformers'
  * `split_torch_state_dict_into_shards` does: a new shard starts when the next tensor would
  * overflow the current one; a tensor above `max` sits alone.
+ *
+ * @example Greedy shard plan in name order
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const plan = mg.io.planShards([["a", 60], ["b", 60], ["c", 30]], 100);
+ * console.log(plan); // [["a"], ["b", "c"]]
+ * ```
  */
 export function planShards(sizes: readonly [string, number][], max: number): string[][] {
   const shards: string[][] = [];
@@ -181,7 +220,15 @@ async function weightFiles(op: string, dir: string): Promise<Map<string, Set<str
   );
 }
 
-/** Options of `loadPretrainedWeights`. */
+/**
+ * Options of `loadPretrainedWeights`.
+ *
+ * @example Skip the multi-token-prediction layers of a checkpoint
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const opts: mg.io.LoadPretrainedOptions = { strict: true, mtpLayers: 1 };
+ * ```
+ */
 export interface LoadPretrainedOptions {
   /** Missing / unexpected names are errors when true (default); else skipped and returned. */
   strict?: boolean;
@@ -196,6 +243,15 @@ export interface LoadPretrainedOptions {
  * model.safetensors.index.json) into `module` in place. All files' headers are read and every
  * name, shape and dtype is checked before anything is uploaded (one error lists every
  * problem); BF16 and F16 tensors are widened to f32 exactly; MTP tensors are skipped.
+ *
+ * @example Load a saved directory into a model
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config = await mg.io.readPretrainedConfig("tiny");
+ * const lm = new mg.nn.KimiLM(config);
+ * await mg.io.loadPretrainedWeights(lm, "tiny"); // model.safetensors or the shards of the index
+ * ```
  */
 export async function loadPretrainedWeights(
   module: Module,
@@ -267,6 +323,14 @@ export async function loadPretrainedWeights(
 /**
  * Reads a pretrained directory's config.json with `loadConfig` (transformers' semantics) and
  * refuses configs whose checkpoint moongrad cannot load (a `quantization_config`).
+ *
+ * @example Read config.json as transformers would
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * const config = await mg.io.readPretrainedConfig("tiny");
+ * console.log(config.hidden_size, config.num_hidden_layers); // 128 4
+ * // a directory without config.json throws a MoongradError
+ * ```
  */
 export async function readPretrainedConfig(dir: string): Promise<KimiConfig> {
   const path = `${dir.replace(/\/+$/, "")}/config.json`;

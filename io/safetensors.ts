@@ -30,7 +30,17 @@ import {
   type TensorSpec,
 } from "../nn/module.ts";
 
-/** Safetensors dtypes moongrad reads. BF16 is widened to f32 on load (exactly). */
+/**
+ * Safetensors dtypes moongrad reads. BF16 is widened to f32 on load (exactly).
+ *
+ * @example The dtype of each tensor in a file
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const { tensors } = await mg.io.readSafetensorsHeader("model.safetensors");
+ * const dtypes: mg.io.SafetensorsDType[] = [...tensors.values()].map((e) => e.fileDtype); // "BF16", ...
+ * ```
+ */
 export type SafetensorsDType = "F32" | "F16" | "BF16" | "I32" | "BOOL";
 
 const FILE_BYTES: Record<SafetensorsDType, number> = { F32: 4, F16: 2, BF16: 2, I32: 4, BOOL: 1 };
@@ -43,7 +53,17 @@ const TO_FILE: Record<DType, SafetensorsDType> = {
 /** Header lengths above this are rejected as corrupt (the reference reader's limit). */
 const MAX_HEADER = 100_000_000;
 
-/** One tensor of a decoded file, still on the CPU. */
+/**
+ * One tensor of a decoded file, still on the CPU.
+ *
+ * @example Inspect one entry without uploading it
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * const { tensors } = await mg.io.readSafetensorsHeader("model.safetensors");
+ * const e: mg.io.SafetensorsEntry = tensors.get("model.embed_tokens.weight")!;
+ * console.log(e.fileDtype, e.dtype, e.shape); // BF16 f32 [256, 128]
+ * ```
+ */
 export interface SafetensorsEntry {
   /** dtype in the file. */
   readonly fileDtype: SafetensorsDType;
@@ -55,7 +75,17 @@ export interface SafetensorsEntry {
   readonly bytes: Uint8Array;
 }
 
-/** A decoded safetensors file: its metadata and its tensors, not yet on the GPU. */
+/**
+ * A decoded safetensors file: its metadata and its tensors, not yet on the GPU.
+ *
+ * @example Read the metadata of a file in memory
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * const bytes = await Deno.readFile("model.safetensors");
+ * const decoded: mg.io.DecodedSafetensors = mg.io.decodeSafetensors(bytes, "model.safetensors");
+ * console.log(decoded.metadata); // { format: "pt" }
+ * ```
+ */
 export interface DecodedSafetensors {
   /** The `__metadata__` string map, or null. */
   metadata: Record<string, string> | null;
@@ -63,7 +93,17 @@ export interface DecodedSafetensors {
   entries: Map<string, SafetensorsEntry>;
 }
 
-/** Options of `saveSafetensors` / `serializeSafetensors`. */
+/**
+ * Options of `saveSafetensors` / `serializeSafetensors`.
+ *
+ * @example Write metadata and a config beside the weights
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.io.SaveOptions = { metadata: { format: "pt", note: "step 1000" } };
+ * await mg.io.saveSafetensors("linear.safetensors", new mg.nn.Linear(8, 4, { seed: 0 }), opts);
+ * ```
+ */
 export interface SaveOptions {
   /** String metadata stored in `__metadata__` (`format: "pt"` is added unless given). */
   metadata?: Record<string, string>;
@@ -71,7 +111,19 @@ export interface SaveOptions {
   config?: unknown;
 }
 
-/** What can be saved: a Module (its state dict) or a name → tensor map or record. */
+/**
+ * What can be saved: a Module (its state dict) or a name → tensor map or record.
+ *
+ * @example A module or a state dict
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(8, 4, { seed: 0 });
+ * const a: mg.io.Saveable = lin;
+ * const b: mg.io.Saveable = lin.stateDict(); // Map<string, Tensor>
+ * const bytes = await mg.io.serializeSafetensors(b);
+ * ```
+ */
 export type Saveable = Module | StateDictLike;
 
 function loadDtype(file: SafetensorsDType, f16: boolean): DType {
@@ -101,6 +153,15 @@ function adapterHasF16(): boolean {
  * problem (truncation, bad JSON, offsets outside the data, overlapping tensors, a size that
  * does not match dtype × shape, an unknown dtype) throws a MoongradError naming `source`.
  * F16 loads as f16 when the adapter has shader-f16, else as f32; BF16 loads as f32.
+ *
+ * @example Parse the header only (no GPU upload)
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * const bytes = await mg.io.serializeSafetensors(new Map([["w", mg.zeros([2, 3])]]));
+ * const { tensors } = mg.io.decodeSafetensors(bytes);
+ * console.log(tensors.get("w")!.shape); // [2, 3]
+ * // a truncated or malformed buffer throws a MoongradError naming the source
+ * ```
  */
 export function decodeSafetensors(bytes: Uint8Array, source = "<bytes>"): DecodedSafetensors {
   return decode(bytes, source, "parseSafetensors");
@@ -208,7 +269,16 @@ function decode(bytes: Uint8Array, source: string, op: string): DecodedSafetenso
   return { metadata, entries };
 }
 
-/** Uploads one decoded entry as a new tensor (converting BF16, and F16 without shader-f16). */
+/**
+ * Uploads one decoded entry as a new tensor (converting BF16, and F16 without shader-f16).
+ *
+ * @example Upload one chosen entry
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * const { tensors } = mg.io.decodeSafetensors(await Deno.readFile("model.safetensors"));
+ * const w = mg.io.entryToTensor(tensors.get("lm_head.weight")!); // a new Tensor on the GPU
+ * ```
+ */
 export function entryToTensor(e: SafetensorsEntry): Tensor {
   const t = Tensor.empty(e.shape, e.dtype);
   const count = numel(e.shape);
@@ -228,7 +298,19 @@ export function entryToTensor(e: SafetensorsEntry): Tensor {
   return t;
 }
 
-/** Parses a safetensors byte image into new GPU tensors by name (the caller disposes them). */
+/**
+ * Parses a safetensors byte image into new GPU tensors by name (the caller disposes them).
+ *
+ * @example Round-trip a state dict through bytes
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(8, 4, { seed: 0 });
+ * const bytes = await mg.io.serializeSafetensors(lin);
+ * const sd = mg.io.parseSafetensors(bytes); // Map<string, Tensor>, uploaded
+ * console.log([...sd.keys()]); // ["weight"]
+ * ```
+ */
 export function parseSafetensors(bytes: Uint8Array, source = "<bytes>"): Map<string, Tensor> {
   return uploadAll(bytes, source, "parseSafetensors");
 }
@@ -264,6 +346,14 @@ async function fileBytes(t: Tensor, op: string): Promise<Uint8Array> {
 /**
  * Serializes tensors (a Module's state dict, or a map/record) to a safetensors byte image.
  * Reads every tensor back from the GPU (all readbacks in flight at once).
+ *
+ * @example Bytes of a module's weights
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const bytes = await mg.io.serializeSafetensors(new mg.nn.Linear(8, 4, { seed: 0 }));
+ * console.log(bytes.length); // 8-byte header length + JSON header + 128 bytes of f32 data
+ * ```
  */
 export async function serializeSafetensors(
   what: Saveable,
@@ -350,6 +440,15 @@ function dirOf(path: string): string {
  * Saves a Module (HF tensor names from its state dict) or a name → tensor map to `path` in
  * safetensors format, atomically. With `options.config`, also writes it as `config.json`
  * in the same directory (atomically, after the weights).
+ *
+ * @example Save a model with its config
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config = mg.nn.makeConfig("tiny");
+ * const lm = new mg.nn.KimiLM(config, { seed: 0 });
+ * await mg.io.saveSafetensors("tiny/model.safetensors", lm, { config }); // also tiny/config.json
+ * ```
  */
 export async function saveSafetensors(
   path: string,
@@ -376,12 +475,31 @@ async function readFile(op: string, path: string): Promise<Uint8Array> {
   }
 }
 
-/** Loads every tensor of a safetensors file as new GPU tensors by name (the caller disposes). */
+/**
+ * Loads every tensor of a safetensors file as new GPU tensors by name (the caller disposes).
+ *
+ * @example Load every tensor of a file
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const sd = await mg.io.loadSafetensors("tiny/model.safetensors");
+ * console.log(sd.get("lm_head.weight")!.shape); // [256, 128]
+ * ```
+ */
 export async function loadSafetensors(path: string): Promise<Map<string, Tensor>> {
   return uploadAll(await readFile("loadSafetensors", path), path, "loadSafetensors");
 }
 
-/** Reads the `__metadata__` and tensor shapes/dtypes of a file without uploading anything. */
+/**
+ * Reads the `__metadata__` and tensor shapes/dtypes of a file without uploading anything.
+ *
+ * @example List a file's tensors
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * const { metadata, tensors } = await mg.io.readSafetensorsHeader("tiny/model.safetensors");
+ * for (const [name, e] of tensors) console.log(name, e.fileDtype, e.shape);
+ * ```
+ */
 export async function readSafetensorsHeader(path: string): Promise<DecodedSafetensors> {
   const op = "readSafetensorsHeader";
   return decode(await readFile(op, path), path, op);
@@ -391,6 +509,14 @@ export async function readSafetensorsHeader(path: string): Promise<DecodedSafete
  * Loads a safetensors file into `module`'s parameters and buffers in place. Names, shapes and
  * dtypes are all checked before anything is uploaded; one MoongradError naming the file lists
  * every mismatch. Missing/unexpected names are errors unless `strict: false`.
+ *
+ * @example Load weights into an existing module
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lm = new mg.nn.KimiLM(mg.nn.makeConfig("tiny"));
+ * await mg.io.loadInto(lm, "tiny/model.safetensors"); // throws on missing or unexpected names
+ * ```
  */
 export async function loadInto(
   module: Module,

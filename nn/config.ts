@@ -15,10 +15,28 @@ import { MoongradError } from "../core/errors.ts";
  * Rotary embedding parameters, normalised from transformers 4.x (`rope_theta` + `rope_scaling`)
  * and 5.x (`rope_parameters`) config files. This is what the RoPE code reads
  * (`rotaryFrequencies` and `softmaxScaleFactor` in nn/rope.ts): both types run.
+ *
+ * @example Read the rotary parameters of a config
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const rope: mg.nn.RopeParameters = mg.nn.makeConfig("kimi-k2").rope_parameters;
+ * console.log(rope.rope_type, rope.rope_theta); // yarn 50000
+ * ```
  */
 export type RopeParameters = DefaultRope | YarnRope;
 
-/** Plain RoPE: inv_freq_i = rope_theta^(−2i/d). */
+/**
+ * Plain RoPE: inv_freq_i = rope_theta^(−2i/d).
+ *
+ * @example Plain RoPE with base 10000
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const rope: mg.nn.DefaultRope = { rope_type: "default", rope_theta: 10000 };
+ * const config = mg.nn.makeConfig({ rope_parameters: rope });
+ * console.log(new mg.nn.MultiHeadLatentAttention(config).softmaxScale === 1 / Math.sqrt(24)); // true
+ * ```
+ */
 export interface DefaultRope {
   /** "default". */
   rope_type: "default";
@@ -34,6 +52,13 @@ export interface DefaultRope {
  * mscales). Validation requires factor = max_position_embeddings /
  * original_max_position_embeddings, the one case where transformers 4.x (which recomputes the
  * factor from that ratio) and 5.x (which uses `factor`) agree.
+ *
+ * @example K2's YaRN: ×32 from 4096 positions
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const rope = mg.nn.makeConfig("kimi-k2").rope_parameters as mg.nn.YarnRope;
+ * console.log(rope.factor, rope.original_max_position_embeddings, rope.beta_fast); // 32 4096 1
+ * ```
  */
 export interface YarnRope {
   /** "yarn". */
@@ -58,7 +83,23 @@ export interface YarnRope {
   truncate: boolean;
 }
 
-/** The HF `DeepseekV3Config` fields moongrad reads (snake_case, as in config.json). */
+/**
+ * The HF `DeepseekV3Config` fields moongrad reads (snake_case, as in config.json).
+ *
+ * @example A small config with Hugging Face key names
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config: mg.nn.KimiConfig = mg.nn.makeConfig({
+ *   hidden_size: 64,
+ *   num_hidden_layers: 2,
+ *   n_routed_experts: 4,
+ *   num_experts_per_tok: 2,
+ * });
+ * const model = new mg.nn.KimiLM(config, { seed: 0 });
+ * console.log(config.first_k_dense_replace, model.moeLayers().length); // 1 1
+ * ```
+ */
 export interface KimiConfig {
   /** Vocabulary size. */
   vocab_size: number;
@@ -181,6 +222,14 @@ const BASE = {
  * Named presets: `tiny` fits a CPU adapter; `kimi-k2` is the architecture of Kimi K2's
  * config.json (moonshotai/Kimi-K2-Instruct: YaRN ×32 from 4096 positions, θ = 50000), for
  * shapes and counts only: never allocate it.
+ *
+ * @example The shipped presets
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const k2 = mg.nn.PRESETS["kimi-k2"];
+ * console.log(k2.num_hidden_layers, k2.n_routed_experts, k2.num_experts_per_tok); // 61 384 8
+ * console.log(mg.nn.parameterCounts(mg.nn.PRESETS.tiny).total); // 1670272
+ * ```
  */
 export const PRESETS: Readonly<Record<"tiny" | "kimi-k2", Readonly<KimiConfig>>> = {
   tiny: {
@@ -272,6 +321,12 @@ const isFiniteNum = (v: unknown) => typeof v === "number" && Number.isFinite(v);
  * The problems of a `rope_parameters` value for a model with `maxPositions` positions (null:
  * skip the check that a YaRN factor equals max_position_embeddings /
  * original_max_position_embeddings).
+ *
+ * @example Validate rotary parameters without throwing
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * console.log(mg.nn.ropeProblems({ rope_type: "default", rope_theta: -1 }, null)); // ["rope_parameters.rope_theta must be a positive number, got -1"]
+ * ```
  */
 export function ropeProblems(rope: RopeParameters, maxPositions: number | null): string[] {
   const p: string[] = [];
@@ -434,6 +489,13 @@ export function validateConfig(cfg: KimiConfig): void {
  * Throws unless the model's layers can run `config`'s rotary embedding: `rope_type` "default"
  * or "yarn" (both implemented, nn/rope.ts), with valid parameters. Kept as the one place a
  * future unimplemented rope type would be refused before anything is allocated.
+ *
+ * @example Refuse a config before allocating anything
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const config = mg.nn.makeConfig("tiny");
+ * mg.nn.requireRunnableRope("myLayer", config); // passes: plain RoPE runs
+ * ```
  */
 export function requireRunnableRope(op: string, config: KimiConfig): void {
   const r = config.rope_parameters;

@@ -8,6 +8,15 @@ import { deriveSeed, type InitOptions, Module, normalInit } from "./module.ts";
  * A table `weight` [numEmbeddings, dim] drawn from N(0, std²) (HF `initializer_range`).
  * `forward(ids)` maps i32 ids of any shape to [...ids.shape, dim]; its gradient sums the rows
  * of repeated ids.
+ *
+ * @example Token ids to vectors
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const embed = new mg.nn.Embedding(256, 32, { seed: 0 });
+ * const ids = mg.tensor([[72, 105, 33]], { dtype: "i32" });
+ * console.log(embed.forward(ids).shape); // [1, 3, 32]
+ * ```
  */
 export class Embedding extends Module {
   /** Vocabulary size. */

@@ -22,7 +22,16 @@
 import { MoongradError } from "../core/errors.ts";
 import { type KimiConfig, type RopeParameters, validateConfig } from "./config.ts";
 
-/** transformers' `DeepseekV3Config.__init__` defaults, used for keys absent from a file. */
+/**
+ * transformers' `DeepseekV3Config.__init__` defaults, used for keys absent from a file.
+ *
+ * @example What an absent config.json key means
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * console.log(mg.nn.HF_DEFAULTS.vocab_size, mg.nn.HF_DEFAULTS.hidden_size); // 129280 7168
+ * console.log(mg.nn.configFromHf({}).vocab_size); // 129280
+ * ```
+ */
 export const HF_DEFAULTS = {
   vocab_size: 129280,
   hidden_size: 7168,
@@ -134,6 +143,13 @@ const DERIVED = ["qk_head_dim", "head_dim"] as const;
  * What each config.json key means to moongrad: "field" (read into KimiConfig), "rope" (read
  * into `rope_parameters`), "metadata" (kept in `hf_metadata`, changes nothing computed),
  * "derived" (checked, recomputed). Any other key is an error.
+ *
+ * @example Classify a config.json's keys
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * console.log(mg.nn.HF_KEYS.hidden_size, mg.nn.HF_KEYS.rope_scaling, mg.nn.HF_KEYS.torch_dtype); // field rope metadata
+ * console.log(mg.nn.HF_KEYS.use_flash_attention); // undefined (an error in configFromHf)
+ * ```
  */
 export const HF_KEYS: Readonly<Record<string, "field" | "rope" | "metadata" | "derived">> = {
   ...Object.fromEntries(Object.keys(FIELDS).map((k) => [k, "field" as const])),
@@ -260,6 +276,16 @@ function ropeDict(
  * A file with only `rope_parameters` is a 5.x file and read the 5.x way; a file with the 4.x
  * keys (and possibly `rope_parameters` too) must mean the same under both readings, or it is an
  * error naming the keys that disagree.
+ *
+ * @example transformers 4.x rotary keys to rope_parameters
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const rope = mg.nn.ropeFromHf({
+ *   rope_theta: 50000,
+ *   rope_scaling: { type: "yarn", factor: 32, original_max_position_embeddings: 4096 },
+ * }, 131072);
+ * console.log(rope.rope_type, rope.rope_theta); // yarn 50000
+ * ```
  */
 export function ropeFromHf(json: Record<string, unknown>, maxPositions: number): RopeParameters {
   const theta = json.rope_theta;

@@ -7,7 +7,18 @@ import { transpose } from "../ops/layout.ts";
 import { matmul } from "../ops/matmul.ts";
 import { deriveSeed, type InitOptions, Module, normalInit, zerosInit } from "./module.ts";
 
-/** Options of `Linear`. */
+/**
+ * Options of `Linear`.
+ *
+ * @example A projection without bias, as in DeepSeek / Kimi
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.nn.LinearOptions = { bias: false, std: 0.02, seed: 0 };
+ * const proj = new mg.nn.Linear(64, 32, opts);
+ * console.log(proj.bias, proj.weight.shape); // null [32, 64]
+ * ```
+ */
 export interface LinearOptions extends InitOptions {
   /** Add a learned bias (default true, as in PyTorch; HF DeepSeek layers use false). */
   bias?: boolean;
@@ -17,6 +28,16 @@ export interface LinearOptions extends InitOptions {
  * A fully connected layer: `weight` [out, in] drawn from N(0, std²) (std = HF
  * `initializer_range`, 0.02 by default), `bias` [out] zeros. Accepts any leading axes:
  * [..., in] → [..., out]. The transposed weight is a view read in place by matmul.
+ *
+ * @example y = x Wᵀ + b over the last axis
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(16, 4, { seed: 0 });
+ * const x = mg.randn([2, 10, 16], { seed: 1 }); // any leading axes
+ * const y = lin.forward(x);
+ * console.log(y.shape, [...lin.stateDict().keys()]); // [2, 10, 4] ["weight", "bias"]
+ * ```
  */
 export class Linear extends Module {
   /** Input features. */

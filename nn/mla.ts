@@ -27,10 +27,31 @@ import { RMSNorm } from "./rmsnorm.ts";
 import { RotaryEmbedding, softmaxScaleFactor } from "./rope.ts";
 import { checkStats, type ForwardContext } from "./step_stats.ts";
 
-/** The epsilon of MLA's two inner norms (HF hard-codes it, whatever `rms_norm_eps` says). */
+/**
+ * The epsilon of MLA's two inner norms (HF hard-codes it, whatever `rms_norm_eps` says).
+ *
+ * @example The epsilon of q_a_layernorm and kv_a_layernorm
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const attn = new mg.nn.MultiHeadLatentAttention(mg.nn.makeConfig("tiny"));
+ * console.log(attn.kvALayernorm.eps === mg.nn.MLA_INNER_NORM_EPS); // true
+ * ```
+ */
 export const MLA_INNER_NORM_EPS = 1e-6;
 
-/** Options of `LatentCache`. */
+/**
+ * Options of `LatentCache`.
+ *
+ * @example Allocate a decode cache once
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.nn.LatentCacheOptions = { capacity: 128 };
+ * const cache = mg.nn.LatentCache.forConfig(mg.nn.makeConfig("tiny"), 1, opts);
+ * console.log(cache.capacity, cache.bytes); // 128 20480
+ * ```
+ */
 export interface LatentCacheOptions {
   /** Tokens to allocate room for up front (grown by doubling when exceeded); default 0. */
   capacity?: number;
@@ -44,6 +65,19 @@ export interface LatentCacheOptions {
  * f32 buffer [B, capacity, r_kv + d_r], so the absorbed decode reads [c | k_rope] as a
  * single shared key head without a copy. The buffer grows by doubling; pass `capacity` to
  * allocate once. A model keeps one cache per layer.
+ *
+ * @example Decode token by token from a latent cache
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config = mg.nn.makeConfig("tiny");
+ * const attn = new mg.nn.MultiHeadLatentAttention(config, { seed: 0 });
+ * const cache = mg.nn.LatentCache.forConfig(config, 1); // kv_lora_rank + qk_rope_head_dim floats per token
+ * const prompt = mg.randn([1, 5, config.hidden_size], { seed: 1 });
+ * attn.forwardCached(prompt, cache); // prefill: 5 tokens cached
+ * const next = attn.forwardCached(mg.randn([1, 1, config.hidden_size], { seed: 2 }), cache);
+ * console.log(next.shape, cache.length, cache.floatsPerToken); // [1, 1, 128] 6 40
+ * ```
  */
 export class LatentCache {
   /** Batch size B. */
@@ -215,13 +249,40 @@ export class LatentCache {
   }
 }
 
-/** Options of `MultiHeadLatentAttention`. */
+/**
+ * Options of `MultiHeadLatentAttention`.
+ *
+ * @example Seed the projections
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.nn.MlaOptions = { seed: 42 };
+ * const a = new mg.nn.MultiHeadLatentAttention(mg.nn.makeConfig("tiny"), opts);
+ * const b = new mg.nn.MultiHeadLatentAttention(mg.nn.makeConfig("tiny"), opts);
+ * console.log(await a.oProj.weight.sub(b.oProj.weight).abs().max().item()); // 0
+ * ```
+ */
 export interface MlaOptions {
   /** Seed of the weight initialisation (each projection derives its own). */
   seed?: number;
 }
 
-/** Options of `MultiHeadLatentAttention.forwardCached`. */
+/**
+ * Options of `MultiHeadLatentAttention.forwardCached`.
+ *
+ * @example The reference (expanded) decode path
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config = mg.nn.makeConfig("tiny");
+ * const attn = new mg.nn.MultiHeadLatentAttention(config, { seed: 0 });
+ * const x = mg.randn([1, 4, config.hidden_size], { seed: 1 });
+ * const opts: mg.nn.ForwardCachedOptions = { absorb: false };
+ * const a = attn.forwardCached(x, mg.nn.LatentCache.forConfig(config, 1));
+ * const b = attn.forwardCached(x, mg.nn.LatentCache.forConfig(config, 1), opts);
+ * console.log(await a.sub(b).abs().max().item() < 1e-4); // true: same result, other contraction order
+ * ```
+ */
 export interface ForwardCachedOptions {
   /**
    * true (default): the absorbed computation over the latent cache; false: expand k_nope and
@@ -246,6 +307,21 @@ export interface ForwardCachedOptions {
  * per-head maximum pre-softmax logit over the batch and the attended pairs, as a running max
  * over the step's forwards — what MuonClip's QK-Clip reads (REFERENCE §3). The module keeps no
  * statistics of its own.
+ *
+ * @example MLA forward, its gradient, and the per-head max logit
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config = mg.nn.makeConfig("tiny"); // 4 heads, kv_lora_rank 32, q_lora_rank 64
+ * const attn = new mg.nn.MultiHeadLatentAttention(config, { seed: 0 });
+ * const x = mg.randn([2, 16, config.hidden_size], { seed: 1, requiresGrad: true });
+ * const stats = new mg.nn.StepStats();
+ * const y = attn.forward(x, 0, { stats }); // causal over positions 0..15
+ * y.square().mean().backward();
+ * console.log(y.shape, stats.maxLogits(attn)!.shape); // [2, 16, 128] [4]
+ * console.log([...attn.stateDict().keys()].slice(0, 3)); // ["q_a_proj.weight", "q_a_layernorm.weight", "q_b_proj.weight"]
+ * stats.dispose();
+ * ```
  */
 export class MultiHeadLatentAttention extends Module {
   /** Model width D. */

@@ -8,6 +8,15 @@ import { deriveSeed, type InitOptions, Module } from "./module.ts";
 /**
  * The gated MLP of DeepSeek / Kimi: `gate_proj` and `up_proj` [intermediate, hidden],
  * `down_proj` [hidden, intermediate], all without bias (HF names), initialised N(0, std²).
+ *
+ * @example The SwiGLU block of the dense layers and the experts
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const mlp = new mg.nn.MLP(64, 256, { seed: 0 });
+ * console.log(mlp.forward(mg.randn([2, 8, 64], { seed: 1 })).shape); // [2, 8, 64]
+ * console.log([...mlp.stateDict().keys()]); // ["gate_proj.weight", "up_proj.weight", "down_proj.weight"]
+ * ```
  */
 export class MLP extends Module {
   /** Model width. */

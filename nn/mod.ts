@@ -85,6 +85,7 @@ export {
   parameterShapes,
 } from "./model.ts";
 export {
+  type ForwardContext,
   type ForwardOptions,
   type MoeStepStats,
   type StatsLayers,

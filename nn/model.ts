@@ -33,13 +33,38 @@ import {
   type SavePretrainedOptions,
 } from "../io/pretrained.ts";
 
-/** Options of model construction. */
+/**
+ * Options of model construction.
+ *
+ * @example Same seed, same model
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.nn.ModelOptions = { seed: 0 };
+ * const a = new mg.nn.KimiLM("tiny", opts);
+ * const b = new mg.nn.KimiLM("tiny", opts);
+ * console.log(await a.lmHead.weight.sub(b.lmHead.weight).abs().max().item()); // 0
+ * ```
+ */
 export interface ModelOptions {
   /** Seed of the initialisation (every parameter gets its own derived seed). */
   seed?: number;
 }
 
-/** One pre-norm block: x + attn(norm(x)), then h + mlp(norm(h)). */
+/**
+ * One pre-norm block: x + attn(norm(x)), then h + mlp(norm(h)).
+ *
+ * @example One pre-norm block: dense MLP in layer 0, MoE after
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config = mg.nn.makeConfig("tiny");
+ * const dense = new mg.nn.DecoderLayer(config, 0, { seed: 0 });
+ * const moe = new mg.nn.DecoderLayer(config, 1, { seed: 0 });
+ * console.log(dense.mlp instanceof mg.nn.MLP, moe.mlp instanceof mg.nn.DeepseekMoE); // true true
+ * console.log(moe.forward(mg.randn([1, 8, config.hidden_size], { seed: 1 })).shape); // [1, 8, 128]
+ * ```
+ */
 export class DecoderLayer extends Module {
   /** Norm before attention. */
   readonly inputLayernorm: RMSNorm;
@@ -102,7 +127,19 @@ export class DecoderLayer extends Module {
   }
 }
 
-/** The decoder stack (HF `DeepseekV3Model`, named `model`). */
+/**
+ * The decoder stack (HF `DeepseekV3Model`, named `model`).
+ *
+ * @example The decoder stack: hidden states, not logits
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lm = new mg.nn.KimiLM("tiny", { seed: 0 });
+ * const ids = mg.tensor([[1, 2, 3, 4]], { dtype: "i32" });
+ * const hidden = lm.model.forward(ids); // after the final norm
+ * console.log(hidden.shape, lm.model.layers.length); // [1, 4, 128] 4
+ * ```
+ */
 export class KimiModel extends Module {
   /** Token embeddings. */
   readonly embedTokens: Embedding;
@@ -152,7 +189,19 @@ export class KimiModel extends Module {
   }
 }
 
-/** Options of `generate`. */
+/**
+ * Options of `generate`.
+ *
+ * @example Greedy decoding that stops at an end token
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const model = new mg.nn.KimiLM("tiny", { seed: 0 });
+ * const opts: mg.nn.GenerateOptions = { maxNewTokens: 8, temperature: 0, eosTokenId: 10 };
+ * const [row] = await model.generate(mg.tensor([[72, 105]], { dtype: "i32" }), opts);
+ * console.log(row.length <= 8); // true
+ * ```
+ */
 export interface GenerateOptions {
   /** Tokens to add after the prompt. */
   maxNewTokens: number;
@@ -168,7 +217,31 @@ export interface GenerateOptions {
   eosTokenId?: number;
 }
 
-/** The causal language model (HF `DeepseekV3ForCausalLM`): `model` + `lm_head`. */
+/**
+ * The causal language model (HF `DeepseekV3ForCausalLM`): `model` + `lm_head`.
+ *
+ * @example Train a step with MuonClip, sample, save and reload
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const model = new mg.nn.KimiLM("tiny", { seed: 0 }); // or a KimiConfig (HF DeepseekV3Config keys)
+ * const opt = new mg.optim.MuonClip(model, { lr: 2e-2, tau: 100 });
+ * const batch = [Array.from(new TextEncoder().encode("hello, moongrad"))]; // byte ids [1, 15]
+ * const loss = model.loss(batch, { labels: batch }); // HF: shifted inside
+ * console.log(await loss.item() > 5); // true (≈ ln 256 before training)
+ * loss.backward();
+ * await opt.step(); // Muon + AdamW, then QK-Clip per head
+ * opt.zeroGrad();
+ * model.updateRouterBias(1e-3);
+ * const prompt = mg.tensor([batch[0].slice(0, 5)], { dtype: "i32" });
+ * const [tokens] = await model.generate(prompt, { maxNewTokens: 4, seed: 1 }); // latent KV cache
+ * console.log(tokens.length); // 4
+ * const dir = await Deno.makeTempDir();
+ * await model.savePretrained(dir); // config.json + model.safetensors
+ * const again = await mg.nn.KimiLM.fromPretrained(dir);
+ * console.log(again.config.hidden_size); // 128
+ * ```
+ */
 export class KimiLM extends Module {
   /** The configuration (HF keys). */
   readonly config: KimiConfig;
@@ -508,6 +581,13 @@ function mulberry32(seed: number): () => number {
  * Every parameter and buffer name of a model with `config` and its shape, computed without
  * allocating anything (how the real `kimi-k2` shape is checked). Names are HF's, with one
  * entry per routed expert.
+ *
+ * @example Every tensor name and shape of a config
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const shapes = mg.nn.parameterShapes(mg.nn.makeConfig("tiny"));
+ * console.log(shapes.size, shapes.get("model.layers.1.mlp.gate.weight")); // 113 [8, 128]
+ * ```
  */
 export function parameterShapes(config: KimiConfig): Map<string, number[]> {
   const c = config;
@@ -560,7 +640,16 @@ export function parameterShapes(config: KimiConfig): Map<string, number[]> {
   return m;
 }
 
-/** Parameter counts of a config (see `parameterCounts`). */
+/**
+ * Parameter counts of a config (see `parameterCounts`).
+ *
+ * @example Kimi K2's size, without allocating it
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const counts: mg.nn.ParameterCounts = mg.nn.parameterCounts(mg.nn.makeConfig("kimi-k2"));
+ * console.log(counts.total, counts.active); // 1026408209408 32859885568
+ * ```
+ */
 export interface ParameterCounts {
   /** Every parameter (buffers such as e_score_correction_bias excluded; MTP layers too). */
   total: number;

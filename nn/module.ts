@@ -12,13 +12,46 @@ import { Tensor } from "../core/tensor.ts";
 import { contiguous } from "../ops/elementwise.ts";
 import { randn, zeros } from "../ops/creation.ts";
 
-/** Name → tensor map of every parameter and buffer, by dotted name. */
+/**
+ * Name → tensor map of every parameter and buffer, by dotted name.
+ *
+ * @example Every parameter and buffer by its Hugging Face name
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const norm = new mg.nn.RMSNorm(8);
+ * const sd: mg.nn.StateDict = norm.stateDict();
+ * console.log([...sd.keys()], sd.get("weight")!.shape); // ["weight"] [8]
+ * ```
+ */
 export type StateDict = Map<string, Tensor>;
 
-/** What `loadStateDict` accepts: a Map or a plain record of name → tensor. */
+/**
+ * What `loadStateDict` accepts: a Map or a plain record of name → tensor.
+ *
+ * @example Load from a plain record
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(2, 2, { bias: false });
+ * const weights: mg.nn.StateDictLike = { weight: mg.tensor([[1, 0], [0, 1]]) };
+ * lin.loadStateDict(weights);
+ * console.log(await lin.forward(mg.tensor([[3, 4]])).toArray()); // [[3, 4]]
+ * ```
+ */
 export type StateDictLike = ReadonlyMap<string, Tensor> | Readonly<Record<string, Tensor>>;
 
-/** Shape and dtype of one named tensor, as compared by `stateDictProblems`. */
+/**
+ * Shape and dtype of one named tensor, as compared by `stateDictProblems`.
+ *
+ * @example Compare shapes without tensors
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const own = new Map<string, mg.nn.TensorSpec>([["w", { shape: [2, 2], dtype: "f32" }]]);
+ * const file = new Map<string, mg.nn.TensorSpec>([["w", { shape: [2, 3], dtype: "f32" }]]);
+ * console.log(mg.nn.stateDictProblems(own, file).problems); // ["shape mismatch for w: expected [2, 2], got [2, 3]"]
+ * ```
+ */
 export interface TensorSpec {
   /** Size of each axis. */
   readonly shape: readonly number[];
@@ -26,7 +59,19 @@ export interface TensorSpec {
   readonly dtype: DType | string;
 }
 
-/** Options of `loadStateDict` / `io.loadInto`. */
+/**
+ * Options of `loadStateDict` / `io.loadInto`.
+ *
+ * @example Load a partial state dict
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(2, 2);
+ * const opts: mg.nn.LoadOptions = { strict: false };
+ * const { missing } = lin.loadStateDict({ weight: mg.zeros([2, 2]) }, opts);
+ * console.log(missing); // ["bias"]
+ * ```
+ */
 export interface LoadOptions {
   /**
    * When true (the default) missing and unexpected names are errors; when false they are
@@ -35,7 +80,21 @@ export interface LoadOptions {
   strict?: boolean;
 }
 
-/** Names `loadStateDict` skipped in non-strict mode. */
+/**
+ * Names `loadStateDict` skipped in non-strict mode.
+ *
+ * @example What a non-strict load skipped
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(2, 2, { bias: false });
+ * const r: mg.nn.LoadResult = lin.loadStateDict(
+ *   { weight: mg.zeros([2, 2]), extra: mg.zeros([1]) },
+ *   { strict: false },
+ * );
+ * console.log(r.missing, r.unexpected); // [] ["extra"]
+ * ```
+ */
 export interface LoadResult {
   /** Names the module has that the state dict lacks. */
   missing: string[];
@@ -56,6 +115,25 @@ const NAME = /^[A-Za-z0-9_]+$/;
  *   readonly weight = this.param("weight", mg.ones([4]));
  *   forward(x: Tensor): Tensor { return x.mul(this.weight); }
  * }
+ * ```
+ *
+ * @example A custom layer with a parameter, a buffer and a child
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * class ScaledLinear extends mg.nn.Module {
+ *   readonly proj = this.module("proj", new mg.nn.Linear(4, 4, { bias: false, seed: 0 }));
+ *   readonly scale = this.param("scale", mg.ones([4]));
+ *   readonly calls = this.buffer("calls", mg.zeros([1]));
+ *   forward(x: mg.Tensor): mg.Tensor {
+ *     return this.proj.forward(x).mul(this.scale);
+ *   }
+ * }
+ * const m = new ScaledLinear();
+ * console.log([...m.stateDict().keys()]); // ["scale", "calls", "proj.weight"]
+ * console.log(m.numParameters()); // 20
+ * m.forward(mg.ones([2, 4])).sum().backward();
+ * console.log(m.scale.grad!.shape); // [4]
  * ```
  */
 export abstract class Module {
@@ -235,7 +313,20 @@ export abstract class Module {
   }
 }
 
-/** A list of modules named "0", "1", … (HF's `nn.ModuleList`, e.g. `model.layers.3`). */
+/**
+ * A list of modules named "0", "1", … (HF's `nn.ModuleList`, e.g. `model.layers.3`).
+ *
+ * @example Indexed children, named "0", "1", ...
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const blocks = new mg.nn.ModuleList([new mg.nn.RMSNorm(4), new mg.nn.RMSNorm(4)]);
+ * blocks.push(new mg.nn.RMSNorm(4));
+ * console.log(blocks.length, [...blocks.stateDict().keys()]); // 3 ["0.weight", "1.weight", "2.weight"]
+ * let x = mg.randn([2, 4], { seed: 0 });
+ * for (const norm of blocks) x = norm.forward(x);
+ * ```
+ */
 export class ModuleList<M extends Module = Module> extends Module {
   readonly #items: M[] = [];
 
@@ -285,6 +376,16 @@ function toMap(sd: StateDictLike): Map<string, Tensor> {
  * Compares what a module holds (`own`) with what is offered (`given`) and returns one line
  * per problem: missing and unexpected names (errors only when strict), shape and dtype
  * mismatches (always errors). Used by `loadStateDict` and `io.loadInto`.
+ *
+ * @example Check a checkpoint's names and shapes before loading it
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const model = new mg.nn.Linear(4, 2);
+ * const given = new Map([["weight", mg.zeros([2, 4])]]);
+ * const r = mg.nn.stateDictProblems(model.stateDict(), given, { strict: true });
+ * console.log(r.problems); // ["missing bias (f32 [2])"]
+ * ```
  */
 export function stateDictProblems(
   own: ReadonlyMap<string, TensorSpec>,
@@ -325,7 +426,18 @@ export function stateDictProblems(
   return { problems, missing, unexpected };
 }
 
-/** Copies `src` into the parameter `dst` in place (handles a source sharing dst's storage). */
+/**
+ * Copies `src` into the parameter `dst` in place (handles a source sharing dst's storage).
+ *
+ * @example Overwrite a parameter in place
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(2, 2, { bias: false });
+ * mg.nn.copyParam(mg.tensor([[1, 2], [3, 4]]), lin.weight);
+ * console.log(await lin.weight.toArray()); // [[1, 2], [3, 4]]
+ * ```
+ */
 export function copyParam(src: Tensor, dst: Tensor): void {
   if (src === dst) return;
   if (src.storage("loadStateDict").buf === dst.storage("loadStateDict").buf) {
@@ -339,7 +451,19 @@ export function copyParam(src: Tensor, dst: Tensor): void {
   dst.assign(src);
 }
 
-/** Initialisation options shared by the layers (HF `_init_weights`). */
+/**
+ * Initialisation options shared by the layers (HF `_init_weights`).
+ *
+ * @example Seeded, narrower initialisation
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const init: mg.nn.InitOptions = { std: 0.006, seed: 1 };
+ * const a = new mg.nn.Embedding(100, 16, init);
+ * const b = new mg.nn.Embedding(100, 16, init);
+ * console.log(await a.weight.sub(b.weight).abs().max().item()); // 0 (same seed, same weights)
+ * ```
+ */
 export interface InitOptions {
   /** Standard deviation of the normal initialisation of weights (HF `initializer_range`). */
   std?: number;
@@ -349,13 +473,32 @@ export interface InitOptions {
   dtype?: "f32" | "f16";
 }
 
-/** The default `initializer_range` of HF configs. */
+/**
+ * The default `initializer_range` of HF configs.
+ *
+ * @example HF's default initializer_range
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * console.log(mg.nn.DEFAULT_INIT_STD); // 0.02
+ * ```
+ */
 export const DEFAULT_INIT_STD = 0.02;
 
 /**
  * A seed for the child `name` of a module seeded with `seed` (FNV-1a of the name mixed with
  * the seed), so a composite module seeded once initialises every child deterministically and
  * differently. Undefined stays undefined (the global generator is used).
+ *
+ * @example One seed for a composite module, a different one per child
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const seed = 7;
+ * const q = mg.nn.normalInit([4, 4], { seed: mg.nn.deriveSeed(seed, "q_proj") });
+ * const k = mg.nn.normalInit([4, 4], { seed: mg.nn.deriveSeed(seed, "k_proj") });
+ * console.log(mg.nn.deriveSeed(seed, "q_proj") === mg.nn.deriveSeed(seed, "k_proj")); // false
+ * console.log(await q.sub(k).abs().max().item() > 0); // true
+ * ```
  */
 export function deriveSeed(seed: number | undefined, name: string): number | undefined {
   if (seed === undefined) return undefined;
@@ -369,7 +512,18 @@ export function deriveSeed(seed: number | undefined, name: string): number | und
   return h >>> 0;
 }
 
-/** A weight of `shape` drawn from N(0, std²) (HF's normal init), seeded as `options` says. */
+/**
+ * A weight of `shape` drawn from N(0, std²) (HF's normal init), seeded as `options` says.
+ *
+ * @example A weight drawn from N(0, std²)
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const w = mg.nn.normalInit([512, 512], { std: 0.02, seed: 3 });
+ * const std = Math.sqrt(await w.var().item());
+ * console.log(Math.abs(std - 0.02) < 0.001); // true
+ * ```
+ */
 export function normalInit(shape: readonly number[], options: InitOptions = {}): Tensor {
   const std = options.std ?? DEFAULT_INIT_STD;
   if (!(std >= 0) || !Number.isFinite(std)) {
@@ -378,7 +532,16 @@ export function normalInit(shape: readonly number[], options: InitOptions = {}):
   return randn(shape, { std, seed: options.seed, dtype: options.dtype ?? "f32" });
 }
 
-/** A zero-initialised tensor (HF's bias init). */
+/**
+ * A zero-initialised tensor (HF's bias init).
+ *
+ * @example A bias of zeros
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.nn.zerosInit([3]).toArray()); // [0, 0, 0]
+ * ```
+ */
 export function zerosInit(shape: readonly number[], options: InitOptions = {}): Tensor {
   return zeros(shape, { dtype: options.dtype ?? "f32" });
 }

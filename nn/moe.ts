@@ -33,7 +33,18 @@ import { MLP } from "./mlp.ts";
 import { deriveSeed, Module, normalInit } from "./module.ts";
 import { checkStats, type ForwardContext, type StepStats } from "./step_stats.ts";
 
-/** The router of a MoE layer (HF name "gate"): `weight` [E, D] and the buffer `e_score_correction_bias` [E]. */
+/**
+ * The router of a MoE layer (HF name "gate"): `weight` [E, D] and the buffer `e_score_correction_bias` [E].
+ *
+ * @example Router scores
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const gate = new mg.nn.MoEGate(8, 16, { seed: 0 });
+ * const s = gate.scores(mg.randn([5, 16], { seed: 1 })); // sigmoid(x · weightᵀ)
+ * console.log(s.shape, [...gate.stateDict().keys()]); // [5, 8] ["weight", "e_score_correction_bias"]
+ * ```
+ */
 export class MoEGate extends Module {
   /** Router weight [E, D] (a parameter, f32). */
   readonly weight: Tensor;
@@ -67,6 +78,15 @@ const PROJ = ["gate_proj", "up_proj", "down_proj"] as const;
 /**
  * The routed experts, stacked: parameters `gate_proj`, `up_proj` [E, I, D] and `down_proj`
  * [E, D, I]. Its state dict uses HF per-expert names (`{e}.gate_proj.weight` ...), as views.
+ *
+ * @example Stacked expert weights under per-expert HF names
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const experts = new mg.nn.MoEExperts(4, 16, 32, { seed: 0 });
+ * console.log(experts.gateProj.shape, experts.downProj.shape); // [4, 32, 16] [4, 16, 32]
+ * console.log([...experts.stateDict().keys()][0]); // 0.gate_proj.weight
+ * ```
  */
 export class MoEExperts extends Module {
   /** Number of experts E. */
@@ -124,7 +144,17 @@ export class MoEExperts extends Module {
   }
 }
 
-/** Options of `DeepseekMoE`. */
+/**
+ * Options of `DeepseekMoE`.
+ *
+ * @example Seed a MoE block
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.nn.MoEOptions = { seed: 3 };
+ * console.log(new mg.nn.DeepseekMoE(mg.nn.makeConfig("tiny"), opts).experts.numExperts); // 8
+ * ```
+ */
 export interface MoEOptions {
   /** Seed of the initialisation (the global generator when omitted). */
   seed?: number;
@@ -145,6 +175,23 @@ export interface MoEOptions {
  * detached auxiliary loss. When `aux_loss_alpha` > 0 in training mode and the caller collects
  * auxiliary losses (`ctx.auxLosses`, as `KimiLM.loss` does), the differentiable scalar is
  * pushed there. The module keeps no statistics of its own.
+ *
+ * @example Route tokens to experts, then balance the load
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config = mg.nn.makeConfig("tiny"); // 8 routed experts, top-2, 1 shared expert
+ * const moe = new mg.nn.DeepseekMoE(config, { seed: 0 });
+ * const x = mg.randn([2, 16, config.hidden_size], { seed: 1, requiresGrad: true });
+ * const stats = new mg.nn.StepStats();
+ * const y = moe.forward(x, { stats });
+ * y.square().mean().backward();
+ * const rec = stats.moe(moe)!;
+ * const load = (await rec.load.data()) as Int32Array; // pairs routed to each expert
+ * console.log(y.shape, rec.pairs, load.reduce((a, b) => a + b)); // [2, 16, 128] 64 64 (32 tokens × top-2)
+ * moe.updateBias(stats, 1e-3); // aux-loss-free balancing: raise the bias of under-loaded experts
+ * stats.dispose();
+ * ```
  */
 export class DeepseekMoE extends Module {
   /** The configuration. */

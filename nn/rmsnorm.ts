@@ -5,7 +5,17 @@ import { ones } from "../ops/creation.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
 import { Module } from "./module.ts";
 
-/** Options of `RMSNorm`. */
+/**
+ * Options of `RMSNorm`.
+ *
+ * @example DeepSeek's norm epsilon
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.nn.RMSNormOptions = { eps: 1e-6 };
+ * console.log(new mg.nn.RMSNorm(64, opts).eps); // 0.000001
+ * ```
+ */
 export interface RMSNormOptions {
   /** Added to mean(x²) before the rsqrt (HF `rms_norm_eps`; default 1e-6). */
   eps?: number;
@@ -13,7 +23,18 @@ export interface RMSNormOptions {
   dtype?: "f32" | "f16";
 }
 
-/** y = x · rsqrt(mean(x²) + eps) · weight over the last axis; `weight` [dim] starts at ones. */
+/**
+ * y = x · rsqrt(mean(x²) + eps) · weight over the last axis; `weight` [dim] starts at ones.
+ *
+ * @example Normalise hidden states
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const norm = new mg.nn.RMSNorm(4);
+ * const y = norm.forward(mg.tensor([[2, 2, 2, 2], [1, -1, 1, -1]]));
+ * console.log(await y.toArray()); // [[1, 1, 1, 1], [1, -1, 1, -1]] (to f32 precision)
+ * ```
+ */
 export class RMSNorm extends Module {
   /** Normalised size. */
   readonly dim: number;

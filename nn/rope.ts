@@ -71,7 +71,16 @@ export function yarnCorrectionRange(dim: number, y: YarnRope): [number, number] 
   return [Math.max(low, 0), Math.min(high, dim - 1)];
 }
 
-/** YaRN's cos/sin attention factor f (see the file header). */
+/**
+ * YaRN's cos/sin attention factor f (see the file header).
+ *
+ * @example The cos/sin factor of K2's YaRN
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const rope = mg.nn.makeConfig("kimi-k2").rope_parameters;
+ * if (rope.rope_type === "yarn") console.log(mg.nn.yarnAttentionFactor(rope)); // 1 (mscale = mscale_all_dim)
+ * ```
+ */
 export function yarnAttentionFactor(y: YarnRope): number {
   if (y.attention_factor !== null) return y.attention_factor;
   if (y.mscale && y.mscale_all_dim) {
@@ -80,7 +89,16 @@ export function yarnAttentionFactor(y: YarnRope): number {
   return yarnGetMscale(y.factor);
 }
 
-/** The f32 inv_freq table [dim/2] and the cos/sin factor of a rope type. */
+/**
+ * The f32 inv_freq table [dim/2] and the cos/sin factor of a rope type.
+ *
+ * @example The inv_freq table of plain RoPE
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const f: mg.nn.RotaryFrequencies = mg.nn.rotaryFrequencies(8, { rope_type: "default", rope_theta: 10000 });
+ * console.log(f.invFreq, f.attentionFactor); // Float32Array(4) [1, 0.1, 0.01, 0.001] 1 (to f32 precision)
+ * ```
+ */
 export interface RotaryFrequencies {
   /** inv_freq_i, rounded to f32 from a float64 computation. */
   invFreq: Float32Array;
@@ -168,7 +186,18 @@ export function applyRope(
   return rope(x, positions, theta, options);
 }
 
-/** Options of `RotaryEmbedding`. */
+/**
+ * Options of `RotaryEmbedding`.
+ *
+ * @example Half-split pairs and another base
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.nn.RotaryEmbeddingOptions = { theta: 50000, interleaved: false };
+ * const rot = new mg.nn.RotaryEmbedding(16, opts);
+ * console.log(rot.forward(mg.randn([1, 4, 10, 16], { seed: 0 })).shape); // [1, 4, 10, 16]
+ * ```
+ */
 export interface RotaryEmbeddingOptions {
   /** Base θ of plain RoPE (default 10000); ignored when `rope` is given. */
   theta?: number;

@@ -30,7 +30,18 @@ import type { Tensor } from "../core/tensor.ts";
 import { add, maximum } from "../ops/elementwise.ts";
 import { alias } from "../ops/layout.ts";
 
-/** The MoE statistics of one module over a step. */
+/**
+ * The MoE statistics of one module over a step.
+ *
+ * @example Read one MoE layer's loads after a step
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * function load(stats: mg.nn.StepStats, moe: mg.nn.DeepseekMoE): mg.Tensor | null {
+ *   const rec: mg.nn.MoeStepStats | null = stats.moe(moe);
+ *   return rec ? rec.load : null; // i32 [E], owned by the stats
+ * }
+ * ```
+ */
 export interface MoeStepStats {
   /** i32 [E]: token·slot pairs routed to each expert, summed over the step's forwards. */
   readonly load: Tensor;
@@ -42,7 +53,18 @@ export interface MoeStepStats {
   readonly forwards: number;
 }
 
-/** Host copies of a step's statistics in layer order (see `StepStats.read`). */
+/**
+ * Host copies of a step's statistics in layer order (see `StepStats.read`).
+ *
+ * @example Log the step's statistics
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * async function log(stats: mg.nn.StepStats, lm: mg.nn.KimiLM): Promise<void> {
+ *   const v: mg.nn.StepStatsValues = await stats.read(lm);
+ *   console.log(v.maxLogits.map((l) => Math.max(...l)), v.pairs);
+ * }
+ * ```
+ */
 export interface StepStatsValues {
   /** Per attention layer, the per-head max logits of the step (empty array if none recorded). */
   maxLogits: Float32Array[];
@@ -54,13 +76,32 @@ export interface StepStatsValues {
   auxLoss: number[];
 }
 
-/** What `StepStats.read` needs of a model: its layers in order. */
+/**
+ * What `StepStats.read` needs of a model: its layers in order.
+ *
+ * @example Any model that lists its layers
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * const layers: mg.nn.StatsLayers = new mg.nn.KimiLM(mg.nn.makeConfig("tiny"));
+ * console.log(layers.attentionLayers().length, layers.moeLayers().length); // 4 3
+ * ```
+ */
 export interface StatsLayers {
+  /** The attention modules, in layer order (keys of their max logits). */
   attentionLayers(): readonly object[];
+  /** The MoE modules, in layer order (keys of their loads). */
   moeLayers(): readonly object[];
 }
 
-/** Options of `StepStats`. */
+/**
+ * Options of `StepStats`.
+ *
+ * @example Keep the expert selections for inspection
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const stats = new mg.nn.StepStats({ indices: true } satisfies mg.nn.StepStatsOptions);
+ * ```
+ */
 export interface StepStatsOptions {
   /** Also keep each MoE forward's i32 [N, K] expert selection (for tests/inspection). */
   indices?: boolean;
@@ -75,7 +116,26 @@ interface MoeEntry {
 
 const keepAlias = (t: Tensor): Tensor => noGrad(() => alias(t)).keep();
 
-/** The statistics of one optimizer step's training forwards (see the module doc). */
+/**
+ * The statistics of one optimizer step's training forwards (see the module doc).
+ *
+ * @example One step with two micro-batches
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config = mg.nn.makeConfig("tiny");
+ * const lm = new mg.nn.KimiLM(config, { seed: 0 });
+ * const opt = new mg.optim.MuonClip(lm, { lr: 2e-3 });
+ * const stats = new mg.nn.StepStats();
+ * for (const batch of [[[1, 5, 9, 2, 7]], [[3, 8, 4, 6, 2]]]) {
+ *   mg.scope(() => lm.loss(batch, { labels: batch }, { stats }).backward());
+ * }
+ * await opt.step(stats); // QK-Clip with the max logits of both micro-batches
+ * lm.updateRouterBias(stats, 1e-3);
+ * const { maxLogits, loads } = await stats.read(lm);
+ * stats.dispose();
+ * ```
+ */
 export class StepStats {
   #maxLogits = new Map<object, Tensor>();
   #moe = new Map<object, MoeEntry>();
@@ -221,7 +281,16 @@ export class StepStats {
   }
 }
 
-/** Options of a training forward. */
+/**
+ * Options of a training forward.
+ *
+ * @example Record statistics of a training forward
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const stats = new mg.nn.StepStats();
+ * const opts: mg.nn.ForwardOptions = { stats }; // lm.loss(ids, targets, opts)
+ * ```
+ */
 export interface ForwardOptions {
   /** Where the forward records its statistics (nothing recorded without it). */
   stats?: StepStats;
@@ -230,9 +299,22 @@ export interface ForwardOptions {
 /**
  * Internal per-call context threaded through a model forward: the caller's stats and, inside
  * `KimiLM.loss`, the list that collects the differentiable MoE auxiliary losses.
+ *
+ * @example Thread a context through a layer's forward
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config = mg.nn.makeConfig("tiny");
+ * const moe = new mg.nn.DeepseekMoE({ ...config, aux_loss_alpha: 0.001 }, { seed: 0 });
+ * const ctx: mg.nn.ForwardContext = { stats: new mg.nn.StepStats(), auxLosses: [] };
+ * const y = moe.forward(mg.randn([1, 8, config.hidden_size], { seed: 1 }), ctx);
+ * console.log(ctx.auxLosses!.length); // 1: the differentiable auxiliary loss to add
+ * ```
  */
 export interface ForwardContext {
+  /** Where training forwards record their statistics (nothing recorded without it). */
   stats?: StepStats;
+  /** Collects each MoE layer's differentiable auxiliary loss (when aux_loss_alpha > 0). */
   auxLosses?: Tensor[];
 }
 

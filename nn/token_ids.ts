@@ -8,15 +8,52 @@ import { fmtShape, MoongradError } from "../core/errors.ts";
 import { Tensor } from "../core/tensor.ts";
 import { tensor } from "../ops/creation.ts";
 
-/** Token ids on the host: nested rows [B][T], or flat values with their [B, T] shape. */
+/**
+ * Token ids on the host: nested rows [B][T], or flat values with their [B, T] shape.
+ *
+ * @example Rows of ids, or flat ids with a shape
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const model = new mg.nn.KimiLM("tiny", { seed: 0 });
+ * const rows: mg.nn.HostTokenIds = [[72, 105], [33, 10]];
+ * const flat: mg.nn.HostTokenIds = { data: new Int32Array([72, 105, 33, 10]), shape: [2, 2] };
+ * console.log(model.forward(rows).shape, model.forward(flat).shape); // [2, 2, 256] [2, 2, 256]
+ * ```
+ */
 export type HostTokenIds =
   | readonly (readonly number[])[]
   | { readonly data: ArrayLike<number>; readonly shape: readonly [number, number] };
 
-/** Token ids for the model: an i32 [B, T] tensor, or host data (range-checked for free). */
+/**
+ * Token ids for the model: an i32 [B, T] tensor, or host data (range-checked for free).
+ *
+ * @example A GPU tensor or host data
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const model = new mg.nn.KimiLM("tiny", { seed: 0 });
+ * const ids: mg.nn.TokenIds = mg.tensor([[1, 2, 3]], { dtype: "i32" });
+ * console.log(model.forward(ids).shape); // [1, 3, 256]
+ * ```
+ */
 export type TokenIds = Tensor | HostTokenIds;
 
-/** Which values are allowed besides [0, vocab): HF's ignore index −100 for labels. */
+/**
+ * Which values are allowed besides [0, vocab): HF's ignore index −100 for labels.
+ *
+ * @example Labels may hold the ignore index
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const check: mg.nn.TokenCheck = { vocabSize: 256, ignoreIndex: -100 };
+ * mg.nn.checkTokenValues("train", "labels", [5, -100, 7], [1, 3], check); // passes
+ * try {
+ *   mg.nn.checkTokenValues("train", "labels", [5, 256, 7], [1, 3], check);
+ * } catch (e) {
+ *   console.log((e as Error).message); // moongrad.train: labels holds 256 at [0, 1] of [1, 3]; token ids must be integers in [0, 256) or -100 (ignored)
+ * }
+ * ```
+ */
 export interface TokenCheck {
   /** Vocabulary size V: ids must lie in [0, V). */
   vocabSize: number;
@@ -58,6 +95,15 @@ export function checkTokenValues(
  * An i32 [B, T] tensor from token ids: a tensor is returned as is (after a dtype/rank check;
  * its values are not read), host data is range-checked with `checkTokenValues` and uploaded.
  * `owned` tells the caller whether it must dispose the result.
+ *
+ * @example Upload checked host ids
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const { t, owned } = mg.nn.tokenTensor("demo", "ids", [[1, 2, 3]], { vocabSize: 256 });
+ * console.log(t.dtype, t.shape, owned); // i32 [1, 3] true
+ * if (owned) t.dispose();
+ * ```
  */
 export function tokenTensor(
   op: string,

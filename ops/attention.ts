@@ -44,7 +44,20 @@ import { grid1d, linearId } from "./grid.ts";
 import { max, sum } from "./reduce.ts";
 import { reshape } from "./layout.ts";
 
-/** Tile configuration of the attention kernels (tuning is data, not code). */
+/**
+ * Tile configuration of the attention kernels (tuning is data, not code).
+ *
+ * @example Use the CPU-adapter kernels explicitly
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const cfg: mg.AttentionConfig = { rows: 64, lanes: 4, direct: true };
+ * const previous = mg.setAttentionConfig(cfg);
+ * const q = mg.randn([1, 2, 8, 16], { seed: 0 });
+ * console.log(mg.attention(q, q, q).out.shape); // [1, 2, 8, 16]
+ * mg.setAttentionConfig(previous);
+ * ```
+ */
 export interface AttentionConfig {
   /**
    * Rows per workgroup: queries (forward, dq) or keys (dk/dv). With `direct`, the workgroup
@@ -91,7 +104,18 @@ function currentConfig(): AttentionConfig {
   return { ...(deviceInfo().isFallbackAdapter ? CPU_ATTENTION_CONFIG : DEFAULT_ATTENTION_CONFIG) };
 }
 
-/** Replaces the tile configuration used by later attention calls; returns the previous one. */
+/**
+ * Replaces the tile configuration used by later attention calls; returns the previous one.
+ *
+ * @example Tiled kernels: 16 query rows x 16 lanes per workgroup
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const previous = mg.setAttentionConfig({ rows: 16, lanes: 16 }); // returns the config in use
+ * console.log(previous.rows > 0); // true
+ * mg.setAttentionConfig(previous);
+ * ```
+ */
 export function setAttentionConfig(next: AttentionConfig): AttentionConfig {
   if (next.direct) {
     if (!Number.isInteger(next.rows) || next.rows < 1 || next.rows > 256) {
@@ -126,7 +150,18 @@ export function setAttentionConfig(next: AttentionConfig): AttentionConfig {
   return prev;
 }
 
-/** Options of `attention`. */
+/**
+ * Options of `attention`.
+ *
+ * @example Non-causal attention with an explicit scale
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const q = mg.randn([1, 4, 6, 8], { seed: 1 });
+ * const opts: mg.AttentionOptions = { causal: false, scale: 1 / Math.sqrt(8) };
+ * console.log(mg.attention(q, q, q, opts).out.shape); // [1, 4, 6, 8]
+ * ```
+ */
 export interface AttentionOptions {
   /** Multiplier of q·k before the softmax; default Dqk^-0.5. */
   scale?: number;
@@ -139,7 +174,18 @@ export interface AttentionOptions {
   kvHeads?: number;
 }
 
-/** What `attention` returns. */
+/**
+ * What `attention` returns.
+ *
+ * @example The output and the per-head max logit (what QK-Clip reads)
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const q = mg.randn([2, 4, 8, 16], { seed: 2 });
+ * const res: mg.AttentionResult = mg.attention(q, q, q);
+ * console.log(res.out.shape, res.maxLogits.shape); // [2, 4, 8, 16] [4]
+ * ```
+ */
 export interface AttentionResult {
   /** Attention output [B, H, T, Dv] in the input dtype; differentiable w.r.t. q, k, v. */
   out: Tensor;
@@ -1029,6 +1075,18 @@ function backward(
  * Special values follow PyTorch's softmax: a query row with a NaN or +Inf attended logit (or
  * only −Inf ones) gives a NaN output row and NaN gradients, and a NaN logit makes its head's
  * max logit NaN (each logit costs one bit test; `max` alone may drop NaN).
+ *
+ * @example Causal self-attention with shared key/value heads, and its gradient
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const q = mg.randn([1, 8, 32, 16], { seed: 0, requiresGrad: true }); // B, H, T, D
+ * const k = mg.randn([1, 2, 32, 16], { seed: 1, requiresGrad: true }); // 2 kv heads
+ * const v = mg.randn([1, 2, 32, 16], { seed: 2, requiresGrad: true });
+ * const { out, maxLogits } = mg.attention(q, k, v); // causal, scale 16^-0.5
+ * out.square().mean().backward();
+ * console.log(out.shape, k.grad!.shape, (await maxLogits.data()).length); // [1, 8, 32, 16] [1, 2, 32, 16] 8
+ * ```
  */
 export function attention(
   q: Tensor,

@@ -29,6 +29,15 @@ function checkBound(x: Tensor, name: string, v: number | undefined, fallback: nu
  * Limits every element of `x` to [min, max] (either bound may be omitted): min(max(x, min),
  * max), so max wins when min > max, as in PyTorch. NaN stays NaN. The gradient passes where
  * min ≤ x ≤ max and is 0 elsewhere and at NaN. x: f32, f16 or i32.
+ *
+ * @example Clip values to a range (either bound optional)
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([-2, 0.5, 3]);
+ * console.log(await mg.clamp(x, -1, 1).toArray()); // [-1, 0.5, 1]
+ * console.log(await x.clamp(0).toArray()); // [0, 0.5, 3]
+ * ```
  */
 export function clamp(x: Tensor, min?: number, max?: number): Tensor {
   if (!(x instanceof Tensor)) {

@@ -37,6 +37,16 @@ function describe(xs: readonly Tensor[]): string {
  * inputs of size 0 along `axis` are allowed. The result is a new contiguous tensor.
  * Backward: each input receives a contiguous copy of its slice of the gradient (a copy, so
  * that input gradients never share one buffer).
+ *
+ * @example Join along an existing axis
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const a = mg.tensor([[1, 2]]);
+ * const b = mg.tensor([[3, 4], [5, 6]]);
+ * console.log(await mg.concat([a, b]).toArray()); // [[1, 2], [3, 4], [5, 6]]
+ * console.log(mg.concat([b, b], -1).shape); // [2, 4]
+ * ```
  */
 export function concat(xs: readonly Tensor[], axis = 0): Tensor {
   const list = checkList("concat", xs);
@@ -97,6 +107,14 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
 /**
  * Joins tensors of identical shape and dtype along a new axis `axis` (in 0..rank, negative
  * counts from rank + 1), like `torch.stack`: the concat of the inputs unsqueezed at `axis`.
+ *
+ * @example Stack along a new axis
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const xs = [mg.tensor([1, 2]), mg.tensor([3, 4]), mg.tensor([5, 6])];
+ * console.log(mg.stack(xs).shape, mg.stack(xs, 1).shape); // [3, 2] [2, 3]
+ * ```
  */
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {
   const list = checkList("stack", xs);
@@ -131,6 +149,17 @@ export function stack(xs: readonly Tensor[], axis = 0): Tensor {
  *
  * (This is not NumPy's `array_split(x, n)`, which makes `n` equal sections.) Each piece is a
  * `slice` view sharing `x`'s storage; gradients flow back through `slice`.
+ *
+ * @example Split the fused q, k, v projections
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const qkv = mg.arange(12).reshape([2, 6]);
+ * const [q, k, v] = mg.split(qkv, 2, 1); // pieces of 2 columns
+ * console.log(await v.toArray()); // [[4, 5], [10, 11]]
+ * const [head, rest] = qkv.split([1, 5], 1); // exact sizes
+ * console.log(head.shape, rest.shape, q.shape, k.shape); // [2, 1] [2, 5] [2, 2] [2, 2]
+ * ```
  */
 export function split(x: Tensor, sizesOrSections: number | readonly number[], axis = 0): Tensor[] {
   if (!(x instanceof Tensor)) {

@@ -10,7 +10,19 @@ import { fillInPlace } from "./copy.ts";
 import { grid1d, linearId } from "./grid.ts";
 import { TRIG_WGSL } from "./wgsl_trig.ts";
 
-/** Options accepted by every creation function. */
+/**
+ * Options accepted by every creation function.
+ *
+ * @example A trainable parameter, an index tensor
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.CreateOptions = { requiresGrad: true };
+ * const w = mg.zeros([3, 3], opts);
+ * const ids = mg.tensor([0, 2], { dtype: "i32" });
+ * console.log(w.requiresGrad, ids.dtype); // true i32
+ * ```
+ */
 export interface CreateOptions {
   /** Element type (default "f32"; "i32" for Int32Array data; "bool" for boolean data). */
   dtype?: DType;
@@ -18,7 +30,17 @@ export interface CreateOptions {
   requiresGrad?: boolean;
 }
 
-/** Nested JS arrays of numbers or booleans (a scalar is a number). */
+/**
+ * Nested JS arrays of numbers or booleans (a scalar is a number).
+ *
+ * @example Nested arrays, numbers and booleans
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const data: mg.NestedNumbers = [[true, false], [false, true]];
+ * console.log(mg.tensor(data).dtype, mg.tensor(data).shape); // bool [2, 2]
+ * ```
+ */
 export type NestedNumbers = number | boolean | readonly NestedNumbers[];
 
 function finish(t: Tensor, options: CreateOptions): Tensor {
@@ -74,6 +96,16 @@ function flatten(
 /**
  * A tensor from nested arrays, a number, or a flat typed array with `shape`.
  * `mg.tensor([[1, 2], [3, 4]])`, `mg.tensor(new Float32Array(6), { shape: [2, 3] })`.
+ *
+ * @example From nested arrays, a number, or a typed array with a shape
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const a = mg.tensor([[1, 2], [3, 4]]); // f32 [2, 2]
+ * const s = mg.tensor(3.5); // a scalar, shape []
+ * const b = mg.tensor(new Int32Array([1, 2, 3, 4, 5, 6]), { shape: [2, 3] }); // i32 [2, 3]
+ * console.log(a.shape, s.shape, b.dtype, b.shape); // [2, 2] [] i32 [2, 3]
+ * ```
  */
 export function tensor(
   data: NestedNumbers | Float32Array | Int32Array | Uint8Array,
@@ -130,7 +162,16 @@ function requireF16(op: string): void {
   }
 }
 
-/** A tensor of `shape` filled with `value`. */
+/**
+ * A tensor of `shape` filled with `value`.
+ *
+ * @example A constant tensor
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.full([2, 2], -1).toArray()); // [[-1, -1], [-1, -1]]
+ * ```
+ */
 export function full(shape: readonly number[], value: number, options: CreateOptions = {}): Tensor {
   const s = checkShape("full", shape);
   const dtype = checkDType("full", options.dtype ?? "f32");
@@ -143,27 +184,79 @@ export function full(shape: readonly number[], value: number, options: CreateOpt
   return finish(t, options);
 }
 
-/** A tensor of zeros. */
+/**
+ * A tensor of zeros.
+ *
+ * @example Zeros, e.g. an optimizer buffer
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const m = mg.zeros([2, 3]);
+ * console.log(m.shape, await m.sum().item()); // [2, 3] 0
+ * ```
+ */
 export function zeros(shape: readonly number[], options: CreateOptions = {}): Tensor {
   return full(shape, 0, options);
 }
 
-/** A tensor of ones. */
+/**
+ * A tensor of ones.
+ *
+ * @example Ones
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.ones([3], { dtype: "i32" }).toArray()); // [1, 1, 1]
+ * ```
+ */
 export function ones(shape: readonly number[], options: CreateOptions = {}): Tensor {
   return full(shape, 1, options);
 }
 
-/** Zeros with the shape and dtype of `x`. */
+/**
+ * Zeros with the shape and dtype of `x`.
+ *
+ * @example Zeros shaped like another tensor
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([[1, 2, 3]]);
+ * console.log(await mg.zerosLike(x).toArray()); // [[0, 0, 0]]
+ * ```
+ */
 export function zerosLike(x: Tensor): Tensor {
   return full(x.shape, 0, { dtype: x.dtype });
 }
 
-/** Ones with the shape and dtype of `x`. */
+/**
+ * Ones with the shape and dtype of `x`.
+ *
+ * @example Ones shaped like another tensor (the seed gradient of backward)
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([1, 2], { requiresGrad: true });
+ * const y = x.mul(x);
+ * y.backward(mg.onesLike(y)); // a non-scalar output needs its gradient
+ * console.log(await x.grad!.toArray()); // [2, 4]
+ * ```
+ */
 export function onesLike(x: Tensor): Tensor {
   return full(x.shape, 1, { dtype: x.dtype });
 }
 
-/** Values start, start+step, … below `stop` (NumPy's arange); `arange(n)` is 0..n−1. */
+/**
+ * Values start, start+step, … below `stop` (NumPy's arange); `arange(n)` is 0..n−1.
+ *
+ * @example Ranges, float or integer
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.arange(4).toArray()); // [0, 1, 2, 3]
+ * console.log(await mg.arange(1, 2, 0.25).toArray()); // [1, 1.25, 1.5, 1.75]
+ * console.log(await mg.arange(0, 6, 2, { dtype: "i32" }).toArray()); // [0, 2, 4]
+ * ```
+ */
 export function arange(
   start: number,
   stop?: number,
@@ -189,13 +282,38 @@ export function arange(
 let globalSeed = 0x5eed;
 let globalStream = 1;
 
-/** Sets the seed of the global generator used when `seed` is not given. */
+/**
+ * Sets the seed of the global generator used when `seed` is not given.
+ *
+ * @example Reproducible random numbers without passing seeds
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * mg.manualSeed(42);
+ * const a = await mg.randn([3]).toArray();
+ * mg.manualSeed(42);
+ * const b = await mg.randn([3]).toArray();
+ * console.log(JSON.stringify(a) === JSON.stringify(b)); // true
+ * ```
+ */
 export function manualSeed(seed: number): void {
   globalSeed = seed >>> 0;
   globalStream = 1;
 }
 
-/** Options of `rand` / `randn`. */
+/**
+ * Options of `rand` / `randn`.
+ *
+ * @example Same seed, same numbers
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.RandomOptions = { seed: 7 };
+ * const a = await mg.rand([4], opts).toArray();
+ * const b = await mg.rand([4], opts).toArray();
+ * console.log(JSON.stringify(a) === JSON.stringify(b)); // true
+ * ```
+ */
 export interface RandomOptions extends CreateOptions {
   /** Same seed, same numbers (counter-based Philox4x32-10 on the GPU). */
   seed?: number;
@@ -272,7 +390,17 @@ function random(
   return finish(t, options);
 }
 
-/** Uniform numbers in [low, high) (default [0, 1)). */
+/**
+ * Uniform numbers in [low, high) (default [0, 1)).
+ *
+ * @example Uniform numbers in a range
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const u = mg.rand([1000], { low: -1, high: 1, seed: 0 });
+ * console.log((await u.min().item()) >= -1, (await u.max().item()) < 1); // true true
+ * ```
+ */
 export function rand(
   shape: readonly number[],
   options: RandomOptions & { low?: number; high?: number } = {},
@@ -281,7 +409,17 @@ export function rand(
   return random("rand", shape, options, low, (options.high ?? 1) - low);
 }
 
-/** Normal numbers with `mean` (default 0) and `std` (default 1), by Box–Muller. */
+/**
+ * Normal numbers with `mean` (default 0) and `std` (default 1), by Box–Muller.
+ *
+ * @example Normal initialisation of a weight
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const w = mg.randn([256, 64], { std: 0.02, seed: 1, requiresGrad: true });
+ * console.log(w.shape, Math.abs(await w.mean().item()) < 0.01); // [256, 64] true
+ * ```
+ */
 export function randn(
   shape: readonly number[],
   options: RandomOptions & { mean?: number; std?: number } = {},

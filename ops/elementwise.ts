@@ -115,31 +115,132 @@ function unaryWithGrad(
   return record(out, op, [x], (g, _n, [s]) => [gradKernel(op, g, s, grad)], [saved]);
 }
 
-/** −x. */
+/**
+ * −x.
+ *
+ * @example Negate
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.neg(mg.tensor([1, -2])).toArray()); // [-1, 2]
+ * ```
+ */
 export const neg = (x: Tensor): Tensor =>
   record(unary("neg", x), "neg", [x], (g) => [unary("neg", g)]);
-/** |x| (gradient sign(x), 0 at 0). */
+/**
+ * |x| (gradient sign(x), 0 at 0).
+ *
+ * @example Absolute value
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.abs(mg.tensor([-1.5, 2])).toArray()); // [1.5, 2]
+ * ```
+ */
 export const abs = (x: Tensor): Tensor => unaryWithGrad("abs", x, "v0 * sign(v1)", "input");
-/** e^x. */
+/**
+ * e^x.
+ *
+ * @example Exponential (the method form is x.exp())
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.exp(mg.tensor([0, 1])).toArray()); // [1, 2.718…]
+ * ```
+ */
 export const exp = (x: Tensor): Tensor => unaryWithGrad("exp", x, "v0 * v1", "output");
-/** Natural logarithm. */
+/**
+ * Natural logarithm.
+ *
+ * @example Natural logarithm
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.log(mg.tensor([1, 0])).toArray()); // [0, -Infinity]
+ * ```
+ */
 export const log = (x: Tensor): Tensor => unaryWithGrad("log", x, "v0 / v1", "input");
-/** Square root. */
+/**
+ * Square root.
+ *
+ * @example Square root
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.sqrt(mg.tensor([4, 9])).toArray()); // [2, 3]
+ * ```
+ */
 export const sqrt = (x: Tensor): Tensor => unaryWithGrad("sqrt", x, "v0 * 0.5 / v1", "output");
-/** 1 / √x. */
+/**
+ * 1 / √x.
+ *
+ * @example Reciprocal square root, e.g. to normalise a vector
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const v = mg.tensor([3, 4]);
+ * const unit = v.mul(mg.rsqrt(v.square().sum()));
+ * console.log(await unit.toArray()); // [0.6, 0.8] (to f32 precision)
+ * ```
+ */
 export const rsqrt = (x: Tensor): Tensor =>
   unaryWithGrad("rsqrt", x, "v0 * -0.5 * v1 * v1 * v1", "output");
-/** Sine. */
+/**
+ * Sine.
+ *
+ * @example Sine
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.sin(mg.tensor([0, Math.PI / 2])).toArray()); // [0, 1]
+ * ```
+ */
 export const sin = (x: Tensor): Tensor => unaryWithGrad("sin", x, "v0 * mg_cos(v1)", "input");
-/** Cosine. */
+/**
+ * Cosine.
+ *
+ * @example Cosine
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.cos(mg.tensor([0, Math.PI])).toArray()); // [1, -1]
+ * ```
+ */
 export const cos = (x: Tensor): Tensor => unaryWithGrad("cos", x, "-v0 * mg_sin(v1)", "input");
-/** Hyperbolic tangent. */
+/**
+ * Hyperbolic tangent.
+ *
+ * @example Hyperbolic tangent
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.tanh(mg.tensor([0, 20])).toArray()); // [0, 1]
+ * ```
+ */
 export const tanh = (x: Tensor): Tensor =>
   unaryWithGrad("tanh", x, "v0 * (1.0 - v1 * v1)", "output");
-/** Logistic sigmoid 1 / (1 + e^−x). */
+/**
+ * Logistic sigmoid 1 / (1 + e^−x).
+ *
+ * @example Logistic sigmoid
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.sigmoid(mg.tensor([0, -20])).toArray()); // [0.5, 2.06…e-9]
+ * ```
+ */
 export const sigmoid = (x: Tensor): Tensor =>
   unaryWithGrad("sigmoid", x, "v0 * v1 * (1.0 - v1)", "output");
-/** SiLU x·σ(x). */
+/**
+ * SiLU x·σ(x).
+ *
+ * @example SiLU, the activation of K2's expert MLPs
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.silu(mg.tensor([0, 1])).toArray()); // [0, 0.731…]
+ * ```
+ */
 export const silu = (x: Tensor): Tensor =>
   unaryWithGrad(
     "silu",
@@ -147,7 +248,18 @@ export const silu = (x: Tensor): Tensor =>
     "v0 * mg_sigmoid(v1) * (1.0 + v1 * (1.0 - mg_sigmoid(v1)))",
     "input",
   );
-/** GELU: exact `0.5·x·(1 + erf(x/√2))`, or the tanh approximation. */
+/**
+ * GELU: exact `0.5·x·(1 + erf(x/√2))`, or the tanh approximation.
+ *
+ * @example Exact GELU and its tanh approximation
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([0, 1]);
+ * console.log(await mg.gelu(x).toArray()); // [0, 0.8413…]
+ * console.log(await mg.gelu(x, "tanh").toArray()); // [0, 0.8411…]
+ * ```
+ */
 export function gelu(x: Tensor, approximate: "none" | "tanh" = "none"): Tensor {
   if (approximate !== "none" && approximate !== "tanh") {
     throw new MoongradError("gelu", `approximate must be "none" or "tanh", got ${approximate}`);
@@ -170,10 +282,28 @@ export function gelu(x: Tensor, approximate: "none" | "tanh" = "none"): Tensor {
     "input",
   );
 }
-/** max(x, 0); NaN stays NaN (gradient 0 at 0, and passed through at NaN as in PyTorch). */
+/**
+ * max(x, 0); NaN stays NaN (gradient 0 at 0, and passed through at NaN as in PyTorch).
+ *
+ * @example ReLU
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.relu(mg.tensor([-1, 0, 2])).toArray()); // [0, 0, 2]
+ * ```
+ */
 export const relu = (x: Tensor): Tensor =>
   unaryWithGrad("relu", x, "select(0.0, v0, v1 > 0.0 || mg_isnan(v1))", "input");
-/** x². */
+/**
+ * x².
+ *
+ * @example Square
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.square(mg.tensor([-3, 2])).toArray()); // [9, 4]
+ * ```
+ */
 export const square = (x: Tensor): Tensor => unaryWithGrad("square", x, "2.0 * v0 * v1", "input");
 
 // ---- binary -----------------------------------------------------------------------------
@@ -279,10 +409,31 @@ function reduceTo(g: Tensor, shape: readonly number[], keep?: Tensor): Tensor {
   return r;
 }
 
-/** a + b with broadcasting. */
+/**
+ * a + b with broadcasting.
+ *
+ * @example Add with broadcasting
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const col = mg.tensor([[1], [2]]); // [2, 1]
+ * console.log(await mg.add(col, mg.tensor([10, 20])).toArray()); // [[11, 21], [12, 22]]
+ * console.log(await col.add(0.5).toArray()); // [[1.5], [2.5]]
+ * ```
+ */
 export const add = (a: Operand, b: Operand): Tensor =>
   differentiable("add", a, b, (g, _a, _b, _o, n) => [n[0] ? g : null, n[1] ? g : null], "none");
-/** a − b with broadcasting. */
+/**
+ * a − b with broadcasting.
+ *
+ * @example Subtract a per-row mean
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([[1, 3], [2, 6]]);
+ * console.log(await mg.sub(x, x.mean(1, true)).toArray()); // [[-1, 1], [-2, 2]]
+ * ```
+ */
 export const sub = (a: Operand, b: Operand): Tensor =>
   differentiable(
     "sub",
@@ -291,7 +442,16 @@ export const sub = (a: Operand, b: Operand): Tensor =>
     (g, _a, _b, _o, n) => [n[0] ? g : null, n[1] ? neg(g) : null],
     "none",
   );
-/** a × b with broadcasting. */
+/**
+ * a × b with broadcasting.
+ *
+ * @example Multiply
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.mul(mg.tensor([1, 2, 3]), mg.tensor([2, 2, 0])).toArray()); // [2, 4, 0]
+ * ```
+ */
 export const mul = (a: Operand, b: Operand): Tensor =>
   differentiable(
     "mul",
@@ -300,13 +460,33 @@ export const mul = (a: Operand, b: Operand): Tensor =>
     (g, a, b, _o, n) => [n[0] ? binary("mul", g, b) : null, n[1] ? binary("mul", g, a) : null],
     "inputs",
   );
-/** a ÷ b with broadcasting (integer division truncates for i32). */
+/**
+ * a ÷ b with broadcasting (integer division truncates for i32).
+ *
+ * @example Float and integer division
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.div(mg.tensor([1, 3]), 2).toArray()); // [0.5, 1.5]
+ * console.log(await mg.div(mg.tensor([7, -7], { dtype: "i32" }), 2).toArray()); // [3, -3]
+ * ```
+ */
 export const div = (a: Operand, b: Operand): Tensor =>
   differentiable("div", a, b, (g, _a, b, out, n) => [
     n[0] ? binary("div", g, b) : null,
     n[1] ? pointwiseGrad("div_grad_b", g, out, b, "-v0 * v1 / v2") : null,
   ], "inputs+out");
-/** a ** b with broadcasting (float only; negative bases need integral exponents). */
+/**
+ * a ** b with broadcasting (float only; negative bases need integral exponents).
+ *
+ * @example Powers, with a tensor or a number on either side
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.pow(mg.tensor([2, 3]), 2).toArray()); // [4, 9]
+ * console.log(await mg.pow(2, mg.tensor([0, 1, 3])).toArray()); // [1, 2, 8]
+ * ```
+ */
 export const pow = (a: Operand, b: Operand): Tensor =>
   differentiable("pow", a, b, (g, a, b, out, n) => [
     n[0]
@@ -331,6 +511,13 @@ export const pow = (a: Operand, b: Operand): Tensor =>
 /**
  * Elementwise maximum; NaN wins (as in PyTorch). Ties split the gradient equally; where
  * either operand is NaN both get the whole gradient (PyTorch's rule).
+ *
+ * @example Elementwise maximum; NaN wins
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.maximum(mg.tensor([1, 5, NaN]), mg.tensor([3, 2, 0])).toArray()); // [3, 5, NaN]
+ * ```
  */
 export const maximum = (a: Operand, b: Operand): Tensor =>
   differentiable("maximum", a, b, (g, a, b, _o, n) => [
@@ -340,6 +527,13 @@ export const maximum = (a: Operand, b: Operand): Tensor =>
 /**
  * Elementwise minimum; NaN wins (as in PyTorch). Ties split the gradient equally; where
  * either operand is NaN both get the whole gradient (PyTorch's rule).
+ *
+ * @example Elementwise minimum against a number
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.minimum(mg.tensor([1, 5, 3]), 2).toArray()); // [1, 2, 2]
+ * ```
  */
 export const minimum = (a: Operand, b: Operand): Tensor =>
   differentiable("minimum", a, b, (g, a, b, _o, n) => [
@@ -353,22 +547,87 @@ function pointwiseGrad(name: string, g: Tensor, x: Operand, y: Operand, expr: st
   return pointwise(name, [g, wrap(x), wrap(y)], g.shape, g.dtype, expr, MATH_WGSL);
 }
 
-/** a == b (bool). */
+/**
+ * a == b (bool).
+ *
+ * @example Compare (bool results read back as 0 / 1)
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.eq(mg.tensor([1, 2, 3]), 2).toArray()); // [0, 1, 0]
+ * ```
+ */
 export const eq = (a: Operand, b: Operand): Tensor => binary("eq", a, b);
-/** a != b (bool). */
+/**
+ * a != b (bool).
+ *
+ * @example Not equal
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const ids = mg.tensor([5, -100, 7], { dtype: "i32" });
+ * console.log(await mg.ne(ids, -100).toArray()); // [1, 0, 1]
+ * ```
+ */
 export const ne = (a: Operand, b: Operand): Tensor => binary("ne", a, b);
-/** a < b (bool). */
+/**
+ * a < b (bool).
+ *
+ * @example Less than
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.lt(mg.tensor([1, 2, 3]), 2).toArray()); // [1, 0, 0]
+ * ```
+ */
 export const lt = (a: Operand, b: Operand): Tensor => binary("lt", a, b);
-/** a <= b (bool). */
+/**
+ * a <= b (bool).
+ *
+ * @example Less than or equal
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.le(mg.tensor([1, 2, 3]), 2).toArray()); // [1, 1, 0]
+ * ```
+ */
 export const le = (a: Operand, b: Operand): Tensor => binary("le", a, b);
-/** a > b (bool). */
+/**
+ * a > b (bool).
+ *
+ * @example Greater than
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.gt(mg.tensor([1, 2, 3]), 2).toArray()); // [0, 0, 1]
+ * ```
+ */
 export const gt = (a: Operand, b: Operand): Tensor => binary("gt", a, b);
-/** a >= b (bool). */
+/**
+ * a >= b (bool).
+ *
+ * @example Greater than or equal, tensor against tensor
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.ge(mg.tensor([1, 2, 3]), mg.tensor([3, 2, 1])).toArray()); // [0, 1, 1]
+ * ```
+ */
 export const ge = (a: Operand, b: Operand): Tensor => binary("ge", a, b);
 
 // ---- where, cast, contiguous --------------------------------------------------------------
 
-/** Picks `a` where `cond` (bool) is true and `b` elsewhere, broadcasting all three. */
+/**
+ * Picks `a` where `cond` (bool) is true and `b` elsewhere, broadcasting all three.
+ *
+ * @example Keep positive entries, zero the rest
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([-1, 2, -3, 4]);
+ * console.log(await mg.where(x.gt(0), x, 0).toArray()); // [0, 2, 0, 4]
+ * ```
+ */
 export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   checkTensor("where", cond, "cond");
   if (cond.dtype !== "bool") {
@@ -401,7 +660,18 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   }, [cond]);
 }
 
-/** Converts to `dtype`: floats truncate toward zero into i32; bool is `x != 0`. */
+/**
+ * Converts to `dtype`: floats truncate toward zero into i32; bool is `x != 0`.
+ *
+ * @example Convert between dtypes
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([1.7, -1.7, 0]);
+ * console.log(await mg.cast(x, "i32").toArray()); // [1, -1, 0]
+ * console.log(await mg.cast(x, "bool").toArray()); // [1, 1, 0]
+ * ```
+ */
 export function cast(x: Tensor, dtype: DType): Tensor {
   checkTensor("cast", x, "x");
   if (!["f32", "f16", "i32", "bool"].includes(dtype)) {
@@ -417,7 +687,18 @@ export function cast(x: Tensor, dtype: DType): Tensor {
   return record(out, "cast", [x], (g) => [cast(g, x.dtype)]);
 }
 
-/** A contiguous copy of a strided view (a new tensor even when `x` is contiguous). */
+/**
+ * A contiguous copy of a strided view (a new tensor even when `x` is contiguous).
+ *
+ * @example Copy a transposed view into row-major order
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const t = mg.arange(6).reshape([2, 3]).transpose();
+ * const c = mg.contiguous(t);
+ * console.log(t.isContiguous, c.isContiguous, await c.toArray()); // false true [[0, 3], [1, 4], [2, 5]]
+ * ```
+ */
 export function contiguous(x: Tensor): Tensor {
   checkTensor("contiguous", x, "x");
   const out = pointwise("copy", [x], x.shape, x.dtype, "v0");

@@ -260,6 +260,15 @@ function scatterInto(
  * `index_select`): the output has x's shape with `index.size` on `axis`; positions may repeat.
  * Out-of-range positions read 0, negative ones count from the end (see the module doc).
  * Backward: the gradient to x is `indexAdd` of the output gradient (repeats summed).
+ *
+ * @example Pick rows by index (repeats allowed)
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([[1, 2], [3, 4], [5, 6]]);
+ * const rows = mg.tensor([2, 0, 2], { dtype: "i32" });
+ * console.log(await mg.indexSelect(x, 0, rows).toArray()); // [[5, 6], [1, 2], [5, 6]]
+ * ```
  */
 export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
   const op = "indexSelect";
@@ -286,6 +295,15 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
  * `index`, which is i32 with x's rank and `index.shape[d] <= x.shape[d]` on every axis d
  * but `axis`. The output has index's shape. Out-of-range indices read 0, negative ones count
  * from the end. Backward: the gradient to x is `scatterAdd` of the output gradient.
+ *
+ * @example The log-probability of each target token
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const logp = mg.tensor([[-0.1, -2.5, -3.0], [-1.2, -0.4, -2.2]]); // [T, vocab]
+ * const targets = mg.tensor([[0], [1]], { dtype: "i32" }); // [T, 1]
+ * console.log(await mg.gather(logp, 1, targets).toArray()); // [[-0.1], [-0.4]] (to f32 precision)
+ * ```
  */
 export function gather(x: Tensor, axis: number, index: Tensor): Tensor {
   const op = "gather";
@@ -318,6 +336,15 @@ function checkCovered(op: string, arg: string, t: Tensor, index: Tensor, skip: n
  * Looks up rows of `weight` ([V, D]) at the i32 `ids` (any shape): the output is
  * `[...ids.shape, D]`. Ids outside -V..V-1 give a zero row; negative ids count from the end.
  * Backward: the gradient to weight sums the output gradient rows of repeated ids.
+ *
+ * @example Look up token embeddings
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const table = mg.tensor([[0, 0], [1, 1], [2, 2]]); // vocab 3, dim 2
+ * const ids = mg.tensor([[2, 1]], { dtype: "i32" }); // [batch 1, 2 tokens]
+ * console.log(await mg.embedding(table, ids).toArray()); // [[[2, 2], [1, 1]]]
+ * ```
  */
 export function embedding(weight: Tensor, ids: Tensor): Tensor {
   const op = "embedding";
@@ -350,6 +377,15 @@ export function embedding(weight: Tensor, ids: Tensor): Tensor {
  * (atomically: see the module doc); out-of-range indices are dropped, negative ones count
  * from the end. dtypes: f32, f16 (accumulated in f32), i32.
  * Backward: dx = g, dsrc = gather(g, axis, index) (0 where src is unused).
+ *
+ * @example Sum values into buckets
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const counts = mg.zeros([3]);
+ * const bucket = mg.tensor([0, 2, 2, 1, 2], { dtype: "i32" });
+ * console.log(await mg.scatterAdd(counts, 0, bucket, mg.ones([5])).toArray()); // [1, 1, 3]
+ * ```
  */
 export function scatterAdd(x: Tensor, axis: number, index: Tensor, src: Tensor): Tensor {
   const op = "scatterAdd";
@@ -390,6 +426,16 @@ export function scatterAdd(x: Tensor, axis: number, index: Tensor, src: Tensor):
  * Repeated positions are summed (atomically: see the module doc); out-of-range positions are
  * dropped, negative ones count from the end. dtypes: f32, f16 (accumulated in f32), i32.
  * Backward: dx = g, dsrc = indexSelect(g, axis, index).
+ *
+ * @example Add rows at positions (repeats add up)
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.zeros([3, 2]);
+ * const at = mg.tensor([0, 2, 0], { dtype: "i32" });
+ * const src = mg.tensor([[1, 1], [2, 2], [3, 3]]);
+ * console.log(await mg.indexAdd(x, 0, at, src).toArray()); // [[4, 4], [0, 0], [2, 2]]
+ * ```
  */
 export function indexAdd(x: Tensor, axis: number, index: Tensor, src: Tensor): Tensor {
   const op = "indexAdd";
@@ -439,6 +485,16 @@ const TOPK_WG = 128;
  * (value descending, index ascending) of order-preserving u32 keys. Cost O(k·n/128 + k·log 128)
  * per row: meant for small k (MoE routing, sampling), rows up to a few thousand.
  * Backward: the gradient flows to the selected positions (a scatter into zeros).
+ *
+ * @example The top-2 experts of each token
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const scores = mg.tensor([[0.1, 0.7, 0.2, 0.9], [0.5, 0.5, 0.1, 0.0]]);
+ * const { values, indices } = mg.topk(scores, 2);
+ * console.log(await indices.toArray()); // [[3, 1], [0, 1]]
+ * console.log(await values.toArray()); // [[0.9, 0.7], [0.5, 0.5]] (to f32 precision)
+ * ```
  */
 export function topk(x: Tensor, k: number): { values: Tensor; indices: Tensor } {
   const op = "topk";

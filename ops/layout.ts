@@ -51,7 +51,18 @@ export function resolveShape(
   return out;
 }
 
-/** Same elements in a new shape: a view of contiguous input, otherwise a contiguous copy. */
+/**
+ * Same elements in a new shape: a view of contiguous input, otherwise a contiguous copy.
+ *
+ * @example Reshape, with one inferred axis
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.arange(6);
+ * console.log(mg.reshape(x, [2, -1]).shape); // [2, 3]
+ * console.log(await x.reshape([3, 2]).toArray()); // [[0, 1], [2, 3], [4, 5]]
+ * ```
+ */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const target = resolveShape("reshape", shape, x.size, x.shape);
   const src = x.isContiguous ? x : contiguous(x);
@@ -60,7 +71,17 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   return record(out, "reshape", [x], (g) => [reshape(g, x.shape)]);
 }
 
-/** Reorders axes: out axis i is input axis `axes[i]` (a view). */
+/**
+ * Reorders axes: out axis i is input axis `axes[i]` (a view).
+ *
+ * @example Move the head axis forward: [B, T, H, D] -> [B, H, T, D]
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const q = mg.zeros([2, 16, 4, 8]);
+ * console.log(mg.permute(q, [0, 2, 1, 3]).shape); // [2, 4, 16, 8]
+ * ```
+ */
 export function permute(x: Tensor, axes: readonly number[]): Tensor {
   const r = x.rank;
   if (!Array.isArray(axes) || axes.length !== r) {
@@ -82,7 +103,17 @@ export function permute(x: Tensor, axes: readonly number[]): Tensor {
   return record(out, "permute", [x], (g) => [permute(g, inverse)]);
 }
 
-/** Swaps axes `a` and `b` (a view). */
+/**
+ * Swaps axes `a` and `b` (a view).
+ *
+ * @example Transpose the last two axes (a view, no copy)
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([[1, 2, 3], [4, 5, 6]]);
+ * console.log(await mg.transpose(x).toArray()); // [[1, 4], [2, 5], [3, 6]]
+ * ```
+ */
 export function transpose(x: Tensor, a = -2, b = -1): Tensor {
   if (x.rank < 2 && a === -2 && b === -1) {
     throw new MoongradError(
@@ -98,7 +129,19 @@ export function transpose(x: Tensor, a = -2, b = -1): Tensor {
   return permute(x, axes);
 }
 
-/** Elements start..end (exclusive, negative counts from the end) with a positive step (a view). */
+/**
+ * Elements start..end (exclusive, negative counts from the end) with a positive step (a view).
+ *
+ * @example Take a range of rows, or every other element
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.arange(10);
+ * console.log(await mg.slice(x, 0, 2, 5).toArray()); // [2, 3, 4]
+ * console.log(await x.slice(0, 0, undefined, 3).toArray()); // [0, 3, 6, 9]
+ * console.log(await x.slice(0, -2).toArray()); // [8, 9]
+ * ```
+ */
 export function slice(x: Tensor, axis: number, start: number, end?: number, step = 1): Tensor {
   const ax = normalizeAxis("slice", axis, x.rank);
   const n = x.shape[ax];
@@ -141,7 +184,17 @@ function sliceBackward(
   return full;
 }
 
-/** Broadcasts to `shape` by giving stride 0 to size-1 and new leading axes (a view). */
+/**
+ * Broadcasts to `shape` by giving stride 0 to size-1 and new leading axes (a view).
+ *
+ * @example Repeat a row without copying
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const row = mg.tensor([[1, 2, 3]]); // [1, 3]
+ * console.log(await mg.expand(row, [2, 3]).toArray()); // [[1, 2, 3], [1, 2, 3]]
+ * ```
+ */
 export function expand(x: Tensor, shape: readonly number[]): Tensor {
   const r = shape.length;
   const lead = r - x.rank;
@@ -174,10 +227,29 @@ export function expand(x: Tensor, shape: readonly number[]): Tensor {
   return record(out, "expand", [x], (g) => [sumTo(g, x.shape)]);
 }
 
-/** Alias of `expand`, NumPy's name. */
+/**
+ * Alias of `expand`, NumPy's name.
+ *
+ * @example NumPy's name for expand
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(mg.broadcastTo(mg.tensor([1, 2]), [3, 2]).shape); // [3, 2]
+ * ```
+ */
 export const broadcastTo: (x: Tensor, shape: readonly number[]) => Tensor = expand;
 
-/** Inserts a size-1 axis at `axis` (−1 appends) (a view). */
+/**
+ * Inserts a size-1 axis at `axis` (−1 appends) (a view).
+ *
+ * @example Add a batch axis
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const ids = mg.tensor([1, 2, 3], { dtype: "i32" });
+ * console.log(mg.unsqueeze(ids, 0).shape, ids.unsqueeze(-1).shape); // [1, 3] [3, 1]
+ * ```
+ */
 export function unsqueeze(x: Tensor, axis: number): Tensor {
   const ax = normalizeAxis("unsqueeze", axis, x.rank + 1);
   const shape = [...x.shape];
@@ -188,7 +260,17 @@ export function unsqueeze(x: Tensor, axis: number): Tensor {
   return record(out, "unsqueeze", [x], (g) => [reshape(g, x.shape)]);
 }
 
-/** Removes the size-1 axis `axis`, or every size-1 axis when omitted (a view). */
+/**
+ * Removes the size-1 axis `axis`, or every size-1 axis when omitted (a view).
+ *
+ * @example Drop size-1 axes
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.zeros([1, 3, 1]);
+ * console.log(mg.squeeze(x).shape, mg.squeeze(x, 0).shape); // [3] [3, 1]
+ * ```
+ */
 export function squeeze(x: Tensor, axis?: number): Tensor {
   let keep: number[];
   if (axis === undefined) keep = [...x.shape.keys()].filter((i) => x.shape[i] !== 1);

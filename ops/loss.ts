@@ -30,7 +30,19 @@ import {
   rowSetup,
 } from "./softmax.ts";
 
-/** Options of `crossEntropy`. */
+/**
+ * Options of `crossEntropy`.
+ *
+ * @example Ignore padding, keep one loss per row
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const logits = mg.zeros([3, 4]); // uniform over 4 classes
+ * const targets = mg.tensor([1, -100, 3], { dtype: "i32" });
+ * const opts: mg.CrossEntropyOptions = { reduction: "none" };
+ * console.log(await mg.crossEntropy(logits, targets, opts).toArray()); // [1.386…, 0, 1.386…]
+ * ```
+ */
 export interface CrossEntropyOptions {
   /** Rows whose target equals this contribute 0 and leave the mean's denominator (default −100). */
   ignoreIndex?: number;
@@ -72,6 +84,17 @@ function checkTensor(op: string, t: unknown, arg: string): Tensor {
  *   PyTorch; a target logit of −Inf gives +Inf.
  * - The result has logits' dtype (computed in f32): a scalar for "mean"/"sum", shape
  *   `targets.shape` for "none".
+ *
+ * @example Next-token loss over [B, T, vocab] logits
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const logits = mg.randn([2, 5, 16], { seed: 0, requiresGrad: true });
+ * const targets = mg.tensor([[1, 2, 3, 4, 5], [5, 4, 3, 2, -100]], { dtype: "i32" });
+ * const loss = mg.crossEntropy(logits, targets); // mean over the 9 rows not ignored
+ * loss.backward();
+ * console.log(loss.shape, logits.grad!.shape); // [] [2, 5, 16]
+ * ```
  */
 export function crossEntropy(
   logits: Tensor,
@@ -320,6 +343,15 @@ function crossEntropyBackward(
  * Mean squared error between `pred` and `target` (same shape, same float dtype): mean
  * (default), sum, or the elementwise squares ("none"). One pointwise pass (plus the
  * reduction); the backward is one pointwise pass per argument: ±2·g·(pred − target)/count.
+ *
+ * @example Mean squared error
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const pred = mg.tensor([1, 2, 3]);
+ * console.log(await mg.mseLoss(pred, mg.tensor([1, 0, 3])).item()); // 1.333…
+ * console.log(await mg.mseLoss(pred, mg.zeros([3]), { reduction: "sum" }).item()); // 14
+ * ```
  */
 export function mseLoss(
   pred: Tensor,

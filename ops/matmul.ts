@@ -31,7 +31,19 @@ import { grid1d } from "./grid.ts";
 import { sumTo } from "./reduce.ts";
 import { reshape } from "./layout.ts";
 
-/** A tile configuration of the matmul kernel: tuning is data, not code. */
+/**
+ * A tile configuration of the matmul kernel: tuning is data, not code.
+ *
+ * @example Try another tile configuration
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const tiles: mg.MatmulConfig = { ...mg.matmulConfig(), tm: 4, tn: 4 };
+ * const previous = mg.setMatmulConfig(tiles);
+ * console.log(await mg.ones([2, 3]).matmul(mg.ones([3, 2])).toArray()); // [[3, 3], [3, 3]]
+ * mg.setMatmulConfig(previous); // back to the adapter default (null) or the earlier override
+ * ```
+ */
 export interface MatmulConfig {
   /** Threads per workgroup along N (columns). */
   wgX: number;
@@ -87,7 +99,17 @@ export const CPU_MATMUL_CONFIG: Readonly<MatmulConfig> = Object.freeze({
 
 let override: MatmulConfig | null = null;
 
-/** The tile configuration in use: the override, else the default for the adapter kind. */
+/**
+ * The tile configuration in use: the override, else the default for the adapter kind.
+ *
+ * @example The tiles in use on this adapter
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const { wgX, wgY, tm, tn, shared } = mg.matmulConfig();
+ * console.log(`${wgX}x${wgY} threads, ${tm}x${tn} per thread, shared memory: ${shared}`);
+ * ```
+ */
 export function matmulConfig(): MatmulConfig {
   if (override) return { ...override };
   return { ...(deviceInfo().isFallbackAdapter ? CPU_MATMUL_CONFIG : GPU_MATMUL_CONFIG) };
@@ -96,6 +118,22 @@ export function matmulConfig(): MatmulConfig {
 /**
  * Overrides the tile configuration of later matmuls (for tuning and tests); null restores
  * the adapter default. Returns the previous override.
+ *
+ * @example Time two configurations (tuning is data)
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const a = mg.randn([256, 256], { seed: 0 });
+ * for (const shared of [false, true]) {
+ *   mg.setMatmulConfig({ wgX: 16, wgY: 16, tm: 4, tn: 4, bk: 16, shared, vec4: true });
+ *   a.matmul(a).dispose(); // compiles the kernel
+ *   const t0 = performance.now();
+ *   a.matmul(a).dispose();
+ *   await mg.sync();
+ *   console.log(`shared ${shared}: ${(performance.now() - t0).toFixed(1)} ms`);
+ * }
+ * mg.setMatmulConfig(null);
+ * ```
  */
 export function setMatmulConfig(next: MatmulConfig | null): MatmulConfig | null {
   if (next) checkConfig(next);
@@ -748,6 +786,16 @@ function mergeAxes(dims: number[], strides: number[]): { size: number; stride: n
  * (their unit axis is dropped from the result), leading axes broadcast as batch axes
  * ([2, 1, M, K] @ [3, K, N] -> [2, 3, M, N]). f32 or f16 (accumulated in f32). Transposed and
  * broadcast views are read in place through their strides. Differentiable.
+ *
+ * @example Matrix, batched and vector products
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const a = mg.tensor([[1, 2], [3, 4]]);
+ * console.log(await mg.matmul(a, a).toArray()); // [[7, 10], [15, 22]]
+ * console.log(await a.matmul(mg.tensor([1, 1])).toArray()); // [3, 7] (a vector on the right)
+ * console.log(mg.matmul(mg.ones([5, 1, 2, 3]), mg.ones([4, 3, 6])).shape); // [5, 4, 2, 6]
+ * ```
  */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   validate(a, b);

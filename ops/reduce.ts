@@ -197,7 +197,19 @@ function keptShape(x: Tensor, axes: number[]): number[] {
   return x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
 }
 
-/** Sum over `axes` (all when omitted); keepDims leaves them as size 1. */
+/**
+ * Sum over `axes` (all when omitted); keepDims leaves them as size 1.
+ *
+ * @example Sum everything, or over axes
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([[1, 2, 3], [4, 5, 6]]);
+ * console.log(await mg.sum(x).item()); // 21
+ * console.log(await mg.sum(x, 0).toArray()); // [5, 7, 9]
+ * console.log(await x.sum(1, true).toArray()); // [[6], [15]]
+ * ```
+ */
 export function sum(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
   checkInput("sum", x, true);
   const ax = axesOf("sum", axes, x.rank);
@@ -212,7 +224,17 @@ export function sum(x: Tensor, axes?: number | readonly number[], keepDims = fal
   });
 }
 
-/** Mean over `axes` (all when omitted). */
+/**
+ * Mean over `axes` (all when omitted).
+ *
+ * @example Mean over an axis
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([[1, 2, 3], [4, 5, 6]]);
+ * console.log(await mg.mean(x, 1).toArray()); // [2, 5]
+ * ```
+ */
 export function mean(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
   checkInput("mean", x, false);
   const ax = axesOf("mean", axes, x.rank);
@@ -264,6 +286,15 @@ function extremum(
 /**
  * Maximum over `axes` (all when omitted); NaN wins (as in PyTorch). The gradient is shared
  * among tied maxima (among the NaN positions when the maximum is NaN).
+ *
+ * @example Maximum over an axis
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([[1, 7, 3], [4, 5, 6]]);
+ * console.log(await mg.max(x, -1).toArray()); // [7, 6]
+ * console.log(await mg.max(mg.tensor([1, NaN, 3])).item()); // NaN
+ * ```
  */
 export function max(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
   return extremum("max", x, axes, keepDims);
@@ -272,6 +303,13 @@ export function max(x: Tensor, axes?: number | readonly number[], keepDims = fal
 /**
  * Minimum over `axes` (all when omitted); NaN wins (as in PyTorch). The gradient is shared
  * among tied minima (among the NaN positions when the minimum is NaN).
+ *
+ * @example Minimum of everything
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.min(mg.tensor([[1, 7], [-4, 5]])).item()); // -4
+ * ```
  */
 export function min(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
   return extremum("min", x, axes, keepDims);
@@ -280,6 +318,14 @@ export function min(x: Tensor, axes?: number | readonly number[], keepDims = fal
 /**
  * Index (i32) of the first maximum along `axis`, or over the flattened tensor when omitted;
  * NaN counts as the maximum (the first NaN's index, as in PyTorch).
+ *
+ * @example Greedy decoding: the most likely token per position
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const logits = mg.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 3.0]]);
+ * console.log(await mg.argmax(logits, -1).toArray()); // [1, 0] (ties: the first)
+ * ```
  */
 export function argmax(x: Tensor, axis?: number, keepDims = false): Tensor {
   return argExtremum("argmax", x, axis, keepDims);
@@ -288,6 +334,13 @@ export function argmax(x: Tensor, axis?: number, keepDims = false): Tensor {
 /**
  * Index (i32) of the first minimum along `axis`, or over the flattened tensor when omitted;
  * NaN counts as the minimum (the first NaN's index, as in PyTorch).
+ *
+ * @example Index of the smallest entry
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.argmin(mg.tensor([3, -1, 2])).item()); // 1
+ * ```
  */
 export function argmin(x: Tensor, axis?: number, keepDims = false): Tensor {
   return argExtremum("argmin", x, axis, keepDims);
@@ -312,7 +365,17 @@ function argExtremum(
   return reduce(op, op, x, x.rank === 0 ? [] : [normalizeAxis(op, axis, x.rank)], keepDims);
 }
 
-/** Options of `variance`. */
+/**
+ * Options of `variance`.
+ *
+ * @example Population variance instead of the unbiased one
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.VarOptions = { correction: 0 };
+ * console.log(await mg.variance(mg.tensor([1, 2, 3, 4]), undefined, opts).item()); // 1.25
+ * ```
+ */
 export interface VarOptions {
   /** Subtracted from the count in the denominator: 1 (default, unbiased) or 0 (population). */
   correction?: number;
@@ -320,7 +383,18 @@ export interface VarOptions {
   keepDims?: boolean;
 }
 
-/** Variance over `axes` (all when omitted): Σ(x − mean)² / (count − correction). */
+/**
+ * Variance over `axes` (all when omitted): Σ(x − mean)² / (count − correction).
+ *
+ * @example Unbiased variance per row
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([[1, 2, 3, 4], [2, 2, 2, 2]]);
+ * console.log(await mg.variance(x, 1).toArray()); // [1.666…, 0]
+ * console.log(await x.var(1, { keepDims: true }).toArray()); // [[1.666…], [0]]
+ * ```
+ */
 export function variance(
   x: Tensor,
   axes?: number | readonly number[],
@@ -339,7 +413,17 @@ export function variance(
   return out;
 }
 
-/** Sums a broadcast result back to `shape` (the reverse of broadcasting); returns `g` itself when shapes match. */
+/**
+ * Sums a broadcast result back to `shape` (the reverse of broadcasting); returns `g` itself when shapes match.
+ *
+ * @example Reduce a broadcast gradient back to a bias's shape
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const g = mg.ones([4, 3]); // d(loss)/d(x + bias) for bias [3]
+ * console.log(await mg.sumTo(g, [3]).toArray()); // [4, 4, 4]
+ * ```
+ */
 export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
   const lead = g.rank - shape.length;
   if (lead < 0) {

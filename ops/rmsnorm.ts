@@ -311,6 +311,16 @@ function backwardG(dyr: Rows, xr: Rows, rstd: Tensor, gDtype: DType): Tensor {
  * Root-mean-square normalisation over the last axis (HF `DeepseekV3RMSNorm`):
  * `y = x · rsqrt(mean(x²) + eps) · weight`, x [..., D] and weight [D], f32 or f16 (computed
  * in f32). One fused kernel forward, fused kernels backward (dx, and dweight summed over rows).
+ *
+ * @example Normalise the last axis
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.randn([2, 8, 64], { seed: 0 });
+ * const w = mg.ones([64]);
+ * const y = mg.nn.rmsNorm(x, w, 1e-6); // x / √(mean(x²) + eps) · w over the last axis
+ * console.log(y.shape); // [2, 8, 64]
+ * ```
  */
 export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-6): Tensor {
   check(x, weight, eps);

@@ -38,7 +38,16 @@ import { grid1d, linearId } from "./grid.ts";
 
 const WG = 256;
 
-/** inv_freq_i = θ^(−2i/d) for i < d/2, computed in float64 and rounded to f32. */
+/**
+ * inv_freq_i = θ^(−2i/d) for i < d/2, computed in float64 and rounded to f32.
+ *
+ * @example Plain RoPE frequencies
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * console.log(mg.nn.ropeInvFreq(4, 10000)); // Float32Array [1, 0.01]
+ * // an odd dim or theta <= 0 throws a MoongradError
+ * ```
+ */
 export function ropeInvFreq(dim: number, theta: number): Float32Array {
   if (!Number.isInteger(dim) || dim <= 0 || dim % 2 !== 0) {
     throw new MoongradError("rope", `the rotary dim must be a positive even integer, got ${dim}`);
@@ -68,7 +77,15 @@ function positionStrides(pos: Tensor, outer: readonly number[], x: Tensor): numb
   });
 }
 
-/** How `rope` pairs and scales the components (see the file header). */
+/**
+ * How `rope` pairs and scales the components (see the file header).
+ *
+ * @example Half-split pairs (HF rotate_half)
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const o: mg.nn.RopeOptions = { interleaved: false };
+ * ```
+ */
 export interface RopeOptions {
   /**
    * true (default): interleaved pairs (x[2i], x[2i+1]), HF `rope_interleave: true`; false:

@@ -360,6 +360,14 @@ function softmaxOp(op: "softmax" | "logSoftmax", x: Tensor, axis: number): Tenso
 /**
  * Softmax along `axis` (last by default): exp(x − max) / Σ exp(x − max), one fused kernel
  * per row. f32 or f16 (computed in f32); any layout, no copy.
+ *
+ * @example Probabilities over the last axis
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const p = mg.softmax(mg.tensor([[0, 0], [0, Math.log(3)]]));
+ * console.log(await p.toArray()); // [[0.5, 0.5], [0.25, 0.75]] (to f32 precision)
+ * ```
  */
 export function softmax(x: Tensor, axis = -1): Tensor {
   return softmaxOp("softmax", x, axis);
@@ -368,6 +376,13 @@ export function softmax(x: Tensor, axis = -1): Tensor {
 /**
  * Log-softmax along `axis` (last by default): x − max − log Σ exp(x − max), one fused kernel
  * per row. f32 or f16 (computed in f32); any layout, no copy.
+ *
+ * @example Log-probabilities, stable for large logits
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * console.log(await mg.logSoftmax(mg.tensor([1000, 1000])).toArray()); // [-0.693…, -0.693…]
+ * ```
  */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
   return softmaxOp("logSoftmax", x, axis);

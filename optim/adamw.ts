@@ -9,7 +9,15 @@ import {
   type UpdateContext,
 } from "./optimizer.ts";
 
-/** AdamW hyper-parameters (torch.optim.AdamW's, camel-cased). */
+/**
+ * AdamW hyper-parameters (torch.optim.AdamW's, camel-cased).
+ *
+ * @example torch.optim.AdamW's defaults, spelled out
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const o: mg.optim.AdamWOptions = { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01 };
+ * ```
+ */
 export interface AdamWOptions extends BaseOptions {
   /** (β₁, β₂) (default [0.9, 0.999]). */
   betas: readonly [number, number];
@@ -23,6 +31,17 @@ export interface AdamWOptions extends BaseOptions {
  * AdamW, torch.optim.AdamW's arithmetic, one fused kernel per parameter:
  * p ← p·(1 − lr·wd); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
  * p ← p − lr·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε), t = this parameter's update count.
+ *
+ * @example Train a layer with AdamW
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(8, 4, { seed: 0 });
+ * const opt = new mg.optim.AdamW(lin, { lr: 1e-3, betas: [0.9, 0.95], weightDecay: 0.1 });
+ * mg.scope(() => lin.forward(mg.randn([2, 8], { seed: 1 })).square().mean().backward());
+ * await opt.step(); // one fused kernel per parameter, nothing read back
+ * opt.zeroGrad();
+ * ```
  */
 export class AdamW extends Optimizer<AdamWOptions> {
   /** `options` are the defaults of every group (lr required). */

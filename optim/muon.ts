@@ -2,7 +2,12 @@
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { muonApply, muonMomentum } from "../ops/optim.ts";
-import { newtonSchulz, type NsCoefficients, nsSchedule } from "./newton_schulz.ts";
+import {
+  newtonSchulz,
+  type NewtonSchulzOptions,
+  type NsCoefficients,
+  nsSchedule,
+} from "./newton_schulz.ts";
 import {
   type BaseOptions,
   type CommonOptions,
@@ -11,10 +16,33 @@ import {
   type UpdateContext,
 } from "./optimizer.ts";
 
-/** How Muon scales the orthogonalised update of an [A, B] matrix. */
+/**
+ * How Muon scales the orthogonalised update of an [A, B] matrix.
+ *
+ * @example Pick the update scale
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const s: mg.optim.MuonScale = "original"; // √max(1, A/B), Keller Jordan's
+ * ```
+ */
 export type MuonScale = "match_rms_adamw" | "original";
 
-/** Muon hyper-parameters. */
+/**
+ * Muon hyper-parameters.
+ *
+ * @example Moonlight's Muon settings
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const o: Partial<mg.optim.MuonOptions> = {
+ *   lr: 2e-4,
+ *   momentum: 0.95,
+ *   nesterov: true,
+ *   weightDecay: 0.1,
+ *   scale: "match_rms_adamw",
+ *   nsSteps: 5,
+ * };
+ * ```
+ */
 export interface MuonOptions extends BaseOptions {
   /** Momentum μ (default 0.95). */
   momentum: number;
@@ -38,7 +66,16 @@ export interface MuonOptions extends BaseOptions {
   nsEps: number;
 }
 
-/** The scale factor Muon applies to NS(U) for an [A, B] matrix. */
+/**
+ * The scale factor Muon applies to NS(U) for an [A, B] matrix.
+ *
+ * @example The scale of a [1024, 4096] matrix
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * console.log(mg.optim.muonScale("match_rms_adamw", 1024, 4096)); // 12.8 (0.2·√4096)
+ * console.log(mg.optim.muonScale("original", 4096, 1024)); // 2 (√(4096/1024))
+ * ```
+ */
 export function muonScale(scale: MuonScale, A: number, B: number): number {
   return scale === "original" ? Math.sqrt(Math.max(1, A / B)) : 0.2 * Math.sqrt(Math.max(A, B));
 }
@@ -57,6 +94,18 @@ export function muonScale(scale: MuonScale, A: number, B: number): number {
  * Per parameter: one fused momentum kernel, the Newton–Schulz dispatches, one fused apply
  * kernel. Use `MuonWithAdamW` to train a whole model (embeddings, norms and the head go to
  * AdamW).
+ *
+ * @example Muon on the matrices of a layer
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const mlp = new mg.nn.MLP(64, 128, { seed: 0 }); // gate/up/down projections: 2-D weights only
+ * const opt = new mg.optim.Muon(mlp, { lr: 0.02, momentum: 0.95 });
+ * mg.scope(() => mlp.forward(mg.randn([4, 64], { seed: 1 })).square().mean().backward());
+ * await opt.step(); // momentum, 5 Newton–Schulz steps, scaled apply: per parameter, on the GPU
+ * opt.zeroGrad();
+ * // new mg.optim.Muon([mg.zeros([8])], { lr: 0.02 }) throws: 1-D parameters belong to AdamW
+ * ```
  */
 export class Muon extends Optimizer<MuonOptions> {
   /** `options` are the defaults of every group (lr required). */
@@ -114,16 +163,7 @@ export class Muon extends Optimizer<MuonOptions> {
         `scale must be "match_rms_adamw" or "original", got ${o.scale}`,
       );
     }
-    nsSchedule(this.nsOptions(o));
-  }
-
-  private nsOptions(o: MuonOptions) {
-    const perStep = Array.isArray(o.nsCoefficients[0]);
-    return {
-      steps: perStep ? undefined : o.nsSteps,
-      coefficients: o.nsCoefficients,
-      eps: o.nsEps,
-    };
+    nsSchedule(nsOptions(o));
   }
 
   /** Momentum, Newton–Schulz, scaled apply with decoupled weight decay. */
@@ -133,9 +173,19 @@ export class Muon extends Optimizer<MuonOptions> {
     const u = muonMomentum(grad, m, o.momentum, gradScale, o.nesterov);
     const A = param.shape[param.rank - 2];
     const B = param.shape[param.rank - 1];
-    const orth = newtonSchulz(u ?? m, this.nsOptions(o));
+    const orth = newtonSchulz(u ?? m, nsOptions(o));
     u?.dispose();
     muonApply(param, orth, lr, o.weightDecay, muonScale(o.scale, A, B));
     orth.dispose();
   }
+}
+
+/** The Newton–Schulz options of a Muon group (a per-step coefficient list sets the steps). */
+function nsOptions(o: MuonOptions): NewtonSchulzOptions {
+  const perStep = Array.isArray(o.nsCoefficients[0]);
+  return {
+    steps: perStep ? undefined : o.nsSteps,
+    coefficients: o.nsCoefficients,
+    eps: o.nsEps,
+  };
 }

@@ -15,7 +15,17 @@ import { alias } from "../ops/layout.ts";
 import { noGrad } from "../core/autograd.ts";
 import { StepStats } from "../nn/step_stats.ts";
 
-/** What MuonClip needs of a model: its config and attention layers. */
+/**
+ * What MuonClip needs of a model: its config and attention layers.
+ *
+ * @example KimiLM is a ClippableModel
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lm: mg.optim.ClippableModel = new mg.nn.KimiLM(mg.nn.makeConfig("tiny"), { seed: 0 });
+ * console.log(lm.attentionLayers().length); // 4 (one per decoder layer)
+ * ```
+ */
 export interface ClippableModel extends Module {
   /** HF-keyed configuration (head sizes). */
   readonly config: KimiConfig;
@@ -23,7 +33,21 @@ export interface ClippableModel extends Module {
   attentionLayers(): readonly Module[];
 }
 
-/** Options of `MuonClip`. */
+/**
+ * Options of `MuonClip`.
+ *
+ * @example K2-style options
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const o: mg.optim.MuonClipOptions = {
+ *   lr: 2e-4,
+ *   weightDecay: 0.1,
+ *   tau: 100,
+ *   muon: { momentum: 0.95 },
+ *   adamw: { betas: [0.9, 0.95] },
+ * };
+ * ```
+ */
 export interface MuonClipOptions {
   /** Learning rate of both halves (Moonlight's matched-RMS scaling lets them share it). */
   lr: LearningRate;
@@ -41,7 +65,18 @@ export interface MuonClipOptions {
   checkFinite?: boolean;
 }
 
-/** One clipped head of the last step. */
+/**
+ * One clipped head of the last step.
+ *
+ * @example List the heads QK-Clip scaled
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * async function report(opt: mg.optim.MuonClip): Promise<void> {
+ *   const heads: mg.optim.ClippedHead[] = await opt.clippedHeads();
+ *   for (const h of heads) console.log(`layer ${h.layer} head ${h.head}: ${h.maxLogit} → ×${h.gamma}`);
+ * }
+ * ```
+ */
 export interface ClippedHead {
   /** Layer index. */
   layer: number;
@@ -53,7 +88,27 @@ export interface ClippedHead {
   gamma: number;
 }
 
-/** Muon + AdamW + QK-Clip as one optimizer (`step`, `zeroGrad`, `stateDict`, `loadStateDict`). */
+/**
+ * Muon + AdamW + QK-Clip as one optimizer (`step`, `zeroGrad`, `stateDict`, `loadStateDict`).
+ *
+ * @example One MuonClip step over two micro-batches
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config = mg.nn.makeConfig("tiny");
+ * const lm = new mg.nn.KimiLM(config, { seed: 0 });
+ * const opt = new mg.optim.MuonClip(lm, { lr: 2e-3, tau: 100 });
+ * const stats = new mg.nn.StepStats();
+ * for (let i = 0; i < 2; i++) {
+ *   const batch = [[1 + i, 5, 9, 2, 7, 3, 8, 4]]; // one micro-batch of token ids
+ *   mg.scope(() => lm.loss(batch, { labels: batch }, { stats }).backward());
+ * }
+ * await opt.step(stats); // Muon + AdamW, then QK-Clip of heads whose max logit exceeded τ
+ * console.log(await opt.clippedHeads()); // [] while every max logit stays below 100
+ * opt.zeroGrad();
+ * stats.dispose();
+ * ```
+ */
 export class MuonClip {
   /** The Muon/AdamW pair doing the update. */
   readonly inner: MuonWithAdamW;

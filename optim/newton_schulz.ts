@@ -12,16 +12,52 @@ import { pointwise } from "../ops/pointwise.ts";
 import { matmul } from "../ops/matmul.ts";
 import { frobeniusNormalize, gram } from "../ops/optim.ts";
 
-/** One step's polynomial coefficients (a, b, c) of p(σ) = aσ + bσ³ + cσ⁵. */
+/**
+ * One step's polynomial coefficients (a, b, c) of p(σ) = aσ + bσ³ + cσ⁵.
+ *
+ * @example A custom per-step triple
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const c: mg.optim.NsCoefficients = [3.4445, -4.775, 2.0315];
+ * const p = (s: number) => c[0] * s + c[1] * s ** 3 + c[2] * s ** 5; // one step on a singular value
+ * ```
+ */
 export type NsCoefficients = readonly [number, number, number];
 
-/** Keller Jordan's quintic, tuned for speed (p(1) ≈ 0.70; values settle in ~[0.7, 1.2]). */
+/**
+ * Keller Jordan's quintic, tuned for speed (p(1) ≈ 0.70; values settle in ~[0.7, 1.2]).
+ *
+ * @example The default coefficients
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * console.log(mg.optim.QUINTIC_COEFFICIENTS); // [3.4445, -4.775, 2.0315]
+ * ```
+ */
 export const QUINTIC_COEFFICIENTS: NsCoefficients = Object.freeze([3.4445, -4.775, 2.0315]);
 
-/** The cubic Newton–Schulz iteration (1.5σ − 0.5σ³): slow but converges to exactly 1. */
+/**
+ * The cubic Newton–Schulz iteration (1.5σ − 0.5σ³): slow but converges to exactly 1.
+ *
+ * @example Converge exactly, slowly
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const g = mg.randn([16, 32], { seed: 0 });
+ * const o = mg.optim.newtonSchulz(g, { coefficients: mg.optim.CUBIC_COEFFICIENTS, steps: 30 });
+ * // o·oᵀ ≈ I (singular values all driven to 1)
+ * ```
+ */
 export const CUBIC_COEFFICIENTS: NsCoefficients = Object.freeze([1.5, -0.5, 0]);
 
-/** Options of `newtonSchulz`. */
+/**
+ * Options of `newtonSchulz`.
+ *
+ * @example Ten quintic steps without the gram kernel
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const o: mg.optim.NewtonSchulzOptions = { steps: 10, symmetric: false, eps: 1e-7 };
+ * ```
+ */
 export interface NewtonSchulzOptions {
   /** Number of iterations (default 5, or the length of a per-step coefficient list). */
   steps?: number;
@@ -40,7 +76,17 @@ function isTriple(c: unknown): c is NsCoefficients {
   return Array.isArray(c) && c.length === 3 && c.every((v) => typeof v === "number");
 }
 
-/** The per-step coefficient schedule an options object describes (validated). */
+/**
+ * The per-step coefficient schedule an options object describes (validated).
+ *
+ * @example Expand options into per-step triples
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * console.log(mg.optim.nsSchedule({ steps: 2 })); // [[3.4445, -4.775, 2.0315], [3.4445, -4.775, 2.0315]]
+ * console.log(mg.optim.nsSchedule({ coefficients: [[1.5, -0.5, 0]] }).length); // 1
+ * // mg.optim.nsSchedule({ steps: -1 }) throws a MoongradError
+ * ```
+ */
 export function nsSchedule(options: NewtonSchulzOptions = {}): NsCoefficients[] {
   const c = options.coefficients ?? QUINTIC_COEFFICIENTS;
   let schedule: NsCoefficients[];
@@ -86,6 +132,16 @@ export function nsSchedule(options: NewtonSchulzOptions = {}): NsCoefficients[] 
  *   epilogue), then one general matmul P·X: 3 dispatches per step.
  *
  * The zero matrix maps to zero (no NaN). Scale invariance holds while ‖G‖_F ≫ eps.
+ *
+ * @example Orthogonalise a gradient matrix
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const g = mg.randn([64, 256], { seed: 0 });
+ * const o = mg.optim.newtonSchulz(g); // [64, 256], singular values in about [0.7, 1.2]
+ * const batch = mg.optim.newtonSchulz(mg.randn([8, 32, 16], { seed: 1 }), { steps: 5 }); // per matrix
+ * console.log(o.shape, batch.shape); // [64, 256] [8, 32, 16]
+ * ```
  */
 export function newtonSchulz(g: Tensor, options: NewtonSchulzOptions = {}): Tensor {
   if (!(g instanceof Tensor)) {

@@ -13,30 +13,111 @@ import { flagNonFinite } from "../ops/optim.ts";
 import { Module } from "../nn/module.ts";
 import type { LrSchedule } from "./schedule.ts";
 
-/** A learning rate: a number, or a schedule evaluated at each step. */
+/**
+ * A learning rate: a number, or a schedule evaluated at each step.
+ *
+ * @example A constant rate or a schedule
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const constant: mg.optim.LearningRate = 3e-4;
+ * const warm: mg.optim.LearningRate = mg.optim.linearWarmup({ peak: 3e-4, warmupSteps: 100 });
+ * console.log(constant, warm(49)); // 0.0003 0.00015
+ * ```
+ */
 export type LearningRate = number | LrSchedule;
 
-/** A parameter with its name (names key the state dict). */
+/**
+ * A parameter with its name (names key the state dict).
+ *
+ * @example Name the tensors of a hand-built model
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const w = mg.randn([4, 8], { seed: 0, requiresGrad: true });
+ * const named: mg.optim.NamedParam[] = [["proj.weight", w]];
+ * const opt = new mg.optim.AdamW(named, { lr: 1e-3 }); // state dict keys start with "proj.weight"
+ * ```
+ */
 export type NamedParam = readonly [string, Tensor];
 
-/** Where parameters come from: a Module (its `namedParameters()`), tensors, or named tensors. */
+/**
+ * Where parameters come from: a Module (its `namedParameters()`), tensors, or named tensors.
+ *
+ * @example Three ways to give parameters
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(8, 4, { seed: 0 });
+ * const a: mg.optim.ParamSource = lin; // a Module: its namedParameters()
+ * const b: mg.optim.ParamSource = [lin.weight]; // bare tensors, named "0", "1", ...
+ * const c: mg.optim.ParamSource = [["w", lin.weight]]; // named tensors
+ * console.log(new mg.optim.SGD(a, { lr: 0.1 }).groups[0].names); // ["weight"]
+ * ```
+ */
 export type ParamSource = Module | readonly Tensor[] | readonly NamedParam[];
 
-/** Hyper-parameters every optimizer has. */
+/**
+ * Hyper-parameters every optimizer has.
+ *
+ * @example The one required option
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const o: mg.optim.BaseOptions = { lr: 1e-3 };
+ * ```
+ */
 export interface BaseOptions {
   /** Learning rate (a number or a schedule of the step). */
   lr: LearningRate;
 }
 
-/** A parameter group as given to a constructor: its parameters and per-group overrides. */
+/**
+ * A parameter group as given to a constructor: its parameters and per-group overrides.
+ *
+ * @example A group with its own weight decay
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(8, 4, { bias: true, seed: 0 });
+ * const noDecay: mg.optim.ParamGroupSpec<mg.optim.AdamWOptions> = {
+ *   name: "no_decay",
+ *   params: [["bias", lin.bias!]],
+ *   weightDecay: 0,
+ * };
+ * const opt = new mg.optim.AdamW([{ params: [["weight", lin.weight]] }, noDecay], { lr: 1e-3 });
+ * ```
+ */
 export type ParamGroupSpec<H extends BaseOptions> =
   & { params: ParamSource; name?: string }
   & Partial<H>;
 
-/** What an optimizer constructor accepts: one source for a single group, or a list of groups. */
+/**
+ * What an optimizer constructor accepts: one source for a single group, or a list of groups.
+ *
+ * @example One source or a list of groups
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(8, 4, { seed: 0 });
+ * const single: mg.optim.ParamsInput<mg.optim.SgdOptions> = lin;
+ * const groups: mg.optim.ParamsInput<mg.optim.SgdOptions> = [{ params: lin, lr: 0.01 }];
+ * console.log(new mg.optim.SGD(groups, { lr: 0.1 }).groups[0].name); // "group0"
+ * ```
+ */
 export type ParamsInput<H extends BaseOptions> = ParamSource | readonly ParamGroupSpec<H>[];
 
-/** A resolved parameter group. */
+/**
+ * A resolved parameter group.
+ *
+ * @example Change a group's hyper-parameters between steps
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opt = new mg.optim.AdamW(new mg.nn.Linear(8, 4, { seed: 0 }), { lr: 1e-3 });
+ * const g: mg.optim.ParamGroup<mg.optim.AdamWOptions> = opt.groups[0];
+ * console.log(g.name, g.names); // "default" ["weight"]
+ * g.options.weightDecay = 0; // takes effect at the next step()
+ * ```
+ */
 export interface ParamGroup<H extends BaseOptions> {
   /** Group name ("default" for a single group, else the given name or "group<i>"). */
   name: string;
@@ -48,7 +129,18 @@ export interface ParamGroup<H extends BaseOptions> {
   options: H;
 }
 
-/** Options shared by every optimizer's constructor. */
+/**
+ * Options shared by every optimizer's constructor.
+ *
+ * @example Reject NaN/Inf gradients
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const common: mg.optim.CommonOptions = { checkFinite: true };
+ * const opt = new mg.optim.SGD(new mg.nn.Linear(8, 4, { seed: 0 }), { lr: 0.1, ...common });
+ * // await opt.step() now rejects with a MoongradError naming any non-finite gradient
+ * ```
+ */
 export interface CommonOptions {
   /**
    * Check every gradient for NaN/±Inf before updating (default false). This necessarily reads
@@ -59,10 +151,35 @@ export interface CommonOptions {
   checkFinite?: boolean;
 }
 
-/** Serialisable hyper-parameter value (schedules are code and are stored as "<schedule>"). */
+/**
+ * Serialisable hyper-parameter value (schedules are code and are stored as "<schedule>").
+ *
+ * @example Hyper-parameters as stored in a state dict
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const values: mg.optim.OptionValue[] = [1e-3, true, "<schedule>", [0.9, 0.95], null];
+ * ```
+ */
 export type OptionValue = number | boolean | string | number[] | null;
 
-/** A snapshot of an optimizer for exact resumption. The tensors are copies owned by the caller. */
+/**
+ * A snapshot of an optimizer for exact resumption. The tensors are copies owned by the caller.
+ *
+ * @example Save and resume an optimizer
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(8, 4, { seed: 0 });
+ * const opt = new mg.optim.AdamW(lin, { lr: 1e-3 });
+ * lin.forward(mg.randn([2, 8], { seed: 1 })).square().mean().backward();
+ * await opt.step();
+ * const sd: mg.optim.OptimizerStateDict = opt.stateDict();
+ * console.log(sd.kind, sd.step, [...sd.state.keys()]); // AdamW 1 ["weight.exp_avg", "weight.exp_avg_sq"]
+ * const resumed = new mg.optim.AdamW(lin, { lr: 1e-3 });
+ * resumed.loadStateDict(sd);
+ * mg.optim.disposeStateDict(sd);
+ * ```
+ */
 export interface OptimizerStateDict {
   /** Optimizer kind ("AdamW", "SGD", "Muon"). */
   kind: string;
@@ -76,7 +193,16 @@ export interface OptimizerStateDict {
   state: Map<string, Tensor>;
 }
 
-/** Per-parameter state: its update count and named state tensors. */
+/**
+ * Per-parameter state: its update count and named state tensors.
+ *
+ * @example Per-parameter state seen from a subclass
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const s: mg.optim.ParamState = { step: 0, slots: new Map() };
+ * console.log(s.step, s.slots.size); // 0 0
+ * ```
+ */
 export interface ParamState {
   /** Updates applied to this parameter so far. */
   step: number;
@@ -84,7 +210,25 @@ export interface ParamState {
   slots: Map<string, Tensor>;
 }
 
-/** The update context `Optimizer.update` receives for one parameter. */
+/**
+ * The update context `Optimizer.update` receives for one parameter.
+ *
+ * @example A custom optimizer's update hook
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * class PlainSGD extends mg.optim.Optimizer<mg.optim.BaseOptions> {
+ *   constructor(params: mg.optim.ParamsInput<mg.optim.BaseOptions>, lr: number) {
+ *     super("PlainSGD", params, { lr });
+ *   }
+ *   protected update(ctx: mg.optim.UpdateContext<mg.optim.BaseOptions>): void {
+ *     // ctx.param and ctx.grad: contiguous f32 of one shape; ctx.lr: this step's rate.
+ *     // Record an in-place GPU update of ctx.param here (the built-in optimizers each
+ *     // dispatch one fused kernel); the parameter must keep its identity.
+ *     console.log(ctx.name, ctx.state.step, ctx.lr);
+ *   }
+ * }
+ * ```
+ */
 export interface UpdateContext<H extends BaseOptions> {
   /** The parameter (contiguous f32), updated in place. */
   param: Tensor;
@@ -105,7 +249,18 @@ function isNamedList(x: readonly unknown[]): x is readonly NamedParam[] {
     x.every((e) => Array.isArray(e) && e.length === 2 && e[1] instanceof Tensor);
 }
 
-/** Resolves a parameter source to named tensors (`prefix` names unnamed tensors). */
+/**
+ * Resolves a parameter source to named tensors (`prefix` names unnamed tensors).
+ *
+ * @example Resolve a parameter source
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(8, 4, { seed: 0 });
+ * console.log(mg.optim.namedParams("demo", [lin.weight], "p").map(([n]) => n)); // ["p0"]
+ * console.log(mg.optim.namedParams("demo", lin, "").map(([n]) => n)); // ["weight"]
+ * ```
+ */
 export function namedParams(op: string, src: ParamSource, prefix: string): NamedParam[] {
   if (src instanceof Module) return [...src.namedParameters()];
   if (!Array.isArray(src)) {
@@ -130,6 +285,20 @@ function isGroupList<H extends BaseOptions>(x: ParamsInput<H>): x is readonly Pa
  * Base class of the optimizers. Subclasses implement `update` (record the fused update of
  * one parameter) and may override `validateParam`. Updates happen in place on the GPU under
  * `noGrad`; parameters keep their identity and nothing is read back (unless `checkFinite`).
+ *
+ * @example The training loop every optimizer shares
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(8, 4, { seed: 0 });
+ * const opt: mg.optim.Optimizer<mg.optim.AdamWOptions> = new mg.optim.AdamW(lin, { lr: 1e-3 });
+ * for (let i = 0; i < 3; i++) {
+ *   mg.scope(() => lin.forward(mg.randn([2, 8], { seed: i })).square().mean().backward());
+ *   await opt.step();
+ *   opt.zeroGrad();
+ * }
+ * console.log(opt.stepCount); // 3
+ * ```
  */
 export abstract class Optimizer<H extends BaseOptions> {
   /** Optimizer kind, stored in state dicts. */
@@ -474,7 +643,18 @@ function contiguousCopy(t: Tensor): Tensor {
   return out;
 }
 
-/** Disposes every tensor of an optimizer state dict. */
+/**
+ * Disposes every tensor of an optimizer state dict.
+ *
+ * @example Free a snapshot once it is saved or loaded
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opt = new mg.optim.SGD(new mg.nn.Linear(8, 4, { seed: 0 }), { lr: 0.1, momentum: 0.9 });
+ * const sd = opt.stateDict();
+ * mg.optim.disposeStateDict(sd); // the state tensors are copies owned by the caller
+ * ```
+ */
 export function disposeStateDict(sd: OptimizerStateDict): void {
   for (const t of sd.state.values()) t.dispose();
 }

@@ -24,6 +24,17 @@ function paramByName(module: Module, names: readonly string[]): Tensor {
  * key (kv_a_proj_with_mqa) and the value rows are untouched. Every logit of head h,
  * q_nope·k_nope + q_rope·k_rope, is therefore multiplied by exactly γ_h.
  * Returns γ (f32 [H], 1 for unclipped heads); the caller owns it.
+ *
+ * @example Clip the heads of one MLA layer
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config = mg.nn.makeConfig("tiny"); // 4 heads
+ * const attn = new mg.nn.MultiHeadLatentAttention(config, { seed: 0 });
+ * const maxLogits = mg.tensor([50, 200, 80, 400]); // f32 [H]
+ * const gamma = mg.optim.qkClipMla(attn, config, maxLogits, 100);
+ * console.log(await gamma.toArray()); // [1, 0.5, 1, 0.25]: heads 1 and 3 scaled to reach τ
+ * ```
  */
 export function qkClipMla(
   attention: Module,
@@ -50,6 +61,16 @@ export function qkClipMla(
 /**
  * QK-Clip of plain multi-head attention, in place: W_q and W_k ([H · headDim, D], head-major
  * rows) are each scaled by √γ_h per head. Returns γ (f32 [H]); the caller owns it.
+ *
+ * @example Clip plain multi-head attention weights
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const H = 2, d = 8, D = 32;
+ * const wq = mg.randn([H * d, D], { seed: 0 }), wk = mg.randn([H * d, D], { seed: 1 });
+ * const gamma = mg.optim.qkClipMha(wq, wk, mg.tensor([150, 60]), 100, d);
+ * console.log(await gamma.toArray()); // [0.6666…, 1]: head 0's q and k rows scaled by √γ
+ * ```
  */
 export function qkClipMha(
   wq: Tensor,

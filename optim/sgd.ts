@@ -9,7 +9,15 @@ import {
   type UpdateContext,
 } from "./optimizer.ts";
 
-/** SGD hyper-parameters (torch.optim.SGD's). */
+/**
+ * SGD hyper-parameters (torch.optim.SGD's).
+ *
+ * @example Nesterov momentum with weight decay
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const o: Partial<mg.optim.SgdOptions> = { lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 1e-4 };
+ * ```
+ */
 export interface SgdOptions extends BaseOptions {
   /** Momentum factor μ (default 0: no buffer). */
   momentum: number;
@@ -25,6 +33,20 @@ export interface SgdOptions extends BaseOptions {
  * SGD, torch.optim.SGD's arithmetic, one fused kernel per parameter:
  * g ← g + wd·p; buf ← μ·buf + (1 − dampening)·g (buf = g at the first step);
  * p ← p − lr·(nesterov ? g + μ·buf : buf).
+ *
+ * @example Fit a linear layer
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lin = new mg.nn.Linear(8, 1, { seed: 0 });
+ * const opt = new mg.optim.SGD(lin, { lr: 0.1, momentum: 0.9 });
+ * const x = mg.randn([16, 8], { seed: 1 }), y = mg.randn([16, 1], { seed: 2 });
+ * for (let i = 0; i < 10; i++) {
+ *   mg.scope(() => mg.mseLoss(lin.forward(x), y).backward());
+ *   await opt.step();
+ *   opt.zeroGrad();
+ * }
+ * ```
  */
 export class SGD extends Optimizer<SgdOptions> {
   /** `options` are the defaults of every group (lr required). */

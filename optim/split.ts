@@ -14,7 +14,18 @@ import {
   type ParamSource,
 } from "./optimizer.ts";
 
-/** The two halves of a model's parameters. */
+/**
+ * The two halves of a model's parameters.
+ *
+ * @example Inspect how a model is split
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lm = new mg.nn.KimiLM(mg.nn.makeConfig("tiny"), { seed: 0 });
+ * const split: mg.optim.MoonlightSplit = mg.optim.splitParamsMoonlight(lm);
+ * console.log(split.adamw.map(([n]) => n).slice(0, 2)); // ["model.embed_tokens.weight", "model.layers.0.input_layernorm.weight"]
+ * ```
+ */
 export interface MoonlightSplit {
   /** Hidden weight matrices [A, B] and stacked expert weights [E, A, B]. */
   muon: NamedParam[];
@@ -22,7 +33,17 @@ export interface MoonlightSplit {
   adamw: NamedParam[];
 }
 
-/** Why a parameter goes to AdamW under the Moonlight rule, or null when it goes to Muon. */
+/**
+ * Why a parameter goes to AdamW under the Moonlight rule, or null when it goes to Muon.
+ *
+ * @example Why a parameter goes to AdamW
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * console.log(mg.optim.adamwReason("model.embed_tokens.weight", [256, 128])); // "embedding"
+ * console.log(mg.optim.adamwReason("model.norm.weight", [128])); // "not a matrix (gain, bias or scalar)"
+ * console.log(mg.optim.adamwReason("model.layers.0.mlp.up_proj.weight", [384, 128])); // null: Muon
+ * ```
+ */
 export function adamwReason(name: string, shape: readonly number[]): string | null {
   const parts = name.split(".");
   const leaf = parts[parts.length - 1];
@@ -40,6 +61,15 @@ export function adamwReason(name: string, shape: readonly number[]): string | nu
  * expert weights, the router gate) and stacked 3-D expert weights go to Muon; names
  * containing `embed_tokens` / `embed` or `lm_head`, norm parameters (`*norm*`), biases and
  * every parameter of rank < 2 (or > 3) go to AdamW. Order follows `namedParameters()`.
+ *
+ * @example Split a model's parameters
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lm = new mg.nn.KimiLM(mg.nn.makeConfig("tiny"), { seed: 0 });
+ * const { muon, adamw } = mg.optim.splitParamsMoonlight(lm);
+ * console.log(muon.every(([, t]) => t.rank >= 2), adamw.length > 0); // true true
+ * ```
  */
 export function splitParamsMoonlight(params: ParamSource): MoonlightSplit {
   const out: MoonlightSplit = { muon: [], adamw: [] };
@@ -49,7 +79,19 @@ export function splitParamsMoonlight(params: ParamSource): MoonlightSplit {
   return out;
 }
 
-/** Options of `MuonWithAdamW`: each half's hyper-parameters (each with its own lr). */
+/**
+ * Options of `MuonWithAdamW`: each half's hyper-parameters (each with its own lr).
+ *
+ * @example Separate learning rates for the two halves
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const o: mg.optim.MuonWithAdamWOptions = {
+ *   muon: { lr: 0.02, momentum: 0.95 },
+ *   adamw: { lr: 3e-4, betas: [0.9, 0.95] },
+ *   checkFinite: false,
+ * };
+ * ```
+ */
 export interface MuonWithAdamWOptions extends CommonOptions {
   /** Muon's options (lr required). */
   muon: Partial<MuonOptions> & Pick<MuonOptions, "lr">;
@@ -57,7 +99,22 @@ export interface MuonWithAdamWOptions extends CommonOptions {
   adamw: Partial<AdamWOptions> & Pick<AdamWOptions, "lr">;
 }
 
-/** A snapshot of both halves of `MuonWithAdamW`. */
+/**
+ * A snapshot of both halves of `MuonWithAdamW`.
+ *
+ * @example Checkpoint both halves
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const lm = new mg.nn.KimiLM(mg.nn.makeConfig("tiny"), { seed: 0 });
+ * const opt = new mg.optim.MuonWithAdamW(lm, { muon: { lr: 0.02 }, adamw: { lr: 3e-4 } });
+ * const sd: mg.optim.MuonWithAdamWStateDict = opt.stateDict();
+ * console.log(sd.muon.kind, sd.adamw.kind); // Muon AdamW
+ * opt.loadStateDict(sd);
+ * mg.optim.disposeStateDict(sd.muon);
+ * mg.optim.disposeStateDict(sd.adamw);
+ * ```
+ */
 export interface MuonWithAdamWStateDict {
   /** Muon's state. */
   muon: OptimizerStateDict;
@@ -68,6 +125,21 @@ export interface MuonWithAdamWStateDict {
 /**
  * Muon for the hidden matrices and AdamW for the rest (Moonlight / Kimi K2), as one
  * optimizer: `step()`, `zeroGrad()`, `stateDict()`, `loadStateDict()` drive both.
+ *
+ * @example Train a whole model with Muon and AdamW
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const config = mg.nn.makeConfig("tiny");
+ * const lm = new mg.nn.KimiLM(config, { seed: 0 });
+ * const opt = new mg.optim.MuonWithAdamW(lm, { muon: { lr: 0.02 }, adamw: { lr: 3e-4 } });
+ * const batch = [[1, 5, 9, 2, 7, 3, 8, 4], [6, 2, 2, 9, 1, 0, 5, 3]]; // token ids [2, 8]
+ * const stats = new mg.nn.StepStats();
+ * mg.scope(() => lm.loss(batch, { labels: batch }, { stats }).backward()); // HF-style: shifted inside
+ * await opt.step();
+ * opt.zeroGrad();
+ * stats.dispose();
+ * ```
  */
 export class MuonWithAdamW {
   /** The Muon half. */

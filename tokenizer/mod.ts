@@ -24,6 +24,7 @@ export { GPT2_PATTERN, GPT4O_PATTERN, KIMI_K2_PATTERN, NAMED_PATTERNS } from "./
 export {
   buildNormalizer,
   buildPreTokenizer,
+  type Emit,
   type HfComponent,
   type PreTokenizer,
   type SplitBehavior,

@@ -14,10 +14,26 @@
 import { GPT2_PATTERN } from "./patterns.ts";
 import { compileSplitPattern } from "./regex.ts";
 
-/** JSON of a Hugging Face pre-tokenizer or normalizer (`{"type": ..., ...}`). */
+/**
+ * JSON of a Hugging Face pre-tokenizer or normalizer (`{"type": ..., ...}`).
+ *
+ * @example A pre-tokenizer component of tokenizer.json
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const c: mg.tokenizer.HfComponent = { type: "ByteLevel", add_prefix_space: false, use_regex: true };
+ * ```
+ */
 export type HfComponent = { type: string; [key: string]: unknown };
 
-/** Split behaviours of Hugging Face's `Split` pre-tokenizer. */
+/**
+ * Split behaviours of Hugging Face's `Split` pre-tokenizer.
+ *
+ * @example Keep the separators as their own pieces
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const b: mg.tokenizer.SplitBehavior = "Isolated";
+ * ```
+ */
 export type SplitBehavior =
   | "Isolated"
   | "Removed"
@@ -89,8 +105,20 @@ function combine(s: Span[], behavior: SplitBehavior): Span[] {
   }
 }
 
-/** A consumer of pieces. */
-type Emit = (piece: string) => void;
+/**
+ * A consumer of pieces, called once per piece in order (the alternative to an output array in
+ * {@linkcode splitByRegex}).
+ *
+ * @example Count the pieces instead of collecting them
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * let n = 0;
+ * const count: mg.tokenizer.Emit = () => void n++;
+ * mg.tokenizer.splitByRegex("a1b22", /\d+/gu, "Isolated", false, count);
+ * console.log(n); // 4: "a", "1", "b", "22"
+ * ```
+ */
+export type Emit = (piece: string) => void;
 
 /**
  * Splits `text` by the matches of a global regex with a Hugging Face split behaviour, appending
@@ -149,7 +177,18 @@ function splitEach(
   }
 }
 
-/** A compiled pre-tokenizer: pieces of a text, and whether the pipeline is byte-level. */
+/**
+ * A compiled pre-tokenizer: pieces of a text, and whether the pipeline is byte-level.
+ *
+ * @example Split text into pieces before BPE
+ * ```ts ignore
+ * import * as mg from "@moongrad/moongrad";
+ * const pre: mg.tokenizer.PreTokenizer = mg.tokenizer.buildPreTokenizer({ type: "Whitespace" });
+ * const pieces: string[] = [];
+ * pre.split("hello world", (p) => pieces.push(p));
+ * console.log(pieces, pre.byteLevel); // ["hello", "world"] false
+ * ```
+ */
 export interface PreTokenizer {
   /** Calls `emit` with each piece of `text`, in order. */
   split(text: string, emit: (piece: string) => void): void;
