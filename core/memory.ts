@@ -1,5 +1,5 @@
 import { destroyPooled, poolStats } from "./pool.ts";
-import { flush, forgetBuffer, sync } from "./runtime.ts";
+import { flush, forgetSlab, sync } from "./runtime.ts";
 import { liveTensorCount } from "./tensor.ts";
 
 /** GPU memory in use, as `memory()` reports it. */
@@ -19,10 +19,10 @@ export function memory(): MemoryStats {
   return { ...poolStats(), liveTensors: liveTensorCount() };
 }
 
-/** Submits pending work and destroys every pooled (free) buffer. */
+/** Submits pending work and destroys every slab with no tensor in it. */
 export function emptyCache(): void {
   flush();
-  destroyPooled(forgetBuffer);
+  destroyPooled(forgetSlab);
 }
 
 export { sync };
