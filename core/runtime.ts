@@ -134,7 +134,7 @@ export function dispatch(
   if (buffers.length !== k.storageCount) {
     throw new Error(`${k.name}: kernel expects ${k.storageCount} buffers, got ${buffers.length}`);
   }
-  const copies = hasAlias(buffers) ? separateAliases(device, k, buffers) : null;
+  const copies = hasAlias(buffers) ? separateAliases(k, buffers) : null;
   const bufs = copies?.bufs ?? buffers;
   const a = ensureArena(device, k.paramBytes);
   const offset = a.slot * paramStride;
@@ -234,7 +234,6 @@ function hasAlias(bufs: readonly GpuBuf[]): boolean {
  * binding that writes, if any, keeps the original. Two writing bindings are an error.
  */
 function separateAliases(
-  device: GPUDevice,
   k: Kernel,
   buffers: readonly GpuBuf[],
 ): { bufs: GpuBuf[]; scratch: GpuBuf[] } {
