@@ -70,6 +70,8 @@ export interface SoakSample {
   rssMB: number;
   /** V8 heap in use, MB. */
   heapMB: number;
+  /** RSS − V8's heapTotal (native memory: WebGPU, the driver, malloc), MB. */
+  nativeMB: number;
   /** `mg.memory().allocatedBytes`, MB. */
   gpuAllocatedMB: number;
   /** Runtime counters since the start of the run. */
@@ -78,6 +80,20 @@ export interface SoakSample {
   dispatches: number;
   /** Mean wall time per step since the previous sample, ms. */
   stepMs: number;
+  /** Mean CPU time (user + system, all threads: the CPU adapter's too) per step, ms (Linux). */
+  cpuMs: number;
+  /** Alias copies since the start (one sub-buffer passed to two bindings). */
+  aliasCopies: number;
+}
+
+/** CPU time of this process (all threads) in ms, from /proc/self/stat; NaN elsewhere. */
+function cpuTimeMs(): number {
+  try {
+    const f = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10; // utime, stime in clock ticks (100 Hz)
+  } catch {
+    return NaN;
+  }
 }
 
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -114,25 +130,32 @@ export async function soak(
   const series: SoakSample[] = [];
   const start = runtimeStats();
   let t0 = performance.now();
+  let c0 = cpuTimeMs();
   let last = 0;
   const sample = async (step: number) => {
     const ms = (performance.now() - t0) / Math.max(1, step - last);
+    const cpu = (cpuTimeMs() - c0) / Math.max(1, step - last);
     await settle();
     const r = runtimeStats();
+    const m = Deno.memoryUsage();
     const s: SoakSample = {
       step,
-      rssMB: +(Deno.memoryUsage().rss / 2 ** 20).toFixed(1),
-      heapMB: +(Deno.memoryUsage().heapUsed / 2 ** 20).toFixed(1),
+      rssMB: +(m.rss / 2 ** 20).toFixed(1),
+      heapMB: +(m.heapUsed / 2 ** 20).toFixed(1),
+      nativeMB: +((m.rss - m.heapTotal) / 2 ** 20).toFixed(1),
       gpuAllocatedMB: +(mg.memory().allocatedBytes / 2 ** 20).toFixed(2),
       bindGroupsCreated: r.bindGroupsCreated - start.bindGroupsCreated,
       submits: r.submits - start.submits,
       dispatches: r.dispatches - start.dispatches,
       stepMs: +ms.toFixed(1),
+      cpuMs: +cpu.toFixed(1),
+      aliasCopies: r.aliasCopies - start.aliasCopies,
     };
     series.push(s);
     onSample(s);
     last = step;
     t0 = performance.now();
+    c0 = cpuTimeMs();
   };
   await sample(0);
   for (let step = 1; step <= f.steps; step++) {
@@ -181,14 +204,19 @@ export function summarize(series: SoakSample[], warmup: number) {
   const steps = lastS.step - first.step;
   const per = (k: "bindGroupsCreated" | "submits" | "dispatches") =>
     steps > 0 ? (lastS[k] - first[k]) / steps : NaN;
-  const times = after.slice(1).map((s) => s.stepMs).sort((a, b) => a - b);
+  const median = (k: "stepMs" | "cpuMs") => {
+    const v = after.slice(1).map((s) => s[k]).sort((a, b) => a - b);
+    return v.length ? v[Math.floor(v.length / 2)] : NaN;
+  };
   return {
     warmup,
     rssKBPerStep: slope(after.map((s) => [s.step, s.rssMB * 1024])),
+    nativeKBPerStep: slope(after.map((s) => [s.step, s.nativeMB * 1024])),
     bindGroupsPerStep: per("bindGroupsCreated"),
     submitsPerStep: per("submits"),
     dispatchesPerStep: per("dispatches"),
-    medianStepMs: times.length ? times[Math.floor(times.length / 2)] : NaN,
+    medianStepMs: median("stepMs"),
+    medianCpuMs: median("cpuMs"),
   };
 }
 
@@ -204,7 +232,8 @@ if (import.meta.main) {
   const series = await soak(f, (s) => {
     if (s.step % (f.every * 10) === 0 || s.step === f.steps || s.step <= f.every) {
       console.log(
-        `step ${s.step}: RSS ${s.rssMB} MB, heap ${s.heapMB} MB, GPU ${s.gpuAllocatedMB} MB, ` +
+        `step ${s.step}: RSS ${s.rssMB} MB (native ${s.nativeMB}), heap ${s.heapMB} MB, ` +
+          `GPU ${s.gpuAllocatedMB} MB, ` +
           `bind groups ${s.bindGroupsCreated}, submits ${s.submits}, ${s.stepMs} ms/step`,
       );
     }
@@ -212,7 +241,8 @@ if (import.meta.main) {
   const warmup = Math.min(50, Math.floor(f.steps / 2));
   const sum = summarize(series, warmup);
   console.log(
-    `after step ${warmup}: RSS ${sum.rssKBPerStep.toFixed(1)} KB/step, ` +
+    `after step ${warmup}: RSS ${sum.rssKBPerStep.toFixed(1)} KB/step ` +
+      `(native ${sum.nativeKBPerStep.toFixed(1)}), ` +
       `${sum.bindGroupsPerStep.toFixed(2)} bind groups/step, ${sum.submitsPerStep.toFixed(2)} ` +
       `submits/step, ${
         sum.dispatchesPerStep.toFixed(0)
@@ -249,7 +279,8 @@ async function writeReport(doc: {
     .filter((n, i, a) => a.indexOf(n) === i && at(n));
   const rows = marks.map((n) => {
     const x = at(n)!;
-    return `| ${n} | ${x.rssMB} | ${x.heapMB} | ${x.gpuAllocatedMB} | ${x.bindGroupsCreated} | ${x.submits} |`;
+    return `| ${n} | ${x.rssMB} | ${x.nativeMB} | ${x.heapMB} | ${x.gpuAllocatedMB} | ` +
+      `${x.bindGroupsCreated} | ${x.submits} | ${x.stepMs} |`;
   });
   const section = [
     "<!-- soak start -->",
@@ -261,14 +292,15 @@ async function writeReport(doc: {
     `${doc.flags.seq} random byte tokens per step, loss + max logits + expert loads read back each ` +
     `step; RSS after two forced GCs every ${doc.flags.every} steps.`,
     "",
-    "| step | RSS MB | JS heap MB | GPU allocated MB | bind groups created | submits |",
-    "| ---- | ------ | ---------- | ---------------- | ------------------- | ------- |",
+    "| step | RSS MB | RSS − V8 heap MB | JS heap used MB | GPU allocated MB | bind groups created | submits | ms/step (last interval) |",
+    "| ---- | ------ | ---------------- | --------------- | ---------------- | ------------------- | ------- | ----------------------- |",
     ...rows,
     "",
-    `After step ${s.warmup}: RSS slope ${s.rssKBPerStep.toFixed(1)} KB/step (least squares), ` +
+    `After step ${s.warmup}: RSS slope ${s.rssKBPerStep.toFixed(1)} KB/step, RSS − V8 heap ` +
+    `${s.nativeKBPerStep.toFixed(1)} KB/step (least squares), ` +
     `${s.bindGroupsPerStep.toFixed(2)} bind groups/step, ${s.submitsPerStep.toFixed(2)} ` +
     `submits/step, ${s.dispatchesPerStep.toFixed(0)} dispatches/step, median ${s.medianStepMs} ` +
-    `ms/step.`,
+    `ms/step wall, ${s.medianCpuMs} ms/step CPU (user + system, all threads).`,
     "",
     "<!-- soak end -->",
   ].join("\n");

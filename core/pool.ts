@@ -186,9 +186,25 @@ export function poolStats(): PoolStats {
   return { allocatedBytes, inUseBytes, pooledBytes: allocatedBytes - inUseBytes };
 }
 
-/** Number of live slabs (tests and the soak bench watch it). */
-export function slabCount(): number {
-  let n = 0;
-  for (const slabs of classes.values()) n += slabs.length;
-  return n;
+/** One line of `slabStats()`. */
+export interface SlabStat {
+  /** Slab id. */
+  id: number;
+  /** Bytes of each sub-buffer. */
+  classSize: number;
+  /** Sub-buffers in the slab. */
+  capacity: number;
+  /** Sub-buffers now held by tensors. */
+  inUse: number;
+}
+
+/** Every live slab, by class and creation order (tests and the soak bench read it). */
+export function slabStats(): SlabStat[] {
+  const out: SlabStat[] = [];
+  for (const [classSize, slabs] of [...classes].sort((a, b) => a[0] - b[0])) {
+    for (const s of slabs) {
+      out.push({ id: s.id, classSize, capacity: s.capacity, inUse: s.made - s.free.length });
+    }
+  }
+  return out;
 }
