@@ -7,14 +7,12 @@ import { MoongradError } from "./errors.ts";
  * into `capacity` equal sub-buffers of its class; a tensor's storage is one sub-buffer
  * (`GpuBuf`: the slab's buffer, a byte offset, the class size).
  *
- * Why slabs. Deno 2.9.6's WebGPU keeps ~1.4–2 KB of native memory for every bind group ever
- * created (never freed, not even after a forced GC; shared/notes/deno-webgpu-host-memory.md).
- * With one GPUBuffer per tensor, bind groups are keyed by the buffers they bind, pooled buffers
- * cycle, and a training step of the tiny K2 model created ~640 new bind groups (~1.8 MB of RSS
- * per step, measured with bench/soak.ts). With slabs, kernels bind whole slabs with dynamic
- * offsets (core/runtime.ts), so a bind group is keyed by (kernel, slab of each binding): the
- * number of bind groups is bounded by kernels × slab combinations, and steady-state training
- * creates none.
+ * Why slabs. With one GPUBuffer per tensor, bind groups are keyed by the buffers they bind,
+ * pooled buffers cycle, and a training step of the tiny K2 model created ~640 new bind groups
+ * (~31 µs of createBindGroup each, and native memory until the GC collects them). With slabs,
+ * kernels bind whole slabs with dynamic offsets (core/runtime.ts), so a bind group is keyed by
+ * (kernel, slab of each binding): the number of bind groups is bounded by kernels × slab
+ * combinations, and steady-state training creates none (bench/soak.ts, tests/soak_test.ts).
  *
  * Layout. Size classes are multiples of 256 bytes (four per power of two from 1 KiB up, ≤ 25 %
  * waste; 256/512/768 below), so every sub-buffer offset is a multiple of 256, which satisfies
@@ -25,11 +23,13 @@ import { MoongradError } from "./errors.ts";
  * oldest slab that has one (most recently freed first within it), so live tensors crowd into
  * few slabs and the same program makes the same choices every step.
  *
- * Costs. A new slab is zero-filled once with `queue.writeBuffer` (wgpu 2.9.6 tracks lazy
+ * Costs. A new slab is zero-filled once with `queue.writeBuffer` (Deno 2.9.6's wgpu tracks lazy
  * zero-initialisation per bound range and ignores dynamic offsets: without this, a sub-buffer
  * written by a kernel through a dynamic offset and read in a later submit reads back zeros —
  * measured). `memory().allocatedBytes` counts whole slabs, so it includes never-used slots
- * (`pooledBytes` = allocated − in use); `emptyCache()` destroys the slabs with no tensor in them.
+ * (`pooledBytes` = allocated − in use): doubling slabs allocate up to ~2× a class's peak, plus
+ * up to 256 KiB per class in use (tiny K2 training: 45.8 MB allocated for a 26 MB peak, against
+ * 25 MB with a buffer per tensor). `emptyCache()` destroys the slabs with no tensor in them.
  */
 
 /** One GPUBuffer holding `capacity` sub-buffers of one size class. */

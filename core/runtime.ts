@@ -20,17 +20,21 @@ import { acquire, type GpuBuf, release, type Slab } from "./pool.ts";
  * bind whole-class ranges of slabs with dynamic offsets, so a bind group is cached per (kernel,
  * parameter arena, slab of each binding) and each dispatch passes the sub-buffers' offsets: the
  * bind groups a program needs are bounded by kernels × slab combinations, and a steady training
- * loop creates none (Deno 2.9.6 never frees the ~1.4–2 KB of native memory of a bind group;
- * before slabs the tiny K2 step created ~640 per step, 1.8 MB of RSS; bench/soak.ts). Bindings
- * past the device's `maxDynamicStorageBuffersPerPipelineLayout` (4 on Dawn/SwiftShader, 32 on
- * lavapipe) bind their sub-buffer's range and key the bind group by sub-buffer. All storage
- * bindings are read_write (see kernelSource), so one sub-buffer passed to two bindings would be
- * two overlapping writable ranges, which Dawn rejects: the second gets a copy, made in the
- * encoder (counted in `runtimeStats().aliasCopies`; ops avoid it on hot paths).
+ * loop creates none. Keyed by buffer, the tiny K2 step created ~640 per step: ~31 µs of
+ * createBindGroup each on the 2-core CI machine (20 ms per step of JavaScript time, on a GPU
+ * comparable to the whole recording), plus native memory that Deno frees only when the GC
+ * collects the object, so it climbed to a higher plateau, later. (It is not a leak: 40,000
+ * bind groups created and dropped with a GC every 2,000 plateau within 5 MB; likewise 6,000
+ * submits.) Bindings past the device's `maxDynamicStorageBuffersPerPipelineLayout` (4 on
+ * Dawn/SwiftShader, 32 on lavapipe) bind their sub-buffer's range and key the bind group by
+ * sub-buffer. All storage bindings are read_write (see kernelSource), so one sub-buffer passed
+ * to two bindings would be two overlapping writable ranges, which Dawn rejects: the repeat gets
+ * a scratch copy (counted in `runtimeStats().aliasCopies`; pointwise and gram bind a repeated
+ * tensor once instead).
  *
- * Submits. Deno 2.9.6 also keeps ~2.7 KB per submit. Readbacks record their copy and submit
- * together at the end of the current JavaScript task (all the `data()` calls of one
- * `Promise.all` share one submit), into staging buffers reused from a small pool.
+ * Submits. Readbacks record their copy and submit together at the end of the current
+ * JavaScript task (all the `data()` calls of one `Promise.all` share one submit; the tiny K2
+ * step went from 14 to 7 submits), into staging buffers reused from a small pool.
  *
  * Each batch runs inside its own validation and out-of-memory error scopes, and remembers the
  * kernels it recorded, so an error the device reports later names the ops of its batch instead
@@ -423,7 +427,7 @@ export interface RuntimeStats {
   dispatches: number;
   /** Batches submitted (`queue.submit` calls). */
   submits: number;
-  /** Bind groups created (each costs Deno 2.9.6 native memory that is never freed). */
+  /** Bind groups created (~31 µs of createBindGroup each in Deno 2.9.6; 0 in a steady loop). */
   bindGroupsCreated: number;
   /** Scratch copies made because one sub-buffer was passed to two bindings. */
   aliasCopies: number;

@@ -16,7 +16,7 @@
  *   parameters at every submit and never freed the code: this micro run grew by ~900 KB/step
  *   (measured on commit bd4de6b); now 0–20 KB/step.
  * - Bind groups created per measured step ≤ 0.05: tensors are sub-buffers of slabs bound with
- *   dynamic offsets (core/pool.ts), so a steady loop reuses every bind group (bd4de6b: ~200
+ *   dynamic offsets (core/pool.ts), so a steady loop reuses every bind group (bd4de6b: 168
  *   per step here). A deterministic counter, unlike RSS.
  * - Submits per step ≤ ⌈dispatches / MAX_DISPATCHES_PER_BATCH⌉ + 2: readbacks of one task share
  *   one submit (bd4de6b: one submit per readback).
