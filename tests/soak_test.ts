@@ -13,13 +13,14 @@
  * Bounds and what they catch (lavapipe, Mesa 22.3, 2 cores; `deno task soak` has the long run):
  * - Native memory slope < 64 KB/step. Before prm() read parameters through a reserved zero word
  *   (core/kernel.ts), lavapipe recompiled the small kernels whose loops read uniform
- *   parameters at every submit and never freed the code: this micro run grew by ~900 KB/step
- *   (measured on commit bd4de6b); now 0–20 KB/step.
+ *   parameters at every submit and never freed the code: this micro run grew by 2,060 KB/step
+ *   (measured on commit bd4de6b; with only the prm() change, 165 KB/step over these 60 steps,
+ *   levelling off as bind-group churn reaches its plateau); now −9 to +10 KB/step.
  * - Bind groups created per measured step ≤ 0.05: tensors are sub-buffers of slabs bound with
  *   dynamic offsets (core/pool.ts), so a steady loop reuses every bind group (bd4de6b: 168
  *   per step here). A deterministic counter, unlike RSS.
  * - Submits per step ≤ ⌈dispatches / MAX_DISPATCHES_PER_BATCH⌉ + 2: readbacks of one task share
- *   one submit (bd4de6b: one submit per readback).
+ *   one submit (bd4de6b: one submit per readback; 5 per step here, now 3).
  */
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
