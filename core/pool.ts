@@ -79,7 +79,7 @@ const SLAB_MIN_BYTES = 256 * 1024;
 /** Largest slab (a class above half of it gets one or two sub-buffers per slab). */
 const SLAB_MAX_BYTES = 64 * 1024 * 1024;
 /** Chunk of zeros for the initial fill. */
-const ZERO_CHUNK = 4 * 1024 * 1024;
+const ZERO_CHUNK = 1024 * 1024;
 
 const classes = new Map<number, Slab[]>();
 let nextBufId = 1;
