@@ -22,7 +22,7 @@ export {
   type Vjp,
 } from "./core/autograd.ts";
 export { Storage } from "./core/storage.ts";
-export { type GpuBuf } from "./core/pool.ts";
+export { type GpuBuf, type Slab } from "./core/pool.ts";
 export { type Shape } from "./core/shape.ts";
 export { emptyCache, memory, type MemoryStats, sync } from "./core/memory.ts";
 export {

@@ -30,7 +30,10 @@ export interface DeviceInfo {
     maxComputeInvocationsPerWorkgroup: number;
     maxComputeWorkgroupsPerDimension: number;
     maxStorageBuffersPerShaderStage: number;
+    /** Storage bindings per kernel that take dynamic offsets (the rest bind fixed ranges). */
+    maxDynamicStorageBuffersPerPipelineLayout: number;
     minUniformBufferOffsetAlignment: number;
+    minStorageBufferOffsetAlignment: number;
   };
   /** True when f16 tensors are available. */
   f16: boolean;
@@ -129,6 +132,9 @@ async function create(options: InitOptions): Promise<DeviceInfo> {
     maxComputeWorkgroupSizeX: al.maxComputeWorkgroupSizeX,
     maxComputeWorkgroupSizeY: al.maxComputeWorkgroupSizeY,
     maxStorageBuffersPerShaderStage: al.maxStorageBuffersPerShaderStage,
+    // Tensors live in shared slabs bound with dynamic offsets (core/pool.ts): every storage
+    // binding of a kernel up to this limit is keyed by slab, not by tensor.
+    maxDynamicStorageBuffersPerPipelineLayout: al.maxDynamicStorageBuffersPerPipelineLayout,
     minUniformBufferOffsetAlignment: al.minUniformBufferOffsetAlignment,
     minStorageBufferOffsetAlignment: al.minStorageBufferOffsetAlignment,
   };
@@ -197,7 +203,9 @@ function adopt(
       maxComputeInvocationsPerWorkgroup: dl.maxComputeInvocationsPerWorkgroup,
       maxComputeWorkgroupsPerDimension: dl.maxComputeWorkgroupsPerDimension,
       maxStorageBuffersPerShaderStage: dl.maxStorageBuffersPerShaderStage,
+      maxDynamicStorageBuffersPerPipelineLayout: dl.maxDynamicStorageBuffersPerPipelineLayout,
       minUniformBufferOffsetAlignment: dl.minUniformBufferOffsetAlignment,
+      minStorageBufferOffsetAlignment: dl.minStorageBufferOffsetAlignment,
     },
     f16: device.features.has("shader-f16"),
   };

@@ -43,10 +43,21 @@ export interface Kernel {
   readonly name: string;
   /** The pipeline. */
   readonly pipeline: GPUComputePipeline;
-  /** Its bind-group layout: storage bindings, then one dynamic-offset uniform. */
+  /**
+   * Its bind-group layout: storage bindings (the first `dynamicCount` with dynamic offsets),
+   * then one dynamic-offset uniform.
+   */
   readonly layout: GPUBindGroupLayout;
   /** Number of storage bindings. */
   readonly storageCount: number;
+  /**
+   * Storage bindings bound as whole slabs with a dynamic offset per dispatch: all of them, up
+   * to the device's `maxDynamicStorageBuffersPerPipelineLayout`; the rest bind their
+   * sub-buffer's range (see runtime.ts).
+   */
+  readonly dynamicCount: number;
+  /** Declared access of each storage binding (all are bound read_write; see kernelSource). */
+  readonly access: readonly Access[];
   /** Bytes of the uniform parameter block. */
   readonly paramBytes: number;
   /**
@@ -67,15 +78,37 @@ export interface KernelDiagnostic {
   message: string;
 }
 
-/** Number of u32 parameter words every kernel may read through `prm(i)`. */
+/**
+ * Size of the uniform parameter block in u32 words. Kernels read words 0 … PARAM_WORDS − 2
+ * through `prm(i)`; the last word is reserved and always 0 (see `PARAM_ZERO_WORD`).
+ */
 export const PARAM_WORDS = 64;
+
+/**
+ * The reserved parameter word, always 0: `prm(i)` reads word `i + params[PARAM_ZERO_WORD]`.
+ * The compiler cannot prove the index constant, so no parameter read is a uniform load at a
+ * constant offset. That matters on Mesa's lavapipe (22.3, the CPU adapter in CI): it "inlines
+ * uniforms", recompiling a small shader whose loop or branch conditions read constant-offset
+ * uniforms with the values of each command buffer, and never frees the code: measured 450 KB
+ * of RSS and ~3.5 ms per submit that contained the narrow matmul kernel, 1.8 MB per training
+ * step of the tiny K2 model, the whole of its RSS growth. The cost elsewhere is one uniform
+ * load and an add per parameter read, outside the inner loops of every kernel here.
+ */
+export const PARAM_ZERO_WORD = PARAM_WORDS - 1;
 
 const cache = new Map<string, Kernel>();
 let nextId = 1;
 const diagnostics: KernelDiagnostic[] = [];
 const pendingChecks = new Set<Promise<void>>();
 
-/** Builds the full WGSL source of a kernel definition. */
+/**
+ * Builds the full WGSL source of a kernel definition. Every storage binding is declared
+ * `read_write`, whatever its declared access: tensors are sub-buffers of shared slabs
+ * (core/pool.ts), so one dispatch may read one sub-buffer of a slab and write another, and
+ * WebGPU tracks usage per buffer (read-only and writable storage usage of one buffer in one
+ * dispatch is a validation error in wgpu and Dawn alike). `access` stays the documented
+ * intent; the runtime uses it when one sub-buffer is passed to two bindings.
+ */
 export function kernelSource(def: KernelDef): string {
   // Comments may mention f16 without using it; only code enables the extension.
   const code = (def.body + (def.prelude ?? "")).replace(/\/\/[^\n]*/g, "");
@@ -83,12 +116,14 @@ export function kernelSource(def: KernelDef): string {
   const lines: string[] = [];
   if (usesF16) lines.push("enable f16;");
   def.bindings.forEach((b, i) => {
-    lines.push(`@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${b.type}>;`);
+    lines.push(`@group(0) @binding(${i}) var<storage, read_write> ${b.name}: array<${b.type}>;`);
   });
   lines.push(
     `struct Params { w: array<vec4<u32>, ${PARAM_WORDS / 4}> }`,
     `@group(0) @binding(${def.bindings.length}) var<uniform> params: Params;`,
-    "fn prm(i: u32) -> u32 { return params.w[i >> 2u][i & 3u]; }",
+    `fn prm(i: u32) -> u32 { let j = i + params.w[${PARAM_ZERO_WORD >> 2}][${
+      PARAM_ZERO_WORD & 3
+    }]; return params.w[j >> 2u][j & 3u]; }`,
     "fn prmf(i: u32) -> f32 { return bitcast<f32>(prm(i)); }",
     "fn prmi(i: u32) -> i32 { return bitcast<i32>(prm(i)); }",
   );
@@ -115,10 +150,14 @@ export function kernel(def: KernelDef): Kernel {
   const hit = cache.get(source);
   if (hit) return hit;
   const device = gpuDevice(def.name);
-  const entries: GPUBindGroupLayoutEntry[] = def.bindings.map((b, i) => ({
+  const dynamicCount = Math.min(
+    def.bindings.length,
+    device.limits.maxDynamicStorageBuffersPerPipelineLayout ?? 4,
+  );
+  const entries: GPUBindGroupLayoutEntry[] = def.bindings.map((_, i) => ({
     binding: i,
     visibility: COMPUTE_STAGE,
-    buffer: { type: b.access === "read" ? "read-only-storage" : "storage" },
+    buffer: { type: "storage", hasDynamicOffset: i < dynamicCount },
   }));
   entries.push({
     binding: def.bindings.length,
@@ -140,6 +179,8 @@ export function kernel(def: KernelDef): Kernel {
     pipeline,
     layout,
     storageCount: def.bindings.length,
+    dynamicCount,
+    access: def.bindings.map((b) => b.access),
     paramBytes: PARAM_WORDS * 4,
   };
   cache.set(source, k);
@@ -217,15 +258,15 @@ export function compiledKernelNames(): Set<string> {
 
 /** Packs kernel parameters (integers as u32/i32 bits, floats as f32 bits) into u32 words. */
 export class Params {
-  /** The packed words, PARAM_WORDS long. */
+  /** The packed words, PARAM_WORDS long (the last one, PARAM_ZERO_WORD, stays 0). */
   readonly words: Uint32Array = new Uint32Array(PARAM_WORDS);
   private readonly f32 = new Float32Array(this.words.buffer);
   private readonly i32 = new Int32Array(this.words.buffer);
   private n = 0;
 
   private room(count: number): void {
-    if (this.n + count > PARAM_WORDS) {
-      throw new Error(`kernel parameters exceed ${PARAM_WORDS} words (rank too large?)`);
+    if (this.n + count > PARAM_ZERO_WORD) {
+      throw new Error(`kernel parameters exceed ${PARAM_ZERO_WORD} words (rank too large?)`);
     }
   }
 

@@ -1,5 +1,5 @@
 import { destroyPooled, poolStats } from "./pool.ts";
-import { flush, forgetBuffer, sync } from "./runtime.ts";
+import { flush, forgetSlab, sync } from "./runtime.ts";
 import { liveTensorCount } from "./tensor.ts";
 
 /**
@@ -43,20 +43,21 @@ export function memory(): MemoryStats {
 }
 
 /**
- * Submits pending work and destroys every pooled (free) buffer.
+ * Submits pending work and destroys every slab with no tensor in it (the pool carves buffers of
+ * one size class out of shared slabs; see core/pool.ts).
  *
- * @example Give pooled buffers back to the device
+ * @example Give unused slabs back to the device
  * ```ts
  * import * as mg from "@moongrad/moongrad";
  * await mg.init();
  * mg.zeros([1024, 1024]).dispose();
  * mg.emptyCache();
- * console.log(mg.memory().pooledBytes); // 0
+ * console.log(mg.memory().allocatedBytes); // only slabs that still hold tensors
  * ```
  */
 export function emptyCache(): void {
   flush();
-  destroyPooled(forgetBuffer);
+  destroyPooled(forgetSlab);
 }
 
 export { sync };

@@ -1,13 +1,40 @@
 import { BufferUsage, MAP_READ } from "./webgpu_flags.ts";
 import { gpuDevice, reportGpuError, setRunningOp, throwPendingGpuError } from "./device.ts";
-import { assertKernelUsable, type Kernel, kernelChecksDone } from "./kernel.ts";
-import type { GpuBuf } from "./pool.ts";
+import { MoongradError } from "./errors.ts";
+import {
+  assertKernelUsable,
+  type Kernel,
+  kernel,
+  kernelChecksDone,
+  PARAM_ZERO_WORD,
+} from "./kernel.ts";
+import { acquire, type GpuBuf, release, type Slab } from "./pool.ts";
 
 /**
  * Records GPU work into one command encoder (one compute pass for consecutive dispatches)
  * and submits in batches. Kernel parameters of a batch live in one uniform arena that is
  * uploaded with `writeBuffer` right before the batch is submitted; queue order makes that
  * safe because the previous batch was submitted before the write.
+ *
+ * Bind groups. Tensors are sub-buffers of slabs (core/pool.ts). A kernel's storage bindings
+ * bind whole-class ranges of slabs with dynamic offsets, so a bind group is cached per (kernel,
+ * parameter arena, slab of each binding) and each dispatch passes the sub-buffers' offsets: the
+ * bind groups a program needs are bounded by kernels × slab combinations, and a steady training
+ * loop creates none. Keyed by buffer, the tiny K2 step created ~640 per step: ~31 µs of
+ * createBindGroup each on the 2-core CI machine (20 ms per step of JavaScript time, on a GPU
+ * comparable to the whole recording), plus native memory that Deno frees only when the GC
+ * collects the object, so it climbed to a higher plateau, later. (It is not a leak: 40,000
+ * bind groups created and dropped with a GC every 2,000 plateau within 5 MB; likewise 6,000
+ * submits.) Bindings past the device's `maxDynamicStorageBuffersPerPipelineLayout` (4 on
+ * Dawn/SwiftShader, 32 on lavapipe) bind their sub-buffer's range and key the bind group by
+ * sub-buffer. All storage bindings are read_write (see kernelSource), so one sub-buffer passed
+ * to two bindings would be two overlapping writable ranges, which Dawn rejects: the repeat gets
+ * a scratch copy (counted in `runtimeStats().aliasCopies`; pointwise and gram bind a repeated
+ * tensor once instead).
+ *
+ * Submits. Readbacks record their copy and submit together at the end of the current
+ * JavaScript task (all the `data()` calls of one `Promise.all` share one submit; the tiny K2
+ * step went from 14 to 7 submits), into staging buffers reused from a small pool.
  *
  * Each batch runs inside its own validation and out-of-memory error scopes, and remembers the
  * kernels it recorded, so an error the device reports later names the ops of its batch instead
@@ -16,6 +43,9 @@ import type { GpuBuf } from "./pool.ts";
 
 /** Dispatches recorded before a batch is submitted without waiting for a readback. */
 export const MAX_DISPATCHES_PER_BATCH = 256;
+
+/** Cached bind groups kept before the cache is dropped (a safety bound; see bindGroupFor). */
+const MAX_BIND_GROUPS = 16384;
 
 let encoder: GPUCommandEncoder | null = null;
 let pass: GPUComputePassEncoder | null = null;
@@ -26,9 +56,11 @@ let arena: { buffer: GPUBuffer; cpu: Uint32Array<ArrayBuffer>; id: number; slot:
 let arenaIds = 0;
 let paramStride = 256;
 const bindGroups = new Map<string, GPUBindGroup>();
+/** Keys of cached bind groups per slab id, to forget them when a slab is destroyed. */
+const keysBySlab = new Map<number, string[]>();
 const batchOps = new Set<string>();
 const pendingScopes = new Set<Promise<void>>();
-let stats = { dispatches: 0, submits: 0 };
+let stats = { dispatches: 0, submits: 0, bindGroupsCreated: 0, aliasCopies: 0 };
 
 function ensureArena(device: GPUDevice, paramBytes: number): NonNullable<typeof arena> {
   paramStride = Math.max(device.limits.minUniformBufferOffsetAlignment, paramBytes);
@@ -106,38 +138,141 @@ export function dispatch(
   if (buffers.length !== k.storageCount) {
     throw new Error(`${k.name}: kernel expects ${k.storageCount} buffers, got ${buffers.length}`);
   }
+  const copies = hasAlias(buffers) ? separateAliases(k, buffers) : null;
+  const bufs = copies?.bufs ?? buffers;
   const a = ensureArena(device, k.paramBytes);
   const offset = a.slot * paramStride;
-  a.cpu.set(params, offset / 4);
-  a.slot++;
-  let key = `${k.id}:${a.id}`;
-  for (const b of buffers) key += `,${b.id}`;
-  let group = bindGroups.get(key);
-  if (!group) {
-    if (bindGroups.size > 8192) bindGroups.clear();
-    const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
-      binding: i,
-      resource: { buffer: b.buffer },
-    }));
-    entries.push({
-      binding: buffers.length,
-      resource: { buffer: a.buffer, offset: 0, size: k.paramBytes },
-    });
-    group = device.createBindGroup({ label: k.name, layout: k.layout, entries });
-    bindGroups.set(key, group);
+  if (params.length > PARAM_ZERO_WORD && params[PARAM_ZERO_WORD] !== 0) {
+    throw new Error(`${k.name}: parameter word ${PARAM_ZERO_WORD} is reserved and must be 0`);
   }
-  for (const b of buffers) b.lastBatch = batch;
+  a.cpu.set(params.subarray(0, PARAM_ZERO_WORD), offset / 4);
+  a.cpu[offset / 4 + PARAM_ZERO_WORD] = 0; // read by prm() (core/kernel.ts)
+  a.slot++;
+  const group = bindGroupFor(device, k, a, bufs);
+  const offsets: number[] = [];
+  for (let i = 0; i < k.dynamicCount; i++) offsets.push(bufs[i].offset);
+  offsets.push(offset);
+  for (const b of bufs) b.lastBatch = batch;
   pass ??= openEncoder(device).beginComputePass({ label: "moongrad" });
   batchOps.add(k.name);
   pass.setPipeline(k.pipeline);
-  pass.setBindGroup(0, group, [offset]);
+  pass.setBindGroup(0, group, offsets);
   pass.dispatchWorkgroups(groups[0], groups[1] ?? 1, groups[2] ?? 1);
   dispatches++;
   stats.dispatches++;
+  if (copies) { for (const c of copies.scratch) release(c); }
   if (a.slot >= MAX_DISPATCHES_PER_BATCH) flush();
 }
 
-/** Records a buffer-to-buffer copy in the open batch. */
+/**
+ * The cached bind group of a kernel for these buffers: keyed by the slab of each dynamic
+ * binding and by the sub-buffer of each fixed one. The cache is bounded by what a program
+ * uses; MAX_BIND_GROUPS only guards against a pathological program (dropping the cache frees
+ * no native memory in Deno 2.9.6, so it is a last resort, not a policy).
+ */
+function bindGroupFor(
+  device: GPUDevice,
+  k: Kernel,
+  a: NonNullable<typeof arena>,
+  bufs: readonly GpuBuf[],
+): GPUBindGroup {
+  let key = `${k.id}:${a.id}`;
+  for (let i = 0; i < bufs.length; i++) {
+    const b = bufs[i];
+    key += i < k.dynamicCount ? `,${b.slab.id}` : `,${b.slab.id}@${b.offset}`;
+  }
+  let group = bindGroups.get(key);
+  if (group) return group;
+  if (bindGroups.size >= MAX_BIND_GROUPS) {
+    bindGroups.clear();
+    keysBySlab.clear();
+  }
+  const entries: GPUBindGroupEntry[] = bufs.map((b, i) => ({
+    binding: i,
+    resource: i < k.dynamicCount
+      ? { buffer: b.buffer, offset: 0, size: b.size }
+      : { buffer: b.buffer, offset: b.offset, size: b.size },
+  }));
+  entries.push({
+    binding: bufs.length,
+    resource: { buffer: a.buffer, offset: 0, size: k.paramBytes },
+  });
+  group = device.createBindGroup({ label: k.name, layout: k.layout, entries });
+  stats.bindGroupsCreated++;
+  bindGroups.set(key, group);
+  for (const slab of new Set(bufs.map((b) => b.slab))) {
+    const keys = keysBySlab.get(slab.id);
+    if (keys) keys.push(key);
+    else keysBySlab.set(slab.id, [key]);
+  }
+  return group;
+}
+
+/** Word copy between two sub-buffers (a kernel, not copyBufferToBuffer: they may share a slab). */
+function copyKernel(): Kernel {
+  return kernel({
+    name: "alias_copy",
+    bindings: [
+      { name: "src", type: "u32", access: "read" },
+      { name: "dst", type: "u32", access: "read_write" },
+    ],
+    workgroupSize: [256],
+    body: `
+  let i = (wid.y * nwg.x + wid.x) * 256u + lidx;
+  if (i < prm(0u)) { dst[i] = src[i]; }`,
+  });
+}
+
+function hasAlias(bufs: readonly GpuBuf[]): boolean {
+  for (let i = 1; i < bufs.length; i++) {
+    for (let j = 0; j < i; j++) if (bufs[i] === bufs[j]) return true;
+  }
+  return false;
+}
+
+/**
+ * One sub-buffer passed to several bindings: every binding is read_write, and two overlapping
+ * writable ranges in one dispatch are a validation error on Dawn. Each repeat the kernel only
+ * reads gets a scratch copy (a copy kernel recorded just before, so it sees all earlier
+ * work; copyBufferToBuffer cannot copy within one slab); the one
+ * binding that writes, if any, keeps the original. Two writing bindings are an error.
+ */
+function separateAliases(
+  k: Kernel,
+  buffers: readonly GpuBuf[],
+): { bufs: GpuBuf[]; scratch: GpuBuf[] } {
+  const bufs = buffers.slice();
+  const scratch: GpuBuf[] = [];
+  const done = new Set<GpuBuf>();
+  for (const b of buffers) {
+    if (done.has(b)) continue;
+    done.add(b);
+    const at = buffers.flatMap((x, i) => (x === b ? [i] : []));
+    if (at.length < 2) continue;
+    const writers = at.filter((i) => k.access[i] === "read_write");
+    if (writers.length > 1) {
+      throw new MoongradError(
+        k.name,
+        `bindings ${writers.join(" and ")} are the same tensor storage and both are written`,
+      );
+    }
+    const keep = writers[0] ?? at[0];
+    for (const i of at) {
+      if (i === keep) continue;
+      const c = acquire(b.size);
+      const words = b.size / 4;
+      const wgs = Math.ceil(words / 256);
+      const gx = Math.min(wgs, 65535);
+      dispatch(copyKernel(), [b, c], Uint32Array.of(words), [gx, Math.ceil(wgs / gx)]);
+      stats.aliasCopies++;
+      bufs[i] = c;
+      scratch.push(c);
+    }
+  }
+  return { bufs, scratch };
+}
+
+/** Records a copy from a sub-buffer (`srcOffset` bytes into it) in the open batch. */
 export function copyBuffer(
   src: GpuBuf,
   srcOffset: number,
@@ -151,7 +286,7 @@ export function copyBuffer(
     pass = null;
   }
   src.lastBatch = batch;
-  openEncoder(device).copyBufferToBuffer(src.buffer, srcOffset, dst, dstOffset, bytes);
+  openEncoder(device).copyBufferToBuffer(src.buffer, src.offset + srcOffset, dst, dstOffset, bytes);
 }
 
 /** Submits everything recorded so far. Does not wait for the GPU. */
@@ -176,14 +311,15 @@ export function flush(): void {
 
 /**
  * Writes bytes into a buffer. `queue.writeBuffer` executes before any unsubmitted encoder,
- * so when recorded-but-unsubmitted work uses this buffer (a pooled buffer freed and reused
- * within one batch), the batch is submitted first.
+ * so when recorded-but-unsubmitted work uses this sub-buffer (one freed and reused within one
+ * batch), the batch is submitted first. The hazard is per sub-buffer: writing one sub-buffer
+ * of a slab while recorded work uses another one of the same slab is safe.
  */
 export function upload(buf: GpuBuf, byteOffset: number, bytes: Uint8Array<ArrayBuffer>): void {
   const device = gpuDevice("upload");
   if (buf.lastBatch === batch && encoder) flush();
   const padded = bytes.byteLength % 4 === 0 ? bytes : padTo4(bytes);
-  device.queue.writeBuffer(buf.buffer, byteOffset, padded);
+  device.queue.writeBuffer(buf.buffer, buf.offset + byteOffset, padded);
 }
 
 function padTo4(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
@@ -192,7 +328,53 @@ function padTo4(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   return out;
 }
 
-/** Copies `bytes` bytes at `byteOffset` of a buffer back to the CPU: the one place that awaits. */
+/** Staging buffers (MAP_READ | COPY_DST) kept for reuse, by size (a power of two ≥ 256). */
+const stagingFree = new Map<number, GPUBuffer[]>();
+let stagingPooledBytes = 0;
+/** Staging bytes kept for reuse at most (larger readbacks destroy theirs). */
+const STAGING_POOL_BYTES = 16 * 1024 * 1024;
+let flushAtTaskEnd: Promise<void> | null = null;
+
+/** Submits at the end of the current task, once, however many readbacks asked for it. */
+function flushSoon(): Promise<void> {
+  flushAtTaskEnd ??= Promise.resolve().then(() => {
+    flushAtTaskEnd = null;
+    flush();
+  });
+  return flushAtTaskEnd;
+}
+
+function takeStaging(device: GPUDevice, op: string, bytes: number): GPUBuffer {
+  const size = 2 ** Math.ceil(Math.log2(Math.max(256, bytes)));
+  const list = stagingFree.get(size);
+  const hit = list?.pop();
+  if (hit) {
+    stagingPooledBytes -= size;
+    return hit;
+  }
+  return device.createBuffer({
+    label: `moongrad readback (${op})`,
+    size,
+    usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST,
+  });
+}
+
+function giveStaging(buf: GPUBuffer): void {
+  if (stagingPooledBytes + buf.size > STAGING_POOL_BYTES) {
+    buf.destroy();
+    return;
+  }
+  stagingPooledBytes += buf.size;
+  const list = stagingFree.get(buf.size);
+  if (list) list.push(buf);
+  else stagingFree.set(buf.size, [buf]);
+}
+
+/**
+ * Copies `bytes` bytes at `byteOffset` of a sub-buffer back to the CPU: the one place that
+ * awaits. The copy is recorded at once; the submit happens at the end of the current task,
+ * shared with every other readback recorded in it.
+ */
 export async function readback(
   op: string,
   buf: GpuBuf,
@@ -202,34 +384,33 @@ export async function readback(
   const device = gpuDevice(op);
   const start = Math.floor(byteOffset / 4) * 4;
   const size = Math.max(4, Math.ceil((byteOffset + bytes - start) / 4) * 4);
-  const staging = device.createBuffer({
-    label: `moongrad readback (${op})`,
-    size,
-    usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST,
-  });
+  const staging = takeStaging(device, op, size);
+  let reusable = false;
   try {
     copyBuffer(buf, start, staging, 0, size);
-    flush();
-    await staging.mapAsync(MAP_READ).catch(async (e) => {
+    await flushSoon();
+    await staging.mapAsync(MAP_READ, 0, size).catch(async (e) => {
       await errorsSettled();
       throwPendingGpuError(op);
       throw e;
     });
+    const skip = byteOffset - start;
+    const out = staging.getMappedRange(0, size).slice(skip, skip + bytes);
+    staging.unmap();
+    reusable = true;
     await errorsSettled();
     throwPendingGpuError(op);
-    const skip = byteOffset - start;
-    return staging.getMappedRange().slice(skip, skip + bytes);
+    return out;
   } finally {
-    staging.destroy();
+    if (reusable) giveStaging(staging);
+    else staging.destroy();
   }
 }
 
-/** Forgets cached bind groups that use a buffer about to be destroyed. */
-export function forgetBuffer(buf: GpuBuf): void {
-  const tag = `,${buf.id}`;
-  for (const key of bindGroups.keys()) {
-    if (key.includes(tag + ",") || key.endsWith(tag)) bindGroups.delete(key);
-  }
+/** Forgets cached bind groups that bind a slab about to be destroyed. */
+export function forgetSlab(slab: Slab): void {
+  for (const key of keysBySlab.get(slab.id) ?? []) bindGroups.delete(key);
+  keysBySlab.delete(slab.id);
 }
 
 /**
@@ -253,12 +434,26 @@ export async function sync(): Promise<void> {
   throwPendingGpuError("sync");
 }
 
-/** Counters of recorded dispatches and submitted batches. */
-export function runtimeStats(): { dispatches: number; submits: number; pending: number } {
+/** What `runtimeStats()` counts (since the start, or the last `resetRuntimeStats()`). */
+export interface RuntimeStats {
+  /** Compute dispatches recorded. */
+  dispatches: number;
+  /** Batches submitted (`queue.submit` calls). */
+  submits: number;
+  /** Bind groups created (~31 µs of createBindGroup each in Deno 2.9.6; 0 in a steady loop). */
+  bindGroupsCreated: number;
+  /** Scratch copies made because one sub-buffer was passed to two bindings. */
+  aliasCopies: number;
+  /** Dispatches recorded in the open batch. */
+  pending: number;
+}
+
+/** Counters of recorded dispatches, submitted batches and created bind groups. */
+export function runtimeStats(): RuntimeStats {
   return { ...stats, pending: dispatches };
 }
 
 /** Resets the counters of `runtimeStats()`. */
 export function resetRuntimeStats(): void {
-  stats = { dispatches: 0, submits: 0 };
+  stats = { dispatches: 0, submits: 0, bindGroupsCreated: 0, aliasCopies: 0 };
 }

@@ -345,9 +345,15 @@ export function gram(x: Tensor, options: GramOptions = {}): Tensor {
   let xt: Tensor | null = null;
   if (vec && !options.symmetricInput) xt = transposeCopy(x);
   const b = xt ?? x;
+  // A tensor bound twice would be two overlapping writable ranges (all bindings are
+  // read_write; core/kernel.ts), so X's other roles (Xᵀ = X, D = X in Newton–Schulz) read
+  // from X's binding instead.
+  const xbuf = x.storage("gram").buf;
+  const bIsA = vec && b.storage("gram").buf === xbuf;
+  const dIsA = d !== null && d.storage("gram").buf === xbuf;
   const k = vec
-    ? gramVecKernel(options.config ?? GRAM_CONFIG, d !== null)
-    : gramScalarKernel(d !== null);
+    ? gramVecKernel(options.config ?? GRAM_CONFIG, d !== null, bIsA, dIsA)
+    : gramScalarKernel(d !== null, dIsA);
   const c = options.config ?? GRAM_CONFIG;
   const T = vec ? c.wgY * c.tm : 16;
   const tiles = Math.ceil(R / T);
@@ -356,9 +362,9 @@ export function gram(x: Tensor, options: GramOptions = {}): Tensor {
     options.beta ?? 0,
     options.gamma ?? 0,
   );
-  const bufs = [x.storage("gram").buf];
-  if (vec) bufs.push(b.storage("gram").buf);
-  if (d) bufs.push(d.storage("gram").buf);
+  const bufs = [xbuf];
+  if (vec && !bIsA) bufs.push(b.storage("gram").buf);
+  if (d && !dIsA) bufs.push(d.storage("gram").buf);
   bufs.push(out.storage("gram").buf);
   dispatch(k, bufs, prm.words, [tiles, tiles, nb]);
   xt?.dispose();
@@ -395,11 +401,14 @@ function transposeCopy(x: Tensor): Tensor {
   return out;
 }
 
-/** The mirrored epilogue shared by both gram kernels: value v at (i, j), i <= j. */
-function gramStore(hasD: boolean, acc: string): string {
+/**
+ * The mirrored epilogue shared by both gram kernels: value v at (i, j), i <= j. `readD` reads
+ * element `idx` of D (from D, or from X's binding when D is X).
+ */
+function gramStore(hasD: boolean, acc: string, readD = (idx: string) => `D[${idx}]`): string {
   return `{
       var v = alpha * ${acc};
-      ${hasD ? "v += beta * D[db + i * R + j];" : ""}
+      ${hasD ? `v += beta * ${readD("db + i * R + j")};` : ""}
       if (i == j) { v += gamma; }
       C[cb + i * R + j] = v;
       C[cb + j * R + i] = v;
@@ -413,8 +422,14 @@ const GRAM_HEAD = `let ti = wid.x; let tj = wid.y; let bi = wid.z;
   let db = prm(3u) + cb;
   let alpha = prmf(5u); let beta = prmf(6u); let gamma = prmf(7u);`;
 
-/** Vec4 gram kernel: A = X rows as vec4 along k, B = Xᵀ rows as vec4 along j. */
-function gramVecKernel(c: GramConfig, hasD: boolean) {
+/** Element `idx` of X read through its vec4 binding A. */
+const readA4 = (idx: string) => `A[(${idx}) / 4u][(${idx}) % 4u]`;
+
+/**
+ * Vec4 gram kernel: A = X rows as vec4 along k, B = Xᵀ rows as vec4 along j. `bIsA`: Xᵀ is X
+ * (read through A at B's offset); `dIsA`: D is X (read through A as scalars).
+ */
+function gramVecKernel(c: GramConfig, hasD: boolean, bIsA = false, dIsA = false) {
   const { wgX, wgY, tm, tn } = c;
   if (wgY * tm !== wgX * tn || tn % 4 !== 0) {
     throw new MoongradError("gram", `tiles must be square with tn % 4 == 0: ${JSON.stringify(c)}`);
@@ -434,7 +449,9 @@ function gramVecKernel(c: GramConfig, hasD: boolean) {
   L.push(`  for (var k = 0u; k < K / 4u; k++) {`);
   for (const r of rows) L.push(`    let a${r} = A[pa${r} + k];`);
   for (let kk = 0; kk < 4; kk++) {
-    for (const g of groups) L.push(`    let b${kk}_${g} = B[pb${g} + (4u * k + ${kk}u) * R4];`);
+    for (const g of groups) {
+      L.push(`    let b${kk}_${g} = ${bIsA ? "A" : "B"}[pb${g} + (4u * k + ${kk}u) * R4];`);
+    }
     for (const r of rows) {
       for (const g of groups) {
         L.push(`    c${r}_${g} = fma(vec4<f32>(a${r}.${"xyzw"[kk]}), b${kk}_${g}, c${r}_${g});`);
@@ -446,7 +463,9 @@ function gramVecKernel(c: GramConfig, hasD: boolean) {
     for (const g of groups) {
       for (let l = 0; l < 4; l++) {
         L.push(`  { let i = i0 + ${r}u; let j = j0 + ${4 * g + l}u;
-    if (i < R && j < R && (ti != tj || i <= j)) ${gramStore(hasD, `c${r}_${g}.${"xyzw"[l]}`)} }`);
+    if (i < R && j < R && (ti != tj || i <= j)) ${
+          gramStore(hasD, `c${r}_${g}.${"xyzw"[l]}`, dIsA ? readA4 : undefined)
+        } }`);
       }
     }
   }
@@ -454,8 +473,8 @@ function gramVecKernel(c: GramConfig, hasD: boolean) {
     name: "gram",
     bindings: [
       { name: "A", type: "vec4<f32>", access: "read" },
-      { name: "B", type: "vec4<f32>", access: "read" },
-      ...(hasD ? [{ name: "D", type: "f32", access: "read" as const }] : []),
+      ...(bIsA ? [] : [{ name: "B", type: "vec4<f32>", access: "read" as const }]),
+      ...(hasD && !dIsA ? [{ name: "D", type: "f32", access: "read" as const }] : []),
       { name: "C", type: "f32", access: "read_write" },
     ],
     workgroupSize: [wgX * wgY],
@@ -463,8 +482,11 @@ function gramVecKernel(c: GramConfig, hasD: boolean) {
   });
 }
 
-/** Scalar gram kernel for sizes not multiple of 4: 16×16 tiles, 4×4 dots along k per thread. */
-function gramScalarKernel(hasD: boolean) {
+/**
+ * Scalar gram kernel for sizes not multiple of 4: 16×16 tiles, 4×4 dots along k per thread.
+ * `dIsA`: D is X (read through A).
+ */
+function gramScalarKernel(hasD: boolean, dIsA = false) {
   const t = 4;
   const idx = [...Array(t).keys()];
   const L: string[] = [GRAM_HEAD];
@@ -484,14 +506,16 @@ function gramScalarKernel(hasD: boolean) {
   for (const r of idx) {
     for (const c of idx) {
       L.push(`  { let i = i0 + ${r}u; let j = j0 + ${c}u;
-    if (i < R && j < R && (ti != tj || i <= j)) ${gramStore(hasD, `c${r}_${c}`)} }`);
+    if (i < R && j < R && (ti != tj || i <= j)) ${
+        gramStore(hasD, `c${r}_${c}`, dIsA ? (idx) => `A[${idx}]` : undefined)
+      } }`);
     }
   }
   return kernel({
     name: "gram",
     bindings: [
       { name: "A", type: "f32", access: "read" },
-      ...(hasD ? [{ name: "D", type: "f32", access: "read" as const }] : []),
+      ...(hasD && !dIsA ? [{ name: "D", type: "f32", access: "read" as const }] : []),
       { name: "C", type: "f32", access: "read_write" },
     ],
     workgroupSize: [16],

@@ -7,6 +7,7 @@
 import { type DType, isFloat, wgslType } from "../core/dtype.ts";
 import { MoongradError } from "../core/errors.ts";
 import { type Binding, kernel, Params } from "../core/kernel.ts";
+import type { GpuBuf } from "../core/pool.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { grid1d, linearId } from "./grid.ts";
@@ -39,9 +40,18 @@ export function pointwise(
   if (n === 0) return out;
   const rank = outShape.length;
   const tensors = inputs.filter((x): x is Tensor => x instanceof Tensor);
-  const bindings: Binding[] = tensors.map((t, i) => ({
+  // One binding per distinct storage buffer and type (x.mul(x), views of one tensor): all
+  // bindings are read_write (core/kernel.ts), and one sub-buffer bound twice would be two
+  // overlapping writable ranges. Offsets and strides stay per input.
+  const bound: { buf: GpuBuf; type: string }[] = [];
+  const slot = tensors.map((x) => {
+    const buf = x.storage(name).buf, type = wgslType(x.dtype);
+    const at = bound.findIndex((b) => b.buf === buf && b.type === type);
+    return at >= 0 ? at : bound.push({ buf, type }) - 1;
+  });
+  const bindings: Binding[] = bound.map((b, i) => ({
     name: `in${i}`,
-    type: wgslType(t.dtype),
+    type: b.type,
     access: "read",
   }));
   bindings.push({ name: "out", type: wgslType(outDtype), access: "read_write" });
@@ -61,7 +71,7 @@ export function pointwise(
       const base = `2u + rank + ${t}u * (rank + 1u)`;
       p.u(...strides, x.offset);
       const idx = isDense ? `i + prm(${base} + rank)` : `strided(i, ${base})`;
-      loads.push(`let v${j} = ${ct}(in${t}[${idx}]);`);
+      loads.push(`let v${j} = ${ct}(in${slot[t]}[${idx}]);`);
       t++;
     } else {
       const word = `prm(2u + rank + ${tensors.length}u * (rank + 1u) + ${s}u)`;
@@ -104,7 +114,7 @@ fn strided(i: u32, base: u32) -> u32 {
     prelude: stridedFn + prelude,
     body,
   });
-  dispatch(k, [...tensors.map((x) => x.storage(name).buf), out.storage(name).buf], p.words, [
+  dispatch(k, [...bound.map((b) => b.buf), out.storage(name).buf], p.words, [
     ...grid1d(n, WG),
   ]);
   return out;
