@@ -8,17 +8,25 @@
  *
  *   deno task soak [--steps 2000] [--every 10] [--batch 2] [--seq 32] [--out bench/results/soak.json]
  *                  [--no-report]
+ *   deno task soak --from-json bench/results/soak.json   # re-render the RESULTS.md section
  *
  * It writes the series to `--out` (JSON) and, unless `--no-report`, replaces the section between
  * `<!-- soak start -->` and `<!-- soak end -->` in bench/RESULTS.md with the command, adapter,
- * date and a summary (RSS at a few steps, MB per 100 steps after warm-up, bind groups and submits
+ * date and a summary (RSS at a few steps, KB per step after warm-up, bind groups and submits
  * per step, step time). Needs `--v8-flags=--expose-gc` (the task passes it): RSS without a forced
- * GC mixes native growth with garbage the GC has not yet collected.
+ * GC mixes native growth with garbage the GC has not yet collected. "RSS − V8 heap" subtracts
+ * V8's heapTotal, which grows its young generation in 16 MB steps now and then.
+ *
+ * Measured (2026-12-02, lavapipe, 2 shared cores): 2,000 steps take ~25–35 min; RSS 363.4 MB at
+ * step 200 and 364.2 MB at step 2,000 (0.4 KB/step), 367 bind groups in all (none after step
+ * 10), 7 submits per step. Before (commit bd4de6b): +1.8–2 MB per step, 638 bind groups and 14
+ * submits per step.
  */
 import * as mg from "../mod.ts";
 import { KimiLM } from "../nn/model.ts";
 import { MuonClip } from "../optim/mod.ts";
 import { runtimeStats } from "../core/runtime.ts";
+import process from "node:process";
 
 interface Flags {
   steps: number;
@@ -27,6 +35,8 @@ interface Flags {
   seq: number;
   out: string;
   report: boolean;
+  /** Re-render the RESULTS.md section from this JSON file instead of running. */
+  fromJson?: string;
 }
 
 function parseFlags(args: string[]): Flags {
@@ -55,8 +65,9 @@ function parseFlags(args: string[]): Flags {
     else if (name === "--seq") f.seq = int(value());
     else if (name === "--out") f.out = value() ?? f.out;
     else if (name === "--no-report") f.report = false;
+    else if (name === "--from-json") f.fromJson = value();
     else {throw new Error(
-        `soak: unknown flag ${a} (--steps, --every, --batch, --seq, --out, --no-report)`,
+        `soak: unknown flag ${a} (--steps, --every, --batch, --seq, --out, --no-report, --from-json)`,
       );}
   }
   return f;
@@ -80,20 +91,16 @@ export interface SoakSample {
   dispatches: number;
   /** Mean wall time per step since the previous sample, ms. */
   stepMs: number;
-  /** Mean CPU time (user + system, all threads: the CPU adapter's too) per step, ms (Linux). */
+  /** Mean CPU time (user + system, all threads: the CPU adapter's too) per step, ms. */
   cpuMs: number;
   /** Alias copies since the start (one sub-buffer passed to two bindings). */
   aliasCopies: number;
 }
 
-/** CPU time of this process (all threads) in ms, from /proc/self/stat; NaN elsewhere. */
+/** CPU time of this process (user + system, all threads) in ms (getrusage, via node:process). */
 function cpuTimeMs(): number {
-  try {
-    const f = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
-    return (Number(f[11]) + Number(f[12])) * 10; // utime, stime in clock ticks (100 Hz)
-  } catch {
-    return NaN;
-  }
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 const gc = (globalThis as { gc?: () => void }).gc;
@@ -218,6 +225,10 @@ export function summarize(series: SoakSample[], warmup: number) {
 
 if (import.meta.main) {
   const f = parseFlags(Deno.args);
+  if (f.fromJson) {
+    await writeReport(JSON.parse(await Deno.readTextFile(f.fromJson)));
+    Deno.exit(0);
+  }
   if (!gc) {
     console.warn("soak: run with --v8-flags=--expose-gc (deno task soak does) for RSS after GC");
   }
@@ -242,7 +253,7 @@ if (import.meta.main) {
       `${sum.bindGroupsPerStep.toFixed(2)} bind groups/step, ${sum.submitsPerStep.toFixed(2)} ` +
       `submits/step, ${
         sum.dispatchesPerStep.toFixed(0)
-      } dispatches/step, median ${sum.medianStepMs} ms/step`,
+      } dispatches/step, median ${sum.medianStepMs} ms/step (CPU ${sum.medianCpuMs} ms/step)`,
   );
   const date = new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC";
   const doc = {
@@ -259,7 +270,8 @@ if (import.meta.main) {
   if (f.report) await writeReport(doc);
 }
 
-async function writeReport(doc: {
+/** What bench/soak.ts writes to its JSON file (and renders into RESULTS.md). */
+export interface SoakDoc {
   command: string;
   adapter: string;
   deno: string;
@@ -267,39 +279,84 @@ async function writeReport(doc: {
   flags: Flags;
   summary: ReturnType<typeof summarize>;
   series: SoakSample[];
-}): Promise<void> {
-  const path = "bench/RESULTS.md";
+}
+
+/** Greedy word wrap at `width` columns (what `deno fmt` does to markdown prose). */
+function wrap(text: string, width = 100): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(/\s+/)) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(line);
+  return lines.join("\n");
+}
+
+/** A markdown table with padded columns (as `deno fmt` writes it). */
+function table(head: string[], rows: string[][]): string {
+  const w = head.map((h, i) => Math.max(h.length, 3, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(w[i])).join(" | ")} |`;
+  return [line(head), line(w.map((n) => "-".repeat(n))), ...rows.map(line)].join("\n");
+}
+
+/** The RESULTS.md section for a soak run. */
+export function reportSection(doc: SoakDoc): string {
   const s = doc.summary;
   const at = (n: number) => doc.series.find((x) => x.step === n);
   const marks = [0, 10, 50, 100, 200, 500, 1000, 1500, 2000, doc.flags.steps]
     .filter((n, i, a) => a.indexOf(n) === i && at(n));
   const rows = marks.map((n) => {
     const x = at(n)!;
-    return `| ${n} | ${x.rssMB} | ${x.nativeMB} | ${x.heapMB} | ${x.gpuAllocatedMB} | ` +
-      `${x.bindGroupsCreated} | ${x.submits} | ${x.stepMs} |`;
+    return [n, x.rssMB, x.nativeMB, x.heapMB, x.gpuAllocatedMB, x.bindGroupsCreated, x.submits]
+      .map(String);
   });
-  const section = [
+  const cpu = Number.isFinite(s.medianCpuMs)
+    ? `, ${s.medianCpuMs} ms/step CPU (user + system, all threads)`
+    : "";
+  return [
     "<!-- soak start -->",
     "",
     `## Soak: host memory over ${doc.flags.steps} training steps`,
     "",
-    `Command: \`${doc.command}\` (series in \`${doc.flags.out}\`). Adapter: ${doc.adapter}. ` +
-    `Deno ${doc.deno}. Date: ${doc.date}. Tiny K2 preset, MuonClip, batch ${doc.flags.batch} × ` +
-    `${doc.flags.seq} random byte tokens per step, loss + max logits + expert loads read back each ` +
-    `step; RSS after two forced GCs every ${doc.flags.every} steps.`,
+    wrap(
+      `Command: \`${doc.command}\` (series in \`${doc.flags.out}\`). Adapter: ${doc.adapter}. ` +
+        `Deno ${doc.deno}. Date: ${doc.date}. Tiny K2 preset, MuonClip, batch ${doc.flags.batch} × ` +
+        `${doc.flags.seq} random byte tokens per step, loss + max logits + expert loads read back ` +
+        `each step; memory read after two forced GCs every ${doc.flags.every} steps.`,
+    ),
     "",
-    "| step | RSS MB | RSS − V8 heap MB | JS heap used MB | GPU allocated MB | bind groups created | submits | ms/step (last interval) |",
-    "| ---- | ------ | ---------------- | --------------- | ---------------- | ------------------- | ------- | ----------------------- |",
-    ...rows,
+    table(
+      [
+        "step",
+        "RSS MB",
+        "RSS − V8 heap MB",
+        "JS heap used MB",
+        "GPU allocated MB",
+        "bind groups created",
+        "submits",
+      ],
+      rows,
+    ),
     "",
-    `After step ${s.warmup}: RSS slope ${s.rssKBPerStep.toFixed(1)} KB/step, RSS − V8 heap ` +
-    `${s.nativeKBPerStep.toFixed(1)} KB/step (least squares), ` +
-    `${s.bindGroupsPerStep.toFixed(2)} bind groups/step, ${s.submitsPerStep.toFixed(2)} ` +
-    `submits/step, ${s.dispatchesPerStep.toFixed(0)} dispatches/step, median ${s.medianStepMs} ` +
-    `ms/step wall, ${s.medianCpuMs} ms/step CPU (user + system, all threads).`,
+    wrap(
+      `After step ${s.warmup}: RSS slope ${s.rssKBPerStep.toFixed(1)} KB/step, RSS − V8 heap ` +
+        `${s.nativeKBPerStep.toFixed(1)} KB/step (least squares), ` +
+        `${s.bindGroupsPerStep.toFixed(2)} bind groups/step, ${s.submitsPerStep.toFixed(2)} ` +
+        `submits/step, ${s.dispatchesPerStep.toFixed(0)} dispatches/step, median ` +
+        `${s.medianStepMs} ms/step wall${cpu}.`,
+    ),
     "",
     "<!-- soak end -->",
   ].join("\n");
+}
+
+/** Replaces (or appends) the soak section of bench/RESULTS.md. */
+async function writeReport(doc: SoakDoc): Promise<void> {
+  const path = "bench/RESULTS.md";
+  const section = reportSection(doc);
   const text = await Deno.readTextFile(path);
   const re = /<!-- soak start -->[\s\S]*?<!-- soak end -->/;
   await Deno.writeTextFile(
