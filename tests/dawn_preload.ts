@@ -11,6 +11,8 @@ if (!Deno.env.get("VK_ICD_FILENAMES")) {
   try {
     Deno.statSync(SWIFTSHADER);
     Deno.env.set("VK_ICD_FILENAMES", SWIFTSHADER);
+    // Subprocesses that test Deno's own WebGPU (tests/soak_test.ts) drop it again.
+    Deno.env.set("MOONGRAD_ICD_SET_BY_DAWN_PRELOAD", "1");
   } catch {
     console.warn(`test:dawn: ${SWIFTSHADER} not found (apt-get install -y chromium)`);
   }
