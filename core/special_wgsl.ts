@@ -5,8 +5,8 @@
  * Why bit tests: WGSL compilers and GPU drivers may assume floats are never NaN (fast math),
  * so `x != x` can be folded to false and `min`/`max`/comparisons may drop a NaN operand; an
  * integer test on `bitcast<u32>(x)` is not a float operation and cannot be folded away. And
- * why run-time bits: Tint rejects non-finite constant expressions (`bitcast<f32>(0x7f800000u)`
- * as a constant), so ±Inf and NaN are built from a `var`.
+ * why run-time bits: Tint rejects non-finite constant expressions (the +Inf bit pattern
+ * bitcast to f32 as a constant), so ±Inf and NaN are built from a `var`.
  *
  * Semantics follow PyTorch: NaN wins in `mg_max`/`mg_min`; `mg_exp` and `mg_log` keep NaN
  * (SwiftShader's `exp(NaN)` is +Inf and its `log(NaN)` is finite) and `mg_log` gives NaN
