@@ -8,26 +8,10 @@
  */
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
-import { KimiLM, makeConfig } from "../nn/mod.ts";
-import { gpu } from "./util.ts";
+import { KimiLM } from "../nn/mod.ts";
+import { gpu, microConfig } from "./util.ts";
 
-const micro = makeConfig({
-  vocab_size: 32,
-  hidden_size: 24,
-  intermediate_size: 48,
-  moe_intermediate_size: 16,
-  num_hidden_layers: 2,
-  num_attention_heads: 2,
-  num_key_value_heads: 2,
-  n_routed_experts: 4,
-  num_experts_per_tok: 2,
-  kv_lora_rank: 8,
-  q_lora_rank: 12,
-  qk_nope_head_dim: 8,
-  qk_rope_head_dim: 4,
-  v_head_dim: 8,
-  initializer_range: 0.2,
-});
+const micro = microConfig();
 
 const IDS = [[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2, 8, 1, 8]];
 

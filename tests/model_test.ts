@@ -1,27 +1,11 @@
 import * as mg from "../mod.ts";
 import assert from "node:assert/strict";
-import { assertClose, gpu } from "./util.ts";
+import { assertClose, gpu, microConfig } from "./util.ts";
 
 const { KimiLM, makeConfig, parameterCounts, parameterShapes } = mg.nn;
 
 /** A model small enough for a CPU adapter in a test: 2 layers (dense, then MoE). */
-const micro = makeConfig({
-  vocab_size: 32,
-  hidden_size: 24,
-  intermediate_size: 48,
-  moe_intermediate_size: 16,
-  num_hidden_layers: 2,
-  num_attention_heads: 2,
-  num_key_value_heads: 2,
-  n_routed_experts: 4,
-  num_experts_per_tok: 2,
-  kv_lora_rank: 8,
-  q_lora_rank: 12,
-  qk_nope_head_dim: 8,
-  qk_rope_head_dim: 4,
-  v_head_dim: 8,
-  initializer_range: 0.2,
-});
+const micro = microConfig();
 
 function ids(values: number[][]): mg.Tensor {
   return mg.tensor(Int32Array.from(values.flat()), { shape: [values.length, values[0].length] });

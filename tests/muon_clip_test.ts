@@ -2,23 +2,11 @@ import * as mg from "../mod.ts";
 import assert from "node:assert/strict";
 import { MuonClip } from "../optim/muon_clip.ts";
 import { MuonWithAdamW } from "../optim/split.ts";
-import { gpu } from "./util.ts";
+import { gpu, microConfig } from "./util.ts";
 
-const micro = mg.nn.makeConfig({
-  vocab_size: 32,
-  hidden_size: 24,
-  intermediate_size: 48,
-  moe_intermediate_size: 16,
-  num_hidden_layers: 2,
+const micro = microConfig({
   num_attention_heads: 3,
   num_key_value_heads: 3,
-  n_routed_experts: 4,
-  num_experts_per_tok: 2,
-  kv_lora_rank: 8,
-  q_lora_rank: 12,
-  qk_nope_head_dim: 8,
-  qk_rope_head_dim: 4,
-  v_head_dim: 8,
   initializer_range: 0.5,
 });
 

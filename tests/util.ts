@@ -238,3 +238,28 @@ export async function assertMemoryFlat(run: () => void): Promise<void> {
     throw new Error(`leak: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
   }
 }
+
+/**
+ * A micro K2-style config (2 layers, 4 routed experts, tiny MLA) that fits a CPU adapter; the
+ * model tests share it and state only what they change.
+ */
+export function microConfig(overrides: Partial<mg.nn.KimiConfig> = {}): mg.nn.KimiConfig {
+  return mg.nn.makeConfig({
+    vocab_size: 32,
+    hidden_size: 24,
+    intermediate_size: 48,
+    moe_intermediate_size: 16,
+    num_hidden_layers: 2,
+    num_attention_heads: 2,
+    num_key_value_heads: 2,
+    n_routed_experts: 4,
+    num_experts_per_tok: 2,
+    kv_lora_rank: 8,
+    q_lora_rank: 12,
+    qk_nope_head_dim: 8,
+    qk_rope_head_dim: 4,
+    v_head_dim: 8,
+    initializer_range: 0.2,
+    ...overrides,
+  });
+}
