@@ -7,6 +7,7 @@ import { COMPUTE_STAGE } from "./webgpu_flags.ts";
 import { gpuDevice, reportGpuError } from "./device.ts";
 import { MoongradError } from "./errors.ts";
 import { SPECIAL_WGSL } from "./special_wgsl.ts";
+import type { ParamLayout } from "./params.ts";
 
 /** How a kernel accesses one storage binding. */
 export type Access = "read" | "read_write";
@@ -33,6 +34,11 @@ export interface KernelDef {
   prelude?: string;
   /** Body of `fn main`, which has gid, lid, wid, nwg and lidx in scope. */
   body: string;
+  /**
+   * The kernel's parameter declaration (core/params.ts): its accessors (`p_rows()`,
+   * `p_shape(i)`) go into the source; the host packs values with the same declaration.
+   */
+  params?: ParamLayout;
 }
 
 /** A compiled compute pipeline with its explicit bind-group layout. */
@@ -121,12 +127,14 @@ export function kernelSource(def: KernelDef): string {
   lines.push(
     `struct Params { w: array<vec4<u32>, ${PARAM_WORDS / 4}> }`,
     `@group(0) @binding(${def.bindings.length}) var<uniform> params: Params;`,
-    `fn prm(i: u32) -> u32 { let j = i + params.w[${PARAM_ZERO_WORD >> 2}][${
+    `fn param_word(i: u32) -> u32 { let j = i + params.w[${PARAM_ZERO_WORD >> 2}][${
       PARAM_ZERO_WORD & 3
     }]; return params.w[j >> 2u][j & 3u]; }`,
+    "fn prm(i: u32) -> u32 { return param_word(i); }",
     "fn prmf(i: u32) -> f32 { return bitcast<f32>(prm(i)); }",
     "fn prmi(i: u32) -> i32 { return bitcast<i32>(prm(i)); }",
   );
+  if (def.params) lines.push(def.params.wgsl);
   // The NaN/Inf helpers go into the kernels that call them (any mg_ name: MATH_WGSL's use them).
   if (/\bmg_\w+\(/.test(code)) lines.push(SPECIAL_WGSL);
   if (def.prelude) lines.push(def.prelude);
