@@ -201,3 +201,17 @@ function word(kernel: string, e: Entry, v: unknown, what: string): number {
   }
   return v >>> 0;
 }
+
+/**
+ * The largest length `r` such that `fixed` scalar words plus `perUnit` arrays of length `r`
+ * fit in the block: the rank a kernel with rank-length arrays (shape, strides) supports.
+ *
+ * @example
+ * ```ts
+ * import { fitLength } from "./params.ts";
+ * console.log(fitLength(4, 3)); // 19: n, rank, two offsets and shape/src/dst strides
+ * ```
+ */
+export function fitLength(fixed: number, perUnit: number): number {
+  return Math.floor((PARAM_USABLE_WORDS - fixed) / perUnit);
+}
