@@ -4,7 +4,8 @@
  * weight by γ_h^p where the power p depends on which part of head h a row belongs to.
  */
 import { MoongradError } from "../core/errors.ts";
-import { kernel, Params } from "../core/kernel.ts";
+import { kernel } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { grid1d, linearId } from "./grid.ts";
@@ -36,6 +37,21 @@ export function clipFactors(maxLogits: Tensor, tau: number): Tensor {
 export type GammaPower = 0 | 0.5 | 1;
 
 /**
+ * Elements, columns, rows per head, the split row within a head, the γ power codes of the
+ * rows below and from the split (0: 1, 1: √γ, 2: γ), the offsets of the weight and of γ.
+ */
+const QK_CLIP = params("qk_clip_scale_rows", {
+  n: "u32",
+  cols: "u32",
+  rowsPerHead: "u32",
+  split: "u32",
+  lowPower: "u32",
+  highPower: "u32",
+  weightOffset: "u32",
+  gammaOffset: "u32",
+});
+
+/**
  * Scales, in place, the rows of `weight` [heads · rowsPerHead, cols] head by head: row r of
  * head h = ⌊r / rowsPerHead⌋ is multiplied by γ_h^lowPower when (r mod rowsPerHead) < split,
  * else by γ_h^highPower. Power 0 multiplies by exactly 1.
@@ -65,8 +81,16 @@ export function scaleHeadRows(
   const n = rows * cols;
   if (n === 0) return;
   const code = (p: GammaPower) => (p === 0 ? 0 : p === 0.5 ? 1 : 2);
-  const p = new Params().u(n, cols, rowsPerHead, split, code(lowPower), code(highPower))
-    .u(weight.offset, gamma.offset);
+  const words = QK_CLIP.pack({
+    n,
+    cols,
+    rowsPerHead,
+    split,
+    lowPower: code(lowPower),
+    highPower: code(highPower),
+    weightOffset: weight.offset,
+    gammaOffset: gamma.offset,
+  });
   const k = kernel({
     name: "qk_clip_scale_rows",
     bindings: [
@@ -74,6 +98,7 @@ export function scaleHeadRows(
       { name: "gamma", type: "f32", access: "read" },
     ],
     workgroupSize: [256],
+    params: QK_CLIP,
     prelude: `
 fn gamma_pow(g: f32, code: u32) -> f32 {
   if (code == 0u) { return 1.0; }
@@ -82,12 +107,12 @@ fn gamma_pow(g: f32, code: u32) -> f32 {
 }`,
     body: `
   let i = ${linearId(256)};
-  if (i >= prm(0u)) { return; }
-  let row = i / prm(1u);
-  let head = row / prm(2u);
-  let part = select(prm(5u), prm(4u), row % prm(2u) < prm(3u));
-  let f = gamma_pow(gamma[prm(7u) + head], part);
-  if (f != 1.0) { w[prm(6u) + i] = w[prm(6u) + i] * f; }`,
+  if (i >= p_n()) { return; }
+  let row = i / p_cols();
+  let head = row / p_rowsPerHead();
+  let part = select(p_highPower(), p_lowPower(), row % p_rowsPerHead() < p_split());
+  let f = gamma_pow(gamma[p_gammaOffset() + head], part);
+  if (f != 1.0) { w[p_weightOffset() + i] = w[p_weightOffset() + i] * f; }`,
   });
-  dispatch(k, [weight.storage("qkClip").buf, gamma.storage("qkClip").buf], p.words, grid1d(n, 256));
+  dispatch(k, [weight.storage("qkClip").buf, gamma.storage("qkClip").buf], words, grid1d(n, 256));
 }
