@@ -73,7 +73,7 @@ interface Entry {
   length: number;
 }
 
-const NAME = /^[a-z][A-Za-z0-9_]*$/;
+const NAME = /^[A-Za-z][A-Za-z0-9_]*$/;
 const F32 = new Float32Array(1);
 const F32_BITS = new Uint32Array(F32.buffer);
 
