@@ -18,9 +18,10 @@
  * and an add, as before.
  */
 import { MoongradError } from "./errors.ts";
+import { PARAM_WORDS, PARAM_ZERO_WORD } from "./kernel.ts";
 
-/** Words of the uniform block a declaration may use: all but the reserved zero word. */
-export const PARAM_USABLE_WORDS = 63;
+/** Words of the uniform block a declaration may use: all but the reserved zero word (63). */
+export const PARAM_USABLE_WORDS = PARAM_ZERO_WORD;
 
 /** The element type of one parameter. */
 export type ParamKind = "u32" | "i32" | "f32";
@@ -138,7 +139,7 @@ export function params<const D extends ParamDecls>(kernel: string, decls: D): Pa
   }
   const wgsl = entries.map(accessor).join("\n");
   const pack = (values: ParamValues<D>): Uint32Array => {
-    const out = new Uint32Array(64);
+    const out = new Uint32Array(PARAM_WORDS);
     const given = values as Record<string, number | boolean | ArrayLike<number> | undefined>;
     for (const e of entries) {
       const v = given[e.name];
