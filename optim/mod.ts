@@ -27,9 +27,15 @@ export {
   newtonSchulz,
   type NewtonSchulzOptions,
   type NsCoefficients,
+  type NsMethod,
   nsSchedule,
   QUINTIC_COEFFICIENTS,
 } from "./newton_schulz.ts";
+export {
+  minimaxQuintic,
+  polarExpressCoefficients,
+  type PolarExpressOptions,
+} from "./polar_express.ts";
 export { Muon, type MuonOptions, type MuonScale, muonScale } from "./muon.ts";
 export {
   adamwReason,
