@@ -32,8 +32,11 @@ export function clipFactors(maxLogits: Tensor, tau: number): Tensor {
   );
 }
 
-/** Which power of γ_h the rows of one head part get: 0 (untouched), 0.5 (√γ) or 1 (γ). */
-export type GammaPower = 0 | 0.5 | 1;
+/**
+ * Which power of γ_h the rows of one head part get, in [0, 1]: 0 leaves them untouched
+ * (exactly), 1 multiplies by γ_h (exactly), 0.5 by √γ_h (WGSL `sqrt`), others by `pow`.
+ */
+export type GammaPower = number;
 
 /**
  * Scales, in place, the rows of `weight` [heads · rowsPerHead, cols] head by head: row r of
@@ -62,11 +65,18 @@ export function scaleHeadRows(
       `weight has ${rows} rows; expected ${heads} heads × ${rowsPerHead} rows per head`,
     );
   }
+  for (const pw of [lowPower, highPower]) {
+    if (!(pw >= 0 && pw <= 1)) {
+      throw new MoongradError("qkClip", `a power of γ must be in [0, 1], got ${pw}`);
+    }
+  }
   const n = rows * cols;
   if (n === 0) return;
-  const code = (p: GammaPower) => (p === 0 ? 0 : p === 0.5 ? 1 : 2);
+  // Codes 0, 1, 2 are the exact cases (1, √γ, γ); 3 is pow(γ, power) with the power in the
+  // next word.
+  const code = (p: GammaPower) => (p === 0 ? 0 : p === 0.5 ? 1 : p === 1 ? 2 : 3);
   const p = new Params().u(n, cols, rowsPerHead, split, code(lowPower), code(highPower))
-    .u(weight.offset, gamma.offset);
+    .u(weight.offset, gamma.offset).f(lowPower, highPower);
   const k = kernel({
     name: "qk_clip_scale_rows",
     bindings: [
@@ -75,18 +85,21 @@ export function scaleHeadRows(
     ],
     workgroupSize: [256],
     prelude: `
-fn gamma_pow(g: f32, code: u32) -> f32 {
+fn gamma_pow(g: f32, code: u32, power: f32) -> f32 {
   if (code == 0u) { return 1.0; }
   if (code == 1u) { return sqrt(g); }
-  return g;
+  if (code == 2u) { return g; }
+  return pow(g, power);
 }`,
     body: `
   let i = ${linearId(256)};
   if (i >= prm(0u)) { return; }
   let row = i / prm(1u);
   let head = row / prm(2u);
-  let part = select(prm(5u), prm(4u), row % prm(2u) < prm(3u));
-  let f = gamma_pow(gamma[prm(7u) + head], part);
+  let low = row % prm(2u) < prm(3u);
+  let part = select(prm(5u), prm(4u), low);
+  let power = select(prmf(9u), prmf(8u), low);
+  let f = gamma_pow(gamma[prm(7u) + head], part, power);
   if (f != 1.0) { w[prm(6u) + i] = w[prm(6u) + i] * f; }`,
   });
   dispatch(k, [weight.storage("qkClip").buf, gamma.storage("qkClip").buf], p.words, grid1d(n, 256));

@@ -60,4 +60,4 @@ export {
   MuonClip,
   type MuonClipOptions,
 } from "./muon_clip.ts";
-export { qkClipMha, qkClipMla } from "./qk_clip.ts";
+export { qkClipMha, qkClipMla, type QkClipOptions } from "./qk_clip.ts";
