@@ -8,7 +8,8 @@
  * - Singular-value band: NS with a schedule maps every singular value σ of the normalised
  *   input through the composed scalar polynomial, so the output's singular values lie in the
  *   image of the input's σ range under that composition (computed in float64 here), up to f32
- *   rounding (measured ≤ 3e-6; checked 1e-4). For σ ∈ [1e-3, 1] that image is
+ *   rounding, which Polar Express's steep first quintic (slope ≈ 14 near σ = 1) amplifies:
+ *   measured ≤ 3e-6 on llvmpipe, 1.1e-4 on SwiftShader (1×4 input); checked 5e-4. For σ ∈ [1e-3, 1] that image is
  *   [0.852, 1.124] for Polar Express and [0.471, 1.202] for the quintic.
  * - Agreement with the polar factor U·Vᵀ: ‖NS(G) − U·Vᵀ‖₂ = max |p(σ) − 1| ≤ the band's
  *   distance from 1; Polar Express output and quintic output share their singular vectors.
@@ -130,7 +131,7 @@ Deno.test("Polar Express options are validated", () => {
   assertMgError(() => minimaxQuintic(0.5, 0.2), "polarExpress", "0 < l <= u");
 });
 
-Deno.test("NS singular-value band: Polar Express and quintic outputs lie in the composed image (1e-4)", async () => {
+Deno.test("NS singular-value band: Polar Express and quintic outputs lie in the composed image (5e-4)", async () => {
   assertClose(band(PE, 1e-3, 1), [0.8524, 1.1236], { rtol: 0, atol: 1e-4 }, "PE band");
   assertClose(band(Q5, 1e-3, 1), [0.4705, 1.2024], { rtol: 0, atol: 1e-4 }, "quintic band");
   await check(
@@ -155,7 +156,7 @@ Deno.test("NS singular-value band: Polar Express and quintic outputs lie in the 
           const sv = singularValues(out).subarray(0, k);
           for (const v of sv) {
             assert.ok(
-              v > bl - 1e-4 && v < bh + 1e-4,
+              v > bl - 5e-4 && v < bh + 5e-4,
               `${name} ${method} ${m}×${n}: σ ${v} outside [${bl}, ${bh}]`,
             );
           }
@@ -179,7 +180,7 @@ Deno.test("NS vs the polar factor: ‖NS(G) − UVᵀ‖₂ within the band; PE 
       const [bl, bh] = band(sch, Math.min(...s) / f, Math.max(...s) / f);
       const diff: Mat = { m, n, a: out.a.map((v, i) => v - u.a[i]) };
       const err = Math.max(0, ...singularValues(diff).subarray(0, k));
-      const bound = Math.max(1 - bl, bh - 1) + 1e-4;
+      const bound = Math.max(1 - bl, bh - 1) + 5e-4;
       assert.ok(err <= bound, `${name} ${m}×${n}: ‖NS − UVᵀ‖₂ = ${err} > ${bound}`);
     }
     // Same singular vectors: PEᵀ·Q5 is symmetric positive semi-definite.
