@@ -5,7 +5,7 @@
  * an op's operands always have smaller numbers) accumulating adjoints. No code is shared with
  * the library's autograd.
  */
-import { NDArray, zip } from "./ndarray.ts";
+import { type NDArray, zip } from "./ndarray.ts";
 
 /** A computed value on the tape: its operands (value numbers; null for a constant) and vjp. */
 export interface TapeNode {

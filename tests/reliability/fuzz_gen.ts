@@ -14,7 +14,7 @@
  *   axis is drawn as a probe the library must refuse (PyTorch raises);
  * - every value holds at most 1200 elements.
  */
-import { NDArray, size } from "../reference/ndarray.ts";
+import { NDArray, reduceAxes, size } from "../reference/ndarray.ts";
 import { rng } from "../reference/linalg.ts";
 import { froundFtz } from "../util.ts";
 import {
@@ -29,7 +29,6 @@ import {
   resolveTarget,
   type Step,
 } from "./fuzz_ops.ts";
-import { reduceAxes } from "../reference/ndarray.ts";
 
 const DIMS = [0, 1, 1, 2, 2, 3, 3, 5, 5];
 const CAP = 1200;
@@ -206,11 +205,11 @@ class Gen {
       const x = den ? (this.chance(0.5) ? -1 : 1) * (0.5 + this.r()) : -2 + 4 * this.r();
       return { scalar: froundFtz(x) };
     }
-    if (u < 0.5 && this.inputs < this.maxInputs) {
+    if (u < 0.6 && this.inputs < this.maxInputs) {
       return this.leaf("input", this.partnerShape(s), den);
     }
-    if (u < 0.65) return this.leaf("const", this.partnerShape(s), den);
-    const pool = this.vals.map((x, i) => i).filter((i) => {
+    if (u < 0.7) return this.leaf("const", this.partnerShape(s), den);
+    const pool = this.vals.map((_x, i) => i).filter((i) => {
       const x = this.vals[i];
       const leaf = this.values[i] as Leaf;
       if (leaf.kind === "mask" || (!allowSelf && i === v)) return false;
@@ -463,7 +462,7 @@ class Gen {
       const u = this.r();
       let part: number;
       if (u < 0.2 && shape[ax] === x.shape[ax]) part = v;
-      else if (u < 0.6 && this.inputs < this.maxInputs) part = this.leaf("input", shape);
+      else if (u < 0.75 && this.inputs < this.maxInputs) part = this.leaf("input", shape);
       else part = this.leaf("const", shape);
       parts.splice(this.int(0, parts.length), 0, part);
     }
@@ -475,7 +474,7 @@ class Gen {
     const r = s.length;
     if (r === 0) return null;
     const leafOf = (shape: number[]) =>
-      this.inputs < this.maxInputs && this.chance(0.6)
+      this.inputs < this.maxInputs && this.chance(0.75)
         ? this.leaf("input", shape)
         : this.leaf("const", shape);
     const batch = (b: number[]) => (this.chance(0.5) ? [] : this.partnerShape(b).slice(-2));

@@ -34,9 +34,9 @@ import { drawChain } from "./fuzz_gen.ts";
 import { type Chain, describeChain, GPU, isLeaf, type Leaf, lossOf, runRef } from "./fuzz_ops.ts";
 
 /** Forward tolerance (atol is relative to the chain's largest magnitude M). */
-const FWD = { rtol: 1e-4, atol: 1e-5 };
+const FWD = { rtol: 1e-5, atol: 1e-6 };
 /** Gradient tolerance (atol is relative to G = M · the largest adjoint). */
-const GRAD = { rtol: 1e-3, atol: 1e-5 };
+const GRAD = { rtol: 1e-4, atol: 1e-6 };
 /** Reference vjps vs float64 central differences. */
 const FD = { rtol: 1e-5, atol: 1e-7, maxInputs: 48, h: 1e-6 };
 
