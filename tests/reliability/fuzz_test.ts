@@ -18,13 +18,19 @@
  *    reference chain, for chains with ≤ 48 input elements (the check of the checker).
  * 4. memory: after disposing every tensor of the case, `memory().liveTensors` and `inUseBytes`
  *    are back where they started (no op or failed op leaks).
- * 5. probes: max/min over an empty axis must throw a MoongradError naming the op (PyTorch
- *    raises); mean/var over an empty axis give NaN (PyTorch) and end the chain.
+ * 5. probes: max/min over an empty axis and slice of a rank-0 tensor must throw a
+ *    MoongradError naming the op (PyTorch raises); mean/var over an empty axis give NaN
+ *    (PyTorch) and end the chain.
  *
  * Failures are collected and reported together, each with its seed and the chain (ops, shapes),
  * so one reruns with `MOONGRAD_FUZZ_SEED=<seed> MOONGRAD_FUZZ_CASES=1`. `MOONGRAD_FUZZ_CASES`
  * sets the number of cases (default 300), `MOONGRAD_FUZZ_SEED` the first seed (cases use
- * seed, seed+1, ...). Cost (2-core lavapipe, 300 cases): see the summary line it prints.
+ * seed, seed+1, ...).
+ *
+ * Measured (2-core machine shared with other jobs, default 300 cases): wgpu/lavapipe 6.7 s
+ * idle, 17 s under load 11; Dawn/SwiftShader 37 s idle, 61 s under load. Over 9,500 wgpu
+ * and 1,300 Dawn chains the worst error was 0.13 of the forward and 0.10 of the gradient
+ * tolerance. Bugs it found are pinned in fuzz_regressions_test.ts.
  */
 import * as mg from "../../mod.ts";
 import { gpu } from "../util.ts";
