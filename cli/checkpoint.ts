@@ -142,7 +142,7 @@ export async function isDirectory(path: string, what: string): Promise<boolean> 
   try {
     info = await Deno.stat(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return false;
     throw new CliError(`${what} ${path}: ${(e as Error).message}`);
   }
   if (!info.isDirectory) throw new CliError(`${what} ${path} is a file, not a directory`);
