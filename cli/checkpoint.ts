@@ -224,11 +224,13 @@ function checkStep(bytes: Uint8Array, ckpt: string, name: string, step: number):
  * Checks a checkpoint before anything is loaded or written: every file trainer_state.json
  * lists has that SHA-256, both safetensors files record its step, and its own checksum holds.
  * Any mismatch is one CliError naming the file. Returns a note for a version-1 checkpoint,
- * which carries no hashes (only the model's step is checked).
+ * which carries no hashes (only the model's step is checked). `skip` names files not needed
+ * (sample skips optimizer.safetensors).
  */
 export async function verifyCheckpoint(
   ckpt: string,
   state: TrainerState,
+  options: { skip?: string[] } = {},
 ): Promise<string | undefined> {
   if (state.version === 1) {
     const bytes = await readChecked(`${ckpt}/model.safetensors`);
@@ -236,8 +238,9 @@ export async function verifyCheckpoint(
     return `note: ${ckpt} predates checkpoint hashes; only the model's step was verified`;
   }
   const files = state.files!;
+  const skip = new Set(options.skip ?? []);
   for (const name of CHECKPOINT_FILES) {
-    if (!(name in files)) {
+    if (!(name in files) && !skip.has(name)) {
       throw new CliError(`${ckpt}/${STATE_FILE} records no SHA-256 of ${name}`);
     }
   }
@@ -247,6 +250,7 @@ export async function verifyCheckpoint(
         `${ckpt}/${STATE_FILE} lists an invalid file name ${JSON.stringify(name)}`,
       );
     }
+    if (skip.has(name)) continue;
     const bytes = await readChecked(`${ckpt}/${name}`);
     const got = await sha256Hex(bytes);
     if (got !== want) {

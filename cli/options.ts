@@ -363,13 +363,16 @@ export interface ResumedSettings {
   settings: RunSettings;
   /** "--flag old → new" for each override setting a flag changed. */
   changed: string[];
-  /** Settings the checkpoint did not store (written before they existed), at their default. */
+  /**
+   * Settings the checkpoint did not store (written before they existed) and no flag gave now,
+   * at their default.
+   */
   defaulted: string[];
 }
 
 /**
  * The settings of a resumed run: every stored setting restored (a setting the checkpoint
- * predates takes its default); a flag given now must repeat a "fixed" setting (else one
+ * predates takes its flag, else its default); a flag given now must repeat a "fixed" setting (else one
  * CliError naming the flag) and replaces an "override" one.
  */
 export function resumeSettings(
@@ -383,12 +386,16 @@ export function resumeSettings(
   const set = (k: keyof RunSettings, v: unknown) => (s as Record<string, unknown>)[k] = v;
   for (const key of Object.keys(RUN_SETTINGS) as (keyof RunSettings)[]) {
     const spec = RUN_SETTINGS[key];
-    let was = stored?.[key];
+    const was = stored?.[key];
+    const given = flags[spec.flag] !== undefined;
     if (was === undefined) {
-      was = spec.parse({}, s);
-      defaulted.push(`${settingFlag(key)} ${show(key, was)}`);
+      // Not recorded (a checkpoint from before the setting existed): the flag, else the default.
+      const v = spec.parse(given ? flags : {}, s);
+      if (!given) defaulted.push(`${settingFlag(key)} ${show(key, v)}`);
+      set(key, v);
+      continue;
     }
-    if (flags[spec.flag] === undefined) {
+    if (!given) {
       set(key, was);
       continue;
     }

@@ -164,7 +164,10 @@ function settingNotes(r: ResumedSettings, from: string): string[] {
   const notes: string[] = [];
   if (r.changed.length) notes.push(`settings changed on resume: ${r.changed.join(", ")}`);
   if (r.defaulted.length) {
-    notes.push(`${from} does not record ${r.defaulted.join(", ")}: using the default`);
+    notes.push(
+      `${from} predates ${r.defaulted.length > 1 ? "these settings" : "this setting"}; ` +
+        `using the default: ${r.defaulted.join(", ")}`,
+    );
   }
   return notes;
 }

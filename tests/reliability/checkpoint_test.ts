@@ -258,6 +258,14 @@ Deno.test({
         /model\.safetensors was changed or corrupted .* recorded 0000000000000000…/,
       ],
       [
+        "a version-1 checkpoint (no hashes) with its step edited",
+        (d) =>
+          editState(d, (s) => {
+            Object.assign(s, { version: 1, step: 2, files: undefined, checksum: undefined });
+          }),
+        /trainer_state\.json says step 2, but model\.safetensors was saved at step 1/,
+      ],
+      [
         "trainer_state.json not JSON",
         (d) => Deno.writeTextFile(`${ck(d)}/trainer_state.json`, "{"),
         /trainer_state\.json is not a trainer checkpoint/,
@@ -303,6 +311,17 @@ Deno.test({
         problems.push("the run directory changed");
       }
       if (problems.length) failures.push(`${what}: ${problems.join("; ")}\n  ${r.stderr}`);
+    }
+    // sample verifies a trainer checkpoint the same way.
+    const dir = `${TMP}/tampered-sample`;
+    await copyDir(STEP1, dir);
+    await flipByte(`${dir}/checkpoint/model.safetensors`);
+    const r = await cli("sample", ["--run", dir, "--max-tokens", "1"]);
+    if (
+      r.code !== 2 ||
+      !/^sample: error: .*model\.safetensors was changed or corrupted[^\n]*\n$/.test(r.stderr)
+    ) {
+      failures.push(`sample of a corrupt checkpoint: exit ${r.code}\n  ${r.stderr}`);
     }
     assert.deepEqual(failures, [], failures.join("\n"));
   },
