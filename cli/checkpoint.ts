@@ -269,6 +269,12 @@ export async function verifyCheckpoint(
   return undefined;
 }
 
+/** The files of a run directory (besides `checkpoint/`). */
+export const RUN_FILES = /^(run\.json|metrics\.jsonl|report\.html)$/;
+/** Leftovers of an interrupted run: a partial checkpoint, a temporary file of a text write. */
+export const STALE =
+  /^(\.checkpoint-tmp-[0-9a-f]{8}|(run\.json|metrics\.jsonl|report\.html)\.tmp-[0-9a-f]{8})$/;
+
 /**
  * Removes what an interrupted run left in `runDir`: partial checkpoints (`.checkpoint-tmp-*`),
  * temporary files of atomic writes (`run.json.tmp-*`, ...) and a `.checkpoint-old` that a
@@ -277,11 +283,8 @@ export async function verifyCheckpoint(
 export async function removeStale(runDir: string): Promise<string[]> {
   const removed: string[] = [];
   const finalDone = await exists(`${runDir}/${CHECKPOINT}/${STATE_FILE}`);
-  const stale = new RegExp(
-    `^(\\.${CHECKPOINT}-tmp-[0-9a-f]{8}|(run\\.json|metrics\\.jsonl|report\\.html)\\.tmp-[0-9a-f]{8})$`,
-  );
   for await (const e of Deno.readDir(runDir)) {
-    if (stale.test(e.name) || (finalDone && e.name === `.${CHECKPOINT}-old`)) {
+    if (STALE.test(e.name) || (finalDone && e.name === `.${CHECKPOINT}-old`)) {
       await Deno.remove(`${runDir}/${e.name}`, { recursive: true });
       removed.push(e.name);
     }

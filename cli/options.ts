@@ -372,8 +372,8 @@ export interface ResumedSettings {
 
 /**
  * The settings of a resumed run: every stored setting restored (a setting the checkpoint
- * predates takes its flag, else its default); a flag given now must repeat a "fixed" setting (else one
- * CliError naming the flag) and replaces an "override" one.
+ * predates takes its flag, else its default); a flag given now must repeat a "fixed" setting
+ * (else one CliError naming the flag) and replaces an "override" one.
  */
 export function resumeSettings(
   stored: Partial<RunSettings>,

@@ -21,7 +21,9 @@ import {
   loadCheckpointTensors,
   readTrainerState,
   removeStale,
+  RUN_FILES,
   saveCheckpoint,
+  STALE,
   type TrainerState,
   verifyCheckpoint,
   writeTextAtomic,
@@ -129,17 +131,13 @@ interface RunPlan {
   restart?: boolean;
 }
 
-/** Run files a directory may hold for a run stopped before its first checkpoint to restart. */
-const RESTARTABLE =
-  /^(run\.json|metrics\.jsonl|report\.html|\.checkpoint-tmp-[0-9a-f]{8}|(run\.json|metrics\.jsonl|report\.html)\.tmp-[0-9a-f]{8})$/;
-
 /**
  * For a directory holding run.json but no checkpoint (a run stopped before its first one):
  * the note saying it starts again, after checking it holds nothing but that run's files.
  */
 async function restartNote(dir: string): Promise<string> {
   for await (const e of Deno.readDir(dir)) {
-    if (!RESTARTABLE.test(e.name)) {
+    if (!RUN_FILES.test(e.name) && !STALE.test(e.name)) {
       throw new CliError(
         `${dir} holds a run without a checkpoint, but also ${e.name}, which is not a run file; ` +
           "nothing was overwritten",
