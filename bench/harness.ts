@@ -173,7 +173,11 @@ export const TABLE_HEADER = [
  * it as it is, and cli/bench_report.ts writes the same text into bench/RESULTS.md.
  */
 export function formatTable(group: string, rows: readonly BenchResult[]): string {
-  const all = [[...TABLE_HEADER], ...rows.map(rowCells)];
+  // A "|" inside a cell would end it: escape it (Markdown shows it as "|").
+  const all = [
+    [...TABLE_HEADER],
+    ...rows.map((r) => rowCells(r).map((c) => c.replace(/\|/g, "\\|"))),
+  ];
   const widths = TABLE_HEADER.map((_, c) => Math.max(3, ...all.map((r) => r[c].length)));
   const line = (cells: string[]) => `| ${cells.map((s, c) => s.padEnd(widths[c])).join(" | ")} |`;
   return [
