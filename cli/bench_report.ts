@@ -11,7 +11,7 @@
  * same initial weights and batch (bench/torch_export.ts writes them); its rows join the
  * training-step groups with "its time / moongrad's" filled in here, and the merged tables are
  * printed again. Without torch the section says why it is missing. Then `deno run
- * cli/profile.ts --markdown` adds the per-op-family profile of one training step.
+ * cli/profile.ts` (deno task profile) adds the per-op-family profile of one training step.
  *
  * With OUT set (the GPU machine's output folder), RESULTS.md and the charts are copied there.
  * Set MG_BENCH_RESULTS to write elsewhere than bench/RESULTS.md, and MG_BENCH_TAG (e.g. "gpu")
@@ -131,7 +131,7 @@ function mergeRows(groups: Map<string, Group>, extra: BenchResult[]): Group[] {
 async function runProfile(): Promise<string> {
   if (Deno.env.get("MG_BENCH_PROFILE") === "0") return "Skipped (MG_BENCH_PROFILE=0).";
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-env", "--allow-sys", "cli/profile.ts", "--markdown"],
+    args: ["run", "--allow-read", "--allow-env", "--allow-sys", "cli/profile.ts"],
     cwd: root.pathname,
     stdout: "piped",
     stderr: "inherit",
@@ -195,10 +195,10 @@ function svgChart(title: string, groups: Group[]): string {
 if (import.meta.main) {
   const targets = Deno.args;
   const adapter = await adapterName();
-  const load = await Deno.readTextFile("/proc/loadavg").then((t) =>
-    t.split(" ").slice(0, 3).join(" ")
-  )
-    .catch(() => "unknown");
+  let load = "unknown";
+  try {
+    load = Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+  } catch { /* not on this system */ }
   const metaPath = await Deno.makeTempFile({ prefix: "mg-bench-meta-", suffix: ".jsonl" });
   const files = await benchFiles(targets);
   let torch: { rows: BenchResult[]; about: string } | string =
