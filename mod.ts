@@ -9,6 +9,7 @@
  * ```
  * @module
  */
+import "./ops/tensor_methods.ts";
 export { type DeviceInfo, deviceInfo, init, type InitOptions } from "./core/device.ts";
 export { type DType, type TensorData } from "./core/dtype.ts";
 export { MoongradError } from "./core/errors.ts";

@@ -2,6 +2,7 @@
  * The K2-style decoder-only language model (HF `DeepseekV3ForCausalLM` names):
  * embed_tokens → layers (pre-norm MLA + dense MLP or MoE, residuals) → norm → lm_head.
  */
+import "../ops/tensor_methods.ts"; // installs the Tensor methods this module calls
 import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { Tensor } from "../core/tensor.ts";
