@@ -5,6 +5,7 @@
 import "../ops/tensor_methods.ts"; // installs the Tensor methods this module calls
 import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
+import { mulberry32 } from "../core/random.ts";
 import { scope } from "../core/scope.ts";
 import { Tensor } from "../core/tensor.ts";
 import { add, div } from "../ops/elementwise.ts";
@@ -546,18 +547,6 @@ const IGNORE_INDEX = -100;
 function isLabels(t: TokenIds | { labels: TokenIds }): t is { labels: TokenIds } {
   return !(t instanceof Tensor) && !Array.isArray(t) && typeof t === "object" && t !== null &&
     "labels" in t;
-}
-
-/** A small seeded PRNG for sampling (mulberry32). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**
