@@ -124,6 +124,7 @@ export * as io from "./io/mod.ts";
 export {
   attention,
   type AttentionConfig,
+  attentionConfig,
   type AttentionOptions,
   type AttentionResult,
   setAttentionConfig,
