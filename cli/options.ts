@@ -1,7 +1,9 @@
 /**
- * The trainer's flags (`deno task train --help`) and the resolved options of a run, which are
- * stored in the run directory so that `--resume` can refuse anything that would change the
- * arithmetic of the run.
+ * The trainer's flags (`deno task train --help`) and the settings of a run: one table
+ * (RUN_SETTINGS) says how each setting is read from its flag and what `--resume` does with it.
+ * Every setting is stored in run.json and in each checkpoint, and `--resume` restores them all:
+ * a flag given on resume must repeat a setting that shapes the arithmetic ("fixed"), and may
+ * change one that does not ("override": --eval-every, --checkpoint-every).
  */
 import { PRESETS } from "../nn/config.ts";
 import {
@@ -141,7 +143,9 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   resume: {
     type: "string",
     arg: "DIR",
-    help: "continue the run in DIR from its last checkpoint (same settings, same losses)",
+    help: "continue the run in DIR from its last checkpoint with all its settings and the " +
+      "same losses (--eval-every and --checkpoint-every may change; a run stopped before its " +
+      "first checkpoint starts again from step 0)",
   },
   "stop-at": {
     type: "string",
@@ -166,7 +170,10 @@ export function trainHelp(): string {
   );
 }
 
-/** Options that shape the arithmetic of a run (must match on --resume). */
+/**
+ * Every setting of a run: what `run.json` and each checkpoint's trainer_state.json store, and
+ * what `--resume` restores (one entry per flag in RUN_SETTINGS).
+ */
 export interface RunSettings {
   /** Model preset. */
   preset: string;
@@ -198,16 +205,16 @@ export interface RunSettings {
   routerGamma: number;
   /** "bytes", or the tokenizer path (a resumed run uses the copy in its checkpoint). */
   tokenizer: string;
-}
-
-/** Options that do not change the losses (may differ on --resume). */
-export interface RunControls {
   /** Evaluate every N steps. */
   evalEvery: number;
   /** Validation batches per evaluation. */
   evalBatches: number;
   /** Checkpoint every N steps. */
   checkpointEvery: number;
+}
+
+/** Options of one invocation only (never stored). */
+export interface RunControls {
   /** Output directory (undefined: a fresh one under runs/, or the resumed one). */
   out?: string;
   /** Directory to resume. */
@@ -216,100 +223,193 @@ export interface RunControls {
   stopAt?: number;
 }
 
-/** Flag name of each setting, for messages. */
-export const SETTING_FLAGS: Record<keyof RunSettings, string> = {
-  preset: "--preset",
-  steps: "--steps",
-  batch: "--batch",
-  seqLen: "--seq-len",
-  optimizer: "--optimizer",
-  lr: "--lr",
-  adamwLr: "--adamw-lr",
-  tau: "--tau",
-  weightDecay: "--weight-decay",
-  schedule: "--schedule",
-  warmup: "--warmup",
-  seed: "--seed",
-  data: "--data",
-  routerGamma: "--router-gamma",
-  tokenizer: "--tokenizer",
+/**
+ * How a setting behaves on `--resume`: "fixed" settings shape the arithmetic (losses,
+ * weights, what a validation loss means) and a flag given on resume must repeat the stored
+ * value; "override" settings change nothing that is computed, so a flag given on resume
+ * replaces the stored value from then on (and the change is reported).
+ */
+export type ResumePolicy = "fixed" | "override";
+
+/** One run setting: its flag, how it is read, and what `--resume` does with it. */
+export interface SettingSpec<T> {
+  /** The flag (a TRAIN_FLAGS key, without "--"). */
+  flag: string;
+  /**
+   * Reads the setting from `flags` (its default when the flag is absent); `s` holds the
+   * settings listed before it in RUN_SETTINGS (e.g. --adamw-lr defaults to --lr).
+   */
+  parse(flags: Flags, s: Partial<RunSettings>): T;
+  /** What `--resume` does with a flag that disagrees with the stored value. */
+  resume: ResumePolicy;
+  /** How the value reads in messages (default: String). */
+  show?(v: T): string;
+}
+
+/** The spec of each run setting; the key order is the order they are read in. */
+export type SettingsTable = { [K in keyof RunSettings]: SettingSpec<RunSettings[K]> };
+
+const fixed = <T>(flag: string, parse: (f: Flags, s: Partial<RunSettings>) => T) => ({
+  flag,
+  parse,
+  resume: "fixed" as const,
+});
+
+/**
+ * Every setting of a run, read from its flag; run.json and trainer_state.json store them all
+ * and `--resume` restores them all. A new trainer flag that a run should keep adds a field to
+ * RunSettings and an entry here (the type requires one per field); nothing else changes.
+ * A checkpoint written before a setting existed resumes with its default.
+ */
+export const RUN_SETTINGS: SettingsTable = {
+  preset: fixed("preset", (f) => {
+    const preset = stringFlag(f, "preset") ?? DEFAULTS.preset;
+    if (!(preset in PRESETS)) {
+      throw new CliError(
+        `--preset must be one of ${Object.keys(PRESETS).join(", ")}, got "${preset}"`,
+      );
+    }
+    if (preset !== "tiny") {
+      throw new CliError(
+        `--preset ${preset} is the full-size shape (about a trillion parameters); only tiny trains here`,
+      );
+    }
+    return preset;
+  }),
+  // The cosine and WSD schedules stretch over all steps, so --steps is part of the arithmetic.
+  steps: fixed("steps", (f) => intFlag(f, "steps", DEFAULTS.steps)),
+  batch: fixed("batch", (f) => intFlag(f, "batch", DEFAULTS.batch)),
+  seqLen: fixed("seq-len", (f) => {
+    const v = intFlag(f, "seq-len", DEFAULTS.seqLen, 2);
+    const maxPos = PRESETS.tiny.max_position_embeddings;
+    if (v > maxPos) {
+      throw new CliError(`--seq-len must be <= ${maxPos} (max_position_embeddings), got ${v}`);
+    }
+    return v;
+  }),
+  optimizer: fixed("optimizer", (f) => choiceFlag(f, "optimizer", OPTIMIZERS, DEFAULTS.optimizer)),
+  lr: fixed("lr", (f) => numberFlag(f, "lr", DEFAULTS.lr, { min: 0, exclusiveMin: true })),
+  adamwLr: fixed(
+    "adamw-lr",
+    (f, s) => numberFlag(f, "adamw-lr", s.lr ?? DEFAULTS.lr, { min: 0, exclusiveMin: true }),
+  ),
+  tau: fixed("tau", (f) => numberFlag(f, "tau", DEFAULTS.tau, { min: 0, exclusiveMin: true })),
+  weightDecay: fixed(
+    "weight-decay",
+    (f) => numberFlag(f, "weight-decay", DEFAULTS.weightDecay, { min: 0 }),
+  ),
+  schedule: fixed("schedule", (f) => choiceFlag(f, "schedule", SCHEDULES, DEFAULTS.schedule)),
+  warmup: fixed("warmup", (f) => intFlag(f, "warmup", DEFAULTS.warmup, 0)),
+  seed: fixed("seed", (f) => {
+    const v = intFlag(f, "seed", DEFAULTS.seed, 0);
+    if (v > 0xffffffff) throw new CliError(`--seed must be < 2^32, got ${v}`);
+    return v;
+  }),
+  data: {
+    ...fixed("data", (f) => stringFlag(f, "data") ?? null),
+    show: (v) => v ?? "(default corpus)",
+  },
+  routerGamma: fixed(
+    "router-gamma",
+    (f) => numberFlag(f, "router-gamma", DEFAULTS.routerGamma, { min: 0 }),
+  ),
+  tokenizer: fixed("tokenizer", (f) => stringFlag(f, "tokenizer") ?? DEFAULTS.tokenizer),
+  // The validation batches define what a validation loss means: changing them mid-run would
+  // make the curve jump.
+  evalBatches: fixed("eval-batches", (f) => intFlag(f, "eval-batches", DEFAULTS.evalBatches)),
+  evalEvery: {
+    flag: "eval-every",
+    parse: (f) => intFlag(f, "eval-every", DEFAULTS.evalEvery),
+    resume: "override",
+  },
+  checkpointEvery: {
+    flag: "checkpoint-every",
+    parse: (f) => intFlag(f, "checkpoint-every", DEFAULTS.checkpointEvery),
+    resume: "override",
+  },
 };
 
-/** Resolves the flags into settings (defaults filled) and controls. */
-export function resolveTrainFlags(flags: Flags): {
-  settings: RunSettings;
-  controls: RunControls;
-  given: Set<keyof RunSettings>;
-} {
-  const preset = stringFlag(flags, "preset") ?? DEFAULTS.preset;
-  if (!(preset in PRESETS)) {
-    throw new CliError(
-      `--preset must be one of ${Object.keys(PRESETS).join(", ")}, got "${preset}"`,
-    );
+/** Flag name of each setting, for messages ("--seq-len"). */
+export function settingFlag(key: keyof RunSettings): string {
+  return `--${RUN_SETTINGS[key].flag}`;
+}
+
+function show<K extends keyof RunSettings>(key: K, v: RunSettings[K]): string {
+  const spec = RUN_SETTINGS[key] as SettingSpec<RunSettings[K]>;
+  return spec.show ? spec.show(v) : String(v);
+}
+
+/** Resolves the flags of a new run into its settings (defaults filled) and controls. */
+export function resolveTrainFlags(flags: Flags): { settings: RunSettings; controls: RunControls } {
+  const s: Partial<RunSettings> = {};
+  for (const key of Object.keys(RUN_SETTINGS) as (keyof RunSettings)[]) {
+    (s as Record<string, unknown>)[key] = RUN_SETTINGS[key].parse(flags, s);
   }
-  if (preset !== "tiny") {
-    throw new CliError(
-      `--preset ${preset} is the full-size shape (about a trillion parameters); only tiny trains here`,
-    );
-  }
-  const lr = numberFlag(flags, "lr", DEFAULTS.lr, { min: 0, exclusiveMin: true });
-  const settings: RunSettings = {
-    preset,
-    steps: intFlag(flags, "steps", DEFAULTS.steps),
-    batch: intFlag(flags, "batch", DEFAULTS.batch),
-    seqLen: intFlag(flags, "seq-len", DEFAULTS.seqLen, 2),
-    optimizer: choiceFlag(flags, "optimizer", OPTIMIZERS, DEFAULTS.optimizer),
-    lr,
-    adamwLr: numberFlag(flags, "adamw-lr", lr, { min: 0, exclusiveMin: true }),
-    tau: numberFlag(flags, "tau", DEFAULTS.tau, { min: 0, exclusiveMin: true }),
-    weightDecay: numberFlag(flags, "weight-decay", DEFAULTS.weightDecay, { min: 0 }),
-    schedule: choiceFlag(flags, "schedule", SCHEDULES, DEFAULTS.schedule),
-    warmup: intFlag(flags, "warmup", DEFAULTS.warmup, 0),
-    seed: intFlag(flags, "seed", DEFAULTS.seed, 0),
-    data: stringFlag(flags, "data") ?? null,
-    routerGamma: numberFlag(flags, "router-gamma", DEFAULTS.routerGamma, { min: 0 }),
-    tokenizer: stringFlag(flags, "tokenizer") ?? DEFAULTS.tokenizer,
-  };
-  if (settings.seed > 0xffffffff) throw new CliError(`--seed must be < 2^32, got ${settings.seed}`);
-  const maxPos = PRESETS.tiny.max_position_embeddings;
-  if (settings.seqLen > maxPos) {
-    throw new CliError(
-      `--seq-len must be <= ${maxPos} (max_position_embeddings), got ${settings.seqLen}`,
-    );
-  }
-  const controls: RunControls = {
-    evalEvery: intFlag(flags, "eval-every", DEFAULTS.evalEvery),
-    evalBatches: intFlag(flags, "eval-batches", DEFAULTS.evalBatches),
-    checkpointEvery: intFlag(flags, "checkpoint-every", DEFAULTS.checkpointEvery),
+  return { settings: s as RunSettings, controls: resolveControls(flags) };
+}
+
+/** The per-invocation options (--out, --resume, --stop-at). */
+export function resolveControls(flags: Flags): RunControls {
+  return {
     out: stringFlag(flags, "out"),
     resume: stringFlag(flags, "resume"),
     stopAt: flags["stop-at"] === undefined ? undefined : intFlag(flags, "stop-at", 0),
   };
-  const given = new Set<keyof RunSettings>();
-  for (const [key, flag] of Object.entries(SETTING_FLAGS)) {
-    if (flags[flag.slice(2)] !== undefined) given.add(key as keyof RunSettings);
-  }
-  return { settings, controls, given };
+}
+
+/** What `--resume` made of the stored settings and the flags given now. */
+export interface ResumedSettings {
+  /** The settings the run continues with. */
+  settings: RunSettings;
+  /** "--flag old → new" for each override setting a flag changed. */
+  changed: string[];
+  /**
+   * Settings the checkpoint did not store (written before they existed) and no flag gave now,
+   * at their default.
+   */
+  defaulted: string[];
 }
 
 /**
- * The settings of a resumed run: the stored ones, after checking that every flag given now
- * agrees with them (one CliError naming the first disagreement).
+ * The settings of a resumed run: every stored setting restored (a setting the checkpoint
+ * predates takes its flag, else its default); a flag given now must repeat a "fixed" setting
+ * (else one CliError naming the flag) and replaces an "override" one.
  */
-export function mergeResumeSettings(
-  stored: RunSettings,
-  now: RunSettings,
-  given: Set<keyof RunSettings>,
+export function resumeSettings(
+  stored: Partial<RunSettings>,
+  flags: Flags,
   dir: string,
-): RunSettings {
-  stored = { ...stored, tokenizer: stored.tokenizer ?? DEFAULTS.tokenizer }; // older runs
-  for (const key of given) {
-    if (stored[key] !== now[key]) {
-      throw new CliError(
-        `${dir} was trained with ${SETTING_FLAGS[key]} ${stored[key] ?? "(default corpus)"}, ` +
-          `not ${now[key]}; a resumed run keeps the settings that shape training`,
-      );
+): ResumedSettings {
+  const s: Partial<RunSettings> = {};
+  const changed: string[] = [];
+  const defaulted: string[] = [];
+  const set = (k: keyof RunSettings, v: unknown) => (s as Record<string, unknown>)[k] = v;
+  for (const key of Object.keys(RUN_SETTINGS) as (keyof RunSettings)[]) {
+    const spec = RUN_SETTINGS[key];
+    const was = stored?.[key];
+    const given = flags[spec.flag] !== undefined;
+    if (was === undefined) {
+      // Not recorded (a checkpoint from before the setting existed): the flag, else the default.
+      const v = spec.parse(given ? flags : {}, s);
+      if (!given) defaulted.push(`${settingFlag(key)} ${show(key, v)}`);
+      set(key, v);
+      continue;
     }
+    if (!given) {
+      set(key, was);
+      continue;
+    }
+    const now = spec.parse(flags, s);
+    if (now !== was) {
+      if (spec.resume === "fixed") {
+        throw new CliError(
+          `${dir} was trained with ${settingFlag(key)} ${show(key, was)}, not ${show(key, now)}; ` +
+            "a resumed run keeps the settings that shape training",
+        );
+      }
+      changed.push(`${settingFlag(key)} ${show(key, was)} → ${show(key, now)}`);
+    }
+    set(key, now);
   }
-  return { ...stored };
+  return { settings: s as RunSettings, changed, defaulted };
 }

@@ -17,10 +17,15 @@ import {
   disposeHalves,
   findCheckpoint,
   halvesMeta,
+  isDirectory,
   loadCheckpointTensors,
   readTrainerState,
+  removeStale,
+  RUN_FILES,
   saveCheckpoint,
+  STALE,
   type TrainerState,
+  verifyCheckpoint,
   writeTextAtomic,
 } from "./checkpoint.ts";
 import type { TextTokenizer } from "../tokenizer/mod.ts";
@@ -42,19 +47,23 @@ import {
   appendMetrics,
   type MetricRecord,
   readMetrics,
+  readMetricsFile,
   readRunInfo,
   type RunInfo,
   truncateMetrics,
 } from "./metrics.ts";
 import { makeOptimizer } from "./optimizer.ts";
 import {
-  mergeResumeSettings,
+  resolveControls,
   resolveTrainFlags,
+  type ResumedSettings,
+  resumeSettings,
   type RunControls,
   type RunSettings,
   TRAIN_FLAGS,
   trainHelp,
 } from "./options.ts";
+import type { Flags } from "./args.ts";
 import { fmtEta, Progress } from "./progress.ts";
 import { summarize, writeReport } from "./report.ts";
 
@@ -78,6 +87,22 @@ function parentDir(path: string): string {
   return i < 0 ? "." : i === 0 ? "/" : p.slice(0, i);
 }
 
+/** Creates the run directory (an OS error becomes a CliError naming --out). */
+async function makeRunDir(dir: string): Promise<void> {
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+  } catch (e) {
+    throw new CliError(`--out ${dir} cannot be created: ${(e as Error).message}`);
+  }
+}
+
+/** The line reporting leftovers of an interrupted run that were removed (none: no line). */
+function staleNote(removed: string[]): string[] {
+  return removed.length
+    ? [`removed ${removed.length} leftover(s) of an interrupted run: ${removed.join(", ")}`]
+    : [];
+}
+
 function timestamp(): string {
   const d = new Date();
   const p = (n: number) => String(n).padStart(2, "0");
@@ -98,8 +123,51 @@ interface RunPlan {
   runDir: string;
   /** The run's tokenizer (a resumed run's comes from its checkpoint). */
   tokenizer: TextTokenizer;
+  /** Lines printed before training starts (what the resume restored, changed or verified). */
+  notes: string[];
   /** Set when resuming. */
   resume?: { ckptDir: string; state: TrainerState; fromRunDir: string };
+  /** Set when runDir holds a run that stopped before its first checkpoint: it starts over. */
+  restart?: boolean;
+}
+
+/**
+ * For a directory holding run.json but no checkpoint (a run stopped before its first one):
+ * the note saying it starts again, after checking it holds nothing but that run's files.
+ */
+async function restartNote(dir: string): Promise<string> {
+  for await (const e of Deno.readDir(dir)) {
+    if (!RUN_FILES.test(e.name) && !STALE.test(e.name)) {
+      throw new CliError(
+        `${dir} holds a run without a checkpoint, but also ${e.name}, which is not a run file; ` +
+          "nothing was overwritten",
+      );
+    }
+  }
+  return `${dir} stopped before its first checkpoint: starting it again from step 0 ` +
+    "(its run.json and metrics.jsonl are replaced)";
+}
+
+/** Checks that `--out dir` can be created (no file on its path). */
+async function checkCreatable(dir: string): Promise<void> {
+  let p = parentDir(dir);
+  while (!(await exists(p))) p = parentDir(p);
+  if (!(await Deno.stat(p)).isDirectory) {
+    throw new CliError(`--out ${dir} cannot be created: ${p} is a file, not a directory`);
+  }
+}
+
+/** What resumeSettings changed or filled in, as lines for the user. */
+function settingNotes(r: ResumedSettings, from: string): string[] {
+  const notes: string[] = [];
+  if (r.changed.length) notes.push(`settings changed on resume: ${r.changed.join(", ")}`);
+  if (r.defaulted.length) {
+    notes.push(
+      `${from} predates ${r.defaulted.length > 1 ? "these settings" : "this setting"}; ` +
+        `using the default: ${r.defaulted.join(", ")}`,
+    );
+  }
+  return notes;
 }
 
 /** Validates flags and directories before anything is created or overwritten. */
@@ -109,63 +177,114 @@ async function plan(argv: string[]): Promise<RunPlan | null> {
     console.log(trainHelp());
     return null;
   }
-  const { settings, controls, given } = resolveTrainFlags(flags);
-  if (controls.resume) {
-    const dir = controls.resume.replace(/\/+$/, "");
-    const ckptDir = await findCheckpoint(dir);
-    const state = await readTrainerState(ckptDir);
-    const merged = mergeResumeSettings(state.settings, settings, given, dir);
-    const fromRunDir = ckptDir === dir ? parentDir(dir) : dir;
-    if (!(await exists(`${fromRunDir}/run.json`))) {
-      throw new CliError(`${fromRunDir} is not a training run directory (no run.json)`);
-    }
-    const info = await readRunInfo(fromRunDir);
-    const tokenizer = await loadTokenizer(merged.tokenizer === "bytes" ? "bytes" : ckptDir);
-    const want = JSON.stringify(toHfConfig(modelConfig(merged.preset, tokenizer.vocabSize)));
-    if (JSON.stringify(info.config) !== want) {
-      throw new CliError(
-        `${fromRunDir} holds a model with a different config than preset ${merged.preset}; it cannot be resumed`,
-      );
-    }
-    let runDir = fromRunDir;
-    if (controls.out && controls.out.replace(/\/+$/, "") !== fromRunDir) {
-      runDir = controls.out.replace(/\/+$/, "");
-      if ((await exists(runDir)) && !(await isEmptyDir(runDir))) {
+  const controls = resolveControls(flags);
+  if (controls.resume) return await planResume(flags, controls);
+  const { settings } = resolveTrainFlags(flags);
+  const runDir = (controls.out ?? `runs/${timestamp()}`).replace(/\/+$/, "");
+  const notes: string[] = [];
+  let restart = false;
+  if (await isDirectory(runDir, "--out")) {
+    if (await exists(`${runDir}/run.json`)) {
+      if ((await findCheckpoint(runDir)) !== null) {
         throw new CliError(
-          `--out ${runDir} already exists and is not empty; nothing was overwritten`,
+          `${runDir} already holds a run; continue it with --resume ${runDir} or choose another --out`,
         );
       }
-    }
-    if (state.step >= merged.steps) {
-      throw new CliError(`${dir} already finished all ${merged.steps} steps`);
-    }
-    if (controls.stopAt !== undefined && controls.stopAt <= state.step) {
-      throw new CliError(
-        `--stop-at ${controls.stopAt} is not after the checkpoint's step ${state.step}`,
-      );
-    }
-    return {
-      settings: merged,
-      controls,
-      runDir,
-      tokenizer,
-      resume: { ckptDir, state, fromRunDir },
-    };
-  }
-  const runDir = (controls.out ?? `runs/${timestamp()}`).replace(/\/+$/, "");
-  if (await exists(runDir)) {
-    if (await exists(`${runDir}/run.json`)) {
-      throw new CliError(
-        `${runDir} already holds a run; continue it with --resume ${runDir} or choose another --out`,
-      );
-    }
-    if (!(await isEmptyDir(runDir))) {
+      notes.push(await restartNote(runDir));
+      restart = true;
+    } else if (!(await isEmptyDir(runDir))) {
       throw new CliError(
         `--out ${runDir} already exists and is not empty; nothing was overwritten`,
       );
     }
+  } else await checkCreatable(runDir);
+  const tokenizer = await loadTokenizer(settings.tokenizer);
+  return { settings, controls, runDir, tokenizer, notes, restart };
+}
+
+/**
+ * The plan of `--resume DIR`: the checkpoint verified (hashes, steps, checksum), every setting
+ * restored, the flags given now checked against them; nothing is written.
+ */
+async function planResume(flags: Flags, controls: RunControls): Promise<RunPlan> {
+  const dir = controls.resume!.replace(/\/+$/, "");
+  const ckptDir = await findCheckpoint(dir);
+  const out = controls.out?.replace(/\/+$/, "");
+  if (ckptDir === null) {
+    if (!(await exists(`${dir}/run.json`))) {
+      throw new CliError(`--resume ${dir}: no checkpoint there (expected ${dir}/${CHECKPOINT}/)`);
+    }
+    // Stopped before its first checkpoint: start it again with the settings it was given.
+    const resumed = resumeSettings((await readRunInfo(dir)).settings, flags, dir);
+    const notes = settingNotes(resumed, `${dir}/run.json`);
+    const runDir = out ?? dir;
+    if (runDir === dir) notes.unshift(await restartNote(dir));
+    else if (await isDirectory(runDir, "--out")) {
+      if (!(await isEmptyDir(runDir))) {
+        throw new CliError(
+          `--out ${runDir} already exists and is not empty; nothing was overwritten`,
+        );
+      }
+    } else await checkCreatable(runDir);
+    const tokenizer = await loadTokenizer(resumed.settings.tokenizer);
+    return {
+      settings: resumed.settings,
+      controls,
+      runDir,
+      tokenizer,
+      notes,
+      restart: runDir === dir,
+    };
   }
-  return { settings, controls, runDir, tokenizer: await loadTokenizer(settings.tokenizer) };
+  const state = await readTrainerState(ckptDir);
+  const notes: string[] = [];
+  const note = await verifyCheckpoint(ckptDir, state);
+  if (note) notes.push(note);
+  const resumed = resumeSettings(state.settings, flags, dir);
+  notes.push(...settingNotes(resumed, `${ckptDir}/trainer_state.json`));
+  const merged = resumed.settings;
+  const fromRunDir = ckptDir === dir ? parentDir(dir) : dir;
+  if (!(await exists(`${fromRunDir}/run.json`))) {
+    throw new CliError(`${fromRunDir} is not a training run directory (no run.json)`);
+  }
+  const info = await readRunInfo(fromRunDir);
+  const tokenizer = await loadTokenizer(merged.tokenizer === "bytes" ? "bytes" : ckptDir);
+  const want = JSON.stringify(toHfConfig(modelConfig(merged.preset, tokenizer.vocabSize)));
+  if (JSON.stringify(info.config) !== want) {
+    throw new CliError(
+      `${fromRunDir} holds a model with a different config than preset ${merged.preset}; it cannot be resumed`,
+    );
+  }
+  let runDir = fromRunDir;
+  if (out && out !== fromRunDir) {
+    runDir = out;
+    if (await isDirectory(runDir, "--out")) {
+      if (!(await isEmptyDir(runDir))) {
+        throw new CliError(
+          `--out ${runDir} already exists and is not empty; nothing was overwritten`,
+        );
+      }
+    } else await checkCreatable(runDir);
+  }
+  if (state.step >= merged.steps) {
+    throw new CliError(`${dir} already finished all ${merged.steps} steps`);
+  }
+  if (controls.stopAt !== undefined && controls.stopAt <= state.step) {
+    throw new CliError(
+      `--stop-at ${controls.stopAt} is not after the checkpoint's step ${state.step}`,
+    );
+  }
+  // A bad line inside metrics.jsonl is an error now, before anything is written (a torn last
+  // line is dropped when the run continues).
+  await readMetricsFile(`${fromRunDir}/metrics.jsonl`);
+  return {
+    settings: merged,
+    controls,
+    runDir,
+    tokenizer,
+    notes,
+    resume: { ckptDir, state, fromRunDir },
+  };
 }
 
 /** The training text, split, with the SHA-256 of all of it (and the default corpus's name). */
@@ -188,6 +307,7 @@ function toTensors(b: Batch, rows: number, seqLen: number): [mg.Tensor, mg.Tenso
 
 async function train(p: RunPlan): Promise<void> {
   const { settings: s, controls: c, runDir, tokenizer: tok } = p;
+  const notes = [...p.notes];
   const corpus = await loadCorpus(s);
   const was = p.resume?.state;
   if (
@@ -204,7 +324,7 @@ async function train(p: RunPlan): Promise<void> {
   const model = new KimiLM(config, { seed: s.seed });
   const opt = makeOptimizer(model, s);
   const sampler = new BatchSampler(tokens.train, s.batch, s.seqLen, s.seed);
-  const valBatches = validationBatches(tokens.val, s.batch, s.seqLen, c.evalBatches);
+  const valBatches = validationBatches(tokens.val, s.batch, s.seqLen, s.evalBatches);
   // Bits per byte: total nats over the validation targets / ln 2 / their bytes.
   let valTargets = 0, valTargetBytes = 0;
   for (const b of valBatches) {
@@ -220,21 +340,38 @@ async function train(p: RunPlan): Promise<void> {
     const halves = await loadCheckpointTensors(p.resume.ckptDir, model, p.resume.state);
     try {
       opt.loadStateDict(halves);
+    } catch (e) {
+      throw new CliError(
+        `${p.resume.ckptDir}/optimizer.safetensors does not match the optimizer: ${
+          (e as Error).message
+        }`,
+      );
     } finally {
       disposeHalves(halves);
     }
     sampler.state = p.resume.state.sampler;
     step = p.resume.state.step;
     elapsed = p.resume.state.elapsedSeconds;
+    let torn: boolean;
     if (runDir !== p.resume.fromRunDir) {
-      await Deno.mkdir(runDir, { recursive: true });
+      await makeRunDir(runDir);
       await Deno.copyFile(`${p.resume.fromRunDir}/run.json`, `${runDir}/run.json`);
-      const old = await readMetrics(`${p.resume.fromRunDir}/metrics.jsonl`);
-      await writeTextAtomic(metricsPath, old.map((r) => JSON.stringify(r) + "\n").join(""));
+      const old = await readMetricsFile(`${p.resume.fromRunDir}/metrics.jsonl`);
+      await writeTextAtomic(metricsPath, old.records.map((r) => JSON.stringify(r) + "\n").join(""));
+      torn = old.torn;
+    } else {
+      notes.push(...staleNote(await removeStale(runDir)));
+      torn = false;
     }
-    await truncateMetrics(metricsPath, step);
+    if (await truncateMetrics(metricsPath, step) || torn) {
+      notes.push("metrics.jsonl: dropped a partial last line (a kill while it was written)");
+    }
   } else {
-    await Deno.mkdir(runDir, { recursive: true });
+    await makeRunDir(runDir);
+    if (p.restart) {
+      notes.push(...staleNote(await removeStale(runDir)));
+      await Deno.remove(`${runDir}/report.html`).catch(() => {});
+    }
     const info: RunInfo = {
       version: 1,
       created: new Date().toISOString(),
@@ -273,6 +410,7 @@ async function train(p: RunPlan): Promise<void> {
       `(${(counts.active / 1e6).toFixed(2)}M active), ${s.optimizer}, ${s.steps} steps of ` +
       `${s.batch}×${s.seqLen} tokens on ${gpu.description || "WebGPU"}`,
   );
+  for (const note of notes) progress.line(note);
   const n = (x: number) => x.toLocaleString("en-US");
   progress.line(
     `data: ${corpus.source}, ${n(corpus.train.length)} train / ` +
@@ -321,7 +459,6 @@ async function train(p: RunPlan): Promise<void> {
     const halves = opt.stateDict();
     try {
       await saveCheckpoint(runDir, model, halves, {
-        version: 1,
         step,
         sampler: sampler.state,
         optimizer: halvesMeta(halves),
@@ -392,7 +529,7 @@ async function train(p: RunPlan): Promise<void> {
         tokens_per_s: tokensPerStep / dt,
       };
       tpsEma = tpsEma === 0 ? tokensPerStep / dt : 0.8 * tpsEma + 0.2 * (tokensPerStep / dt);
-      const evalNow = step % c.evalEvery === 0 || step === s.steps;
+      const evalNow = step % s.evalEvery === 0 || step === s.steps;
       if (evalNow) {
         lastVal = await evaluate();
         rec.val_loss = lastVal;
@@ -417,7 +554,7 @@ async function train(p: RunPlan): Promise<void> {
             `${bitsPerByte(lastVal!).toFixed(3)} bits/byte`,
         );
       }
-      if (step % c.checkpointEvery === 0 && step < stopAt) {
+      if (step % s.checkpointEvery === 0 && step < stopAt) {
         await checkpoint(rec.time_s);
         savedAt = step;
       }

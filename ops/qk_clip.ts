@@ -33,22 +33,28 @@ export function clipFactors(maxLogits: Tensor, tau: number): Tensor {
   );
 }
 
-/** Which power of γ_h the rows of one head part get: 0 (untouched), 0.5 (√γ) or 1 (γ). */
-export type GammaPower = 0 | 0.5 | 1;
+/**
+ * Which power of γ_h the rows of one head part get, in [0, 1]: 0 leaves them untouched
+ * (exactly), 1 multiplies by γ_h (exactly), 0.5 by √γ_h (WGSL `sqrt`), others by `pow`.
+ */
+export type GammaPower = number;
 
 /**
  * Elements, columns, rows per head, the split row within a head, the γ power codes of the
- * rows below and from the split (0: 1, 1: √γ, 2: γ), the offsets of the weight and of γ.
+ * rows below and from the split (0: 1, 1: √γ, 2: γ, 3: pow), the offsets of the weight and
+ * of γ, and the two powers (read by code 3).
  */
 const QK_CLIP = params("qk_clip_scale_rows", {
   n: "u32",
   cols: "u32",
   rowsPerHead: "u32",
   split: "u32",
-  lowPower: "u32",
-  highPower: "u32",
+  lowCode: "u32",
+  highCode: "u32",
   weightOffset: "u32",
   gammaOffset: "u32",
+  lowPower: "f32",
+  highPower: "f32",
 });
 
 /**
@@ -78,18 +84,26 @@ export function scaleHeadRows(
       `weight has ${rows} rows; expected ${heads} heads × ${rowsPerHead} rows per head`,
     );
   }
+  for (const pw of [lowPower, highPower]) {
+    if (!(pw >= 0 && pw <= 1)) {
+      throw new MoongradError("qkClip", `a power of γ must be in [0, 1], got ${pw}`);
+    }
+  }
   const n = rows * cols;
   if (n === 0) return;
-  const code = (p: GammaPower) => (p === 0 ? 0 : p === 0.5 ? 1 : 2);
+  // Codes 0, 1, 2 are the exact cases (1, √γ, γ); 3 is pow(γ, power) with the power as f32.
+  const code = (p: GammaPower) => (p === 0 ? 0 : p === 0.5 ? 1 : p === 1 ? 2 : 3);
   const words = QK_CLIP.pack({
     n,
     cols,
     rowsPerHead,
     split,
-    lowPower: code(lowPower),
-    highPower: code(highPower),
+    lowCode: code(lowPower),
+    highCode: code(highPower),
     weightOffset: weight.offset,
     gammaOffset: gamma.offset,
+    lowPower,
+    highPower,
   });
   const k = kernel({
     name: "qk_clip_scale_rows",
@@ -100,18 +114,21 @@ export function scaleHeadRows(
     workgroupSize: [256],
     params: QK_CLIP,
     prelude: `
-fn gamma_pow(g: f32, code: u32) -> f32 {
+fn gamma_pow(g: f32, code: u32, power: f32) -> f32 {
   if (code == 0u) { return 1.0; }
   if (code == 1u) { return sqrt(g); }
-  return g;
+  if (code == 2u) { return g; }
+  return pow(g, power);
 }`,
     body: `
   let i = ${linearId(256)};
   if (i >= p_n()) { return; }
   let row = i / p_cols();
   let head = row / p_rowsPerHead();
-  let part = select(p_highPower(), p_lowPower(), row % p_rowsPerHead() < p_split());
-  let f = gamma_pow(gamma[p_gammaOffset() + head], part);
+  let low = row % p_rowsPerHead() < p_split();
+  let part = select(p_highCode(), p_lowCode(), low);
+  let power = select(p_highPower(), p_lowPower(), low);
+  let f = gamma_pow(gamma[p_gammaOffset() + head], part, power);
   if (f != 1.0) { w[p_weightOffset() + i] = w[p_weightOffset() + i] * f; }`,
   });
   dispatch(k, [weight.storage("qkClip").buf, gamma.storage("qkClip").buf], words, grid1d(n, 256));

@@ -3,6 +3,7 @@
  * Newton–Schulz, Moonlight's Muon/AdamW parameter split, and learning-rate schedules.
  * @module
  */
+import "../ops/tensor_methods.ts";
 export {
   type BaseOptions,
   type CommonOptions,
@@ -27,9 +28,15 @@ export {
   newtonSchulz,
   type NewtonSchulzOptions,
   type NsCoefficients,
+  type NsMethod,
   nsSchedule,
   QUINTIC_COEFFICIENTS,
 } from "./newton_schulz.ts";
+export {
+  minimaxQuintic,
+  polarExpressCoefficients,
+  type PolarExpressOptions,
+} from "./polar_express.ts";
 export { Muon, type MuonOptions, type MuonScale, muonScale } from "./muon.ts";
 export {
   adamwReason,
@@ -54,4 +61,4 @@ export {
   MuonClip,
   type MuonClipOptions,
 } from "./muon_clip.ts";
-export { qkClipMha, qkClipMla } from "./qk_clip.ts";
+export { qkClipMha, qkClipMla, type QkClipOptions } from "./qk_clip.ts";

@@ -6,6 +6,7 @@ import {
   newtonSchulz,
   type NewtonSchulzOptions,
   type NsCoefficients,
+  type NsMethod,
   nsSchedule,
 } from "./newton_schulz.ts";
 import {
@@ -64,6 +65,10 @@ export interface MuonOptions extends BaseOptions {
   nsCoefficients: NsCoefficients | readonly NsCoefficients[];
   /** Newton–Schulz normalisation eps (default 1e-7). */
   nsEps: number;
+  /** "standard" (default) or "gram" (iterate on X·Xᵀ; cheaper for far-from-square matrices). */
+  nsMethod: NsMethod;
+  /** Gram method: steps after which it restarts from the current iterate (default [2]). */
+  nsRestarts: readonly number[];
 }
 
 /**
@@ -126,6 +131,8 @@ export class Muon extends Optimizer<MuonOptions> {
         nsSteps: 5,
         nsCoefficients: [3.4445, -4.775, 2.0315],
         nsEps: 1e-7,
+        nsMethod: "standard",
+        nsRestarts: [2],
         ...rest,
       },
       { checkFinite },
@@ -164,6 +171,15 @@ export class Muon extends Optimizer<MuonOptions> {
       );
     }
     nsSchedule(nsOptions(o));
+    if (o.nsMethod !== "standard" && o.nsMethod !== "gram") {
+      throw new MoongradError("Muon", `nsMethod must be "standard" or "gram", got ${o.nsMethod}`);
+    }
+    if (!Array.isArray(o.nsRestarts) || !o.nsRestarts.every((r) => Number.isInteger(r) && r >= 1)) {
+      throw new MoongradError(
+        "Muon",
+        `nsRestarts must list step counts >= 1, got ${JSON.stringify(o.nsRestarts)}`,
+      );
+    }
   }
 
   /** Momentum, Newton–Schulz, scaled apply with decoupled weight decay. */
@@ -187,5 +203,7 @@ function nsOptions(o: MuonOptions): NewtonSchulzOptions {
     steps: perStep ? undefined : o.nsSteps,
     coefficients: o.nsCoefficients,
     eps: o.nsEps,
+    method: o.nsMethod,
+    restarts: o.nsRestarts,
   };
 }

@@ -57,6 +57,11 @@ export interface MuonClipOptions {
   weightDecay?: number;
   /** QK-Clip threshold τ on the max pre-softmax logit (default 100, as in K2). */
   tau?: number;
+  /**
+   * QK-Clip's q/k split exponent α ∈ [0, 1]: q_nope rows ×γ^α, k_nope rows ×γ^(1−α), rotary
+   * query rows ×γ (default 0.5, K2's rule).
+   */
+  qkClipAlpha?: number;
   /** Further Muon options (momentum, nesterov, scale, NS schedule). */
   muon?: Partial<Omit<MuonOptions, "lr">>;
   /** Further AdamW options (betas, eps). */
@@ -114,6 +119,8 @@ export class MuonClip {
   readonly inner: MuonWithAdamW;
   /** The threshold τ. */
   readonly tau: number;
+  /** QK-Clip's q/k split exponent α. */
+  readonly qkClipAlpha: number;
   readonly #model: ClippableModel;
   #gammas: Tensor[] = [];
   #maxLogits: Tensor[] = [];
@@ -128,7 +135,12 @@ export class MuonClip {
         "the model must expose config and attentionLayers() (e.g. nn.KimiLM)",
       );
     }
+    const alpha = options.qkClipAlpha ?? 0.5;
+    if (!(alpha >= 0 && alpha <= 1)) {
+      throw new MoongradError("MuonClip", `qkClipAlpha must be in [0, 1], got ${alpha}`);
+    }
     this.tau = tau;
+    this.qkClipAlpha = alpha;
     this.#model = model;
     const weightDecay = options.weightDecay ?? 0.1;
     this.inner = new MuonWithAdamW(model, {
@@ -171,7 +183,9 @@ export class MuonClip {
     await this.inner.step();
     this.#release();
     this.#maxLogits = logits;
-    this.#gammas = layers.map((l, i) => qkClipMla(l, this.#model.config, logits[i], this.tau));
+    this.#gammas = layers.map((l, i) =>
+      qkClipMla(l, this.#model.config, logits[i], this.tau, { alpha: this.qkClipAlpha })
+    );
   }
 
   /** Per layer, the clip factors γ (f32 [H], 1 for untouched heads) of the last step. */
@@ -192,6 +206,21 @@ export class MuonClip {
       })
     );
     return out;
+  }
+
+  /**
+   * Reads back, per layer and head, the max logit of the last step and its clip factor γ
+   * (1 for heads at or under τ): the per-head record the trainer logs (one round trip).
+   */
+  async headStats(): Promise<{ maxLogits: number[][]; gammas: number[][] }> {
+    const [gammas, logits] = await Promise.all([
+      Promise.all(this.#gammas.map((g) => g.data())),
+      Promise.all(this.#maxLogits.map((m) => m.data())),
+    ]);
+    return {
+      maxLogits: logits.map((l) => Array.from(l)),
+      gammas: gammas.map((g) => Array.from(g)),
+    };
   }
 
   /** Frees every gradient. */

@@ -70,7 +70,32 @@ export interface NewtonSchulzOptions {
    * mirrored, fused epilogue) instead of general matmuls (default true).
    */
   symmetric?: boolean;
+  /**
+   * "standard" (default): each step multiplies the whole [min, max] iterate. "gram": iterate
+   * on the small symmetric Gram matrix R = X·Xᵀ instead (Gram Newton–Schulz): with
+   * P = a·I + b·R + c·R², keep Q ← P·Q and R ← P·R·P, and form X = Q·X₀ once at the end, so
+   * a step costs O(min³) instead of O(min²·max) — cheaper when the matrix is far from square.
+   */
+  method?: NsMethod;
+  /**
+   * Gram method only: steps after which the iteration restarts from the current iterate
+   * (X ← Q·X₀, R ← X·Xᵀ, Q ← I), which resets the rounding R accumulates through the
+   * products (default [2]: once, after the second step, as the method's authors do for five
+   * steps; [] never restarts).
+   */
+  restarts?: readonly number[];
 }
+
+/**
+ * How `newtonSchulz` iterates: on the full iterate ("standard") or on its Gram matrix ("gram").
+ *
+ * @example Pick Gram Newton–Schulz for a wide matrix
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const method: mg.optim.NsMethod = "gram";
+ * ```
+ */
+export type NsMethod = "standard" | "gram";
 
 function isTriple(c: unknown): c is NsCoefficients {
   return Array.isArray(c) && c.length === 3 && c.every((v) => typeof v === "number");
@@ -161,6 +186,19 @@ export function newtonSchulz(g: Tensor, options: NewtonSchulzOptions = {}): Tens
   const eps = options.eps ?? 1e-7;
   if (!(eps >= 0)) throw new MoongradError("newtonSchulz", `eps must be >= 0, got ${eps}`);
   const symmetric = options.symmetric ?? true;
+  const method = options.method ?? "standard";
+  if (method !== "standard" && method !== "gram") {
+    throw new MoongradError("newtonSchulz", `method must be "standard" or "gram", got ${method}`);
+  }
+  const restarts = new Set(options.restarts ?? [2]);
+  for (const r of restarts) {
+    if (!Number.isInteger(r) || r < 1) {
+      throw new MoongradError(
+        "newtonSchulz",
+        `restarts must list step counts >= 1, got ${JSON.stringify(options.restarts)}`,
+      );
+    }
+  }
   return noGrad(() => {
     const A = g.shape[g.rank - 2];
     const B = g.shape[g.rank - 1];
@@ -172,6 +210,13 @@ export function newtonSchulz(g: Tensor, options: NewtonSchulzOptions = {}): Tens
     const tall = A > B;
     let x = frobeniusNormalize(g3, eps, tall);
     g3.dispose();
+    if (method === "gram" && schedule.length > 0) {
+      const y = gramIterate(x, schedule, restarts, tall);
+      x.dispose();
+      const out = y.view(g.shape, contiguousStrides(g.shape), y.offset);
+      y.dispose();
+      return out;
+    }
     schedule.forEach(([a, b, c], s) => {
       const p = symmetric ? polySymmetric(x, a, b, c) : polyGeneral(x, a, b, c);
       let next: Tensor;
@@ -195,6 +240,59 @@ export function newtonSchulz(g: Tensor, options: NewtonSchulzOptions = {}): Tens
     x.dispose();
     return out;
   });
+}
+
+/**
+ * Gram Newton–Schulz on a normalised wide batch x [nb, n, m] (n ≤ m): R = X·Xᵀ, and per step
+ * P = a·I + b·R + c·R² (one symmetric gram product), Q ← P·Q, R ← P·R·P (X_{t+1} = P·X_t, so
+ * X_{t+1}·X_{t+1}ᵀ = P·R·P); a restart forms X = Q·X₀ and R = X·Xᵀ afresh. Every P of a
+ * segment is a polynomial in the same R, so they commute and Q is symmetric up to rounding.
+ * The result Q·X₀ is written in the original orientation (Xᵀ·Qᵀ for a tall input).
+ */
+function gramIterate(
+  x0: Tensor,
+  schedule: readonly NsCoefficients[],
+  restarts: ReadonlySet<number>,
+  tall: boolean,
+): Tensor {
+  const nb = x0.shape[0];
+  let x = x0;
+  let r = gram(x);
+  let q: Tensor | null = null;
+  const free = (...ts: (Tensor | null)[]) => ts.forEach((t) => t?.dispose());
+  schedule.forEach(([a, b, c], s) => {
+    const p = gram(r, { alpha: c, d: r, beta: b, gamma: a, symmetricInput: true });
+    const nextQ = q ? matmul(p, q) : p;
+    if (q) free(q);
+    q = nextQ;
+    const last = s === schedule.length - 1;
+    if (!last && restarts.has(s + 1)) {
+      const nx = matmul(q, x);
+      free(r, q, p === q ? null : p, x === x0 ? null : x);
+      q = null;
+      x = nx;
+      r = gram(x);
+    } else if (!last) {
+      const pr = matmul(p, r);
+      free(r);
+      r = matmul(pr, p);
+      free(pr, p === q ? null : p);
+    } else if (p !== q) free(p);
+  });
+  free(r);
+  // The last step always leaves Q set (restarts happen only between steps).
+  const qf = q as unknown as Tensor;
+  const n = qf.shape[1];
+  let out: Tensor;
+  if (tall) {
+    const m = x.shape[2];
+    const xt = x.view([nb, m, n], [x.strides[0], 1, x.strides[1]], x.offset);
+    const qt = qf.view([nb, n, n], [qf.strides[0], 1, qf.strides[1]], qf.offset);
+    out = matmul(xt, qt);
+    free(xt, qt);
+  } else out = matmul(qf, x);
+  free(qf, x === x0 ? null : x);
+  return out;
 }
 
 /** P = a·I + b·M + c·M·M with M = X·Xᵀ, via two symmetric gram products (M·M = M·Mᵀ). */

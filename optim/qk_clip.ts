@@ -19,10 +19,38 @@ function paramByName(module: Module, names: readonly string[]): Tensor {
 }
 
 /**
- * QK-Clip of one MLA layer, in place. q_nope rows of each head (in q_b_proj or q_proj) and
- * the k_nope rows of kv_b_proj are scaled by √γ_h, the q_rope rows by γ_h; the shared rotary
- * key (kv_a_proj_with_mqa) and the value rows are untouched. Every logit of head h,
- * q_nope·k_nope + q_rope·k_rope, is therefore multiplied by exactly γ_h.
+ * Options of `qkClipMla` / `qkClipMha`.
+ *
+ * @example Put all of the head-specific scaling on the query side
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const o: mg.optim.QkClipOptions = { alpha: 1 }; // q ×γ, k untouched
+ * ```
+ */
+export interface QkClipOptions {
+  /**
+   * The q/k split exponent α ∈ [0, 1] (Megatron's `qk-clip-alpha`): the head-specific query
+   * part is scaled by γ^α and the key part by γ^(1−α), so their product is γ. Default 0.5
+   * (K2: √γ each). MLA's rotary query rows always take the whole γ, because the rotary key
+   * is shared by every head and cannot be scaled per head.
+   */
+  alpha?: number;
+}
+
+function clipAlpha(options: QkClipOptions): number {
+  const alpha = options.alpha ?? 0.5;
+  if (!(alpha >= 0 && alpha <= 1)) {
+    throw new MoongradError("qkClip", `alpha must be in [0, 1], got ${alpha}`);
+  }
+  return alpha;
+}
+
+/**
+ * QK-Clip of one MLA layer, in place. q_nope rows of each head (in q_b_proj or q_proj) are
+ * scaled by γ_h^α and the k_nope rows of kv_b_proj by γ_h^(1−α) (α = 0.5 by default: √γ
+ * each, as in K2), the q_rope rows by γ_h; the shared rotary key (kv_a_proj_with_mqa) and
+ * the value rows are untouched. Every logit of head h, q_nope·k_nope + q_rope·k_rope, is
+ * therefore multiplied by exactly γ_h.
  * Returns γ (f32 [H], 1 for unclipped heads); the caller owns it.
  *
  * @example Clip the heads of one MLA layer
@@ -41,7 +69,9 @@ export function qkClipMla(
   config: KimiConfig,
   maxLogits: Tensor,
   tau: number,
+  options: QkClipOptions = {},
 ): Tensor {
+  const alpha = clipAlpha(options);
   const H = config.num_attention_heads;
   if (maxLogits.shape[0] !== H) {
     throw new MoongradError("qkClip", `maxLogits has ${maxLogits.shape[0]} heads, config ${H}`);
@@ -52,15 +82,16 @@ export function qkClipMla(
   const kvB = paramByName(attention, ["kv_b_proj.weight"]);
   return noGrad(() => {
     const gamma = clipFactors(maxLogits, tau);
-    scaleHeadRows(q, gamma, dqk, dn, 0.5, 1);
-    scaleHeadRows(kvB, gamma, dn + config.v_head_dim, dn, 0.5, 0);
+    scaleHeadRows(q, gamma, dqk, dn, alpha, 1);
+    scaleHeadRows(kvB, gamma, dn + config.v_head_dim, dn, 1 - alpha, 0);
     return gamma;
   });
 }
 
 /**
  * QK-Clip of plain multi-head attention, in place: W_q and W_k ([H · headDim, D], head-major
- * rows) are each scaled by √γ_h per head. Returns γ (f32 [H]); the caller owns it.
+ * rows) are scaled by γ_h^α and γ_h^(1−α) per head (α = 0.5: √γ_h each). Returns γ (f32 [H]);
+ * the caller owns it.
  *
  * @example Clip plain multi-head attention weights
  * ```ts
@@ -78,11 +109,13 @@ export function qkClipMha(
   maxLogits: Tensor,
   tau: number,
   headDim: number,
+  options: QkClipOptions = {},
 ): Tensor {
+  const alpha = clipAlpha(options);
   return noGrad(() => {
     const gamma = clipFactors(maxLogits, tau);
-    scaleHeadRows(wq, gamma, headDim, headDim, 0.5, 0.5);
-    scaleHeadRows(wk, gamma, headDim, headDim, 0.5, 0.5);
+    scaleHeadRows(wq, gamma, headDim, headDim, alpha, alpha);
+    scaleHeadRows(wk, gamma, headDim, headDim, 1 - alpha, 1 - alpha);
     return gamma;
   });
 }
