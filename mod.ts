@@ -73,6 +73,8 @@ export {
   tanh,
   where,
 } from "./ops/elementwise.ts";
+export { fuse, type FusedFn, type FuseOptions } from "./ops/fuse.ts";
+export { FuseExpr, type FuseOperand } from "./ops/fuse_expr.ts";
 export {
   argmax,
   argmin,

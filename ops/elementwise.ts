@@ -62,12 +62,20 @@ function checkTensor(op: string, x: unknown, arg: string): Tensor {
 
 // ---- unary ------------------------------------------------------------------------------
 
-interface UnarySpec {
+/** The WGSL of a pointwise op over v0, v1, ...: per compute type (no entry: not defined). */
+export interface OpSpec {
+  /** Over f32 values (f16 is computed in f32). */
   float: string;
+  /** Over i32 values. */
   int?: string;
+  /** Over bool values (as WGSL bool in ops/fuse.ts, as u32 in the eager kernels). */
+  bool?: string;
+  /** True when the result is bool. */
+  compare?: boolean;
 }
 
-const UNARY: Record<string, UnarySpec> = {
+/** Unary ops: WGSL over v0 (shared by the eager kernels here and ops/fuse.ts). */
+export const UNARY: Readonly<Record<string, OpSpec>> = {
   neg: { float: "-v0", int: "-v0" },
   abs: { float: "abs(v0)", int: "abs(v0)" },
   exp: { float: "mg_exp(v0)" },
@@ -84,6 +92,39 @@ const UNARY: Record<string, UnarySpec> = {
   // NaN stays NaN and −0 stays −0, as in PyTorch.
   relu: { float: "select(v0, 0.0, v0 < 0.0 && !mg_isnan(v0))", int: "max(v0, 0)" },
   square: { float: "v0 * v0", int: "v0 * v0" },
+};
+
+/**
+ * The vjp of each differentiable unary op: WGSL over v0 = the upstream gradient and v1 = the
+ * op's input or output (`from`). neg's is `-v0`.
+ */
+export const UNARY_GRAD: Readonly<Record<string, { expr: string; from: "input" | "output" }>> = {
+  neg: { expr: "-v0", from: "input" },
+  abs: { expr: "v0 * sign(v1)", from: "input" },
+  exp: { expr: "v0 * v1", from: "output" },
+  log: { expr: "v0 / v1", from: "input" },
+  sqrt: { expr: "v0 * 0.5 / v1", from: "output" },
+  rsqrt: { expr: "v0 * -0.5 * v1 * v1 * v1", from: "output" },
+  sin: { expr: "v0 * mg_cos(v1)", from: "input" },
+  cos: { expr: "-v0 * mg_sin(v1)", from: "input" },
+  tanh: { expr: "v0 * (1.0 - v1 * v1)", from: "output" },
+  sigmoid: { expr: "v0 * v1 * (1.0 - v1)", from: "output" },
+  silu: { expr: "v0 * mg_sigmoid(v1) * (1.0 + v1 * (1.0 - mg_sigmoid(v1)))", from: "input" },
+  gelu: {
+    expr:
+      "v0 * (0.5 * (1.0 + mg_erf(v1 * 0.7071067811865476)) + v1 * 0.3989422804014327 * exp(-0.5 * v1 * v1))",
+    from: "input",
+  },
+  gelu_tanh: {
+    expr: `v0 * (0.5 * (1.0 + mg_tanh(0.7978845608028654 * (v1 + 0.044715 * v1 * v1 * v1))) +
+        0.5 * v1 * (1.0 - mg_tanh(0.7978845608028654 * (v1 + 0.044715 * v1 * v1 * v1)) *
+        mg_tanh(0.7978845608028654 * (v1 + 0.044715 * v1 * v1 * v1))) *
+        0.7978845608028654 * (1.0 + 0.134145 * v1 * v1))`,
+    from: "input",
+  },
+  // Gradient 0 at 0, passed through at NaN (PyTorch).
+  relu: { expr: "select(0.0, v0, v1 > 0.0 || mg_isnan(v1))", from: "input" },
+  square: { expr: "2.0 * v0 * v1", from: "input" },
 };
 
 function unary(op: string, x: Tensor): Tensor {
@@ -104,12 +145,8 @@ function gradKernel(op: string, g: Tensor, saved: Tensor, expr: string): Tensor 
   return pointwise(`${op}_grad`, [g, saved], g.shape, g.dtype, expr, MATH_WGSL);
 }
 
-function unaryWithGrad(
-  op: string,
-  x: Tensor,
-  grad: string,
-  from: "input" | "output",
-): Tensor {
+function unaryWithGrad(op: string, x: Tensor): Tensor {
+  const { expr: grad, from } = UNARY_GRAD[op];
   const out = unary(op, x);
   const saved = from === "input" ? x : out;
   return record(out, op, [x], (g, _n, [s]) => [gradKernel(op, g, s, grad)], [saved]);
@@ -137,7 +174,7 @@ export const neg = (x: Tensor): Tensor =>
  * console.log(await mg.abs(mg.tensor([-1.5, 2])).toArray()); // [1.5, 2]
  * ```
  */
-export const abs = (x: Tensor): Tensor => unaryWithGrad("abs", x, "v0 * sign(v1)", "input");
+export const abs = (x: Tensor): Tensor => unaryWithGrad("abs", x);
 /**
  * e^x.
  *
@@ -148,7 +185,7 @@ export const abs = (x: Tensor): Tensor => unaryWithGrad("abs", x, "v0 * sign(v1)
  * console.log(await mg.exp(mg.tensor([0, 1])).toArray()); // [1, 2.718…]
  * ```
  */
-export const exp = (x: Tensor): Tensor => unaryWithGrad("exp", x, "v0 * v1", "output");
+export const exp = (x: Tensor): Tensor => unaryWithGrad("exp", x);
 /**
  * Natural logarithm.
  *
@@ -159,7 +196,7 @@ export const exp = (x: Tensor): Tensor => unaryWithGrad("exp", x, "v0 * v1", "ou
  * console.log(await mg.log(mg.tensor([1, 0])).toArray()); // [0, -Infinity]
  * ```
  */
-export const log = (x: Tensor): Tensor => unaryWithGrad("log", x, "v0 / v1", "input");
+export const log = (x: Tensor): Tensor => unaryWithGrad("log", x);
 /**
  * Square root.
  *
@@ -170,7 +207,7 @@ export const log = (x: Tensor): Tensor => unaryWithGrad("log", x, "v0 / v1", "in
  * console.log(await mg.sqrt(mg.tensor([4, 9])).toArray()); // [2, 3]
  * ```
  */
-export const sqrt = (x: Tensor): Tensor => unaryWithGrad("sqrt", x, "v0 * 0.5 / v1", "output");
+export const sqrt = (x: Tensor): Tensor => unaryWithGrad("sqrt", x);
 /**
  * 1 / √x.
  *
@@ -183,8 +220,7 @@ export const sqrt = (x: Tensor): Tensor => unaryWithGrad("sqrt", x, "v0 * 0.5 / 
  * console.log(await unit.toArray()); // [0.6, 0.8] (to f32 precision)
  * ```
  */
-export const rsqrt = (x: Tensor): Tensor =>
-  unaryWithGrad("rsqrt", x, "v0 * -0.5 * v1 * v1 * v1", "output");
+export const rsqrt = (x: Tensor): Tensor => unaryWithGrad("rsqrt", x);
 /**
  * Sine.
  *
@@ -195,7 +231,7 @@ export const rsqrt = (x: Tensor): Tensor =>
  * console.log(await mg.sin(mg.tensor([0, Math.PI / 2])).toArray()); // [0, 1]
  * ```
  */
-export const sin = (x: Tensor): Tensor => unaryWithGrad("sin", x, "v0 * mg_cos(v1)", "input");
+export const sin = (x: Tensor): Tensor => unaryWithGrad("sin", x);
 /**
  * Cosine.
  *
@@ -206,7 +242,7 @@ export const sin = (x: Tensor): Tensor => unaryWithGrad("sin", x, "v0 * mg_cos(v
  * console.log(await mg.cos(mg.tensor([0, Math.PI])).toArray()); // [1, -1]
  * ```
  */
-export const cos = (x: Tensor): Tensor => unaryWithGrad("cos", x, "-v0 * mg_sin(v1)", "input");
+export const cos = (x: Tensor): Tensor => unaryWithGrad("cos", x);
 /**
  * Hyperbolic tangent.
  *
@@ -217,8 +253,7 @@ export const cos = (x: Tensor): Tensor => unaryWithGrad("cos", x, "-v0 * mg_sin(
  * console.log(await mg.tanh(mg.tensor([0, 20])).toArray()); // [0, 1]
  * ```
  */
-export const tanh = (x: Tensor): Tensor =>
-  unaryWithGrad("tanh", x, "v0 * (1.0 - v1 * v1)", "output");
+export const tanh = (x: Tensor): Tensor => unaryWithGrad("tanh", x);
 /**
  * Logistic sigmoid 1 / (1 + e^−x).
  *
@@ -229,8 +264,7 @@ export const tanh = (x: Tensor): Tensor =>
  * console.log(await mg.sigmoid(mg.tensor([0, -20])).toArray()); // [0.5, 2.06…e-9]
  * ```
  */
-export const sigmoid = (x: Tensor): Tensor =>
-  unaryWithGrad("sigmoid", x, "v0 * v1 * (1.0 - v1)", "output");
+export const sigmoid = (x: Tensor): Tensor => unaryWithGrad("sigmoid", x);
 /**
  * SiLU x·σ(x).
  *
@@ -241,13 +275,7 @@ export const sigmoid = (x: Tensor): Tensor =>
  * console.log(await mg.silu(mg.tensor([0, 1])).toArray()); // [0, 0.731…]
  * ```
  */
-export const silu = (x: Tensor): Tensor =>
-  unaryWithGrad(
-    "silu",
-    x,
-    "v0 * mg_sigmoid(v1) * (1.0 + v1 * (1.0 - mg_sigmoid(v1)))",
-    "input",
-  );
+export const silu = (x: Tensor): Tensor => unaryWithGrad("silu", x);
 /**
  * GELU: exact `0.5·x·(1 + erf(x/√2))`, or the tanh approximation.
  *
@@ -265,22 +293,9 @@ export function gelu(x: Tensor, approximate: "none" | "tanh" = "none"): Tensor {
     throw new MoongradError("gelu", `approximate must be "none" or "tanh", got ${approximate}`);
   }
   if (approximate === "tanh") {
-    return unaryWithGrad(
-      "gelu_tanh",
-      x,
-      `v0 * (0.5 * (1.0 + mg_tanh(0.7978845608028654 * (v1 + 0.044715 * v1 * v1 * v1))) +
-        0.5 * v1 * (1.0 - mg_tanh(0.7978845608028654 * (v1 + 0.044715 * v1 * v1 * v1)) *
-        mg_tanh(0.7978845608028654 * (v1 + 0.044715 * v1 * v1 * v1))) *
-        0.7978845608028654 * (1.0 + 0.134145 * v1 * v1))`,
-      "input",
-    );
+    return unaryWithGrad("gelu_tanh", x);
   }
-  return unaryWithGrad(
-    "gelu",
-    x,
-    "v0 * (0.5 * (1.0 + mg_erf(v1 * 0.7071067811865476)) + v1 * 0.3989422804014327 * exp(-0.5 * v1 * v1))",
-    "input",
-  );
+  return unaryWithGrad("gelu", x);
 }
 /**
  * max(x, 0); NaN stays NaN (gradient 0 at 0, and passed through at NaN as in PyTorch).
@@ -292,8 +307,7 @@ export function gelu(x: Tensor, approximate: "none" | "tanh" = "none"): Tensor {
  * console.log(await mg.relu(mg.tensor([-1, 0, 2])).toArray()); // [0, 0, 2]
  * ```
  */
-export const relu = (x: Tensor): Tensor =>
-  unaryWithGrad("relu", x, "select(0.0, v0, v1 > 0.0 || mg_isnan(v1))", "input");
+export const relu = (x: Tensor): Tensor => unaryWithGrad("relu", x);
 /**
  * x².
  *
@@ -304,18 +318,12 @@ export const relu = (x: Tensor): Tensor =>
  * console.log(await mg.square(mg.tensor([-3, 2])).toArray()); // [9, 4]
  * ```
  */
-export const square = (x: Tensor): Tensor => unaryWithGrad("square", x, "2.0 * v0 * v1", "input");
+export const square = (x: Tensor): Tensor => unaryWithGrad("square", x);
 
 // ---- binary -----------------------------------------------------------------------------
 
-interface BinarySpec {
-  float: string;
-  int?: string;
-  bool?: string;
-  compare?: boolean;
-}
-
-const BINARY: Record<string, BinarySpec> = {
+/** Binary ops: WGSL over v0 (a) and v1 (b) (shared by the eager kernels here and ops/fuse.ts). */
+export const BINARY: Readonly<Record<string, OpSpec>> = {
   add: { float: "v0 + v1", int: "v0 + v1" },
   sub: { float: "v0 - v1", int: "v0 - v1" },
   mul: { float: "v0 * v1", int: "v0 * v1" },
@@ -329,6 +337,38 @@ const BINARY: Record<string, BinarySpec> = {
   le: { float: "v0 <= v1", int: "v0 <= v1", compare: true },
   gt: { float: "v0 > v1", int: "v0 > v1", compare: true },
   ge: { float: "v0 >= v1", int: "v0 >= v1", compare: true },
+};
+
+/** One operand's vjp rule of a binary op: WGSL over `args` (v0, v1, ... in this order). */
+export interface GradRule {
+  /** The WGSL expression. */
+  expr: string;
+  /** What v0, v1, ... are: the upstream gradient, an operand, or the op's output. */
+  args: readonly ("g" | "a" | "b" | "out")[];
+}
+
+/** The vjp rules of the differentiable binary ops: [rule of a, rule of b]. */
+export const BINARY_GRAD: Readonly<Record<string, readonly [GradRule, GradRule]>> = {
+  add: [{ expr: "v0", args: ["g"] }, { expr: "v0", args: ["g"] }],
+  sub: [{ expr: "v0", args: ["g"] }, { expr: "-v0", args: ["g"] }],
+  mul: [{ expr: "v0 * v1", args: ["g", "b"] }, { expr: "v0 * v1", args: ["g", "a"] }],
+  div: [{ expr: "v0 / v1", args: ["g", "b"] }, { expr: "-v0 * v1 / v2", args: ["g", "out", "b"] }],
+  pow: [
+    { expr: "select(v0 * v2 * mg_pow(v1, v2 - 1.0), 0.0, v2 == 0.0)", args: ["g", "a", "b"] },
+    {
+      expr: "select(0.0, v0 * v2 * mg_log(v1), v1 > 0.0 || mg_isnan(v1))",
+      args: ["g", "a", "out"],
+    },
+  ],
+  // PyTorch: ties split the gradient equally; where either operand is NaN both get all of it.
+  maximum: [
+    { expr: "v0 * mg_extremum_share(v1, v2, v1 > v2)", args: ["g", "a", "b"] },
+    { expr: "v0 * mg_extremum_share(v1, v2, v1 > v2)", args: ["g", "b", "a"] },
+  ],
+  minimum: [
+    { expr: "v0 * mg_extremum_share(v1, v2, v1 < v2)", args: ["g", "a", "b"] },
+    { expr: "v0 * mg_extremum_share(v1, v2, v1 < v2)", args: ["g", "b", "a"] },
+  ],
 };
 
 function operands(op: string, a: Operand, b: Operand): [PointwiseInput, PointwiseInput, DType] {
@@ -474,7 +514,7 @@ export const mul = (a: Operand, b: Operand): Tensor =>
 export const div = (a: Operand, b: Operand): Tensor =>
   differentiable("div", a, b, (g, _a, b, out, n) => [
     n[0] ? binary("div", g, b) : null,
-    n[1] ? pointwiseGrad("div_grad_b", g, out, b, "-v0 * v1 / v2") : null,
+    n[1] ? pointwiseGrad("div_grad_b", g, out, b, BINARY_GRAD.div[1].expr) : null,
   ], "inputs+out");
 /**
  * a ** b with broadcasting (float only; negative bases need integral exponents).
@@ -495,7 +535,7 @@ export const pow = (a: Operand, b: Operand): Tensor =>
         g,
         a,
         b,
-        "select(v0 * v2 * mg_pow(v1, v2 - 1.0), 0.0, v2 == 0.0)",
+        BINARY_GRAD.pow[0].expr,
       )
       : null,
     n[1]
@@ -504,7 +544,7 @@ export const pow = (a: Operand, b: Operand): Tensor =>
         g,
         a,
         out,
-        "select(0.0, v0 * v2 * mg_log(v1), v1 > 0.0 || mg_isnan(v1))",
+        BINARY_GRAD.pow[1].expr,
       )
       : null,
   ], "inputs+out");
@@ -521,8 +561,8 @@ export const pow = (a: Operand, b: Operand): Tensor =>
  */
 export const maximum = (a: Operand, b: Operand): Tensor =>
   differentiable("maximum", a, b, (g, a, b, _o, n) => [
-    n[0] ? pointwiseGrad("max_grad", g, a, b, "v0 * mg_extremum_share(v1, v2, v1 > v2)") : null,
-    n[1] ? pointwiseGrad("max_grad", g, b, a, "v0 * mg_extremum_share(v1, v2, v1 > v2)") : null,
+    n[0] ? pointwiseGrad("max_grad", g, a, b, BINARY_GRAD.maximum[0].expr) : null,
+    n[1] ? pointwiseGrad("max_grad", g, b, a, BINARY_GRAD.maximum[1].expr) : null,
   ], "inputs");
 /**
  * Elementwise minimum; NaN wins (as in PyTorch). Ties split the gradient equally; where
@@ -537,8 +577,8 @@ export const maximum = (a: Operand, b: Operand): Tensor =>
  */
 export const minimum = (a: Operand, b: Operand): Tensor =>
   differentiable("minimum", a, b, (g, a, b, _o, n) => [
-    n[0] ? pointwiseGrad("min_grad", g, a, b, "v0 * mg_extremum_share(v1, v2, v1 < v2)") : null,
-    n[1] ? pointwiseGrad("min_grad", g, b, a, "v0 * mg_extremum_share(v1, v2, v1 < v2)") : null,
+    n[0] ? pointwiseGrad("min_grad", g, a, b, BINARY_GRAD.minimum[0].expr) : null,
+    n[1] ? pointwiseGrad("min_grad", g, b, a, BINARY_GRAD.minimum[1].expr) : null,
   ], "inputs");
 
 function pointwiseGrad(name: string, g: Tensor, x: Operand, y: Operand, expr: string): Tensor {
