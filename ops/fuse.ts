@@ -45,13 +45,36 @@ import { zeros } from "./creation.ts";
 
 const WG = 256;
 
-/** Options of `fuse`. */
+/**
+ * Options of `fuse`.
+ *
+ * @example Name the fused op (kernel labels, error messages)
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.FuseOptions = { name: "scaled_tanh" };
+ * const f = mg.fuse((x) => x.tanh().mul(2), opts);
+ * console.log(await f(mg.tensor([0])).toArray()); // [0]
+ * ```
+ */
 export interface FuseOptions {
   /** Name of the fused op in kernel labels and error messages (letters, digits, _). */
   name?: string;
 }
 
-/** A fused function: the traced function's arguments as tensors or numbers. */
+/**
+ * A fused function: the traced function's arguments as tensors or numbers.
+ *
+ * @example The type of a fused two-argument function
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const axpy: mg.FusedFn<[mg.FuseExpr, mg.FuseExpr, mg.FuseExpr]> = mg.fuse((a, x, y) =>
+ *   a.mul(x).add(y)
+ * );
+ * console.log(await axpy(2, mg.tensor([1, 2]), mg.tensor([1, 1])).toArray()); // [3, 5]
+ * ```
+ */
 export type FusedFn<A extends readonly FuseExpr[]> = (
   ...args: { [K in keyof A]: Operand }
 ) => Tensor;

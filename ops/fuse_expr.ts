@@ -20,7 +20,18 @@ import { type DType, isFloat } from "../core/dtype.ts";
 import { MoongradError } from "../core/errors.ts";
 import { BINARY, BINARY_GRAD, UNARY, UNARY_GRAD } from "./elementwise.ts";
 
-/** An operand of a traced op: an expression of the same trace or a number (a constant). */
+/**
+ * An operand of a traced op: an expression of the same trace or a number (a constant).
+ *
+ * @example Numbers mix with expressions
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const half: mg.FuseOperand = 0.5;
+ * const f = mg.fuse((x) => x.mul(half));
+ * console.log(await f(mg.tensor([4])).toArray()); // [2]
+ * ```
+ */
 export type FuseOperand = FuseExpr | number;
 
 /** What a node is: an argument of the fused function, a constant, or an op. */
