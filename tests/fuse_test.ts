@@ -170,10 +170,11 @@ type Chain = (...xs: any[]) => any;
 
 /** `c.where(a, b)` on expressions and the tape; mg.where on tensors (no method there). */
 // deno-lint-ignore no-explicit-any
+type Any = any;
 const sel = (
-  c: any,
-  a: any,
-  b: any,
+  c: Any,
+  a: Any,
+  b: Any,
 ) => (c instanceof mg.Tensor ? mg.where(c, a, b) : c.where(a, b));
 
 /** Forward of a chain in float64 over broadcast inputs. */
