@@ -1,6 +1,7 @@
 import { BufferUsage } from "./webgpu_flags.ts";
 import { gpuDevice } from "./device.ts";
 import { MoongradError } from "./errors.ts";
+import { callerOp } from "./limits.ts";
 
 /**
  * GPU memory pool: size classes, each served by a few slabs. A slab is one GPUBuffer carved
@@ -160,8 +161,8 @@ export function acquire(bytes: number): GpuBuf {
     size = Math.ceil(bytes / 256) * 256; // a request just under the limit whose class is above
     if (size > most) {
       throw new MoongradError(
-        "alloc",
-        `a tensor of ${bytes} bytes exceeds this device's largest storage binding ` +
+        callerOp(),
+        `a buffer of ${bytes} bytes exceeds this device's largest storage binding ` +
           `(maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize}, ` +
           `maxBufferSize ${limits.maxBufferSize})`,
       );

@@ -9,6 +9,7 @@ import {
   PARAM_ZERO_WORD,
 } from "./kernel.ts";
 import { acquire, type GpuBuf, release, type Slab } from "./pool.ts";
+import { checkDispatch } from "./limits.ts";
 
 /**
  * Records GPU work into one command encoder (one compute pass for consecutive dispatches)
@@ -134,6 +135,7 @@ export function dispatch(
 ): void {
   const device = gpuDevice(k.name);
   assertKernelUsable(k);
+  checkDispatch(k.name, device.limits.maxComputeWorkgroupsPerDimension, groups);
   setRunningOp(k.name);
   if (buffers.length !== k.storageCount) {
     throw new Error(`${k.name}: kernel expects ${k.storageCount} buffers, got ${buffers.length}`);

@@ -45,9 +45,14 @@ export class MLP extends Module {
         name,
         new Linear(i, o, { ...options, bias: false, seed: deriveSeed(options.seed, name) }),
       );
-    this.gateProj = make("gate_proj", hiddenSize, intermediateSize);
-    this.upProj = make("up_proj", hiddenSize, intermediateSize);
-    this.downProj = make("down_proj", intermediateSize, hiddenSize);
+    try {
+      this.gateProj = make("gate_proj", hiddenSize, intermediateSize);
+      this.upProj = make("up_proj", hiddenSize, intermediateSize);
+      this.downProj = make("down_proj", intermediateSize, hiddenSize);
+    } catch (e) {
+      this.dispose(); // the projections made before the error
+      throw e;
+    }
   }
 
   /** x [..., hidden] → [..., hidden]. Intermediates are freed as soon as they are used. */

@@ -58,8 +58,13 @@ export class MoEGate extends Module {
     options: { std?: number; seed?: number } = {},
   ) {
     super();
-    this.weight = this.param("weight", normalInit([numExperts, hiddenSize], options));
-    this.eScoreCorrectionBias = this.buffer("e_score_correction_bias", zeros([numExperts]));
+    try {
+      this.weight = this.param("weight", normalInit([numExperts, hiddenSize], options));
+      this.eScoreCorrectionBias = this.buffer("e_score_correction_bias", zeros([numExperts]));
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
   }
 
   /** Router scores s = sigmoid(x · weightᵀ), f32 [N, E], for x f32 [N, D]. */
@@ -114,9 +119,14 @@ export class MoEExperts extends Module {
         name,
         normalInit(shape, { std: options.std, seed: deriveSeed(options.seed, name) }),
       );
-    this.gateProj = make("gate_proj", [e, i, d]);
-    this.upProj = make("up_proj", [e, i, d]);
-    this.downProj = make("down_proj", [e, d, i]);
+    try {
+      this.gateProj = make("gate_proj", [e, i, d]);
+      this.upProj = make("up_proj", [e, i, d]);
+      this.downProj = make("down_proj", [e, d, i]);
+    } catch (err) {
+      this.dispose(); // the stacks made before the error
+      throw err;
+    }
     const stacked = [this.gateProj, this.upProj, this.downProj];
     for (let x = 0; x < e; x++) {
       PROJ.forEach((name, j) => {
@@ -246,29 +256,34 @@ export class DeepseekMoE extends Module {
     if (problems.length) {
       throw new MoongradError("DeepseekMoE", `invalid config:\n  ${problems.join("\n  ")}`);
     }
-    this.config = c;
-    const std = c.initializer_range;
-    const seed = options.seed;
-    this.gate = this.module(
-      "gate",
-      new MoEGate(c.n_routed_experts, c.hidden_size, { std, seed: deriveSeed(seed, "gate") }),
-    );
-    this.experts = this.module(
-      "experts",
-      new MoEExperts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size, {
-        std,
-        seed: deriveSeed(seed, "experts"),
-      }),
-    );
-    this.sharedExperts = c.n_shared_experts > 0
-      ? this.module(
-        "shared_experts",
-        new MLP(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts, {
+    try {
+      this.config = c;
+      const std = c.initializer_range;
+      const seed = options.seed;
+      this.gate = this.module(
+        "gate",
+        new MoEGate(c.n_routed_experts, c.hidden_size, { std, seed: deriveSeed(seed, "gate") }),
+      );
+      this.experts = this.module(
+        "experts",
+        new MoEExperts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size, {
           std,
-          seed: deriveSeed(seed, "shared_experts"),
+          seed: deriveSeed(seed, "experts"),
         }),
-      )
-      : null;
+      );
+      this.sharedExperts = c.n_shared_experts > 0
+        ? this.module(
+          "shared_experts",
+          new MLP(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts, {
+            std,
+            seed: deriveSeed(seed, "shared_experts"),
+          }),
+        )
+        : null;
+    } catch (e) {
+      this.dispose(); // the gate and experts made before the error
+      throw e;
+    }
   }
 
   /**
