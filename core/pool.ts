@@ -181,6 +181,23 @@ export function acquire(bytes: number): GpuBuf {
   return buf;
 }
 
+/**
+ * A buffer outside the pool, for the runtime's own small state (the index-check flags of
+ * ops/check_indices.ts): its own one-slot slab with a unique id, zero-filled, never freed, and
+ * not counted by `memory()` (it holds no tensor).
+ */
+export function standaloneBuffer(label: string, bytes: number): GpuBuf {
+  const device = gpuDevice("alloc");
+  const size = Math.ceil(bytes / 256) * 256;
+  const buffer = device.createBuffer({
+    label: `moongrad ${label}`,
+    size,
+    usage: BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST,
+  });
+  const slab: Slab = { id: nextSlabId++, buffer, classSize: size, capacity: 1, made: 1, free: [] };
+  return { buffer, offset: 0, size, id: nextBufId++, slab, lastBatch: -1 };
+}
+
 /** Returns a sub-buffer to its slab. Recorded work may still read it; see runtime `upload`. */
 export function release(buf: GpuBuf): void {
   inUseBytes -= buf.size;

@@ -274,6 +274,25 @@ function separateAliases(
   return { bufs, scratch };
 }
 
+/**
+ * A check whose verdict travels with readbacks (ops/check_indices.ts): its GPU results are
+ * copied back in the same submit as the data a readback asked for, and a failure is thrown by
+ * that readback (and by `sync()`), so the check costs no round trip of its own.
+ */
+export interface ReadbackCheck {
+  /** Records, in the open batch, the copies that bring its results back (before the submit). */
+  beforeSubmit(): void;
+  /** After the submit: reads what came back and throws the first failure found. */
+  afterSubmit(): Promise<void>;
+}
+
+let readbackCheck: ReadbackCheck | null = null;
+
+/** Installs the check that rides along with every readback (one at most; null removes it). */
+export function setReadbackCheck(check: ReadbackCheck | null): void {
+  readbackCheck = check;
+}
+
 /** Records a copy from a sub-buffer (`srcOffset` bytes into it) in the open batch. */
 export function copyBuffer(
   src: GpuBuf,
@@ -390,6 +409,7 @@ export async function readback(
   let reusable = false;
   try {
     copyBuffer(buf, start, staging, 0, size);
+    readbackCheck?.beforeSubmit();
     await flushSoon();
     await staging.mapAsync(MAP_READ, 0, size).catch(async (e) => {
       await errorsSettled();
@@ -402,6 +422,7 @@ export async function readback(
     reusable = true;
     await errorsSettled();
     throwPendingGpuError(op);
+    await readbackCheck?.afterSubmit();
     return out;
   } finally {
     if (reusable) giveStaging(staging);
@@ -430,10 +451,12 @@ export function forgetSlab(slab: Slab): void {
  * ```
  */
 export async function sync(): Promise<void> {
+  readbackCheck?.beforeSubmit();
   flush();
   await gpuDevice("sync").queue.onSubmittedWorkDone();
   await errorsSettled();
   throwPendingGpuError("sync");
+  await readbackCheck?.afterSubmit();
 }
 
 /** What `runtimeStats()` counts (since the start, or the last `resetRuntimeStats()`). */
