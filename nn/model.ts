@@ -82,7 +82,10 @@ export class DecoderLayer extends Module {
     const seed = (name: string) => deriveSeed(options.seed, `${index}.${name}`);
     const eps = config.rms_norm_eps;
     try {
-      this.inputLayernorm = this.module("input_layernorm", new RMSNorm(config.hidden_size, { eps }));
+      this.inputLayernorm = this.module(
+        "input_layernorm",
+        new RMSNorm(config.hidden_size, { eps }),
+      );
       this.selfAttn = this.module(
         "self_attn",
         new MultiHeadLatentAttention(config, { seed: seed("self_attn") }),

@@ -38,7 +38,7 @@ import { BufferUsage } from "../core/webgpu_flags.ts";
 import { gpuDevice } from "../core/device.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { kernel, Params } from "../core/kernel.ts";
-import { standaloneBuffer, type GpuBuf } from "../core/pool.ts";
+import { type GpuBuf, standaloneBuffer } from "../core/pool.ts";
 import { copyBuffer, currentBatch, dispatch, setReadbackCheck } from "../core/runtime.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { grid1d, linearId } from "./grid.ts";
@@ -226,9 +226,9 @@ async function verdict(): Promise<void> {
     });
   }
   if (!first) return;
-  const more = failures.length > 1 ? ` (and ${failures.length - 1} more failed check(s): ${
-    failures.slice(1, 4).join("; ")
-  })` : "";
+  const more = failures.length > 1
+    ? ` (and ${failures.length - 1} more failed check(s): ${failures.slice(1, 4).join("; ")})`
+    : "";
   throw new MoongradError((first as Entry).op, failures[0] + more);
 }
 
