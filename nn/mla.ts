@@ -7,6 +7,7 @@
  * or half-split pair layout of `rope_interleave`. The cache stores k_rope already rotated, so
  * decode uses exactly the training forward's rotation.
  */
+import { checkAllocation } from "../core/limits.ts";
 import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -387,6 +388,19 @@ export class MultiHeadLatentAttention extends Module {
     this.ropeInterleave = config.rope_interleave;
     this.softmaxScale = (1 / Math.sqrt(this.qHeadDim)) * softmaxScaleFactor(config.rope_parameters);
     const seed = options.seed;
+    // Every weight is checked against the device's limits before the first is allocated.
+    const dqk = this.qHeadDim;
+    for (
+      const [name, shape] of [
+        ...(config.q_lora_rank === null ? [["q_proj", [H * dqk, D]] as const] : [
+          ["q_a_proj", [config.q_lora_rank, D]] as const,
+          ["q_b_proj", [H * dqk, config.q_lora_rank]] as const,
+        ]),
+        ["kv_a_proj_with_mqa", [this.kvLoraRank + this.qkRopeHeadDim, D]] as const,
+        ["kv_b_proj", [H * (this.qkNopeHeadDim + this.vHeadDim), this.kvLoraRank]] as const,
+        ["o_proj", [D, H * this.vHeadDim]] as const,
+      ]
+    ) checkAllocation(shape, "f32", `MultiHeadLatentAttention (${name}.weight)`);
     try {
       const lin = (name: string, i: number, o: number, bias = false) =>
         this.module(

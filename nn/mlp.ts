@@ -1,4 +1,5 @@
 /** SwiGLU feed-forward block (HF `DeepseekV3MLP`): down(silu(gate(x)) ⊙ up(x)). */
+import { checkAllocation } from "../core/limits.ts";
 import { MoongradError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { mul, silu } from "../ops/elementwise.ts";
@@ -40,6 +41,7 @@ export class MLP extends Module {
     }
     this.hiddenSize = hiddenSize;
     this.intermediateSize = intermediateSize;
+    checkAllocation([intermediateSize, hiddenSize], "f32", "MLP (gate_proj.weight)");
     const make = (name: string, i: number, o: number) =>
       this.module(
         name,

@@ -11,6 +11,7 @@
  * slice e of the stacked tensor (no copy), so saving reads it in place and loading writes
  * into it (`ownStateEntries`), so every parent module's state dict has the HF names too.
  */
+import { checkAllocation } from "../core/limits.ts";
 import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -256,6 +257,17 @@ export class DeepseekMoE extends Module {
     if (problems.length) {
       throw new MoongradError("DeepseekMoE", `invalid config:\n  ${problems.join("\n  ")}`);
     }
+    // Every weight is checked against the device's limits before the first is allocated.
+    const [E, D, I] = [c.n_routed_experts, c.hidden_size, c.moe_intermediate_size];
+    const shared = I * c.n_shared_experts;
+    for (
+      const [name, shape] of [
+        ["gate.weight", [E, D]],
+        ["experts.gate_proj", [E, I, D]],
+        ["experts.down_proj", [E, D, I]],
+        ...(shared > 0 ? [["shared_experts.gate_proj.weight", [shared, D]]] : []),
+      ] as [string, number[]][]
+    ) checkAllocation(shape, "f32", `DeepseekMoE (${name})`);
     try {
       this.config = c;
       const std = c.initializer_range;
