@@ -37,6 +37,14 @@ import { checkDispatch } from "./limits.ts";
  * JavaScript task (all the `data()` calls of one `Promise.all` share one submit; the tiny K2
  * step went from 14 to 7 submits), into staging buffers reused from a small pool.
  *
+ * Checks ride along with readbacks: `setReadbackCheck` installs one (the index range check of
+ * ops/check_indices.ts) whose result copies are recorded into the same submit as the data a
+ * readback asked for, and whose failure that readback (or `sync()`) throws.
+ *
+ * Every dispatch is checked against `maxComputeWorkgroupsPerDimension` before it is recorded
+ * (core/limits.ts), so a grid too large is a MoongradError naming the kernel, not a batch
+ * validation error at some later readback.
+ *
  * Each batch runs inside its own validation and out-of-memory error scopes, and remembers the
  * kernels it recorded, so an error the device reports later names the ops of its batch instead
  * of whichever op happens to read back next.
