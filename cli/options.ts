@@ -20,6 +20,10 @@ import { DEFAULT_CORPUS } from "./data.ts";
 export const OPTIMIZERS = ["muonclip", "muon", "adamw"] as const;
 /** Learning-rate schedules the trainer offers. */
 export const SCHEDULES = ["cosine", "wsd", "constant"] as const;
+/** Newton–Schulz coefficient schedules (`--ns-coefficients`). */
+export const NS_COEFFICIENTS = ["quintic", "polar-express"] as const;
+/** Newton–Schulz iterations (`--ns-method`). */
+export const NS_METHODS = ["standard", "gram"] as const;
 
 /** Defaults of a no-flag run (chosen by measurement on a 2-core CPU adapter). */
 export const DEFAULTS = {
@@ -39,6 +43,11 @@ export const DEFAULTS = {
   checkpointEvery: 16,
   routerGamma: 0.01,
   tokenizer: "bytes",
+  gradAccum: 1,
+  gradClip: null as number | null,
+  qkClipAlpha: 0.5,
+  nsCoefficients: "quintic" as (typeof NS_COEFFICIENTS)[number],
+  nsMethod: "standard" as (typeof NS_METHODS)[number],
 };
 
 /** The flags of `deno task train`. */
@@ -119,6 +128,66 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help: "bytes (vocabulary 256), or a tokenizer.json / tiktoken.model (or a directory " +
       "holding one; deno task tokenizer makes one); the model's vocab_size follows it",
   },
+  "grad-accum": {
+    type: "string",
+    arg: "K",
+    default: String(DEFAULTS.gradAccum),
+    help: "micro-batches of --batch sequences per optimizer step (losses averaged: the update " +
+      "equals one batch of K× the tokens; QK-Clip sees the max logit over all of them)",
+  },
+  "grad-clip": {
+    type: "string",
+    arg: "NORM",
+    default: "off",
+    help: "clip the global L2 norm of all gradients to NORM before each step " +
+      "(the pre-clip norm is logged either way)",
+  },
+  "qk-clip-alpha": {
+    type: "string",
+    arg: "X",
+    default: String(DEFAULTS.qkClipAlpha),
+    help: "QK-Clip split exponent α in [0, 1]: q rows ×γ^α, k rows ×γ^(1−α) (K2: 0.5)",
+  },
+  "ns-coefficients": {
+    type: "string",
+    arg: "NAME",
+    default: DEFAULTS.nsCoefficients,
+    help: "Muon's Newton–Schulz coefficients: quintic (3.4445, −4.775, 2.0315) | polar-express",
+  },
+  "ns-method": {
+    type: "string",
+    arg: "NAME",
+    default: DEFAULTS.nsMethod,
+    help: "Newton–Schulz iteration: standard | gram (on X·Xᵀ, cheaper for wide matrices)",
+  },
+  config: {
+    type: "string",
+    arg: "FILE",
+    default: "the preset",
+    help: "model shape from an HF DeepseekV3-style config.json (vocab_size follows the tokenizer)",
+  },
+  dim: { type: "string", arg: "D", default: "preset", help: "model width (hidden_size)" },
+  layers: { type: "string", arg: "N", default: "preset", help: "decoder layers" },
+  heads: { type: "string", arg: "N", default: "preset", help: "attention heads" },
+  experts: { type: "string", arg: "N", default: "preset", help: "routed experts per MoE layer" },
+  "qk-nope-dim": {
+    type: "string",
+    arg: "D",
+    default: "preset",
+    help: "non-rotary query/key head width (qk_nope_head_dim)",
+  },
+  "qk-rope-dim": {
+    type: "string",
+    arg: "D",
+    default: "preset",
+    help: "rotary query/key head width (qk_rope_head_dim)",
+  },
+  "init-from": {
+    type: "string",
+    arg: "DIR",
+    help: "fine-tune: start from the model weights of a run, checkpoint or pretrained directory " +
+      "(config.json + model.safetensors; its shape is the model's) with a fresh optimizer at step 0",
+  },
   "eval-every": {
     type: "string",
     arg: "N",
@@ -141,7 +210,8 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   resume: {
     type: "string",
     arg: "DIR",
-    help: "continue the run in DIR from its last checkpoint (same settings, same losses)",
+    help: "continue the run in DIR from its last checkpoint (same settings, same losses); " +
+      "a larger --steps extends it (the lr schedule is then recomputed for the new total)",
   },
   "stop-at": {
     type: "string",
@@ -198,6 +268,30 @@ export interface RunSettings {
   routerGamma: number;
   /** "bytes", or the tokenizer path (a resumed run uses the copy in its checkpoint). */
   tokenizer: string;
+  /** Micro-batches per optimizer step. */
+  gradAccum: number;
+  /** Global gradient-norm clip, or null (off). */
+  gradClip: number | null;
+  /** QK-Clip split exponent α. */
+  qkClipAlpha: number;
+  /** Muon's Newton–Schulz coefficients. */
+  nsCoefficients: (typeof NS_COEFFICIENTS)[number];
+  /** Muon's Newton–Schulz method. */
+  nsMethod: (typeof NS_METHODS)[number];
+  /** HF config.json of the model shape, or null (the preset). */
+  config: string | null;
+  /** hidden_size override, or null. */
+  dim: number | null;
+  /** num_hidden_layers override, or null. */
+  layers: number | null;
+  /** num_attention_heads override, or null. */
+  heads: number | null;
+  /** n_routed_experts override, or null. */
+  experts: number | null;
+  /** qk_nope_head_dim override, or null. */
+  qkNopeDim: number | null;
+  /** qk_rope_head_dim override, or null. */
+  qkRopeDim: number | null;
 }
 
 /** Options that do not change the losses (may differ on --resume). */
@@ -214,6 +308,8 @@ export interface RunControls {
   resume?: string;
   /** Stop after this step. */
   stopAt?: number;
+  /** Fine-tune from the weights in this directory (a new run only). */
+  initFrom?: string;
 }
 
 /** Flag name of each setting, for messages. */
@@ -233,6 +329,35 @@ export const SETTING_FLAGS: Record<keyof RunSettings, string> = {
   data: "--data",
   routerGamma: "--router-gamma",
   tokenizer: "--tokenizer",
+  gradAccum: "--grad-accum",
+  gradClip: "--grad-clip",
+  qkClipAlpha: "--qk-clip-alpha",
+  nsCoefficients: "--ns-coefficients",
+  nsMethod: "--ns-method",
+  config: "--config",
+  dim: "--dim",
+  layers: "--layers",
+  heads: "--heads",
+  experts: "--experts",
+  qkNopeDim: "--qk-nope-dim",
+  qkRopeDim: "--qk-rope-dim",
+};
+
+/** Settings a run recorded before they existed take these values on resume. */
+const LATER_SETTINGS: Partial<RunSettings> = {
+  tokenizer: DEFAULTS.tokenizer,
+  gradAccum: 1,
+  gradClip: null,
+  qkClipAlpha: DEFAULTS.qkClipAlpha,
+  nsCoefficients: DEFAULTS.nsCoefficients,
+  nsMethod: DEFAULTS.nsMethod,
+  config: null,
+  dim: null,
+  layers: null,
+  heads: null,
+  experts: null,
+  qkNopeDim: null,
+  qkRopeDim: null,
 };
 
 /** Resolves the flags into settings (defaults filled) and controls. */
@@ -253,6 +378,7 @@ export function resolveTrainFlags(flags: Flags): {
     );
   }
   const lr = numberFlag(flags, "lr", DEFAULTS.lr, { min: 0, exclusiveMin: true });
+  const optInt = (name: string) => flags[name] === undefined ? null : intFlag(flags, name, 1);
   const settings: RunSettings = {
     preset,
     steps: intFlag(flags, "steps", DEFAULTS.steps),
@@ -269,10 +395,24 @@ export function resolveTrainFlags(flags: Flags): {
     data: stringFlag(flags, "data") ?? null,
     routerGamma: numberFlag(flags, "router-gamma", DEFAULTS.routerGamma, { min: 0 }),
     tokenizer: stringFlag(flags, "tokenizer") ?? DEFAULTS.tokenizer,
+    gradAccum: intFlag(flags, "grad-accum", DEFAULTS.gradAccum),
+    gradClip: flags["grad-clip"] === undefined || flags["grad-clip"] === "off"
+      ? null
+      : numberFlag(flags, "grad-clip", 1, { min: 0, exclusiveMin: true }),
+    qkClipAlpha: numberFlag(flags, "qk-clip-alpha", DEFAULTS.qkClipAlpha, { min: 0, max: 1 }),
+    nsCoefficients: choiceFlag(flags, "ns-coefficients", NS_COEFFICIENTS, DEFAULTS.nsCoefficients),
+    nsMethod: choiceFlag(flags, "ns-method", NS_METHODS, DEFAULTS.nsMethod),
+    config: stringFlag(flags, "config") ?? null,
+    dim: optInt("dim"),
+    layers: optInt("layers"),
+    heads: optInt("heads"),
+    experts: optInt("experts"),
+    qkNopeDim: optInt("qk-nope-dim"),
+    qkRopeDim: optInt("qk-rope-dim"),
   };
   if (settings.seed > 0xffffffff) throw new CliError(`--seed must be < 2^32, got ${settings.seed}`);
   const maxPos = PRESETS.tiny.max_position_embeddings;
-  if (settings.seqLen > maxPos) {
+  if (settings.config === null && settings.seqLen > maxPos) {
     throw new CliError(
       `--seq-len must be <= ${maxPos} (max_position_embeddings), got ${settings.seqLen}`,
     );
@@ -284,7 +424,13 @@ export function resolveTrainFlags(flags: Flags): {
     out: stringFlag(flags, "out"),
     resume: stringFlag(flags, "resume"),
     stopAt: flags["stop-at"] === undefined ? undefined : intFlag(flags, "stop-at", 0),
+    initFrom: stringFlag(flags, "init-from"),
   };
+  if (controls.initFrom && controls.resume) {
+    throw new CliError(
+      "--init-from starts a new run from a model's weights; --resume continues a run: give one",
+    );
+  }
   const given = new Set<keyof RunSettings>();
   for (const [key, flag] of Object.entries(SETTING_FLAGS)) {
     if (flags[flag.slice(2)] !== undefined) given.add(key as keyof RunSettings);
@@ -294,7 +440,9 @@ export function resolveTrainFlags(flags: Flags): {
 
 /**
  * The settings of a resumed run: the stored ones, after checking that every flag given now
- * agrees with them (one CliError naming the first disagreement).
+ * agrees with them (one CliError naming the first disagreement), except `--steps`, which may
+ * be larger than the stored total: the run is extended (`extendedFrom` is then the old total;
+ * the trainer recomputes the learning-rate schedule for the new total and says so).
  */
 export function mergeResumeSettings(
   stored: RunSettings,
@@ -302,14 +450,18 @@ export function mergeResumeSettings(
   given: Set<keyof RunSettings>,
   dir: string,
 ): RunSettings {
-  stored = { ...stored, tokenizer: stored.tokenizer ?? DEFAULTS.tokenizer }; // older runs
+  stored = { ...LATER_SETTINGS, ...stored } as RunSettings; // older runs
   for (const key of given) {
+    if (key === "steps" && now.steps > stored.steps) continue; // extending the run
     if (stored[key] !== now[key]) {
       throw new CliError(
         `${dir} was trained with ${SETTING_FLAGS[key]} ${stored[key] ?? "(default corpus)"}, ` +
-          `not ${now[key]}; a resumed run keeps the settings that shape training`,
+          `not ${now[key]}; a resumed run keeps the settings that shape training` +
+          (key === "steps" ? " (--steps may only grow, to extend the run)" : ""),
       );
     }
   }
-  return { ...stored };
+  return given.has("steps") && now.steps > stored.steps
+    ? { ...stored, steps: now.steps }
+    : { ...stored };
 }
