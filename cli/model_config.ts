@@ -4,7 +4,7 @@
  * `--layers`, `--heads`, `--experts`, `--qk-nope-dim`, `--qk-rope-dim`), and the tokenizer's
  * vocabulary size. A shape that nn/config.ts rejects is a CliError naming the flags.
  */
-import { type KimiConfig, makeConfig, PRESETS, validateConfig } from "../nn/config.ts";
+import { type KimiConfig, makeConfig, type PRESETS, validateConfig } from "../nn/config.ts";
 import { configFromHf, loadConfig } from "../nn/hf_config.ts";
 import { CliError } from "./errors.ts";
 
