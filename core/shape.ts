@@ -62,15 +62,15 @@ export function broadcastShapes(op: string, a: Shape, b: Shape): number[] {
 
 /** Resolves a possibly negative axis against `rank`; throws when out of range. */
 export function normalizeAxis(op: string, axis: number, rank: number, arg = "axis"): number {
-  if (!Number.isInteger(axis) || axis < -rank || axis >= Math.max(rank, 1)) {
+  // A rank-0 tensor takes axis 0 or -1, as in PyTorch (dims wrap as if the rank were 1).
+  const r = Math.max(rank, 1);
+  if (!Number.isInteger(axis) || axis < -r || axis >= r) {
     throw new MoongradError(
       op,
-      `${arg} ${axis} is out of range for a tensor of rank ${rank} (expected ${-rank}..${
-        Math.max(rank - 1, 0)
-      })`,
+      `${arg} ${axis} is out of range for a tensor of rank ${rank} (expected ${-r}..${r - 1})`,
     );
   }
-  return axis < 0 ? axis + rank : axis;
+  return axis < 0 ? axis + r : axis;
 }
 
 /** Resolves an axis list (undefined = all axes), rejecting duplicates. Returns sorted axes. */

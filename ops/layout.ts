@@ -123,6 +123,7 @@ export function transpose(x: Tensor, a = -2, b = -1): Tensor {
   }
   const i = normalizeAxis("transpose", a, x.rank, "a");
   const j = normalizeAxis("transpose", b, x.rank, "b");
+  if (x.rank === 0) return permute(x, []); // axes 0 / -1 of a scalar (PyTorch)
   const axes = [...Array(x.rank).keys()];
   axes[i] = j;
   axes[j] = i;
@@ -143,6 +144,9 @@ export function transpose(x: Tensor, a = -2, b = -1): Tensor {
  * ```
  */
 export function slice(x: Tensor, axis: number, start: number, end?: number, step = 1): Tensor {
+  if (x.rank === 0) {
+    throw new MoongradError("slice", `cannot slice a rank-0 tensor (shape ${fmtShape(x.shape)})`);
+  }
   const ax = normalizeAxis("slice", axis, x.rank);
   const n = x.shape[ax];
   if (
@@ -276,7 +280,7 @@ export function squeeze(x: Tensor, axis?: number): Tensor {
   if (axis === undefined) keep = [...x.shape.keys()].filter((i) => x.shape[i] !== 1);
   else {
     const ax = normalizeAxis("squeeze", axis, x.rank);
-    if (x.shape[ax] !== 1) {
+    if (x.rank > 0 && x.shape[ax] !== 1) {
       throw new MoongradError(
         "squeeze",
         `axis ${axis} has size ${x.shape[ax]}, expected 1 (shape ${fmtShape(x.shape)})`,
