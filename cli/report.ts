@@ -411,7 +411,12 @@ export function buildReport(
   const val = (v?: [number, number]) => (v ? `${v[1].toFixed(3)} (step ${v[0]})` : "–");
   const headline = [
     row("steps", `${sum.steps} of ${s.steps}`),
-    row("tokens", `${sum.tokens.toLocaleString("en-US")} (batch ${s.batch} × ${s.seqLen})`),
+    row(
+      "tokens",
+      `${sum.tokens.toLocaleString("en-US")} (batch ${s.batch} × ${s.seqLen}${
+        (s.gradAccum ?? 1) > 1 ? ` × ${s.gradAccum} micro-batches per step` : ""
+      })`,
+    ),
     row("training time", fmtTime(sum.seconds)),
     row("throughput", `${sum.tokensPerSecond.toFixed(0)} tokens/s`),
     row("validation loss", `${val(sum.firstVal)} → ${val(sum.lastVal)}; uniform = ln 256 = 5.545`),

@@ -14,6 +14,7 @@
  *
  *   deno task repro:qkclip [--steps N] [--lr X] [--tau X] [--seeds N] [--dim D]
  *     [--layers L] [--heads H] [--nope D] [--rope D] [--batch B] [--seq-len T] [--wd X]
+ *   deno task repro:qkclip --replot   (summary and SVG again from the stored runs in the JSON)
  */
 import * as mg from "../mod.ts";
 import { StepStats } from "../nn/step_stats.ts";
@@ -24,14 +25,20 @@ import { BatchSampler, loadDefaultCorpus, splitCorpus } from "./data.ts";
 import { bandSeries, lineChart } from "./svg.ts";
 import { flag, resultsDir, stack, standalone } from "./repro_common.ts";
 
-const steps = flag("steps", 300);
-const lr = flag("lr", 0.04);
-const tau = flag("tau", 10);
-const seeds = flag("seeds", 3);
-const batch = flag("batch", 4);
-const seqLen = flag("seq-len", 64);
-const wd = flag("wd", 0.1);
-const warmup = flag("warmup", 10);
+const REPLOT = Deno.args.includes("--replot");
+const JSON_URL = new URL("../bench/results/repro_qkclip.json", import.meta.url);
+// deno-lint-ignore no-explicit-any
+const stored: any = REPLOT ? JSON.parse(await Deno.readTextFile(JSON_URL)) : null;
+const setting = (name: string, key: string, fallback: number) =>
+  stored ? stored.settings[key] as number : flag(name, fallback);
+const steps = setting("steps", "steps", 300);
+const lr = setting("lr", "lr", 0.04);
+const tau = setting("tau", "tau", 10);
+const seeds = setting("seeds", "seeds", 3);
+const batch = setting("batch", "batch", 4);
+const seqLen = setting("seq-len", "seqLen", 64);
+const wd = setting("wd", "weightDecay", 0.1);
+const warmup = setting("warmup", "warmup", 10);
 const config = makeConfig({
   hidden_size: flag("dim", 64),
   intermediate_size: 2 * flag("dim", 64),
@@ -51,9 +58,9 @@ const counts = parameterCounts(config);
 
 const { bytes } = await loadDefaultCorpus();
 const corpus = splitCorpus(bytes, seqLen, "default corpus");
-const gpu = await mg.init();
+const adapter: string = stored ? stored.adapter : (await mg.init()).description;
 console.log(
-  `adapter ${gpu.description}; model ${counts.total} parameters, lr ${lr}, τ ${tau}, ` +
+  `adapter ${adapter}; model ${counts.total} parameters, lr ${lr}, τ ${tau}, ` +
     `${steps} steps × ${batch}×${seqLen} tokens, ${seeds} seeds`,
 );
 
@@ -113,9 +120,9 @@ async function run(kind: "muon" | "muonclip", seed: number): Promise<Run> {
   return out;
 }
 
-const runs: Record<"muon" | "muonclip", Run[]> = { muon: [], muonclip: [] };
+const runs: Record<"muon" | "muonclip", Run[]> = stored ? stored.runs : { muon: [], muonclip: [] };
 const t0 = performance.now();
-for (let seed = 1; seed <= seeds; seed++) {
+for (let seed = 1; seed <= (REPLOT ? 0 : seeds); seed++) {
   for (const kind of ["muon", "muonclip"] as const) {
     if (Deno.args.includes("--muon-only") && kind === "muonclip") continue;
     const r = await run(kind, seed);
@@ -126,7 +133,7 @@ for (let seed = 1; seed <= seeds; seed++) {
     );
   }
 }
-const totalSeconds = (performance.now() - t0) / 1000;
+const totalSeconds: number = stored ? stored.summary.totalSeconds : (performance.now() - t0) / 1000;
 
 const mean = (xs: number[]) => xs.reduce((a, v) => a + v, 0) / xs.length;
 const tailMean = (xs: number[]) => mean(xs.slice(-Math.max(1, Math.floor(steps / 10))));
@@ -138,14 +145,23 @@ const firstOver = (r: Run) => {
 const perSeed = (kind: "muon" | "muonclip") =>
   runs[kind].map((r) => {
     const first = firstOver(r);
-    const after = first === null ? [] : r.maxLogit.slice(first + 2); // from 2 steps after the first clip
+    const after = first === null ? [] : r.maxLogit.slice(first); // the steps after it
+    const sorted = [...after].sort((a, b) => a - b);
+    const q = (p: number) => sorted.length ? sorted[Math.floor(p * (sorted.length - 1))] : null;
     return {
       seed: r.seed,
       peakMaxLogit: Math.max(...r.maxLogit),
       finalMaxLogit: r.maxLogit.at(-1)!,
       firstStepOverTau: first,
       stepsOverTau: r.maxLogit.filter((v) => v > tau).length,
-      maxLogitAfterFirstClip: after.length ? Math.max(...after) : null,
+      // After the first step over τ (MuonClip's first clip): the max logit's median, 90th
+      // percentile and max, and the share of those steps still over τ.
+      afterFirstOverTau: {
+        median: q(0.5),
+        p90: q(0.9),
+        max: q(1),
+        fractionOverTau: after.length ? after.filter((v) => v > tau).length / after.length : null,
+      },
       meanLossLast10pct: tailMean(r.loss),
       seconds: r.seconds,
     };
@@ -167,7 +183,7 @@ const series = (key: "maxLogit" | "loss") =>
     bandSeries(names[k], colors[k], runs[k].map((r) => r[key]))
   );
 const logitChart = standalone(lineChart({
-  title: `max attention logit per step, ${seeds} seeds (lr ${lr}, τ = ${tau})`,
+  title: `max attention logit per step (lr ${lr}, τ = ${tau}; mean, min–max over ${seeds} seeds)`,
   series: series("maxLogit"),
   refs: [{ y: tau, label: `τ = ${tau}`, color: "#888" }],
   xLabel: "step",
@@ -184,9 +200,10 @@ await Deno.writeTextFile(
   new URL("repro_qkclip.json", dir),
   JSON.stringify(
     {
-      created: new Date().toISOString(),
-      adapter: gpu.description,
-      command: `deno task repro:qkclip ${Deno.args.join(" ")}`.trim(),
+      created: stored ? stored.created : new Date().toISOString(),
+      ...(stored ? { replotted: new Date().toISOString() } : {}),
+      adapter,
+      command: stored ? stored.command : `deno task repro:qkclip ${Deno.args.join(" ")}`.trim(),
       settings: { steps, lr, tau, seeds, batch, seqLen, weightDecay: wd, warmup },
       config: {
         hidden_size: config.hidden_size,

@@ -82,7 +82,7 @@ export function bandSeries(
     points.push([x, v.reduce((a, b) => a + b, 0) / v.length]);
     band.push([x, Math.min(...v), Math.max(...v)]);
   }
-  return [{ name: `${name} (mean, min–max)`, color, points, band }];
+  return [{ name, color, points, band }];
 }
 
 /** "Nice" tick values covering [lo, hi]. */

@@ -81,5 +81,5 @@ Deno.test("svg: bandSeries draws the mean line and a min–max band polygon", ()
   assert.deepEqual(s.band, [[1, 1, 3], [2, 2, 4], [3, 3, 5]]);
   const svg = lineChart({ title: "t", series: [s] });
   assert.match(svg, /<polygon points="[^"]+" fill="#123456" fill-opacity="0.18"/);
-  assert.match(svg, /<title>runs \(mean, min–max\): 2, 3 \(2–4\)<\/title>/);
+  assert.match(svg, /<title>runs: 2, 3 \(2–4\)<\/title>/);
 });
