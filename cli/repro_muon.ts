@@ -13,9 +13,40 @@
  *
  *   deno task repro:muon [--grid-steps N] [--steps N] [--seeds N] [--eval-every N]
  *     [--batch B] [--seq-len T] [--dim D] [--layers L] [--heads H] [--experts E] [--config F]
+ *   deno task repro:muon --replot   (redraw the SVG from the stored JSON)
  */
 import { bandSeries, lineChart } from "./svg.ts";
 import { flag, frozenCorpus, resultsDir, standalone, train } from "./repro_common.ts";
+
+/** The chart: validation loss vs tokens, mean and min–max band over seeds per optimizer. */
+function chart(
+  curves: Record<string, [number, number][][]>,
+  best: Record<string, number>,
+  target: number,
+): string {
+  const xs = curves.adamw[0].map(([x]) => x);
+  const ys = (opt: string) => curves[opt].map((c) => c.map(([, y]) => y));
+  return standalone(lineChart({
+    title: `validation loss vs tokens (Muon lr ${best.muon}, AdamW lr ${best.adamw}; ` +
+      `mean, min–max over ${curves.muon.length} seeds)`,
+    series: [
+      ...bandSeries("Muon", "#3b6fb6", ys("muon"), xs),
+      ...bandSeries("AdamW", "#c0504d", ys("adamw"), xs),
+    ].map((s) => ({ ...s, dots: true })),
+    refs: [{ y: target, label: "AdamW final (mean)", color: "#888" }],
+    xLabel: "tokens",
+  }));
+}
+
+if (Deno.args.includes("--replot")) {
+  // Redraw the SVG from the stored curves (no training).
+  const url = new URL("../bench/results/repro_muon.json", import.meta.url);
+  const stored = JSON.parse(await Deno.readTextFile(url));
+  const svg = chart(stored.curves, stored.summary.bestLr, stored.summary.target);
+  await Deno.writeTextFile(new URL("repro_muon.svg", await resultsDir()), svg + "\n");
+  console.log("wrote bench/results/repro_muon.svg from bench/results/repro_muon.json");
+  Deno.exit(0);
+}
 
 const gridSteps = flag("grid-steps", 8);
 const steps = flag("steps", 28);
@@ -171,16 +202,7 @@ const summary = {
 };
 console.log(JSON.stringify(summary, null, 1));
 
-const xs = curves.adamw[0].map(([x]) => x);
-const svg = standalone(lineChart({
-  title: `validation loss vs tokens, ${seeds} seeds (Muon lr ${best.muon}, AdamW lr ${best.adamw})`,
-  series: [
-    ...bandSeries("Muon", "#3b6fb6", curves.muon.map((c) => c.map(([, y]) => y)), xs),
-    ...bandSeries("AdamW", "#c0504d", curves.adamw.map((c) => c.map(([, y]) => y)), xs),
-  ].map((s) => ({ ...s, dots: true })),
-  refs: [{ y: target, label: "AdamW final (mean)", color: "#888" }],
-  xLabel: "tokens",
-}));
+const svg = chart(curves, best, target);
 const dir = await resultsDir();
 await Deno.writeTextFile(new URL("repro_muon.svg", dir), svg + "\n");
 await Deno.writeTextFile(
