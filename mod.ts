@@ -9,6 +9,7 @@
  * ```
  * @module
  */
+import "./ops/tensor_methods.ts";
 export { type DeviceInfo, deviceInfo, init, type InitOptions } from "./core/device.ts";
 export { type DType, type TensorData } from "./core/dtype.ts";
 export { MoongradError } from "./core/errors.ts";
@@ -123,6 +124,7 @@ export * as io from "./io/mod.ts";
 export {
   attention,
   type AttentionConfig,
+  attentionConfig,
   type AttentionOptions,
   type AttentionResult,
   setAttentionConfig,

@@ -4,12 +4,14 @@
  * GFLOP/s use the FlashAttention convention: forward 4·B·H·T·S·D, halved for causal; the
  * backward counts 2.5× the forward (the kernels recompute P, so they do a bit more work).
  *
- * Run: XDG_RUNTIME_DIR=/tmp deno bench -A bench/attention_bench.ts
+ *   deno task bench bench/attention_bench.ts
  */
 import * as mg from "../mod.ts";
 import { attention } from "../ops/attention.ts";
+import { benchCase } from "./harness.ts";
 
-await mg.init();
+const info = await mg.init();
+console.log(`attention on ${info.description}`);
 
 const [B, H, T, D] = [1, 4, 256, 64];
 const q = mg.randn([B, H, T, D], { seed: 1, requiresGrad: true });
@@ -34,41 +36,25 @@ function forwardBackward(): void {
   maxLogits.dispose();
 }
 
-/** Mean seconds per call over `n` calls after a warm-up, waiting for the GPU. */
-async function timeIt(fn: () => void, n: number): Promise<number> {
-  fn();
-  await mg.sync();
-  const t0 = performance.now();
-  for (let i = 0; i < n; i++) fn();
-  await mg.sync();
-  return (performance.now() - t0) / 1000 / n;
+for (
+  const [name, fn, flops, n] of [
+    ["forward", forward, fwdFlops, 5],
+    ["forward+backward", forwardBackward, 3.5 * fwdFlops, 3],
+  ] as const
+) {
+  await benchCase({
+    group: `attention ${name} B${B} H${H} T${T} D${D} causal f32`,
+    work: { flops },
+    n,
+    impls: [{
+      lib: "moongrad",
+      prepare: () =>
+        Promise.resolve({
+          async run() {
+            fn();
+            await mg.sync();
+          },
+        }),
+    }],
+  });
 }
-
-const tf = await timeIt(forward, 5);
-const tb = await timeIt(forwardBackward, 3);
-console.log(
-  `attention B${B} H${H} T${T} D${D} causal f32 (${mg.deviceInfo().description}): ` +
-    `forward ${(tf * 1e3).toFixed(2)} ms, ${(fwdFlops / tf / 1e9).toFixed(2)} GFLOP/s; ` +
-    `forward+backward ${(tb * 1e3).toFixed(2)} ms, ${
-      (3.5 * fwdFlops / tb / 1e9).toFixed(2)
-    } GFLOP/s`,
-);
-
-Deno.bench({
-  name: `attention forward B${B} H${H} T${T} D${D} causal`,
-  group: "attention",
-  baseline: true,
-  async fn() {
-    forward();
-    await mg.sync();
-  },
-});
-
-Deno.bench({
-  name: `attention forward+backward B${B} H${H} T${T} D${D} causal`,
-  group: "attention",
-  async fn() {
-    forwardBackward();
-    await mg.sync();
-  },
-});

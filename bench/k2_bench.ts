@@ -2,7 +2,8 @@
  * The Kimi K2 pieces on the tiny preset, moongrad only (no JS peer has MoE routing, Muon or
  * QK-Clip): the MoE block forward (route + plan + dispatch + grouped matmuls + combine), one
  * optimizer step (AdamW, Muon + AdamW, MuonClip) with gradients present, and one full training
- * step (forward + backward + MuonClip step). Every timed iteration waits for the GPU
+ * step (forward + backward + AdamW or MuonClip step, batch 4 × 64, the step bench/torch_bench.py
+ * times in PyTorch). Every timed iteration waits for the GPU
  * (`mg.sync()`). Throughput counts:
  * - MoE: 2·N·(H·E) for the router plus 3·2·N·K·H·I for the routed experts and 3·2·N·H·I_s for
  *   the shared experts (I_s = moe_intermediate_size · n_shared_experts);
@@ -12,7 +13,7 @@
  * - training step: the usual 6 · active parameters · tokens FLOP estimate (attention's
  *   T² terms not counted).
  *
- *   deno bench -A bench/k2_bench.ts
+ *   deno task bench bench/k2_bench.ts
  */
 import * as mg from "../mod.ts";
 import { makeConfig } from "../nn/config.ts";
@@ -21,6 +22,7 @@ import { KimiLM, parameterCounts } from "../nn/model.ts";
 import { AdamW, MuonClip, MuonWithAdamW } from "../optim/mod.ts";
 import { benchCase } from "./harness.ts";
 import { values } from "./peers.ts";
+import { trainingBatch, trainingStepGroup } from "./k2_common.ts";
 
 const info = await mg.init();
 console.log(`Kimi K2 pieces (tiny preset) on ${info.description}`);
@@ -54,21 +56,14 @@ const { total, active } = parameterCounts(config);
   });
 }
 
-/** A tiny model with gradients from one batch of random bytes (B×T), and its batch. */
+/** A tiny model (seed 1) with gradients from one batch (B×T, bench/k2_common.ts). */
 function modelWithGrads(
   batch: number,
   seq: number,
 ): { model: KimiLM; x: mg.Tensor; y: mg.Tensor; stats: mg.nn.StepStats } {
   const model = new KimiLM(config, { seed: 1 });
   model.train();
-  const ids = values(batch * (seq + 1), 7).map((v) => Math.floor((v + 1) * 127.99));
-  const xs: number[] = [], ys: number[] = [];
-  for (let b = 0; b < batch; b++) {
-    for (let t = 0; t < seq; t++) {
-      xs.push(ids[b * (seq + 1) + t]);
-      ys.push(ids[b * (seq + 1) + t + 1]);
-    }
-  }
+  const { xs, ys } = trainingBatch(batch, seq);
   const x = mg.tensor(xs, { shape: [batch, seq], dtype: "i32" });
   const y = mg.tensor(ys, { shape: [batch, seq], dtype: "i32" });
   const stats = new mg.nn.StepStats();
@@ -113,21 +108,27 @@ for (const [name, make] of optimizers) {
   });
 }
 
-// ---- one training step: forward + backward + MuonClip ----
-{
-  const [batch, seq] = [2, 64];
+// ---- one training step: forward + backward + optimizer step ----
+// The batch and group names are what bench/torch_bench.py uses for its rows (same batch of
+// ids, same seed-1 initial weights; cli/bench_report.ts merges its rows into these groups).
+const [stepBatch, stepSeq] = [4, 64];
+const stepOptimizers: [string, (m: KimiLM) => { step(s: mg.nn.StepStats): Promise<void> }][] = [
+  ["AdamW", (m) => new AdamW(m, { lr: 1e-3, weightDecay: 0.1 })],
+  ["MuonClip", (m) => new MuonClip(m, { lr: 0.02, weightDecay: 0.1, tau: 100 })],
+];
+for (const [name, make] of stepOptimizers) {
   await benchCase({
-    group: `training step MuonClip tiny ${batch}x${seq} tokens`,
-    work: { flops: 6 * active * batch * seq },
-    n: 2,
+    group: trainingStepGroup(name, stepBatch, stepSeq),
+    work: { flops: 6 * active * stepBatch * stepSeq },
+    n: 3,
     minMs: 100,
     impls: [{
       lib: "moongrad",
       prepare: () => {
-        const { model, x, y, stats: s0 } = modelWithGrads(batch, seq);
+        const { model, x, y, stats: s0 } = modelWithGrads(stepBatch, stepSeq);
         s0.dispose();
-        const opt = new MuonClip(model, { lr: 0.02, weightDecay: 0.1, tau: 100 });
-        opt.zeroGrad();
+        const opt = make(model);
+        model.zeroGrad();
         return Promise.resolve({
           async run() {
             const stats = new mg.nn.StepStats();
@@ -136,7 +137,7 @@ for (const [name, make] of optimizers) {
             await opt.step(stats);
             stats.dispose();
             loss.dispose();
-            opt.zeroGrad();
+            model.zeroGrad();
             await mg.sync();
           },
         });

@@ -1,16 +1,15 @@
 /**
  * matmul throughput, moongrad beside TensorFlow.js (WebGPU backend) and jax-js (WebGPU), one
- * Deno.bench group per size with moongrad as the baseline. Every timed iteration waits for the
+ * harness group per size with moongrad as the baseline. Every timed iteration waits for the
  * GPU (moongrad: `await mg.sync()`; the peers: see peers.ts), so the numbers are execution
- * time, not recording time. GFLOP/s (2·B·M·N·K / time) is printed once per library and size
- * from a short timed loop of its own, then `Deno.bench` reports the same work. Each peer's
- * output is checked once against moongrad's.
+ * time, not recording time. GFLOP/s = 2·B·M·N·K / mean time. Each peer's output is checked
+ * once against moongrad's.
  *
  * Sizes: square 256/512/1024, non-square 1024×256 @ 256×512, batched 8 × (192×320 @ 320×96)
  * with B given as a transposed view ([8, 96, 320] transposed; tfjs uses transposeB, jax-js a
  * transposed view), and f16 256/512 where the adapter has shader-f16 (tfjs has no f16).
  *
- *   deno bench -A bench/matmul_bench.ts
+ *   deno task bench bench/matmul_bench.ts
  */
 import * as mg from "../mod.ts";
 import { benchCase, type Impl } from "./harness.ts";

@@ -8,7 +8,7 @@
  * GFLOP/s count the three products of the forward and backward passes that any
  * implementation must do: 2·B·(2·D·H + 3·H·O) (no gradient for x).
  *
- *   deno bench -A bench/mlp_bench.ts
+ *   deno task bench bench/mlp_bench.ts
  */
 import * as mg from "../mod.ts";
 import { benchCase } from "./harness.ts";

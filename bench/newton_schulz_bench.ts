@@ -9,7 +9,7 @@
  * only the coefficients differ) and Gram Newton–Schulz (iterates on the n×n Gram matrix of
  * an n×4n matrix: per step O(n³) instead of O(n²·4n), plus one restart and the final Q·X).
  *
- *   deno bench -A bench/newton_schulz_bench.ts
+ *   deno task bench bench/newton_schulz_bench.ts
  */
 import * as mg from "../mod.ts";
 import { newtonSchulz, type NewtonSchulzOptions } from "../optim/newton_schulz.ts";

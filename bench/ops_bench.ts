@@ -6,7 +6,7 @@
  * idiomatic fast path, which fuses what it can). GB/s count the minimal traffic: every input
  * read once and the output written once (f32). Every timed iteration waits for the GPU.
  *
- *   deno bench -A bench/ops_bench.ts
+ *   deno task bench bench/ops_bench.ts
  */
 import * as mg from "../mod.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";

@@ -10,11 +10,10 @@
  *   those ranks); each peer's ids are checked against moongrad's once.
  * - Training a 4096-token BPE from the raw text (pre-tokenising and counting included).
  *
- * Like harness.ts, each case prints its own timing loop (here in MB/s of UTF-8 input, since
- * tokenizers run at MB/s, not GB/s) and registers a Deno.bench in a group with moongrad as
- * the baseline.
+ * Each case is one harness group (bench/harness.ts) with moongrad as the baseline, in MB/s of
+ * UTF-8 input (tokenizers run at MB/s, not GB/s); peers' ids must equal moongrad's exactly.
  *
- *   deno bench -A bench/tokenizer_bench.ts
+ *   deno task bench bench/tokenizer_bench.ts
  */
 // deno-lint-ignore-file no-import-prefix
 import { Tiktoken } from "npm:js-tiktoken@1.0.21/lite";
@@ -22,7 +21,7 @@ import o200k from "npm:js-tiktoken@1.0.21/ranks/o200k_base";
 import { Tokenizer as HfTokenizer } from "npm:@huggingface/tokenizers@0.2.0";
 import { DEFAULT_CORPUS, loadDefaultCorpus } from "../cli/data.ts";
 import { GPT4O_PATTERN, Tokenizer, tokenizerConfigJson } from "../tokenizer/mod.ts";
-import { loop } from "./harness.ts";
+import { benchCase } from "./harness.ts";
 
 const { bytes } = await loadDefaultCorpus();
 const text = new TextDecoder().decode(bytes);
@@ -35,35 +34,29 @@ interface Lib {
   run: () => ArrayLike<number> | void;
 }
 
-/** Times each library (at least 1 s), prints MB/s and the check, registers Deno.bench. */
+/** One group: each library timed by the harness (at least 1 s), ids checked exactly. */
 async function group(name: string, libs: Lib[], n: number): Promise<void> {
-  let ref: string | null = null;
-  let baseMs = 0;
-  for (const [i, l] of libs.entries()) {
-    const out = l.run();
-    let check = "";
-    if (out) {
-      const ids = JSON.stringify(Array.from(out));
-      if (i === 0) ref = ids;
-      else check = ids === ref ? "  same ids as moongrad" : "  DIFFERENT ids from moongrad";
-    }
-    const ms = await loop(() => Promise.resolve(void l.run()), 1000);
-    if (i === 0) baseMs = ms;
-    const vs = i > 0 ? `  moongrad ${(ms / baseMs).toFixed(2)}x as fast` : "";
-    console.log(
-      `  ${name.padEnd(44)} ${l.lib.padEnd(17)} ${ms.toFixed(1).padStart(8)} ms ${
-        (mb / ms * 1e3).toFixed(2).padStart(7)
-      } MB/s${vs}${check}`,
-    );
-    Deno.bench({
-      name: l.lib,
-      group: name,
-      baseline: i === 0,
-      n,
-      warmup: 1,
-      fn: () => void l.run(),
-    });
-  }
+  await benchCase({
+    group: name,
+    work: { mb },
+    n,
+    minMs: 1000,
+    tol: 0,
+    impls: libs.map((l) => {
+      let last: ArrayLike<number> | void;
+      return {
+        lib: l.lib,
+        prepare: () =>
+          Promise.resolve({
+            run: () => {
+              last = l.run();
+              return Promise.resolve();
+            },
+            result: () => Promise.resolve(Array.from(last ?? [])),
+          }),
+      };
+    }),
+  });
 }
 
 // ---- BPE 2048 trained on the text ----

@@ -1,15 +1,26 @@
 /**
- * `deno task bench:report [bench files...]`: runs the bench suite (`deno bench --json`), then
- * writes a generated section of bench/RESULTS.md (between the markers below; everything else
- * in the file is kept) with the adapter, date, Deno version, one table per group (time,
- * throughput, moongrad's speed relative to each peer) and one SVG bar chart per bench file in
- * bench/results/. Throughput comes from the work each case declares (bench/harness.ts writes
- * it to the MG_BENCH_META file) divided by Deno.bench's average time.
+ * `deno task bench:report [bench files...]`: runs the bench files (bench/run.ts: one
+ * `deno run` per file; each prints one table per group from bench/harness.ts and records the
+ * same rows as JSON lines in a MG_BENCH_META file), then writes a generated section of
+ * bench/RESULTS.md (between the markers below; everything else in the file is kept) with the
+ * adapter, date, Deno version, the very tables the console printed (formatTable of the
+ * recorded rows) and one SVG bar chart per bench file in bench/results/.
+ *
+ * Right after bench/k2_bench.ts, when /usr/bin/python3 (or MG_TORCH_PYTHON) has torch,
+ * bench/torch_bench.py times the same tiny-K2 training steps in PyTorch on the CPU, from the
+ * same initial weights and batch (bench/torch_export.ts writes them); its rows join the
+ * training-step groups with "its time / moongrad's" filled in here, and the merged tables are
+ * printed again. Without torch the section says why it is missing. Then `deno run
+ * cli/profile.ts` (deno task profile) adds the per-op-family profile of one training step.
  *
  * With OUT set (the GPU machine's output folder), RESULTS.md and the charts are copied there.
  * Set MG_BENCH_RESULTS to write elsewhere than bench/RESULTS.md, and MG_BENCH_TAG (e.g. "gpu")
  * to keep a second generated section (own markers, charts named `<file>-<tag>.svg`).
+ * MG_BENCH_TORCH=0 skips PyTorch, MG_BENCH_PROFILE=0 the profile.
  */
+import { type BenchResult, formatTable } from "../bench/harness.ts";
+import { benchFiles, runBenchFiles } from "../bench/run.ts";
+
 const TAG = Deno.env.get("MG_BENCH_TAG") ?? "";
 const START = `<!-- bench:report start${TAG ? ` ${TAG}` : ""} -->`;
 const END = `<!-- bench:report end${TAG ? ` ${TAG}` : ""} -->`;
@@ -17,32 +28,10 @@ const root = new URL("../", import.meta.url);
 const resultsMd = Deno.env.get("MG_BENCH_RESULTS") ?? new URL("bench/RESULTS.md", root).pathname;
 const chartDir = new URL("bench/results/", root).pathname;
 
-interface Meta {
+/** A group of one file: its rows in the order they were measured. */
+interface Group {
   group: string;
-  lib: string;
-  flops?: number;
-  bytes?: number;
-  loopMs?: number;
-  check?: string;
-  skipped?: string;
-}
-
-interface BenchJson {
-  runtime: string;
-  cpu: string;
-  benches: {
-    origin: string;
-    group: string | null;
-    name: string;
-    baseline: boolean;
-    results: { ok?: { n: number; avg: number; min: number; max: number }; failed?: unknown }[];
-  }[];
-}
-
-interface Row {
-  lib: string;
-  ms: number | null;
-  meta: Meta | undefined;
+  rows: BenchResult[];
 }
 
 const COLORS: Record<string, string> = {
@@ -60,74 +49,96 @@ async function adapterName(): Promise<string> {
   }
 }
 
-async function runSuite(files: string[]): Promise<{ json: BenchJson; meta: Meta[] }> {
-  const metaPath = await Deno.makeTempFile({ prefix: "mg-bench-meta-", suffix: ".jsonl" });
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: [
-      "bench",
-      "--json",
-      // The bundles under .gpu/ are excluded by deno.json: run them without the config.
-      // The peers are checked against deno.lock (deno.json itself turns the lockfile off).
-      ...(files.some((f) => f.startsWith(".gpu") || f.includes("/.gpu/"))
-        ? ["--no-config", "--no-check"]
-        : ["--lock=deno.lock"]),
-      "--allow-read",
-      "--allow-env",
-      "--allow-sys",
-      `--allow-write=${metaPath}`,
-      ...(files.length ? files : ["bench/"]),
-    ],
+async function readRows(path: string): Promise<BenchResult[]> {
+  const text = await Deno.readTextFile(path).catch(() => "");
+  return text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as BenchResult);
+}
+
+const TORCH_PYTHON = Deno.env.get("MG_TORCH_PYTHON") ?? "/usr/bin/python3";
+
+/** Why PyTorch cannot run here, or null when `import torch` works. */
+async function torchMissing(): Promise<string | null> {
+  if (Deno.env.get("MG_BENCH_TORCH") === "0") return "skipped (MG_BENCH_TORCH=0)";
+  try {
+    const out = await new Deno.Command(TORCH_PYTHON, {
+      args: ["-c", "import torch; print(torch.__version__)"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (out.code === 0) return null;
+    const err = new TextDecoder().decode(out.stderr).trim().split("\n").pop();
+    return `${TORCH_PYTHON} cannot import torch (${err})`;
+  } catch (e) {
+    return `${TORCH_PYTHON} not runnable (${e instanceof Error ? e.message : e})`;
+  }
+}
+
+/**
+ * PyTorch's rows for the training-step groups: exports moongrad's initial weights and batch
+ * (bench/torch_export.ts), then runs bench/torch_bench.py on them. Returns the rows and the
+ * torch script's header line, or the reason it did not run.
+ */
+async function runTorch(): Promise<{ rows: BenchResult[]; about: string } | string> {
+  const missing = await torchMissing();
+  if (missing) return missing;
+  const dir = await Deno.makeTempDir({ prefix: "mg-torch-" });
+  try {
+    const exp = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-read",
+        "--allow-env",
+        "--allow-sys",
+        `--allow-write=${dir}`,
+        "bench/torch_export.ts",
+        dir,
+      ],
+      cwd: root.pathname,
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (exp.code !== 0) return `bench/torch_export.ts exited with ${exp.code}`;
+    const json = `${dir}/torch_rows.jsonl`;
+    const py = await new Deno.Command(TORCH_PYTHON, {
+      args: ["bench/torch_bench.py", "--k2-dir", dir, "--json", json],
+      cwd: root.pathname,
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    const text = new TextDecoder().decode(py.stdout);
+    console.log(text.trimEnd());
+    if (py.code !== 0) return `bench/torch_bench.py exited with ${py.code}`;
+    return { rows: await readRows(json), about: text.split("\n")[0] };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Adds torch's rows to their groups, with "its time / moongrad's" from the moongrad row. */
+function mergeRows(groups: Map<string, Group>, extra: BenchResult[]): Group[] {
+  const touched: Group[] = [];
+  for (const r of extra) {
+    const g = groups.get(r.group) ?? { group: r.group, rows: [] };
+    groups.set(r.group, g);
+    const base = g.rows.find((x) => x.lib === "moongrad")?.ms ?? null;
+    g.rows.push({ ...r, vsMoongrad: base && r.ms ? r.ms / base : null });
+    if (!touched.includes(g)) touched.push(g);
+  }
+  return touched;
+}
+
+/** The markdown profile of one training step (cli/profile.ts), or why it is missing. */
+async function runProfile(): Promise<string> {
+  if (Deno.env.get("MG_BENCH_PROFILE") === "0") return "Skipped (MG_BENCH_PROFILE=0).";
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--allow-env", "--allow-sys", "cli/profile.ts"],
     cwd: root.pathname,
-    env: { MG_BENCH_META: metaPath },
     stdout: "piped",
     stderr: "inherit",
-  });
-  const out = await cmd.output();
-  const text = new TextDecoder().decode(out.stdout);
-  const at = text.search(/^\{$/m);
-  if (at < 0) throw new Error(`deno bench printed no JSON (exit ${out.code}):\n${text}`);
-  // The lines before the JSON are the suite's own throughput lines: echo them.
-  console.log(text.slice(0, at).trimEnd());
-  const json = JSON.parse(text.slice(at)) as BenchJson;
-  const meta = (await Deno.readTextFile(metaPath)).split("\n").filter((l) => l.trim()).map((l) =>
-    JSON.parse(l) as Meta
-  );
-  await Deno.remove(metaPath);
-  if (out.code !== 0) console.error(`deno bench exited with ${out.code}; reporting what ran`);
-  return { json, meta };
-}
-
-function fmtMs(ms: number): string {
-  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms < 10 ? 3 : 1)} ms`;
-}
-
-function rate(m: Meta | undefined, ms: number): { value: number; unit: string } | null {
-  if (!m) return null;
-  if (m.flops) return { value: m.flops / ms / 1e6, unit: "GFLOP/s" };
-  if (m.bytes) return { value: m.bytes / ms / 1e6, unit: "GB/s" };
-  return null;
-}
-
-function table(group: string, rows: Row[], skipped: Meta[]): string {
-  const base = rows.find((r) => r.lib === "moongrad")?.ms ?? null;
-  const lines = [
-    `**${group}**`,
-    "",
-    "| library | time/iter (avg) | throughput | moongrad speed vs this | check |",
-    "| ------- | --------------- | ---------- | ---------------------- | ----- |",
-  ];
-  for (const r of rows) {
-    if (r.ms === null) continue;
-    const t = rate(r.meta, r.ms);
-    const vs = r.lib === "moongrad" || base === null ? "—" : `${(r.ms / base).toFixed(2)}×`;
-    lines.push(
-      `| ${r.lib} | ${fmtMs(r.ms)} | ${t ? `${t.value.toFixed(2)} ${t.unit}` : "—"} | ${vs} | ${
-        r.meta?.check || "—"
-      } |`,
-    );
-  }
-  for (const s of skipped) lines.push(`| ${s.lib} | skipped: ${s.skipped} | | | |`);
-  return lines.join("\n");
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trimEnd();
+  console.log(text);
+  return out.code === 0 ? text : `cli/profile.ts exited with ${out.code}.`;
 }
 
 function esc(s: string): string {
@@ -135,12 +146,13 @@ function esc(s: string): string {
 }
 
 /** Horizontal grouped bars of throughput, one block per group, one bar per library. */
-function svgChart(title: string, groups: { group: string; rows: Row[] }[]): string {
+function svgChart(title: string, groups: Group[]): string {
   const bars: { group: string; lib: string; value: number; unit: string }[] = [];
   for (const g of groups) {
     for (const r of g.rows) {
-      const t = r.ms === null ? null : rate(r.meta, r.ms);
-      if (t) bars.push({ group: g.group, lib: r.lib, value: t.value, unit: t.unit });
+      if (r.ms !== null && r.rate != null && r.unit) {
+        bars.push({ group: g.group, lib: r.lib, value: r.rate, unit: r.unit });
+      }
     }
   }
   const max = Math.max(1e-9, ...bars.map((b) => b.value));
@@ -181,73 +193,106 @@ function svgChart(title: string, groups: { group: string; rows: Row[] }[]): stri
 }
 
 if (import.meta.main) {
-  const files = Deno.args;
+  const targets = Deno.args;
   const adapter = await adapterName();
-  const { json, meta } = await runSuite(files);
+  let load = "unknown";
+  try {
+    load = Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+  } catch { /* not on this system */ }
+  const metaPath = await Deno.makeTempFile({ prefix: "mg-bench-meta-", suffix: ".jsonl" });
+  const files = await benchFiles(targets);
+  let torch: { rows: BenchResult[]; about: string } | string =
+    "not run (bench/k2_bench.ts was not among the files)";
+  const failed: string[] = [];
+  for (const f of files) {
+    const [run] = await runBenchFiles([f], { metaPath });
+    if (run.code !== 0) failed.push(`${f} (exit ${run.code})`);
+    // PyTorch right after moongrad's training steps: the same machine state, back to back.
+    if (/k2_bench\.(ts|js)$/.test(f)) torch = await runTorch();
+  }
+  const rows = await readRows(metaPath);
+  await Deno.remove(metaPath);
   const date = new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC";
-  const byFile = new Map<string, Map<string, Row[]>>();
-  for (const b of json.benches) {
-    const file = b.origin.split("/").pop()!.replace(/\.(ts|js)$/, "");
-    const group = b.group ?? b.name;
-    const ok = b.results[0]?.ok;
-    const groups = byFile.get(file) ?? new Map<string, Row[]>();
-    byFile.set(file, groups);
-    const rows = groups.get(group) ?? [];
-    groups.set(group, rows);
-    rows.push({
-      lib: b.name,
-      ms: ok ? ok.avg / 1e6 : null,
-      meta: meta.find((m) => m.group === group && m.lib === b.name && !m.skipped),
-    });
+  const byFile = new Map<string, Map<string, Group>>();
+  for (const r of rows) {
+    const groups = byFile.get(r.file) ?? new Map<string, Group>();
+    byFile.set(r.file, groups);
+    const g = groups.get(r.group) ?? { group: r.group, rows: [] };
+    groups.set(r.group, g);
+    g.rows.push(r);
+  }
+  let torchNote: string;
+  if (typeof torch === "string") {
+    torchNote = `PyTorch: ${torch}.`;
+  } else {
+    const k2 = byFile.get("k2_bench") ?? new Map<string, Group>();
+    byFile.set("k2_bench", k2);
+    const merged = mergeRows(k2, torch.rows.map((r) => ({ ...r, file: "k2_bench" })));
+    console.log("\nTraining steps, moongrad and PyTorch back to back:\n");
+    for (const g of merged) console.log(formatTable(g.group, g.rows) + "\n");
+    const ratios = merged.flatMap((g) =>
+      g.rows.filter((r) => r.vsMoongrad != null).map((r) =>
+        `${g.group}: moongrad ${r.vsMoongrad!.toFixed(2)}× as fast as ${r.lib}`
+      )
+    );
+    torchNote =
+      `PyTorch (${torch.about.replace(/\.$/, "")}; bench/torch_bench.py, run right after ` +
+      "k2_bench from moongrad's initial weights and batch): " +
+      (ratios.length ? ratios.join("; ") : "no ratio (a moongrad training step is missing)") + ".";
+    console.log(torchNote);
   }
   await Deno.mkdir(chartDir, { recursive: true });
   const sections: string[] = [];
-  const headline: string[] = [];
+  const headline: { lib: string; ratio: number }[] = [];
   for (const [file, groups] of byFile) {
-    const list = [...groups].map(([group, rows]) => ({ group, rows }));
+    const list = [...groups.values()];
     const chart = `${file}${TAG ? `-${TAG}` : ""}.svg`;
     sections.push(`### ${file}`);
     // A chart only where some case declared its work (throughput is what the bars show).
-    if (list.some(({ rows }) => rows.some((r) => r.meta && r.ms !== null))) {
+    if (list.some(({ rows }) => rows.some((r) => r.rate != null))) {
       await Deno.writeTextFile(`${chartDir}${chart}`, svgChart(`${file} — ${adapter}`, list));
       sections.push(`![${file}](results/${chart})`);
     }
     for (const { group, rows } of list) {
-      const skipped = meta.filter((m) => m.group === group && m.skipped);
-      sections.push(table(group, rows, skipped));
-      const base = rows.find((r) => r.lib === "moongrad")?.ms;
+      sections.push(formatTable(group, rows));
       for (const r of rows) {
-        if (r.lib !== "moongrad" && base && r.ms) {
-          headline.push(`${group}: ${(r.ms / base).toFixed(2)}× vs ${r.lib}`);
-        }
+        if (r.vsMoongrad != null) headline.push({ lib: r.lib, ratio: r.vsMoongrad });
       }
     }
   }
   const ratios = (lib: string) => {
-    const xs = headline.filter((h) => h.endsWith(lib)).map((h) => parseFloat(h.split(": ")[1]));
+    const xs = headline.filter((h) => h.lib === lib).map((h) => h.ratio);
     if (!xs.length) return "not measured";
     const geo = Math.exp(xs.reduce((a, x) => a + Math.log(x), 0) / xs.length);
     return `geometric mean ${geo.toFixed(2)}× over ${xs.length} groups (range ${
       Math.min(...xs).toFixed(2)
     }–${Math.max(...xs).toFixed(2)}×)`;
   };
+  const profile = files.some((f) => /k2_bench\.(ts|js)$/.test(f)) ? await runProfile() : null;
   const body = [
     START,
     "",
     `## Generated by \`deno task ${TAG === "gpu" ? "bench:gpu" : "bench:report"}\``,
     "",
-    `Adapter: ${adapter}. Date: ${date}. ${json.runtime}, CPU ${json.cpu}. Command: ` +
-    "`deno task bench:report" + (files.length ? ` ${files.join(" ")}` : "") + "`.",
+    `Adapter: ${adapter}. Date: ${date}. Deno ${Deno.version.deno}, ${Deno.build.target}, ` +
+    `${navigator.hardwareConcurrency} logical CPUs, load average ${load} at the start ` +
+    "(other processes share these CPUs: compare rows of one run, not runs). Command: " +
+    "`deno task bench:report" + (targets.length ? ` ${targets.join(" ")}` : "") + "`.",
     "",
-    "Time is Deno.bench's average per iteration; every iteration waits for GPU completion.",
-    "\"moongrad speed vs this\" = this library's time / moongrad's time (above 1: moongrad is",
-    "faster). The check compares each peer's output with moongrad's once.",
+    "These are the tables the run printed (bench/harness.ts: one warm-up, then at least n",
+    "iterations and 300 ms unless a case says otherwise; every iteration waits for GPU",
+    'completion). "its time / moongrad\'s" above 1: moongrad is faster. The check compares each',
+    "peer's output with moongrad's once.",
     "",
     `Headline, moongrad speed vs tfjs-webgpu: ${ratios("tfjs-webgpu")}; vs jax-js: ${
       ratios("jax-js")
     }.`,
     "",
+    torchNote,
+    ...(failed.length ? ["", `Failed bench files: ${failed.join(", ")}.`] : []),
+    "",
     ...sections.flatMap((s) => [s, ""]),
+    ...(profile ? ["### profile of one training step", "", profile, ""] : []),
     END,
   ].join("\n");
   let md = "";

@@ -7,31 +7,10 @@
  */
 import { ByteTokenizer, type TextTokenizer, Tokenizer } from "../tokenizer/mod.ts";
 import { CliError } from "./errors.ts";
+import { Rng } from "../core/random.ts";
 
 /** A seeded PRNG (mulberry32) whose whole state is one u32, so it can be checkpointed. */
-export class Rng {
-  /** The generator state (save it to resume the exact sequence). */
-  state: number;
-
-  /** Creates a generator from a seed. */
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-
-  /** A float in [0, 1). */
-  next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-
-  /** An integer in [0, n). */
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-}
+export { Rng };
 
 /** Text split into byte tokens for training and validation. */
 export interface Corpus {

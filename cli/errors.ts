@@ -17,27 +17,50 @@ export const EXIT_USAGE = 2;
 /** Exit code for a failure while running. */
 export const EXIT_FAILURE = 1;
 
+function oneLine(s: string): string {
+  return s.replace(/\s*\n\s*/g, " ").trim();
+}
+
+/**
+ * Prints `e` the way runMain does and exits: a CliError as `prog: error: message` (exit 2),
+ * anything else as `prog: failed: message` (exit 1); one line either way, with the stack only
+ * when MOONGRAD_DEBUG is set.
+ */
+export function exitWithError(prog: string, e: unknown): never {
+  if (e instanceof CliError) {
+    console.error(`${prog}: error: ${oneLine(e.message)}`);
+    Deno.exit(EXIT_USAGE);
+  }
+  const err = e as Error;
+  const debug = (() => {
+    try {
+      return Deno.env.get("MOONGRAD_DEBUG");
+    } catch {
+      return undefined;
+    }
+  })();
+  const message = err instanceof Error ? err.message : String(err);
+  console.error(`${prog}: failed: ${debug && err?.stack ? err.stack : oneLine(message)}`);
+  Deno.exit(EXIT_FAILURE);
+}
+
 /**
  * Runs `main`, printing a CliError as `prog: error: message` (one line) and exiting with 2;
- * any other error is printed with its message (and stack when MOONGRAD_DEBUG is set), exit 1.
+ * any other error, also one thrown later outside `main` (an unhandled rejection), is printed
+ * as one line with its message (and stack when MOONGRAD_DEBUG is set), exit 1.
  */
 export async function runMain(prog: string, main: () => Promise<void>): Promise<void> {
+  globalThis.addEventListener("unhandledrejection", (ev) => {
+    ev.preventDefault();
+    exitWithError(prog, ev.reason);
+  });
+  globalThis.addEventListener("error", (ev) => {
+    ev.preventDefault();
+    exitWithError(prog, ev.error ?? ev.message);
+  });
   try {
     await main();
   } catch (e) {
-    if (e instanceof CliError) {
-      console.error(`${prog}: error: ${e.message.replace(/\s*\n\s*/g, " ")}`);
-      Deno.exit(EXIT_USAGE);
-    }
-    const err = e as Error;
-    const debug = (() => {
-      try {
-        return Deno.env.get("MOONGRAD_DEBUG");
-      } catch {
-        return undefined;
-      }
-    })();
-    console.error(`${prog}: failed: ${debug ? err.stack : String(err?.message ?? err)}`);
-    Deno.exit(EXIT_FAILURE);
+    exitWithError(prog, e);
   }
 }

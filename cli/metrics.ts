@@ -90,31 +90,68 @@ export interface RunInfo {
   };
 }
 
-/** Reads metrics.jsonl (missing file: empty list; a bad line: CliError naming it). */
-export async function readMetrics(path: string): Promise<MetricRecord[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
-  const out: MetricRecord[] = [];
-  text.split("\n").forEach((line, i) => {
+/** The records of a metrics.jsonl and whether its last line was torn (dropped). */
+export interface MetricsFile {
+  /** The complete records, in file order. */
+  records: MetricRecord[];
+  /** True when the file ended in a partial line (a kill mid-write), which was left out. */
+  torn: boolean;
+}
+
+/**
+ * Parses the text of metrics.jsonl. A last line without its newline that is not valid JSON is
+ * what a kill mid-append leaves: it is left out and reported as `torn`. Any other bad line is
+ * a CliError naming it.
+ */
+export function parseMetrics(text: string, path: string): MetricsFile {
+  const lines = text.split("\n");
+  const tail = lines.pop()!; // "" when the file ends with a newline
+  const records: MetricRecord[] = [];
+  lines.forEach((line, i) => {
     if (!line.trim()) return;
     try {
-      out.push(JSON.parse(line));
+      records.push(JSON.parse(line));
     } catch {
       throw new CliError(`${path}:${i + 1} is not valid JSON`);
     }
   });
-  return out;
+  let torn = false;
+  if (tail.trim()) {
+    try {
+      records.push(JSON.parse(tail));
+    } catch {
+      torn = true;
+    }
+  }
+  return { records, torn };
 }
 
-/** Keeps only records up to `step` (used when resuming from a checkpoint). */
-export async function truncateMetrics(path: string, step: number): Promise<void> {
-  const kept = (await readMetrics(path)).filter((r) => r.step <= step);
+/** Reads metrics.jsonl (missing file: no records; see parseMetrics). */
+export async function readMetricsFile(path: string): Promise<MetricsFile> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return { records: [], torn: false };
+    throw new CliError(`cannot read ${path}: ${(e as Error).message}`);
+  }
+  return parseMetrics(text, path);
+}
+
+/** Reads the records of metrics.jsonl (a torn last line is left out; a bad line: CliError). */
+export async function readMetrics(path: string): Promise<MetricRecord[]> {
+  return (await readMetricsFile(path)).records;
+}
+
+/**
+ * Rewrites metrics.jsonl with the records up to `step` (used when resuming from a checkpoint;
+ * this also drops a torn last line). Returns whether a torn line was dropped.
+ */
+export async function truncateMetrics(path: string, step: number): Promise<boolean> {
+  const { records, torn } = await readMetricsFile(path);
+  const kept = records.filter((r) => r.step <= step);
   await writeTextAtomic(path, kept.map((r) => JSON.stringify(r) + "\n").join(""));
+  return torn;
 }
 
 /** Appends records to metrics.jsonl. */

@@ -1,7 +1,9 @@
 /**
- * The trainer's flags (`deno task train --help`) and the resolved options of a run, which are
- * stored in the run directory so that `--resume` can refuse anything that would change the
- * arithmetic of the run.
+ * The trainer's flags (`deno task train --help`) and the settings of a run: one table
+ * (RUN_SETTINGS) says how each setting is read from its flag and what `--resume` does with it.
+ * Every setting is stored in run.json and in each checkpoint, and `--resume` restores them all:
+ * a flag given on resume must repeat a setting that shapes the arithmetic ("fixed"), and may
+ * change one that does not ("override": --eval-every, --checkpoint-every).
  */
 import { PRESETS } from "../nn/config.ts";
 import {
@@ -44,7 +46,6 @@ export const DEFAULTS = {
   routerGamma: 0.01,
   tokenizer: "bytes",
   gradAccum: 1,
-  gradClip: null as number | null,
   qkClipAlpha: 0.5,
   nsCoefficients: "quintic" as (typeof NS_COEFFICIENTS)[number],
   nsMethod: "standard" as (typeof NS_METHODS)[number],
@@ -210,8 +211,10 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   resume: {
     type: "string",
     arg: "DIR",
-    help: "continue the run in DIR from its last checkpoint (same settings, same losses); " +
-      "a larger --steps extends it (the lr schedule is then recomputed for the new total)",
+    help: "continue the run in DIR from its last checkpoint with all its settings and the " +
+      "same losses (--eval-every and --checkpoint-every may change; a larger --steps extends " +
+      "the run, the lr schedule then recomputed for the new total; a run stopped before its " +
+      "first checkpoint starts again from step 0)",
   },
   "stop-at": {
     type: "string",
@@ -236,7 +239,10 @@ export function trainHelp(): string {
   );
 }
 
-/** Options that shape the arithmetic of a run (must match on --resume). */
+/**
+ * Every setting of a run: what `run.json` and each checkpoint's trainer_state.json store, and
+ * what `--resume` restores (one entry per flag in RUN_SETTINGS).
+ */
 export interface RunSettings {
   /** Model preset. */
   preset: string;
@@ -268,6 +274,12 @@ export interface RunSettings {
   routerGamma: number;
   /** "bytes", or the tokenizer path (a resumed run uses the copy in its checkpoint). */
   tokenizer: string;
+  /** Evaluate every N steps. */
+  evalEvery: number;
+  /** Validation batches per evaluation. */
+  evalBatches: number;
+  /** Checkpoint every N steps. */
+  checkpointEvery: number;
   /** Micro-batches per optimizer step. */
   gradAccum: number;
   /** Global gradient-norm clip, or null (off). */
@@ -294,14 +306,8 @@ export interface RunSettings {
   qkRopeDim: number | null;
 }
 
-/** Options that do not change the losses (may differ on --resume). */
+/** Options of one invocation only (never stored). */
 export interface RunControls {
-  /** Evaluate every N steps. */
-  evalEvery: number;
-  /** Validation batches per evaluation. */
-  evalBatches: number;
-  /** Checkpoint every N steps. */
-  checkpointEvery: number;
   /** Output directory (undefined: a fresh one under runs/, or the resumed one). */
   out?: string;
   /** Directory to resume. */
@@ -312,156 +318,250 @@ export interface RunControls {
   initFrom?: string;
 }
 
-/** Flag name of each setting, for messages. */
-export const SETTING_FLAGS: Record<keyof RunSettings, string> = {
-  preset: "--preset",
-  steps: "--steps",
-  batch: "--batch",
-  seqLen: "--seq-len",
-  optimizer: "--optimizer",
-  lr: "--lr",
-  adamwLr: "--adamw-lr",
-  tau: "--tau",
-  weightDecay: "--weight-decay",
-  schedule: "--schedule",
-  warmup: "--warmup",
-  seed: "--seed",
-  data: "--data",
-  routerGamma: "--router-gamma",
-  tokenizer: "--tokenizer",
-  gradAccum: "--grad-accum",
-  gradClip: "--grad-clip",
-  qkClipAlpha: "--qk-clip-alpha",
-  nsCoefficients: "--ns-coefficients",
-  nsMethod: "--ns-method",
-  config: "--config",
-  dim: "--dim",
-  layers: "--layers",
-  heads: "--heads",
-  experts: "--experts",
-  qkNopeDim: "--qk-nope-dim",
-  qkRopeDim: "--qk-rope-dim",
+/**
+ * How a setting behaves on `--resume`: "fixed" settings shape the arithmetic (losses,
+ * weights, what a validation loss means) and a flag given on resume must repeat the stored
+ * value; "override" settings change nothing that is computed, so a flag given on resume
+ * replaces the stored value from then on (and the change is reported); "extend" (--steps) may
+ * only grow: a larger value extends the run (the schedule is recomputed for the new total).
+ */
+export type ResumePolicy = "fixed" | "override" | "extend";
+
+/** One run setting: its flag, how it is read, and what `--resume` does with it. */
+export interface SettingSpec<T> {
+  /** The flag (a TRAIN_FLAGS key, without "--"). */
+  flag: string;
+  /**
+   * Reads the setting from `flags` (its default when the flag is absent); `s` holds the
+   * settings listed before it in RUN_SETTINGS (e.g. --adamw-lr defaults to --lr).
+   */
+  parse(flags: Flags, s: Partial<RunSettings>): T;
+  /** What `--resume` does with a flag that disagrees with the stored value. */
+  resume: ResumePolicy;
+  /** How the value reads in messages (default: String). */
+  show?(v: T): string;
+}
+
+/** The spec of each run setting; the key order is the order they are read in. */
+export type SettingsTable = { [K in keyof RunSettings]: SettingSpec<RunSettings[K]> };
+
+const fixed = <T>(flag: string, parse: (f: Flags, s: Partial<RunSettings>) => T) => ({
+  flag,
+  parse,
+  resume: "fixed" as const,
+});
+
+/** A model-shape flag: a positive integer, or null (the preset's / config's value). */
+const shapeSetting = (flag: string): SettingSpec<number | null> => ({
+  ...fixed(flag, (f) => f[flag] === undefined ? null : intFlag(f, flag, 1)),
+  show: (v) => v === null ? "(preset)" : String(v),
+});
+
+/**
+ * Every setting of a run, read from its flag; run.json and trainer_state.json store them all
+ * and `--resume` restores them all. A new trainer flag that a run should keep adds a field to
+ * RunSettings and an entry here (the type requires one per field); nothing else changes.
+ * A checkpoint written before a setting existed resumes with its default.
+ */
+export const RUN_SETTINGS: SettingsTable = {
+  // Before --seq-len, whose limit is the preset's unless a config.json sets the shape.
+  config: fixed("config", (f) => stringFlag(f, "config") ?? null),
+  preset: fixed("preset", (f) => {
+    const preset = stringFlag(f, "preset") ?? DEFAULTS.preset;
+    if (!(preset in PRESETS)) {
+      throw new CliError(
+        `--preset must be one of ${Object.keys(PRESETS).join(", ")}, got "${preset}"`,
+      );
+    }
+    if (preset !== "tiny") {
+      throw new CliError(
+        `--preset ${preset} is the full-size shape (about a trillion parameters); only tiny trains here`,
+      );
+    }
+    return preset;
+  }),
+  // The cosine and WSD schedules stretch over all steps, so --steps is part of the arithmetic;
+  // a resume may extend it (the trainer says what that does to the schedule).
+  steps: { flag: "steps", parse: (f) => intFlag(f, "steps", DEFAULTS.steps), resume: "extend" },
+  batch: fixed("batch", (f) => intFlag(f, "batch", DEFAULTS.batch)),
+  seqLen: fixed("seq-len", (f, s) => {
+    const v = intFlag(f, "seq-len", DEFAULTS.seqLen, 2);
+    const maxPos = PRESETS.tiny.max_position_embeddings;
+    // With --config the trainer checks its max_position_embeddings instead.
+    if (!s.config && v > maxPos) {
+      throw new CliError(`--seq-len must be <= ${maxPos} (max_position_embeddings), got ${v}`);
+    }
+    return v;
+  }),
+  optimizer: fixed("optimizer", (f) => choiceFlag(f, "optimizer", OPTIMIZERS, DEFAULTS.optimizer)),
+  lr: fixed("lr", (f) => numberFlag(f, "lr", DEFAULTS.lr, { min: 0, exclusiveMin: true })),
+  adamwLr: fixed(
+    "adamw-lr",
+    (f, s) => numberFlag(f, "adamw-lr", s.lr ?? DEFAULTS.lr, { min: 0, exclusiveMin: true }),
+  ),
+  tau: fixed("tau", (f) => numberFlag(f, "tau", DEFAULTS.tau, { min: 0, exclusiveMin: true })),
+  weightDecay: fixed(
+    "weight-decay",
+    (f) => numberFlag(f, "weight-decay", DEFAULTS.weightDecay, { min: 0 }),
+  ),
+  schedule: fixed("schedule", (f) => choiceFlag(f, "schedule", SCHEDULES, DEFAULTS.schedule)),
+  warmup: fixed("warmup", (f) => intFlag(f, "warmup", DEFAULTS.warmup, 0)),
+  seed: fixed("seed", (f) => {
+    const v = intFlag(f, "seed", DEFAULTS.seed, 0);
+    if (v > 0xffffffff) throw new CliError(`--seed must be < 2^32, got ${v}`);
+    return v;
+  }),
+  data: {
+    ...fixed("data", (f) => stringFlag(f, "data") ?? null),
+    show: (v) => v ?? "(default corpus)",
+  },
+  routerGamma: fixed(
+    "router-gamma",
+    (f) => numberFlag(f, "router-gamma", DEFAULTS.routerGamma, { min: 0 }),
+  ),
+  tokenizer: fixed("tokenizer", (f) => stringFlag(f, "tokenizer") ?? DEFAULTS.tokenizer),
+  // The validation batches define what a validation loss means: changing them mid-run would
+  // make the curve jump.
+  evalBatches: fixed("eval-batches", (f) => intFlag(f, "eval-batches", DEFAULTS.evalBatches)),
+  evalEvery: {
+    flag: "eval-every",
+    parse: (f) => intFlag(f, "eval-every", DEFAULTS.evalEvery),
+    resume: "override",
+  },
+  checkpointEvery: {
+    flag: "checkpoint-every",
+    parse: (f) => intFlag(f, "checkpoint-every", DEFAULTS.checkpointEvery),
+    resume: "override",
+  },
+  gradAccum: fixed("grad-accum", (f) => intFlag(f, "grad-accum", DEFAULTS.gradAccum)),
+  gradClip: {
+    ...fixed(
+      "grad-clip",
+      (f) =>
+        f["grad-clip"] === undefined || f["grad-clip"] === "off"
+          ? null
+          : numberFlag(f, "grad-clip", 1, { min: 0, exclusiveMin: true }),
+    ),
+    show: (v) => v === null ? "off" : String(v),
+  },
+  qkClipAlpha: fixed(
+    "qk-clip-alpha",
+    (f) => numberFlag(f, "qk-clip-alpha", DEFAULTS.qkClipAlpha, { min: 0, max: 1 }),
+  ),
+  nsCoefficients: fixed(
+    "ns-coefficients",
+    (f) => choiceFlag(f, "ns-coefficients", NS_COEFFICIENTS, DEFAULTS.nsCoefficients),
+  ),
+  nsMethod: fixed("ns-method", (f) => choiceFlag(f, "ns-method", NS_METHODS, DEFAULTS.nsMethod)),
+  dim: shapeSetting("dim"),
+  layers: shapeSetting("layers"),
+  heads: shapeSetting("heads"),
+  experts: shapeSetting("experts"),
+  qkNopeDim: shapeSetting("qk-nope-dim"),
+  qkRopeDim: shapeSetting("qk-rope-dim"),
 };
 
-/** Settings a run recorded before they existed take these values on resume. */
-const LATER_SETTINGS: Partial<RunSettings> = {
-  tokenizer: DEFAULTS.tokenizer,
-  gradAccum: 1,
-  gradClip: null,
-  qkClipAlpha: DEFAULTS.qkClipAlpha,
-  nsCoefficients: DEFAULTS.nsCoefficients,
-  nsMethod: DEFAULTS.nsMethod,
-  config: null,
-  dim: null,
-  layers: null,
-  heads: null,
-  experts: null,
-  qkNopeDim: null,
-  qkRopeDim: null,
-};
+/** Flag name of each setting, for messages ("--seq-len"). */
+export function settingFlag(key: keyof RunSettings): string {
+  return `--${RUN_SETTINGS[key].flag}`;
+}
 
-/** Resolves the flags into settings (defaults filled) and controls. */
-export function resolveTrainFlags(flags: Flags): {
-  settings: RunSettings;
-  controls: RunControls;
-  given: Set<keyof RunSettings>;
-} {
-  const preset = stringFlag(flags, "preset") ?? DEFAULTS.preset;
-  if (!(preset in PRESETS)) {
-    throw new CliError(
-      `--preset must be one of ${Object.keys(PRESETS).join(", ")}, got "${preset}"`,
-    );
+function show<K extends keyof RunSettings>(key: K, v: RunSettings[K]): string {
+  const spec = RUN_SETTINGS[key] as SettingSpec<RunSettings[K]>;
+  return spec.show ? spec.show(v) : String(v);
+}
+
+/** Resolves the flags of a new run into its settings (defaults filled) and controls. */
+export function resolveTrainFlags(flags: Flags): { settings: RunSettings; controls: RunControls } {
+  const s: Partial<RunSettings> = {};
+  for (const key of Object.keys(RUN_SETTINGS) as (keyof RunSettings)[]) {
+    (s as Record<string, unknown>)[key] = RUN_SETTINGS[key].parse(flags, s);
   }
-  if (preset !== "tiny") {
-    throw new CliError(
-      `--preset ${preset} is the full-size shape (about a trillion parameters); only tiny trains here`,
-    );
-  }
-  const lr = numberFlag(flags, "lr", DEFAULTS.lr, { min: 0, exclusiveMin: true });
-  const optInt = (name: string) => flags[name] === undefined ? null : intFlag(flags, name, 1);
-  const settings: RunSettings = {
-    preset,
-    steps: intFlag(flags, "steps", DEFAULTS.steps),
-    batch: intFlag(flags, "batch", DEFAULTS.batch),
-    seqLen: intFlag(flags, "seq-len", DEFAULTS.seqLen, 2),
-    optimizer: choiceFlag(flags, "optimizer", OPTIMIZERS, DEFAULTS.optimizer),
-    lr,
-    adamwLr: numberFlag(flags, "adamw-lr", lr, { min: 0, exclusiveMin: true }),
-    tau: numberFlag(flags, "tau", DEFAULTS.tau, { min: 0, exclusiveMin: true }),
-    weightDecay: numberFlag(flags, "weight-decay", DEFAULTS.weightDecay, { min: 0 }),
-    schedule: choiceFlag(flags, "schedule", SCHEDULES, DEFAULTS.schedule),
-    warmup: intFlag(flags, "warmup", DEFAULTS.warmup, 0),
-    seed: intFlag(flags, "seed", DEFAULTS.seed, 0),
-    data: stringFlag(flags, "data") ?? null,
-    routerGamma: numberFlag(flags, "router-gamma", DEFAULTS.routerGamma, { min: 0 }),
-    tokenizer: stringFlag(flags, "tokenizer") ?? DEFAULTS.tokenizer,
-    gradAccum: intFlag(flags, "grad-accum", DEFAULTS.gradAccum),
-    gradClip: flags["grad-clip"] === undefined || flags["grad-clip"] === "off"
-      ? null
-      : numberFlag(flags, "grad-clip", 1, { min: 0, exclusiveMin: true }),
-    qkClipAlpha: numberFlag(flags, "qk-clip-alpha", DEFAULTS.qkClipAlpha, { min: 0, max: 1 }),
-    nsCoefficients: choiceFlag(flags, "ns-coefficients", NS_COEFFICIENTS, DEFAULTS.nsCoefficients),
-    nsMethod: choiceFlag(flags, "ns-method", NS_METHODS, DEFAULTS.nsMethod),
-    config: stringFlag(flags, "config") ?? null,
-    dim: optInt("dim"),
-    layers: optInt("layers"),
-    heads: optInt("heads"),
-    experts: optInt("experts"),
-    qkNopeDim: optInt("qk-nope-dim"),
-    qkRopeDim: optInt("qk-rope-dim"),
-  };
-  if (settings.seed > 0xffffffff) throw new CliError(`--seed must be < 2^32, got ${settings.seed}`);
-  const maxPos = PRESETS.tiny.max_position_embeddings;
-  if (settings.config === null && settings.seqLen > maxPos) {
-    throw new CliError(
-      `--seq-len must be <= ${maxPos} (max_position_embeddings), got ${settings.seqLen}`,
-    );
-  }
-  const controls: RunControls = {
-    evalEvery: intFlag(flags, "eval-every", DEFAULTS.evalEvery),
-    evalBatches: intFlag(flags, "eval-batches", DEFAULTS.evalBatches),
-    checkpointEvery: intFlag(flags, "checkpoint-every", DEFAULTS.checkpointEvery),
+  return { settings: s as RunSettings, controls: resolveControls(flags) };
+}
+
+/** The per-invocation options (--out, --resume, --stop-at). */
+export function resolveControls(flags: Flags): RunControls {
+  const c: RunControls = {
     out: stringFlag(flags, "out"),
     resume: stringFlag(flags, "resume"),
     stopAt: flags["stop-at"] === undefined ? undefined : intFlag(flags, "stop-at", 0),
     initFrom: stringFlag(flags, "init-from"),
   };
-  if (controls.initFrom && controls.resume) {
+  if (c.initFrom && c.resume) {
     throw new CliError(
       "--init-from starts a new run from a model's weights; --resume continues a run: give one",
     );
   }
-  const given = new Set<keyof RunSettings>();
-  for (const [key, flag] of Object.entries(SETTING_FLAGS)) {
-    if (flags[flag.slice(2)] !== undefined) given.add(key as keyof RunSettings);
-  }
-  return { settings, controls, given };
+  return c;
+}
+
+/** What `--resume` made of the stored settings and the flags given now. */
+export interface ResumedSettings {
+  /** The settings the run continues with. */
+  settings: RunSettings;
+  /** "--flag old → new" for each override setting a flag changed. */
+  changed: string[];
+  /**
+   * Settings the checkpoint did not store (written before they existed) and no flag gave now,
+   * at their default.
+   */
+  defaulted: string[];
+  /** Set when a larger --steps extends the run: the stored total. */
+  extendedFrom?: number;
 }
 
 /**
- * The settings of a resumed run: the stored ones, after checking that every flag given now
- * agrees with them (one CliError naming the first disagreement), except `--steps`, which may
- * be larger than the stored total: the run is extended (`extendedFrom` is then the old total;
- * the trainer recomputes the learning-rate schedule for the new total and says so).
+ * The settings of a resumed run: every stored setting restored (a setting the checkpoint
+ * predates takes its flag, else its default); a flag given now must repeat a "fixed" setting
+ * (else one CliError naming the flag) and replaces an "override" one; a larger --steps
+ * extends the run (`extendedFrom`).
  */
-export function mergeResumeSettings(
-  stored: RunSettings,
-  now: RunSettings,
-  given: Set<keyof RunSettings>,
+export function resumeSettings(
+  stored: Partial<RunSettings>,
+  flags: Flags,
   dir: string,
-): RunSettings {
-  stored = { ...LATER_SETTINGS, ...stored } as RunSettings; // older runs
-  for (const key of given) {
-    if (key === "steps" && now.steps > stored.steps) continue; // extending the run
-    if (stored[key] !== now[key]) {
-      throw new CliError(
-        `${dir} was trained with ${SETTING_FLAGS[key]} ${stored[key] ?? "(default corpus)"}, ` +
-          `not ${now[key]}; a resumed run keeps the settings that shape training` +
-          (key === "steps" ? " (--steps may only grow, to extend the run)" : ""),
-      );
+): ResumedSettings {
+  const s: Partial<RunSettings> = {};
+  const changed: string[] = [];
+  const defaulted: string[] = [];
+  let extendedFrom: number | undefined;
+  const set = (k: keyof RunSettings, v: unknown) => (s as Record<string, unknown>)[k] = v;
+  for (const key of Object.keys(RUN_SETTINGS) as (keyof RunSettings)[]) {
+    const spec = RUN_SETTINGS[key];
+    const was = stored?.[key];
+    const given = flags[spec.flag] !== undefined;
+    if (was === undefined) {
+      // Not recorded (a checkpoint from before the setting existed): the flag, else the default.
+      const v = spec.parse(given ? flags : {}, s);
+      if (!given) defaulted.push(`${settingFlag(key)} ${show(key, v)}`);
+      set(key, v);
+      continue;
     }
+    if (!given) {
+      set(key, was);
+      continue;
+    }
+    const now = spec.parse(flags, s);
+    if (now !== was) {
+      if (spec.resume === "extend" && typeof now === "number" && now > (was as number)) {
+        extendedFrom = was as number;
+        changed.push(`${settingFlag(key)} ${show(key, was)} → ${show(key, now)} (extended)`);
+        set(key, now);
+        continue;
+      }
+      if (spec.resume !== "override") {
+        throw new CliError(
+          `${dir} was trained with ${settingFlag(key)} ${show(key, was)}, not ${show(key, now)}; ` +
+            "a resumed run keeps the settings that shape training" +
+            (spec.resume === "extend"
+              ? ` (${settingFlag(key)} may only grow, to extend the run)`
+              : ""),
+        );
+      }
+      changed.push(`${settingFlag(key)} ${show(key, was)} → ${show(key, now)}`);
+    }
+    set(key, now);
   }
-  return given.has("steps") && now.steps > stored.steps
-    ? { ...stored, steps: now.steps }
-    : { ...stored };
+  return { settings: s as RunSettings, changed, defaulted, extendedFrom };
 }

@@ -3,6 +3,7 @@
  * (tokenizer.json beside the model; bytes when there is none), encodes the prompt and
  * generates with the latent KV cache, streaming each token's text to stdout as it is chosen
  * (bytes of a character split across tokens are held until the character is complete).
+ * A trainer checkpoint is verified first (SHA-256 and step of its files, as `--resume` does).
  */
 import * as mg from "../mod.ts";
 import { configFromHf } from "../nn/hf_config.ts";
@@ -10,7 +11,7 @@ import type { KimiConfig } from "../nn/config.ts";
 import { KimiLM } from "../nn/model.ts";
 import { loadInto } from "../io/mod.ts";
 import { type FlagSpec, helpText, intFlag, numberFlag, parseFlags, stringFlag } from "./args.ts";
-import { CHECKPOINT } from "./checkpoint.ts";
+import { CHECKPOINT, readTrainerState, STATE_FILE, verifyCheckpoint } from "./checkpoint.ts";
 import { loadTokenizer } from "./data.ts";
 import { CliError, runMain } from "./errors.ts";
 
@@ -80,6 +81,10 @@ async function main(): Promise<void> {
   const topK = intFlag(flags, "top-k", 40, 1);
   const seed = intFlag(flags, "seed", 0, 0);
   const dir = await modelDir(run);
+  if (await exists(`${dir}/${STATE_FILE}`)) {
+    // A trainer checkpoint: its files must be the ones it saved (hashes and step).
+    await verifyCheckpoint(dir, await readTrainerState(dir), { skip: ["optimizer.safetensors"] });
+  }
   let config: KimiConfig;
   try {
     config = configFromHf(JSON.parse(await Deno.readTextFile(`${dir}/config.json`)));

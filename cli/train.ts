@@ -1,9 +1,14 @@
 /**
- * `deno task train`: trains the tiny Kimi K2-style model (MLA + DeepSeekMoE) with MuonClip on
+ * `deno task train`: trains a small Kimi K2-style model (MLA + DeepSeekMoE; the tiny preset, a
+ * `--config` config.json or shape flags, or `--init-from` a checkpoint's weights) with MuonClip on
  * text tokenised by `--tokenizer` (bytes by default, or a BPE tokenizer, whose size sets the
  * model's vocab_size), showing progress and writing metrics.jsonl, checkpoints (with the
  * tokenizer) and report.html to the run directory. `--resume DIR` continues a run with exactly
- * the losses it would have had. `--help` lists every flag.
+ * the losses it would have had (a larger `--steps` extends it). `--grad-accum K` sums K
+ * micro-batch gradients (losses ×1/K) into one update with one StepStats; `--grad-clip`
+ * clips the global gradient norm. Each step also measures the pre-clip gradient norm (one
+ * readback) and the update norm (a copy of the parameters held over the optimizer step).
+ * `--help` lists every flag.
  */
 import * as mg from "../mod.ts";
 import { StepStats } from "../nn/step_stats.ts";
@@ -19,10 +24,15 @@ import {
   disposeHalves,
   findCheckpoint,
   halvesMeta,
+  isDirectory,
   loadCheckpointTensors,
   readTrainerState,
+  removeStale,
+  RUN_FILES,
   saveCheckpoint,
+  STALE,
   type TrainerState,
+  verifyCheckpoint,
   writeTextAtomic,
 } from "./checkpoint.ts";
 import type { TextTokenizer } from "../tokenizer/mod.ts";
@@ -44,6 +54,7 @@ import {
   appendMetrics,
   type MetricRecord,
   readMetrics,
+  readMetricsFile,
   readRunInfo,
   type RunInfo,
   truncateMetrics,
@@ -51,13 +62,16 @@ import {
 import { makeOptimizer, makeSchedule } from "./optimizer.ts";
 import { configFromRun, hasShape, resolveModelConfig } from "./model_config.ts";
 import {
-  mergeResumeSettings,
+  resolveControls,
   resolveTrainFlags,
+  type ResumedSettings,
+  resumeSettings,
   type RunControls,
   type RunSettings,
   TRAIN_FLAGS,
   trainHelp,
 } from "./options.ts";
+import type { Flags } from "./args.ts";
 import { fmtEta, Progress } from "./progress.ts";
 import { gitCommit, summarize, writeReport } from "./report.ts";
 
@@ -79,6 +93,22 @@ function parentDir(path: string): string {
   const p = path.replace(/\/+$/, "");
   const i = p.lastIndexOf("/");
   return i < 0 ? "." : i === 0 ? "/" : p.slice(0, i);
+}
+
+/** Creates the run directory (an OS error becomes a CliError naming --out). */
+async function makeRunDir(dir: string): Promise<void> {
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+  } catch (e) {
+    throw new CliError(`--out ${dir} cannot be created: ${(e as Error).message}`);
+  }
+}
+
+/** The line reporting leftovers of an interrupted run that were removed (none: no line). */
+function staleNote(removed: string[]): string[] {
+  return removed.length
+    ? [`removed ${removed.length} leftover(s) of an interrupted run: ${removed.join(", ")}`]
+    : [];
 }
 
 function timestamp(): string {
@@ -120,6 +150,42 @@ async function weightsDir(dir: string): Promise<string> {
   );
 }
 
+/**
+ * The model config of a new run: the source's config.json with `--init-from` (no shape flags
+ * allowed), else the preset or `--config` with the shape flags; and the weights directory.
+ */
+async function newRunModel(
+  settings: RunSettings,
+  initFrom: string | undefined,
+  tokenizer: TextTokenizer,
+): Promise<{ config: KimiConfig; initFrom?: string }> {
+  if (initFrom) {
+    if (hasShape(settings)) {
+      throw new CliError(
+        "--init-from takes the model shape from its config.json; drop --config and the shape flags",
+      );
+    }
+    const src = await weightsDir(initFrom);
+    let config: KimiConfig;
+    try {
+      config = await loadConfig(`${src}/config.json`);
+    } catch (e) {
+      throw new CliError(`--init-from ${initFrom}: ${(e as Error).message}`);
+    }
+    if (config.vocab_size !== tokenizer.vocabSize) {
+      throw new CliError(
+        `--init-from ${initFrom}: the model's vocab_size is ${config.vocab_size} but the ` +
+          `tokenizer (${tokenizer.description}) has ${tokenizer.vocabSize}; pass --tokenizer ${src}`,
+      );
+    }
+    checkTrainable(config, settings.seqLen, `--init-from ${initFrom}`);
+    return { config, initFrom: src };
+  }
+  const config = await resolveModelConfig(settings.preset, settings, tokenizer.vocabSize);
+  checkTrainable(config, settings.seqLen, settings.config ?? `preset ${settings.preset}`);
+  return { config };
+}
+
 /** Where a run writes and where it starts from. */
 interface RunPlan {
   settings: RunSettings;
@@ -133,8 +199,51 @@ interface RunPlan {
   initFrom?: string;
   /** Set when a resumed run's --steps extends it: its previous total. */
   extendedFrom?: number;
+  /** Lines printed before training starts (what the resume restored, changed or verified). */
+  notes: string[];
   /** Set when resuming. */
   resume?: { ckptDir: string; state: TrainerState; fromRunDir: string };
+  /** Set when runDir holds a run that stopped before its first checkpoint: it starts over. */
+  restart?: boolean;
+}
+
+/**
+ * For a directory holding run.json but no checkpoint (a run stopped before its first one):
+ * the note saying it starts again, after checking it holds nothing but that run's files.
+ */
+async function restartNote(dir: string): Promise<string> {
+  for await (const e of Deno.readDir(dir)) {
+    if (!RUN_FILES.test(e.name) && !STALE.test(e.name)) {
+      throw new CliError(
+        `${dir} holds a run without a checkpoint, but also ${e.name}, which is not a run file; ` +
+          "nothing was overwritten",
+      );
+    }
+  }
+  return `${dir} stopped before its first checkpoint: starting it again from step 0 ` +
+    "(its run.json and metrics.jsonl are replaced)";
+}
+
+/** Checks that `--out dir` can be created (no file on its path). */
+async function checkCreatable(dir: string): Promise<void> {
+  let p = parentDir(dir);
+  while (!(await exists(p))) p = parentDir(p);
+  if (!(await Deno.stat(p)).isDirectory) {
+    throw new CliError(`--out ${dir} cannot be created: ${p} is a file, not a directory`);
+  }
+}
+
+/** What resumeSettings changed or filled in, as lines for the user. */
+function settingNotes(r: ResumedSettings, from: string): string[] {
+  const notes: string[] = [];
+  if (r.changed.length) notes.push(`settings changed on resume: ${r.changed.join(", ")}`);
+  if (r.defaulted.length) {
+    notes.push(
+      `${from} predates ${r.defaulted.length > 1 ? "these settings" : "this setting"}; ` +
+        `using the default: ${r.defaulted.join(", ")}`,
+    );
+  }
+  return notes;
 }
 
 /** Validates flags and directories before anything is created or overwritten. */
@@ -144,97 +253,127 @@ async function plan(argv: string[]): Promise<RunPlan | null> {
     console.log(trainHelp());
     return null;
   }
-  const { settings, controls, given } = resolveTrainFlags(flags);
-  if (controls.resume) {
-    const dir = controls.resume.replace(/\/+$/, "");
-    const ckptDir = await findCheckpoint(dir);
-    const state = await readTrainerState(ckptDir);
-    const merged = mergeResumeSettings(state.settings, settings, given, dir);
-    const fromRunDir = ckptDir === dir ? parentDir(dir) : dir;
-    if (!(await exists(`${fromRunDir}/run.json`))) {
-      throw new CliError(`${fromRunDir} is not a training run directory (no run.json)`);
-    }
-    const info = await readRunInfo(fromRunDir);
-    const tokenizer = await loadTokenizer(merged.tokenizer === "bytes" ? "bytes" : ckptDir);
-    // The model is the one run.json records (its shape may have come from --config, shape
-    // flags or --init-from, none of which need to be repeated).
-    let config: KimiConfig;
-    try {
-      config = configFromRun(info.config);
-    } catch (e) {
-      throw new CliError(`${fromRunDir}/run.json: its model config: ${(e as Error).message}`);
-    }
-    if (config.vocab_size !== tokenizer.vocabSize) {
-      throw new CliError(
-        `${fromRunDir} holds a model with vocab_size ${config.vocab_size} but its tokenizer has ${tokenizer.vocabSize}; it cannot be resumed`,
-      );
-    }
-    let runDir = fromRunDir;
-    if (controls.out && controls.out.replace(/\/+$/, "") !== fromRunDir) {
-      runDir = controls.out.replace(/\/+$/, "");
-      if ((await exists(runDir)) && !(await isEmptyDir(runDir))) {
+  const controls = resolveControls(flags);
+  if (controls.resume) return await planResume(flags, controls);
+  const { settings } = resolveTrainFlags(flags);
+  const runDir = (controls.out ?? `runs/${timestamp()}`).replace(/\/+$/, "");
+  const notes: string[] = [];
+  let restart = false;
+  if (await isDirectory(runDir, "--out")) {
+    if (await exists(`${runDir}/run.json`)) {
+      if ((await findCheckpoint(runDir)) !== null) {
         throw new CliError(
-          `--out ${runDir} already exists and is not empty; nothing was overwritten`,
+          `${runDir} already holds a run; continue it with --resume ${runDir} or choose another --out`,
         );
       }
-    }
-    if (state.step >= merged.steps) {
-      throw new CliError(`${dir} already finished all ${merged.steps} steps`);
-    }
-    if (controls.stopAt !== undefined && controls.stopAt <= state.step) {
-      throw new CliError(
-        `--stop-at ${controls.stopAt} is not after the checkpoint's step ${state.step}`,
-      );
-    }
-    return {
-      settings: merged,
-      controls,
-      runDir,
-      tokenizer,
-      config,
-      resume: { ckptDir, state, fromRunDir },
-      extendedFrom: merged.steps > state.settings.steps ? state.settings.steps : undefined,
-    };
-  }
-  const runDir = (controls.out ?? `runs/${timestamp()}`).replace(/\/+$/, "");
-  if (await exists(runDir)) {
-    if (await exists(`${runDir}/run.json`)) {
-      throw new CliError(
-        `${runDir} already holds a run; continue it with --resume ${runDir} or choose another --out`,
-      );
-    }
-    if (!(await isEmptyDir(runDir))) {
+      notes.push(await restartNote(runDir));
+      restart = true;
+    } else if (!(await isEmptyDir(runDir))) {
       throw new CliError(
         `--out ${runDir} already exists and is not empty; nothing was overwritten`,
       );
     }
-  }
+  } else await checkCreatable(runDir);
   const tokenizer = await loadTokenizer(settings.tokenizer);
-  if (controls.initFrom) {
-    if (hasShape(settings)) {
-      throw new CliError(
-        "--init-from takes the model shape from its config.json; drop --config and the shape flags",
-      );
+  const model = await newRunModel(settings, controls.initFrom, tokenizer);
+  return { settings, controls, runDir, tokenizer, ...model, notes, restart };
+}
+
+/**
+ * The plan of `--resume DIR`: the checkpoint verified (hashes, steps, checksum), every setting
+ * restored, the flags given now checked against them; nothing is written.
+ */
+async function planResume(flags: Flags, controls: RunControls): Promise<RunPlan> {
+  const dir = controls.resume!.replace(/\/+$/, "");
+  const ckptDir = await findCheckpoint(dir);
+  const out = controls.out?.replace(/\/+$/, "");
+  if (ckptDir === null) {
+    if (!(await exists(`${dir}/run.json`))) {
+      throw new CliError(`--resume ${dir}: no checkpoint there (expected ${dir}/${CHECKPOINT}/)`);
     }
-    const src = await weightsDir(controls.initFrom);
-    let config: KimiConfig;
-    try {
-      config = await loadConfig(`${src}/config.json`);
-    } catch (e) {
-      throw new CliError(`--init-from ${controls.initFrom}: ${(e as Error).message}`);
-    }
-    if (config.vocab_size !== tokenizer.vocabSize) {
-      throw new CliError(
-        `--init-from ${controls.initFrom}: the model's vocab_size is ${config.vocab_size} but the ` +
-          `tokenizer (${tokenizer.description}) has ${tokenizer.vocabSize}; pass --tokenizer ${src}`,
-      );
-    }
-    checkTrainable(config, settings.seqLen, `--init-from ${controls.initFrom}`);
-    return { settings, controls, runDir, tokenizer, config, initFrom: src };
+    // Stopped before its first checkpoint: start it again with the settings it was given.
+    const before = await readRunInfo(dir);
+    const resumed = resumeSettings(before.settings, flags, dir);
+    const notes = settingNotes(resumed, `${dir}/run.json`);
+    const runDir = out ?? dir;
+    if (runDir === dir) notes.unshift(await restartNote(dir));
+    else if (await isDirectory(runDir, "--out")) {
+      if (!(await isEmptyDir(runDir))) {
+        throw new CliError(
+          `--out ${runDir} already exists and is not empty; nothing was overwritten`,
+        );
+      }
+    } else await checkCreatable(runDir);
+    const tokenizer = await loadTokenizer(resumed.settings.tokenizer);
+    const model = await newRunModel(resumed.settings, before.initFrom, tokenizer);
+    return {
+      settings: resumed.settings,
+      controls,
+      runDir,
+      tokenizer,
+      ...model,
+      notes,
+      restart: runDir === dir,
+    };
   }
-  const config = await resolveModelConfig(settings.preset, settings, tokenizer.vocabSize);
-  checkTrainable(config, settings.seqLen, settings.config ?? `preset ${settings.preset}`);
-  return { settings, controls, runDir, tokenizer, config };
+  const state = await readTrainerState(ckptDir);
+  const notes: string[] = [];
+  const note = await verifyCheckpoint(ckptDir, state);
+  if (note) notes.push(note);
+  const resumed = resumeSettings(state.settings, flags, dir);
+  notes.push(...settingNotes(resumed, `${ckptDir}/trainer_state.json`));
+  const merged = resumed.settings;
+  const fromRunDir = ckptDir === dir ? parentDir(dir) : dir;
+  if (!(await exists(`${fromRunDir}/run.json`))) {
+    throw new CliError(`${fromRunDir} is not a training run directory (no run.json)`);
+  }
+  const info = await readRunInfo(fromRunDir);
+  const tokenizer = await loadTokenizer(merged.tokenizer === "bytes" ? "bytes" : ckptDir);
+  // The model is the one run.json records (its shape may have come from --config, shape flags
+  // or --init-from, none of which need to be repeated).
+  let config: KimiConfig;
+  try {
+    config = configFromRun(info.config);
+  } catch (e) {
+    throw new CliError(`${fromRunDir}/run.json: its model config: ${(e as Error).message}`);
+  }
+  if (config.vocab_size !== tokenizer.vocabSize) {
+    throw new CliError(
+      `${fromRunDir} holds a model with vocab_size ${config.vocab_size} but its tokenizer has ${tokenizer.vocabSize}; it cannot be resumed`,
+    );
+  }
+  let runDir = fromRunDir;
+  if (out && out !== fromRunDir) {
+    runDir = out;
+    if (await isDirectory(runDir, "--out")) {
+      if (!(await isEmptyDir(runDir))) {
+        throw new CliError(
+          `--out ${runDir} already exists and is not empty; nothing was overwritten`,
+        );
+      }
+    } else await checkCreatable(runDir);
+  }
+  if (state.step >= merged.steps) {
+    throw new CliError(`${dir} already finished all ${merged.steps} steps`);
+  }
+  if (controls.stopAt !== undefined && controls.stopAt <= state.step) {
+    throw new CliError(
+      `--stop-at ${controls.stopAt} is not after the checkpoint's step ${state.step}`,
+    );
+  }
+  // A bad line inside metrics.jsonl is an error now, before anything is written (a torn last
+  // line is dropped when the run continues).
+  await readMetricsFile(`${fromRunDir}/metrics.jsonl`);
+  return {
+    settings: merged,
+    controls,
+    runDir,
+    tokenizer,
+    config,
+    notes,
+    resume: { ckptDir, state, fromRunDir },
+    extendedFrom: resumed.extendedFrom,
+  };
 }
 
 /** The training text, split, with the SHA-256 of all of it (and the default corpus's name). */
@@ -257,6 +396,7 @@ function toTensors(b: Batch, rows: number, seqLen: number): [mg.Tensor, mg.Tenso
 
 async function train(p: RunPlan): Promise<void> {
   const { settings: s, controls: c, runDir, tokenizer: tok } = p;
+  const notes = [...p.notes];
   const corpus = await loadCorpus(s);
   const was = p.resume?.state;
   if (
@@ -285,7 +425,7 @@ async function train(p: RunPlan): Promise<void> {
   }
   const opt = makeOptimizer(model, s);
   const sampler = new BatchSampler(tokens.train, s.batch, s.seqLen, s.seed);
-  const valBatches = validationBatches(tokens.val, s.batch, s.seqLen, c.evalBatches);
+  const valBatches = validationBatches(tokens.val, s.batch, s.seqLen, s.evalBatches);
   // Bits per byte: total nats over the validation targets / ln 2 / their bytes.
   let valTargets = 0, valTargetBytes = 0;
   for (const b of valBatches) {
@@ -301,19 +441,32 @@ async function train(p: RunPlan): Promise<void> {
     const halves = await loadCheckpointTensors(p.resume.ckptDir, model, p.resume.state);
     try {
       opt.loadStateDict(halves);
+    } catch (e) {
+      throw new CliError(
+        `${p.resume.ckptDir}/optimizer.safetensors does not match the optimizer: ${
+          (e as Error).message
+        }`,
+      );
     } finally {
       disposeHalves(halves);
     }
     sampler.state = p.resume.state.sampler;
     step = p.resume.state.step;
     elapsed = p.resume.state.elapsedSeconds;
+    let torn: boolean;
     if (runDir !== p.resume.fromRunDir) {
-      await Deno.mkdir(runDir, { recursive: true });
+      await makeRunDir(runDir);
       await Deno.copyFile(`${p.resume.fromRunDir}/run.json`, `${runDir}/run.json`);
-      const old = await readMetrics(`${p.resume.fromRunDir}/metrics.jsonl`);
-      await writeTextAtomic(metricsPath, old.map((r) => JSON.stringify(r) + "\n").join(""));
+      const old = await readMetricsFile(`${p.resume.fromRunDir}/metrics.jsonl`);
+      await writeTextAtomic(metricsPath, old.records.map((r) => JSON.stringify(r) + "\n").join(""));
+      torn = old.torn;
+    } else {
+      notes.push(...staleNote(await removeStale(runDir)));
+      torn = false;
     }
-    await truncateMetrics(metricsPath, step);
+    if (await truncateMetrics(metricsPath, step) || torn) {
+      notes.push("metrics.jsonl: dropped a partial last line (a kill while it was written)");
+    }
     if (p.extendedFrom !== undefined) {
       // The run.json of an extended run records the new total.
       const info = await readRunInfo(runDir);
@@ -321,7 +474,12 @@ async function train(p: RunPlan): Promise<void> {
       await writeTextAtomic(`${runDir}/run.json`, JSON.stringify(info, null, 1) + "\n");
     }
   } else {
-    await Deno.mkdir(runDir, { recursive: true });
+    await makeRunDir(runDir);
+    if (p.restart) {
+      notes.push(...staleNote(await removeStale(runDir)));
+      await Deno.remove(`${runDir}/report.html`).catch(() => {});
+      await Deno.remove(`${runDir}/sample.txt`).catch(() => {});
+    }
     const info: RunInfo = {
       version: 1,
       created: new Date().toISOString(),
@@ -367,18 +525,19 @@ async function train(p: RunPlan): Promise<void> {
       }` + (p.initFrom ? `; weights from ${p.initFrom}` : "") +
       (s.gradClip !== null ? `; gradients clipped to global norm ${s.gradClip}` : ""),
   );
+  for (const note of notes) progress.line(note);
   if (p.extendedFrom !== undefined) {
     const old = makeSchedule(s.lr, { ...s, steps: p.extendedFrom });
     const now = makeSchedule(s.lr, s);
     progress.line(
-      `extending the run from ${p.extendedFrom} to ${s.steps} steps: the ${s.schedule} learning-rate ` +
-        `schedule is recomputed for ${s.steps} steps` +
+      `extending the run from ${p.extendedFrom} to ${s.steps} steps: the ${s.schedule} ` +
+        `learning-rate schedule is recomputed for ${s.steps} steps` +
         (s.schedule === "constant"
           ? " (constant after warm-up: unchanged)"
-          : `, so the lr of step ${step + 1} is ${
-            now(step).toPrecision(3)
-          } (the ${p.extendedFrom}-step schedule's ` +
-            `was ${old(Math.min(step, p.extendedFrom - 1)).toPrecision(3)})`),
+          : `, so the lr of step ${step + 1} is ${now(step).toPrecision(3)} (the ` +
+            `${p.extendedFrom}-step schedule's was ${
+              old(Math.min(step, p.extendedFrom - 1)).toPrecision(3)
+            })`),
     );
   }
   const n = (x: number) => x.toLocaleString("en-US");
@@ -429,7 +588,6 @@ async function train(p: RunPlan): Promise<void> {
     const halves = opt.stateDict();
     try {
       await saveCheckpoint(runDir, model, halves, {
-        version: 1,
         step,
         sampler: sampler.state,
         optimizer: halvesMeta(halves),
@@ -479,6 +637,7 @@ async function train(p: RunPlan): Promise<void> {
           if (K === 1) loss.backward();
           else mg.scope(() => mg.mul(loss, 1 / K).backward());
         }
+        // The global gradient norm before clipping (measured either way, for the metrics).
         gradNorm = await clipGradNorm(model, s.gradClip ?? Infinity);
         const update = new UpdateNorm(model);
         try {
@@ -533,7 +692,7 @@ async function train(p: RunPlan): Promise<void> {
         tokens_per_s: tokensPerStep / dt,
       };
       tpsEma = tpsEma === 0 ? tokensPerStep / dt : 0.8 * tpsEma + 0.2 * (tokensPerStep / dt);
-      const evalNow = step % c.evalEvery === 0 || step === s.steps;
+      const evalNow = step % s.evalEvery === 0 || step === s.steps;
       if (evalNow) {
         lastVal = await evaluate();
         rec.val_loss = lastVal;
@@ -558,7 +717,7 @@ async function train(p: RunPlan): Promise<void> {
             `${bitsPerByte(lastVal!).toFixed(3)} bits/byte`,
         );
       }
-      if (step % c.checkpointEvery === 0 && step < stopAt) {
+      if (step % s.checkpointEvery === 0 && step < stopAt) {
         await checkpoint(rec.time_s);
         savedAt = step;
       }
@@ -615,11 +774,7 @@ async function writeSample(
   const prompt = mg.tensor(Int32Array.from(ids), { shape: [1, ids.length], dtype: "i32" });
   model.eval();
   try {
-    const [out] = await model.generate(prompt, {
-      maxNewTokens: 48,
-      temperature: 0.8,
-      seed,
-    });
+    const [out] = await model.generate(prompt, { maxNewTokens: 48, temperature: 0.8, seed });
     const bytes: number[] = [];
     for (const id of [...ids, ...out]) {
       try {
@@ -628,8 +783,7 @@ async function writeSample(
         bytes.push(0xef, 0xbf, 0xbd); // an id the tokenizer leaves unused: U+FFFD
       }
     }
-    const text = new TextDecoder().decode(new Uint8Array(bytes));
-    await writeTextAtomic(path, text + "\n");
+    await writeTextAtomic(path, new TextDecoder().decode(new Uint8Array(bytes)) + "\n");
   } finally {
     prompt.dispose();
     model.train();

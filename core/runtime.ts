@@ -125,6 +125,53 @@ async function errorsSettled(): Promise<void> {
   while (pendingScopes.size) await Promise.all([...pendingScopes]);
 }
 
+/**
+ * An opt-in observer of recorded work (cli/profile.ts installs one; none is installed
+ * otherwise, and then each dispatch and submit pays one null check). `dispatch` is called for
+ * every dispatch just before it is recorded; when it returns timestamp writes, that dispatch
+ * gets a compute pass of its own that writes them. `beforeSubmit` is called with the batch's
+ * encoder (all passes ended) right before it is finished and submitted, `afterSubmit` right
+ * after the submit.
+ */
+export interface DispatchProfiler {
+  /** Sees one dispatch of kernel `kernel`; may return timestamp writes for its own pass. */
+  dispatch(kernel: string): GPUComputePassTimestampWrites | undefined;
+  /** The batch's encoder, before `finish()` (e.g. to resolve a query set). */
+  beforeSubmit(encoder: GPUCommandEncoder): void;
+  /** The batch was submitted (e.g. map what `beforeSubmit` copied). */
+  afterSubmit(): void;
+}
+
+let profiler: DispatchProfiler | null = null;
+
+/**
+ * Installs (or, with null, removes) the dispatch profiler; returns the previous one. Records
+ * pending work first, so a profiler sees whole batches.
+ *
+ * @example Count dispatches per kernel
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * import { setDispatchProfiler } from "./core/runtime.ts";
+ * await mg.init();
+ * const counts = new Map<string, number>();
+ * setDispatchProfiler({
+ *   dispatch: (k) => void counts.set(k, (counts.get(k) ?? 0) + 1),
+ *   beforeSubmit: () => {},
+ *   afterSubmit: () => {},
+ * });
+ * mg.randn([64, 64], { seed: 0 }).matmul(mg.randn([64, 64], { seed: 1 }));
+ * await mg.sync();
+ * setDispatchProfiler(null);
+ * console.log(counts.size > 0); // true
+ * ```
+ */
+export function setDispatchProfiler(p: DispatchProfiler | null): DispatchProfiler | null {
+  flush();
+  const previous = profiler;
+  profiler = p;
+  return previous;
+}
+
 /** Records one compute dispatch. Never waits; submits when the batch is full. */
 export function dispatch(
   k: Kernel,
@@ -153,11 +200,23 @@ export function dispatch(
   for (let i = 0; i < k.dynamicCount; i++) offsets.push(bufs[i].offset);
   offsets.push(offset);
   for (const b of bufs) b.lastBatch = batch;
-  pass ??= openEncoder(device).beginComputePass({ label: "moongrad" });
+  // Profiling (off: one null check): a dispatch with timestamp writes gets its own pass.
+  const timestampWrites = profiler?.dispatch(k.name);
+  if (timestampWrites && pass) {
+    pass.end();
+    pass = null;
+  }
+  pass ??= openEncoder(device).beginComputePass(
+    timestampWrites ? { label: "moongrad", timestampWrites } : { label: "moongrad" },
+  );
   batchOps.add(k.name);
   pass.setPipeline(k.pipeline);
   pass.setBindGroup(0, group, offsets);
   pass.dispatchWorkgroups(groups[0], groups[1] ?? 1, groups[2] ?? 1);
+  if (timestampWrites) {
+    pass.end();
+    pass = null;
+  }
   dispatches++;
   stats.dispatches++;
   if (copies) { for (const c of copies.scratch) release(c); }
@@ -301,7 +360,9 @@ export function flush(): void {
     device.queue.writeBuffer(arena.buffer, 0, arena.cpu, 0, (arena.slot * paramStride) / 4);
     arena.slot = 0;
   }
+  profiler?.beforeSubmit(encoder);
   device.queue.submit([encoder.finish()]);
+  profiler?.afterSubmit();
   encoder = null;
   closeErrorScopes(device, batch);
   dispatches = 0;

@@ -18,7 +18,9 @@ export type ScopeResult = unknown;
 /**
  * Runs `fn` and disposes every tensor created inside it except the ones it returns (found in
  * the returned value, arrays and plain objects included) and the ones marked with `keep()`.
- * Returned tensors move to the enclosing scope.
+ * Returned tensors move to the enclosing scope. `also` names more values to search the same
+ * way once `fn` has returned, e.g. a collector array `fn` pushed into: the tensors found there
+ * survive and move to the enclosing scope too.
  *
  * @example Free every intermediate of a step
  * ```ts
@@ -29,8 +31,20 @@ export type ScopeResult = unknown;
  * const y = mg.scope(() => w.matmul(w).relu().sum(1)); // the matmul and relu results are freed
  * console.log(y.shape, mg.memory().liveTensors - before); // [8] 1
  * ```
+ *
+ * @example Keep what a nested call pushed into a collector
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const extras: mg.Tensor[] = [];
+ * const y = mg.scope(() => {
+ *   extras.push(mg.ones([2]).mul(3)); // survives: found in `also`
+ *   return mg.ones([2]).add(1); // survives: returned
+ * }, extras);
+ * console.log(await y.toArray(), await extras[0].toArray()); // [2, 2] [3, 3]
+ * ```
  */
-export function scope<T>(fn: () => T): T {
+export function scope<T>(fn: () => T, also?: unknown): T {
   const tracked = new Set<Tensor>();
   scopes.push(tracked);
   let result: T;
@@ -47,7 +61,9 @@ export function scope<T>(fn: () => T): T {
     throw new Error("moongrad.scope: the function must be synchronous (it returned a Promise)");
   }
   const keep = new Set<Tensor>();
-  collect(result, keep, new Set());
+  const seen = new Set<unknown>();
+  collect(result, keep, seen);
+  collect(also, keep, seen);
   for (const t of tracked) {
     if (!keep.has(t)) t.dispose();
   }

@@ -5,16 +5,6 @@ import { Storage } from "./storage.ts";
 import { readback } from "./runtime.ts";
 import { type BackwardOptions, type GradNode, releaseNode, runBackward } from "./autograd.ts";
 import { trackTensor, untrackTensor } from "./scope.ts";
-import * as ew from "../ops/elementwise.ts";
-import { clamp } from "../ops/clamp.ts";
-import * as cr from "../ops/creation.ts";
-import * as red from "../ops/reduce.ts";
-import * as lay from "../ops/layout.ts";
-import * as sm from "../ops/softmax.ts";
-import * as mm from "../ops/matmul.ts";
-import * as cat from "../ops/concat.ts";
-import * as idx from "../ops/indexing.ts";
-import { copyInto } from "../ops/copy.ts";
 
 /**
  * Nested arrays returned by `toArray()`: a number for a scalar, else arrays of rank depth.
@@ -49,6 +39,86 @@ let nextTensorId = 1;
 /** Number of tensor handles not yet disposed. */
 export function liveTensorCount(): number {
   return liveTensors;
+}
+
+/**
+ * Options of `variance`.
+ *
+ * @example Population variance instead of the unbiased one
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const opts: mg.VarOptions = { correction: 0 };
+ * console.log(await mg.variance(mg.tensor([1, 2, 3, 4]), undefined, opts).item()); // 1.25
+ * ```
+ */
+export interface VarOptions {
+  /** Subtracted from the count in the denominator: 1 (default, unbiased) or 0 (population). */
+  correction?: number;
+  /** Keep reduced axes as size 1. */
+  keepDims?: boolean;
+}
+
+/**
+ * The Tensor methods that run kernels. Their implementations live in the ops layer, which
+ * installs them with `installTensorOps` (ops/tensor_methods.ts, loaded by every entry module),
+ * so core imports nothing from ops: core alone can allocate, upload and read back tensors.
+ */
+// deno-fmt-ignore
+const TENSOR_METHOD_OPS = [
+  "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge",
+  "neg", "abs", "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "silu", "gelu",
+  "relu", "clamp", "square", "cast", "contiguous", "sum", "mean", "max", "min", "argmax", "var",
+  "softmax", "logSoftmax", "matmul", "reshape", "permute", "transpose", "slice", "expand",
+  "unsqueeze", "squeeze", "flatten", "split", "indexSelect", "gather", "topk",
+] as const;
+
+type MethodOps = {
+  [K in (typeof TENSOR_METHOD_OPS)[number]]: (
+    self: Tensor,
+    ...args: Parameters<Tensor[K]>
+  ) => ReturnType<Tensor[K]>;
+};
+
+/**
+ * What the ops layer installs: one function per method of `TENSOR_METHOD_OPS` (the tensor
+ * first, then the method's arguments) plus the helpers `data`, `backward`, `detach` and `assign`
+ * need.
+ */
+export interface TensorOps extends MethodOps {
+  /** A tensor of ones with `x`'s shape and dtype (the seed gradient of backward). */
+  onesLike(x: Tensor): Tensor;
+  /** A new handle on `x`'s data, cut from the graph. */
+  alias(x: Tensor): Tensor;
+  /** Copies `src`'s elements into `dst` (same shape and dtype), not recorded by autograd. */
+  copyInto(src: Tensor, dst: Tensor): void;
+}
+
+const OPS_NAMES = [...TENSOR_METHOD_OPS, "onesLike", "alias", "copyInto"] as const;
+
+function notInstalled(): TensorOps {
+  const stubs: Record<string, () => never> = {};
+  for (const name of OPS_NAMES) {
+    stubs[name] = () => {
+      throw new MoongradError(
+        `Tensor.${name}`,
+        "the ops layer is not loaded: import mod.ts (or ops/tensor_methods.ts) before calling " +
+          "tensor methods that run kernels",
+      );
+    };
+  }
+  return stubs as unknown as TensorOps;
+}
+
+let impl: TensorOps = notInstalled();
+
+/** Installs the ops layer's implementations of the Tensor methods (ops/tensor_methods.ts). */
+export function installTensorOps(ops: TensorOps): void {
+  const missing = OPS_NAMES.filter((n) => typeof ops[n] !== "function");
+  if (missing.length) {
+    throw new MoongradError("installTensorOps", `missing implementations: ${missing.join(", ")}`);
+  }
+  impl = ops;
 }
 
 /**
@@ -187,7 +257,7 @@ export class Tensor {
     this.storage("data");
     const n = this.size;
     if (n === 0) return decode(this.dtype, new ArrayBuffer(0), 0);
-    const src = this.isContiguous ? this : ew.contiguous(this);
+    const src = this.isContiguous ? this : impl.contiguous(this);
     try {
       const bs = byteSize(this.dtype);
       const bytes = await readback("data", src.storage("data").buf, src.offset * bs, n * bs);
@@ -235,12 +305,12 @@ export class Tensor {
 
   /** Runs reverse-mode autograd from this tensor (a scalar unless `grad` is given). */
   backward(grad?: Tensor, options?: BackwardOptions): void {
-    runBackward(this, grad, cr.onesLike, ew.add, lay.alias, options);
+    runBackward(this, grad, impl.onesLike, impl.add, impl.alias, options);
   }
 
   /** A tensor sharing this one's data that is cut from the graph. */
   detach(): Tensor {
-    return lay.alias(this);
+    return impl.alias(this);
   }
 
   /**
@@ -248,7 +318,7 @@ export class Tensor {
    * GPU. Not recorded by autograd: use it for parameter updates. Returns this.
    */
   assign(value: Tensor): this {
-    copyInto(value, this);
+    impl.copyInto(value, this);
     return this;
   }
 
@@ -268,214 +338,214 @@ export class Tensor {
   // ---- elementwise ------------------------------------------------------------------------
   /** this + other (broadcasting). */
   add(other: Operand): Tensor {
-    return ew.add(this, other);
+    return impl.add(this, other);
   }
   /** this − other (broadcasting). */
   sub(other: Operand): Tensor {
-    return ew.sub(this, other);
+    return impl.sub(this, other);
   }
   /** this × other (broadcasting). */
   mul(other: Operand): Tensor {
-    return ew.mul(this, other);
+    return impl.mul(this, other);
   }
   /** this ÷ other (broadcasting). */
   div(other: Operand): Tensor {
-    return ew.div(this, other);
+    return impl.div(this, other);
   }
   /** this ** other (broadcasting). */
   pow(other: Operand): Tensor {
-    return ew.pow(this, other);
+    return impl.pow(this, other);
   }
   /** Elementwise maximum. */
   maximum(other: Operand): Tensor {
-    return ew.maximum(this, other);
+    return impl.maximum(this, other);
   }
   /** Elementwise minimum. */
   minimum(other: Operand): Tensor {
-    return ew.minimum(this, other);
+    return impl.minimum(this, other);
   }
   /** this == other, as bool. */
   eq(other: Operand): Tensor {
-    return ew.eq(this, other);
+    return impl.eq(this, other);
   }
   /** this != other, as bool. */
   ne(other: Operand): Tensor {
-    return ew.ne(this, other);
+    return impl.ne(this, other);
   }
   /** this < other, as bool. */
   lt(other: Operand): Tensor {
-    return ew.lt(this, other);
+    return impl.lt(this, other);
   }
   /** this <= other, as bool. */
   le(other: Operand): Tensor {
-    return ew.le(this, other);
+    return impl.le(this, other);
   }
   /** this > other, as bool. */
   gt(other: Operand): Tensor {
-    return ew.gt(this, other);
+    return impl.gt(this, other);
   }
   /** this >= other, as bool. */
   ge(other: Operand): Tensor {
-    return ew.ge(this, other);
+    return impl.ge(this, other);
   }
   /** −this. */
   neg(): Tensor {
-    return ew.neg(this);
+    return impl.neg(this);
   }
   /** |this|. */
   abs(): Tensor {
-    return ew.abs(this);
+    return impl.abs(this);
   }
   /** e^this. */
   exp(): Tensor {
-    return ew.exp(this);
+    return impl.exp(this);
   }
   /** Natural logarithm. */
   log(): Tensor {
-    return ew.log(this);
+    return impl.log(this);
   }
   /** Square root. */
   sqrt(): Tensor {
-    return ew.sqrt(this);
+    return impl.sqrt(this);
   }
   /** 1 / sqrt(this). */
   rsqrt(): Tensor {
-    return ew.rsqrt(this);
+    return impl.rsqrt(this);
   }
   /** Sine. */
   sin(): Tensor {
-    return ew.sin(this);
+    return impl.sin(this);
   }
   /** Cosine. */
   cos(): Tensor {
-    return ew.cos(this);
+    return impl.cos(this);
   }
   /** Hyperbolic tangent. */
   tanh(): Tensor {
-    return ew.tanh(this);
+    return impl.tanh(this);
   }
   /** Logistic sigmoid. */
   sigmoid(): Tensor {
-    return ew.sigmoid(this);
+    return impl.sigmoid(this);
   }
   /** x · sigmoid(x). */
   silu(): Tensor {
-    return ew.silu(this);
+    return impl.silu(this);
   }
   /** GELU (exact erf form by default, or the tanh approximation). */
   gelu(approximate: "none" | "tanh" = "none"): Tensor {
-    return ew.gelu(this, approximate);
+    return impl.gelu(this, approximate);
   }
   /** max(x, 0); NaN stays NaN. */
   relu(): Tensor {
-    return ew.relu(this);
+    return impl.relu(this);
   }
   /** Limits values to [min, max] (either may be omitted); NaN stays NaN. */
   clamp(min?: number, max?: number): Tensor {
-    return clamp(this, min, max);
+    return impl.clamp(this, min, max);
   }
   /** x². */
   square(): Tensor {
-    return ew.square(this);
+    return impl.square(this);
   }
   /** Converts to another dtype (a copy). */
   cast(dtype: DType): Tensor {
-    return ew.cast(this, dtype);
+    return impl.cast(this, dtype);
   }
   /** A contiguous copy, or this tensor's data in a new handle when already contiguous. */
   contiguous(): Tensor {
-    return ew.contiguous(this);
+    return impl.contiguous(this);
   }
 
   // ---- reductions -------------------------------------------------------------------------
   /** Sum over `axes` (all when omitted). */
   sum(axes?: number | number[], keepDims = false): Tensor {
-    return red.sum(this, axes, keepDims);
+    return impl.sum(this, axes, keepDims);
   }
   /** Mean over `axes` (all when omitted). */
   mean(axes?: number | number[], keepDims = false): Tensor {
-    return red.mean(this, axes, keepDims);
+    return impl.mean(this, axes, keepDims);
   }
   /** Maximum over `axes` (all when omitted). */
   max(axes?: number | number[], keepDims = false): Tensor {
-    return red.max(this, axes, keepDims);
+    return impl.max(this, axes, keepDims);
   }
   /** Minimum over `axes` (all when omitted). */
   min(axes?: number | number[], keepDims = false): Tensor {
-    return red.min(this, axes, keepDims);
+    return impl.min(this, axes, keepDims);
   }
   /** Index (i32) of the maximum along `axis` (over the flattened tensor when omitted). */
   argmax(axis?: number, keepDims = false): Tensor {
-    return red.argmax(this, axis, keepDims);
+    return impl.argmax(this, axis, keepDims);
   }
   /** Variance over `axes` with Bessel's correction (correction = 1) unless told otherwise. */
-  var(axes?: number | number[], options: red.VarOptions = {}): Tensor {
-    return red.variance(this, axes, options);
+  var(axes?: number | number[], options: VarOptions = {}): Tensor {
+    return impl.var(this, axes, options);
   }
   /** Softmax along `axis` (last by default). */
   softmax(axis = -1): Tensor {
-    return sm.softmax(this, axis);
+    return impl.softmax(this, axis);
   }
   /** Log-softmax along `axis` (last by default). */
   logSoftmax(axis = -1): Tensor {
-    return sm.logSoftmax(this, axis);
+    return impl.logSoftmax(this, axis);
   }
 
   // ---- matmul -----------------------------------------------------------------------------
   /** Matrix product with batch broadcasting (1-D operands as in NumPy). */
   matmul(other: Tensor): Tensor {
-    return mm.matmul(this, other);
+    return impl.matmul(this, other);
   }
 
   // ---- layout -----------------------------------------------------------------------------
   /** Same data, new shape (a view when contiguous); one axis may be −1. */
   reshape(shape: readonly number[]): Tensor {
-    return lay.reshape(this, shape);
+    return impl.reshape(this, shape);
   }
   /** Reorders axes (a view). */
   permute(axes: readonly number[]): Tensor {
-    return lay.permute(this, axes);
+    return impl.permute(this, axes);
   }
   /** Swaps two axes (a view); the last two by default. */
   transpose(a = -2, b = -1): Tensor {
-    return lay.transpose(this, a, b);
+    return impl.transpose(this, a, b);
   }
   /** Elements `start..end` (exclusive) with `step` along `axis` (a view). */
   slice(axis: number, start: number, end?: number, step = 1): Tensor {
-    return lay.slice(this, axis, start, end, step);
+    return impl.slice(this, axis, start, end, step);
   }
   /** Broadcasts to `shape` (a view with zero strides). */
   expand(shape: readonly number[]): Tensor {
-    return lay.expand(this, shape);
+    return impl.expand(this, shape);
   }
   /** Inserts a size-1 axis at `axis` (a view). */
   unsqueeze(axis: number): Tensor {
-    return lay.unsqueeze(this, axis);
+    return impl.unsqueeze(this, axis);
   }
   /** Removes size-1 axes (all, or the given one) (a view). */
   squeeze(axis?: number): Tensor {
-    return lay.squeeze(this, axis);
+    return impl.squeeze(this, axis);
   }
   /** Flattens to 1-D. */
   flatten(): Tensor {
-    return lay.reshape(this, [this.size]);
+    return impl.flatten(this);
   }
   /** Splits along `axis`: a number is a piece size (the last may be smaller, like torch.split), an array lists the sizes (views). */
   split(sizesOrSections: number | readonly number[], axis = 0): Tensor[] {
-    return cat.split(this, sizesOrSections, axis);
+    return impl.split(this, sizesOrSections, axis);
   }
 
   // ---- indexing ---------------------------------------------------------------------------
   /** Selects entries of `axis` at the i32 positions of a 1-D `index`. */
   indexSelect(axis: number, index: Tensor): Tensor {
-    return idx.indexSelect(this, axis, index);
+    return impl.indexSelect(this, axis, index);
   }
   /** PyTorch-style gather: out[...i...] = this[...index[...i...]...] along `axis`. */
   gather(axis: number, index: Tensor): Tensor {
-    return idx.gather(this, axis, index);
+    return impl.gather(this, axis, index);
   }
   /** The k largest entries along the last axis: values and i32 indices, largest first. */
   topk(k: number): { values: Tensor; indices: Tensor } {
-    return idx.topk(this, k);
+    return impl.topk(this, k);
   }
 }

@@ -3,6 +3,7 @@
  * `save_pretrained`-style model directories (single file or shards + index).
  * @module
  */
+import "../ops/tensor_methods.ts";
 export {
   type DecodedSafetensors,
   decodeSafetensors,

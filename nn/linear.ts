@@ -1,6 +1,7 @@
 /** `Linear`: y = x Wᵀ + b over the last axis, with HF's weight layout [out, in]. */
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { isFloat } from "../core/dtype.ts";
+import { scope } from "../core/scope.ts";
 import { Tensor } from "../core/tensor.ts";
 import { add } from "../ops/elementwise.ts";
 import { transpose } from "../ops/layout.ts";
@@ -84,12 +85,9 @@ export class Linear extends Module {
         `x is ${x.dtype} but the weight is ${this.weight.dtype}; cast x first`,
       );
     }
-    const wt = transpose(this.weight, 0, 1);
-    const y = matmul(x, wt);
-    wt.dispose();
-    if (!this.bias) return y;
-    const out = add(y, this.bias);
-    y.dispose();
-    return out;
+    return scope(() => {
+      const y = matmul(x, transpose(this.weight, 0, 1));
+      return this.bias ? add(y, this.bias) : y;
+    });
   }
 }

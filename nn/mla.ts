@@ -9,6 +9,7 @@
  */
 import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
+import { scope } from "../core/scope.ts";
 import { Tensor } from "../core/tensor.ts";
 import { attention } from "../ops/attention.ts";
 import { concat } from "../ops/concat.ts";
@@ -188,14 +189,12 @@ export class LatentCache {
     if (T === 0) return;
     const need = this.#length + T;
     if (need > this.#capacity) this.#grow(Math.max(need, 2 * this.#capacity));
-    noGrad(() => {
-      const dc = this.#slab(this.#length, T, 0, this.kvLoraRank);
-      const dk = this.#slab(this.#length, T, this.kvLoraRank, this.ropeDim);
-      copyInto(c, dc);
-      copyInto(kRope, dk);
-      dc.dispose();
-      dk.dispose();
-    });
+    noGrad(() =>
+      scope(() => {
+        copyInto(c, this.#slab(this.#length, T, 0, this.kvLoraRank));
+        copyInto(kRope, this.#slab(this.#length, T, this.kvLoraRank, this.ropeDim));
+      })
+    );
     this.#length = need;
   }
 
@@ -233,15 +232,15 @@ export class LatentCache {
   #grow(capacity: number): void {
     const next = Tensor.empty([this.batch, capacity, this.floatsPerToken], "f32").keep();
     if (this.#buf && this.#length > 0) {
-      const old = this.#slab(0, this.#length, 0, this.floatsPerToken);
-      const dst = next.view(
-        [this.batch, this.#length, this.floatsPerToken],
-        [capacity * this.floatsPerToken, this.floatsPerToken, 1],
-        0,
-      );
-      copyInto(old, dst);
-      old.dispose();
-      dst.dispose();
+      scope(() => {
+        const old = this.#slab(0, this.#length, 0, this.floatsPerToken);
+        const dst = next.view(
+          [this.batch, this.#length, this.floatsPerToken],
+          [capacity * this.floatsPerToken, this.floatsPerToken, 1],
+          0,
+        );
+        copyInto(old, dst);
+      });
     }
     this.#buf?.dispose();
     this.#buf = next;
@@ -434,24 +433,18 @@ export class MultiHeadLatentAttention extends Module {
     this.#check("MultiHeadLatentAttention.forward", x, positionOffset);
     const [B, T] = x.shape;
     const H = this.numHeads, dr = this.qkRopeHeadDim;
-    const tmp: Tensor[] = [];
-    const t = (v: Tensor) => (tmp.push(v), v);
-    try {
-      const { qNope, qRope } = this.#queries(x, positionOffset, t);
-      const { c, kRope } = this.#latents(x, positionOffset, t);
-      const { kNope, v } = this.#expand(c, t);
-      const kRopeH = t(expand(t(unsqueeze(kRope, 1)), [B, H, T, dr]));
-      const q = t(concat([qNope, qRope], 3));
-      const k = t(concat([kNope, kRopeH], 3));
+    const stats = checkStats("MultiHeadLatentAttention.forward", ctx.stats);
+    return scope(() => {
+      const { qNope, qRope } = this.#queries(x, positionOffset);
+      const { c, kRope } = this.#latents(x, positionOffset);
+      const { kNope, v } = this.#expand(c);
+      const kRopeH = expand(unsqueeze(kRope, 1), [B, H, T, dr]);
+      const q = concat([qNope, qRope], 3);
+      const k = concat([kNope, kRopeH], 3);
       const { out, maxLogits } = attention(q, k, v, { scale: this.softmaxScale, causal: true });
-      t(out);
-      t(maxLogits);
-      const stats = checkStats("MultiHeadLatentAttention.forward", ctx.stats);
       if (stats && this.training) stats.recordMaxLogits(this, maxLogits);
-      return this.#output(out, t);
-    } finally {
-      for (const v of tmp) v.dispose();
-    }
+      return this.#output(out);
+    });
   }
 
   /**
@@ -483,22 +476,18 @@ export class MultiHeadLatentAttention extends Module {
           ` rope dim ${this.qkRopeHeadDim})`,
       );
     }
-    return noGrad(() => {
-      const tmp: Tensor[] = [];
-      const t = (v: Tensor) => (tmp.push(v), v);
-      try {
+    return noGrad(() =>
+      scope(() => {
         const offset = cache.length;
-        const { qNope, qRope } = this.#queries(x, offset, t);
-        const { c, kRope } = this.#latents(x, offset, t);
+        const { qNope, qRope } = this.#queries(x, offset);
+        const { c, kRope } = this.#latents(x, offset);
         cache.append(c, kRope);
         const out = options.absorb ?? true
-          ? this.#absorbed(qNope, qRope, cache, t)
-          : this.#expanded(qNope, qRope, cache, t);
-        return this.#output(out, t);
-      } finally {
-        for (const v of tmp) v.dispose();
-      }
-    });
+          ? this.#absorbed(qNope, qRope, cache)
+          : this.#expanded(qNope, qRope, cache);
+        return this.#output(out);
+      })
+    );
   }
 
   /** An empty latent cache for this layer and `batch` sequences (see `LatentCache`). */
@@ -531,71 +520,70 @@ export class MultiHeadLatentAttention extends Module {
     }
   }
 
+  // The helpers below run inside the caller's scope(), which frees their intermediates (and
+  // the unused max logits) once the forward's output exists.
+
   /** q_nope [B, H, T, d_n] (a view) and the rotated q_rope [B, H, T, d_r]. */
-  #queries(x: Tensor, offset: number, t: (v: Tensor) => Tensor) {
+  #queries(x: Tensor, offset: number) {
     const [B, T] = x.shape;
     let q: Tensor;
-    if (this.qProj) q = t(this.qProj.forward(x));
+    if (this.qProj) q = this.qProj.forward(x);
     else {
-      const a = t(this.qAProj!.forward(x));
-      q = t(this.qBProj!.forward(t(this.qALayernorm!.forward(a))));
+      const a = this.qAProj!.forward(x);
+      q = this.qBProj!.forward(this.qALayernorm!.forward(a));
     }
-    const qh = t(permute(t(reshape(q, [B, T, this.numHeads, this.qHeadDim])), [0, 2, 1, 3]));
-    const qNope = t(slice(qh, 3, 0, this.qkNopeHeadDim));
-    const qRope = t(
-      this.#rotary.forward(t(slice(qh, 3, this.qkNopeHeadDim, this.qHeadDim)), offset),
-    );
+    const qh = permute(reshape(q, [B, T, this.numHeads, this.qHeadDim]), [0, 2, 1, 3]);
+    const qNope = slice(qh, 3, 0, this.qkNopeHeadDim);
+    const qRope = this.#rotary.forward(slice(qh, 3, this.qkNopeHeadDim, this.qHeadDim), offset);
     return { qNope, qRope };
   }
 
   /** The normalised latent c [B, T, r_kv] and the rotated shared key k_rope [B, T, d_r]. */
-  #latents(x: Tensor, offset: number, t: (v: Tensor) => Tensor) {
-    const ckv = t(this.kvAProjWithMqa.forward(x));
-    const c = t(this.kvALayernorm.forward(t(slice(ckv, 2, 0, this.kvLoraRank))));
-    const kr = t(slice(ckv, 2, this.kvLoraRank, this.kvLoraRank + this.qkRopeHeadDim));
-    const kRope = t(this.#rotary.forward(kr, offset));
+  #latents(x: Tensor, offset: number) {
+    const ckv = this.kvAProjWithMqa.forward(x);
+    const c = this.kvALayernorm.forward(slice(ckv, 2, 0, this.kvLoraRank));
+    const kr = slice(ckv, 2, this.kvLoraRank, this.kvLoraRank + this.qkRopeHeadDim);
+    const kRope = this.#rotary.forward(kr, offset);
     return { c, kRope };
   }
 
   /** k_nope [B, H, S, d_n] and v [B, H, S, d_v] (views) from c [B, S, r_kv] via kv_b_proj. */
-  #expand(c: Tensor, t: (v: Tensor) => Tensor) {
+  #expand(c: Tensor) {
     const [B, S] = c.shape;
     const dn = this.qkNopeHeadDim, w = dn + this.vHeadDim;
-    const kv = t(this.kvBProj.forward(c));
-    const kvh = t(permute(t(reshape(kv, [B, S, this.numHeads, w])), [0, 2, 1, 3]));
-    return { kNope: t(slice(kvh, 3, 0, dn)), v: t(slice(kvh, 3, dn, w)) };
+    const kv = this.kvBProj.forward(c);
+    const kvh = permute(reshape(kv, [B, S, this.numHeads, w]), [0, 2, 1, 3]);
+    return { kNope: slice(kvh, 3, 0, dn), v: slice(kvh, 3, dn, w) };
   }
 
   /** [B, H, T, d_v] → o_proj(concat over heads) [B, T, D]. */
-  #output(out: Tensor, t: (v: Tensor) => Tensor): Tensor {
+  #output(out: Tensor): Tensor {
     const [B, H, T, dv] = out.shape;
-    const merged = t(reshape(t(permute(out, [0, 2, 1, 3])), [B, T, H * dv]));
+    const merged = reshape(permute(out, [0, 2, 1, 3]), [B, T, H * dv]);
     return this.oProj.forward(merged);
   }
 
-  #absorbed(qNope: Tensor, qRope: Tensor, cache: LatentCache, t: (v: Tensor) => Tensor) {
+  #absorbed(qNope: Tensor, qRope: Tensor, cache: LatentCache) {
     const dn = this.qkNopeHeadDim, dv = this.vHeadDim, r = this.kvLoraRank;
-    const W = t(reshape(this.kvBProj.weight, [this.numHeads, dn + dv, r]));
-    const wUK = t(slice(W, 1, 0, dn)); // [H, d_n, r_kv]
-    const wUVt = t(transpose(t(slice(W, 1, dn, dn + dv)), 1, 2)); // [H, r_kv, d_v]
-    const qAbs = t(matmul(qNope, wUK)); // [B, H, T, r_kv]
-    const q = t(concat([qAbs, qRope], 3)); // [B, H, T, r_kv + d_r]
-    const lat = t(unsqueeze(t(cache.latents()), 1)); // [B, 1, S, r_kv + d_r]
-    const c = t(slice(lat, 3, 0, r)); // [B, 1, S, r_kv]
-    const { out, maxLogits } = attention(q, lat, c, { scale: this.softmaxScale, causal: true });
-    maxLogits.dispose();
-    return t(matmul(t(out), wUVt)); // [B, H, T, d_v]
+    const W = reshape(this.kvBProj.weight, [this.numHeads, dn + dv, r]);
+    const wUK = slice(W, 1, 0, dn); // [H, d_n, r_kv]
+    const wUVt = transpose(slice(W, 1, dn, dn + dv), 1, 2); // [H, r_kv, d_v]
+    const qAbs = matmul(qNope, wUK); // [B, H, T, r_kv]
+    const q = concat([qAbs, qRope], 3); // [B, H, T, r_kv + d_r]
+    const lat = unsqueeze(cache.latents(), 1); // [B, 1, S, r_kv + d_r]
+    const c = slice(lat, 3, 0, r); // [B, 1, S, r_kv]
+    const { out } = attention(q, lat, c, { scale: this.softmaxScale, causal: true });
+    return matmul(out, wUVt); // [B, H, T, d_v]
   }
 
-  #expanded(qNope: Tensor, qRope: Tensor, cache: LatentCache, t: (v: Tensor) => Tensor) {
+  #expanded(qNope: Tensor, qRope: Tensor, cache: LatentCache) {
     const [B, H] = qNope.shape;
-    const { kNope, v } = this.#expand(t(cache.c()), t);
+    const { kNope, v } = this.#expand(cache.c());
     const S = kNope.shape[2];
-    const kRope = t(expand(t(unsqueeze(t(cache.kRope()), 1)), [B, H, S, this.qkRopeHeadDim]));
-    const q = t(concat([qNope, qRope], 3));
-    const k = t(concat([kNope, kRope], 3));
-    const { out, maxLogits } = attention(q, k, v, { scale: this.softmaxScale, causal: true });
-    maxLogits.dispose();
-    return t(out);
+    const kRope = expand(unsqueeze(cache.kRope(), 1), [B, H, S, this.qkRopeHeadDim]);
+    const q = concat([qNope, qRope], 3);
+    const k = concat([kNope, kRope], 3);
+    const { out } = attention(q, k, v, { scale: this.softmaxScale, causal: true });
+    return out;
   }
 }

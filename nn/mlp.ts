@@ -1,5 +1,6 @@
 /** SwiGLU feed-forward block (HF `DeepseekV3MLP`): down(silu(gate(x)) ⊙ up(x)). */
 import { MoongradError } from "../core/errors.ts";
+import { scope } from "../core/scope.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { mul, silu } from "../ops/elementwise.ts";
 import { Linear } from "./linear.ts";
@@ -50,17 +51,16 @@ export class MLP extends Module {
     this.downProj = make("down_proj", intermediateSize, hiddenSize);
   }
 
-  /** x [..., hidden] → [..., hidden]. Intermediates are freed as soon as they are used. */
+  /**
+   * x [..., hidden] → [..., hidden]. Intermediates are freed as soon as they are used: each
+   * `scope` frees what was made inside it once the step that consumes it has run.
+   */
   forward(x: Tensor): Tensor {
-    const g = this.gateProj.forward(x);
-    const a = silu(g);
-    g.dispose();
-    const u = this.upProj.forward(x);
-    const h = mul(a, u);
-    a.dispose();
-    u.dispose();
-    const y = this.downProj.forward(h);
-    h.dispose();
-    return y;
+    return scope(() => {
+      const h = scope(() =>
+        mul(scope(() => silu(this.gateProj.forward(x))), this.upProj.forward(x))
+      );
+      return this.downProj.forward(h);
+    });
   }
 }

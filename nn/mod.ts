@@ -3,6 +3,7 @@
  * style model, with Hugging Face parameter names.
  * @module
  */
+import "../ops/tensor_methods.ts";
 export {
   copyParam,
   DEFAULT_INIT_STD,

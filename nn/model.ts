@@ -2,8 +2,11 @@
  * The K2-style decoder-only language model (HF `DeepseekV3ForCausalLM` names):
  * embed_tokens → layers (pre-norm MLA + dense MLP or MoE, residuals) → norm → lm_head.
  */
+import "../ops/tensor_methods.ts"; // installs the Tensor methods this module calls
 import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
+import { mulberry32 } from "../core/random.ts";
+import { scope } from "../core/scope.ts";
 import { Tensor } from "../core/tensor.ts";
 import { add, div } from "../ops/elementwise.ts";
 import { crossEntropy } from "../ops/loss.ts";
@@ -110,20 +113,25 @@ export class DecoderLayer extends Module {
     cache?: LatentCache,
     ctx: ForwardContext = {},
   ): Tensor {
-    const n1 = this.inputLayernorm.forward(x);
-    const a = cache
-      ? this.selfAttn.forwardCached(n1, cache)
-      : this.selfAttn.forward(n1, positionOffset, ctx);
-    n1.dispose();
-    const h = add(x, a);
-    a.dispose();
-    const n2 = this.postAttentionLayernorm.forward(h);
-    const m = this.mlp instanceof DeepseekMoE ? this.mlp.forward(n2, ctx) : this.mlp.forward(n2);
-    n2.dispose();
-    const out = add(h, m);
-    h.dispose();
-    m.dispose();
-    return out;
+    // Each scope frees what it made once its result exists; the aux losses the MoE pushes
+    // into ctx.auxLosses survive them (moved to the caller's scope).
+    const aux = ctx.auxLosses;
+    return scope(() => {
+      const h = scope(() => {
+        const a = scope(() => {
+          const n1 = this.inputLayernorm.forward(x);
+          return cache
+            ? this.selfAttn.forwardCached(n1, cache)
+            : this.selfAttn.forward(n1, positionOffset, ctx);
+        });
+        return add(x, a);
+      });
+      const m = scope(() => {
+        const n2 = this.postAttentionLayernorm.forward(h);
+        return this.mlp instanceof DeepseekMoE ? this.mlp.forward(n2, ctx) : this.mlp.forward(n2);
+      }, aux);
+      return add(h, m);
+    }, aux);
   }
 }
 
@@ -177,15 +185,15 @@ export class KimiModel extends Module {
     caches?: readonly LatentCache[],
     ctx: ForwardContext = {},
   ): Tensor {
-    let h = this.embedTokens.forward(ids);
-    for (let i = 0; i < this.layers.length; i++) {
-      const next = this.layers.at(i).forward(h, positionOffset, caches?.[i], ctx);
-      h.dispose();
-      h = next;
-    }
-    const out = this.norm.forward(h);
-    h.dispose();
-    return out;
+    return scope(() => {
+      let h = this.embedTokens.forward(ids);
+      for (let i = 0; i < this.layers.length; i++) {
+        const next = this.layers.at(i).forward(h, positionOffset, caches?.[i], ctx);
+        h.dispose(); // freed layer by layer, not at the end: one hidden state lives at a time
+        h = next;
+      }
+      return this.norm.forward(h);
+    }, ctx.auxLosses);
   }
 }
 
@@ -326,17 +334,12 @@ export class KimiLM extends Module {
     options: ForwardOptions = {},
   ): Tensor {
     const stats = checkStats("KimiLM.forward", options.stats);
-    const { t, owned } = tokenTensor("KimiLM.forward", "ids", ids, {
-      vocabSize: this.config.vocab_size,
+    return scope(() => {
+      const { t } = tokenTensor("KimiLM.forward", "ids", ids, {
+        vocabSize: this.config.vocab_size,
+      });
+      return this.lmHead.forward(this.model.forward(t, positionOffset, caches, { stats }));
     });
-    try {
-      const h = this.model.forward(t, positionOffset, caches, { stats });
-      const logits = this.lmHead.forward(h);
-      h.dispose();
-      return logits;
-    } finally {
-      if (owned) t.dispose();
-    }
   }
 
   /**
@@ -368,14 +371,19 @@ export class KimiLM extends Module {
     const ctx: ForwardContext = { stats: checkStats(op, options.stats), auxLosses: [] };
     const V = this.config.vocab_size;
     const shifted = isLabels(targets);
-    const x = tokenTensor(op, "ids", ids, { vocabSize: V });
-    const y = tokenTensor(op, shifted ? "labels" : "targets", shifted ? targets.labels : targets, {
-      vocabSize: V,
-      ignoreIndex: IGNORE_INDEX,
-    });
-    const tmp: Tensor[] = [];
-    let loss: Tensor;
-    try {
+    // The scope frees the host ids' upload, the hidden states, logits and the aux losses once
+    // the total exists (the tape keeps what backward needs), also when a check throws.
+    return scope(() => {
+      const x = tokenTensor(op, "ids", ids, { vocabSize: V });
+      const y = tokenTensor(
+        op,
+        shifted ? "labels" : "targets",
+        shifted ? targets.labels : targets,
+        {
+          vocabSize: V,
+          ignoreIndex: IGNORE_INDEX,
+        },
+      );
       const [B, T] = x.t.shape;
       if (y.t.shape[0] !== B || y.t.shape[1] !== T) {
         throw new MoongradError(
@@ -394,35 +402,12 @@ export class KimiLM extends Module {
         );
       }
       const h = this.model.forward(x.t, 0, undefined, ctx);
-      tmp.push(h);
-      let logits: Tensor;
-      let tgt = y.t;
-      if (shifted) {
-        const hs = slice(h, 1, 0, T - 1); // the last position predicts nothing
-        tmp.push(hs);
-        logits = this.lmHead.forward(hs);
-        tgt = slice(y.t, 1, 1, T);
-        tmp.push(tgt);
-      } else {
-        logits = this.lmHead.forward(h);
-      }
-      tmp.push(logits);
-      loss = crossEntropy(logits, tgt, { ignoreIndex: IGNORE_INDEX });
-    } catch (e) {
-      for (const a of ctx.auxLosses!) a.dispose();
-      throw e;
-    } finally {
-      for (const t of tmp) t.dispose();
-      if (x.owned) x.t.dispose();
-      if (y.owned) y.t.dispose();
-    }
-    for (const aux of ctx.auxLosses!) {
-      const next = add(loss, aux);
-      loss.dispose();
-      aux.dispose();
-      loss = next;
-    }
-    return loss;
+      // With labels, the last position predicts nothing: score h[:, :-1] against y[:, 1:].
+      const logits = this.lmHead.forward(shifted ? slice(h, 1, 0, T - 1) : h);
+      const tgt = shifted ? slice(y.t, 1, 1, T) : y.t;
+      const loss = crossEntropy(logits, tgt, { ignoreIndex: IGNORE_INDEX });
+      return ctx.auxLosses!.reduce((total, aux) => add(total, aux), loss);
+    });
   }
 
   /**
@@ -509,20 +494,19 @@ export class KimiLM extends Module {
       let input = prompt;
       let offset = 0;
       for (let step = 0; step < maxNewTokens; step++) {
-        const { values, indices } = noGrad(() => {
-          const logits = this.forward(input, offset, caches);
-          const last = slice(logits, 1, logits.shape[1] - 1);
-          logits.dispose();
-          const rows = last.reshape([batch, this.config.vocab_size]);
-          last.dispose();
-          const r = topk(rows, temperature === 0 ? 1 : k);
-          rows.dispose();
-          const scaled = div(r.values, temperature === 0 ? 1 : temperature);
-          const probs = softmax(scaled, -1);
-          scaled.dispose();
-          r.values.dispose();
-          return { values: probs, indices: r.indices };
-        });
+        const { values, indices } = noGrad(() =>
+          scope(() => {
+            // The logits are freed as soon as the top k of the last position are taken.
+            const r = scope(() => {
+              const logits = this.forward(input, offset, caches);
+              const rows = slice(logits, 1, logits.shape[1] - 1)
+                .reshape([batch, this.config.vocab_size]);
+              return topk(rows, temperature === 0 ? 1 : k);
+            });
+            const probs = softmax(div(r.values, temperature === 0 ? 1 : temperature), -1);
+            return { values: probs, indices: r.indices };
+          })
+        );
         const [p, ix] = await Promise.all([values.data(), indices.data()]);
         values.dispose();
         indices.dispose();
@@ -563,18 +547,6 @@ const IGNORE_INDEX = -100;
 function isLabels(t: TokenIds | { labels: TokenIds }): t is { labels: TokenIds } {
   return !(t instanceof Tensor) && !Array.isArray(t) && typeof t === "object" && t !== null &&
     "labels" in t;
-}
-
-/** A small seeded PRNG for sampling (mulberry32). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

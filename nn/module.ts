@@ -5,6 +5,7 @@
  * update; buffers (e.g. MoE's `e_score_correction_bias`) are state without a gradient. Both go
  * into `stateDict()`.
  */
+import "../ops/tensor_methods.ts"; // installs the Tensor methods this module calls
 import { noGrad } from "../core/autograd.ts";
 import type { DType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";

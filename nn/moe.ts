@@ -12,6 +12,7 @@
  * into it (`ownStateEntries`), so every parent module's state dict has the HF names too.
  */
 import { noGrad } from "../core/autograd.ts";
+import { scope } from "../core/scope.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { Tensor } from "../core/tensor.ts";
 import { add, div, mul, sigmoid, silu } from "../ops/elementwise.ts";
@@ -64,12 +65,7 @@ export class MoEGate extends Module {
 
   /** Router scores s = sigmoid(x · weightᵀ), f32 [N, E], for x f32 [N, D]. */
   scores(x: Tensor): Tensor {
-    const wt = transpose(this.weight, 0, 1);
-    const logits = matmul(x, wt);
-    wt.dispose();
-    const s = sigmoid(logits);
-    logits.dispose();
-    return s;
+    return scope(() => sigmoid(matmul(x, transpose(this.weight, 0, 1))));
   }
 }
 
@@ -287,81 +283,56 @@ export class DeepseekMoE extends Module {
     const n = x.size / d;
     const k = c.num_experts_per_tok;
     const e = c.n_routed_experts;
-    const xf = reshape(x, [n, d]);
-    const s = this.gate.scores(xf);
-    const { weights, indices } = moeRoute(s, this.gate.eScoreCorrectionBias, k, {
-      scale: c.routed_scaling_factor,
-      normalize: c.norm_topk_prob,
-      nGroup: c.n_group,
-      topkGroup: c.topk_group,
-    });
-    const plan = moePlan(indices, e);
-    const xs = moeDispatch(xf, plan);
-    const g = groupedMatmul(xs, this.experts.gateProj, plan.offsets);
-    const u = groupedMatmul(xs, this.experts.upProj, plan.offsets);
-    xs.dispose();
-    const a = silu(g);
-    g.dispose();
-    const h = mul(a, u);
-    a.dispose();
-    u.dispose();
-    const yo = groupedMatmul(h, this.experts.downProj, plan.offsets);
-    h.dispose();
-    let y = moeCombine(yo, weights, plan);
-    yo.dispose();
-    weights.dispose();
-    if (this.sharedExperts) {
-      const sh = this.sharedExperts.forward(xf);
-      const sum2 = add(y, sh);
-      y.dispose();
-      sh.dispose();
-      y = sum2;
-    }
     const stats = this.training ? checkStats(op, ctx.stats) : undefined;
-    let aux: Tensor | null = null;
-    if (c.aux_loss_alpha > 0 && this.training && (ctx.auxLosses || stats)) {
-      const [b, t] = x.rank === 3 ? [x.shape[0], x.shape[1]] : [1, n];
-      aux = this.#auxLoss(s, indices, b, t);
-    }
-    s.dispose();
-    xf.dispose();
-    stats?.recordMoe(this, plan.counts, n * k, aux, indices);
-    if (aux && ctx.auxLosses) ctx.auxLosses.push(aux);
-    else aux?.dispose();
-    indices.dispose();
-    plan.counts.dispose();
-    plan.offsets.dispose();
-    plan.perm.dispose();
-    plan.inv.dispose();
-    const out = reshape(y, x.shape);
-    y.dispose();
-    return out;
+    // Everything made here is freed when the forward returns, but the output and the aux loss
+    // pushed into ctx.auxLosses (they move to the caller's scope); the nested scopes free the
+    // expert intermediates as soon as the step consuming them has run.
+    return scope(() => {
+      const xf = reshape(x, [n, d]);
+      const s = this.gate.scores(xf);
+      const { weights, indices } = moeRoute(s, this.gate.eScoreCorrectionBias, k, {
+        scale: c.routed_scaling_factor,
+        normalize: c.norm_topk_prob,
+        nGroup: c.n_group,
+        topkGroup: c.topk_group,
+      });
+      const plan = moePlan(indices, e);
+      const { gateProj, upProj, downProj } = this.experts;
+      const routed = scope(() => {
+        const h = scope(() => {
+          const [g, u] = scope(() => {
+            const xs = moeDispatch(xf, plan);
+            return [
+              groupedMatmul(xs, gateProj, plan.offsets),
+              groupedMatmul(xs, upProj, plan.offsets),
+            ];
+          });
+          return mul(silu(g), u);
+        });
+        return moeCombine(groupedMatmul(h, downProj, plan.offsets), weights, plan);
+      });
+      const y = this.sharedExperts ? add(routed, this.sharedExperts.forward(xf)) : routed;
+      let aux: Tensor | null = null;
+      if (c.aux_loss_alpha > 0 && this.training && (ctx.auxLosses || stats)) {
+        const [b, t] = x.rank === 3 ? [x.shape[0], x.shape[1]] : [1, n];
+        aux = this.#auxLoss(s, indices, b, t);
+      }
+      stats?.recordMoe(this, plan.counts, n * k, aux, indices);
+      if (aux && ctx.auxLosses) ctx.auxLosses.push(aux);
+      return reshape(y, x.shape);
+    }, ctx.auxLosses);
   }
 
   /** α · mean over sequences of Σ_i f_i P_i (DeepSeek-V3 eq. 17–20). */
   #auxLoss(s: Tensor, indices: Tensor, b: number, t: number): Tensor {
     const c = this.config;
     const e = c.n_routed_experts;
-    const idx3 = reshape(indices, [b, t, c.num_experts_per_tok]);
-    const f = noGrad(() => moeSequenceFraction(idx3, e));
-    idx3.dispose();
-    const tot = sum(s, -1, true);
-    const sn = div(s, tot);
-    tot.dispose();
-    const sn3 = reshape(sn, [b, t, e]);
-    sn.dispose();
-    const p = mean(sn3, 1);
-    sn3.dispose();
-    const fp = mul(f, p);
-    f.dispose();
-    p.dispose();
-    const per = sum(fp, 1);
-    fp.dispose();
-    const m = mean(per);
-    per.dispose();
-    const out = mul(m, c.aux_loss_alpha);
-    m.dispose();
-    return out;
+    return scope(() => {
+      const idx3 = reshape(indices, [b, t, c.num_experts_per_tok]);
+      const f = noGrad(() => moeSequenceFraction(idx3, e));
+      const p = mean(reshape(div(s, sum(s, -1, true)), [b, t, e]), 1);
+      return mul(mean(sum(mul(f, p), 1)), c.aux_loss_alpha);
+    });
   }
 
   /**

@@ -24,6 +24,7 @@
  * stats.dispose();
  * ```
  */
+import "../ops/tensor_methods.ts"; // installs the Tensor methods this module calls
 import { noGrad } from "../core/autograd.ts";
 import { MoongradError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";

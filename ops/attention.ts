@@ -41,6 +41,7 @@ import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { grid1d, linearId } from "./grid.ts";
+import { checkTileConfig } from "./tile_config.ts";
 import { max, sum } from "./reduce.ts";
 import { reshape } from "./layout.ts";
 
@@ -98,57 +99,86 @@ export const CPU_ATTENTION_CONFIG: Readonly<AttentionConfig> = Object.freeze({
 
 let override: AttentionConfig | null = null;
 
-/** The tile configuration in use: the one set, else the default for the adapter kind. */
+/**
+ * The tile configuration in use: the override, else the default for the adapter kind.
+ *
+ * @example The attention tiles in use on this adapter
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const { rows, lanes, direct } = mg.attentionConfig();
+ * console.log(direct ? `direct, ${rows} rows per workgroup` : `${rows} rows x ${lanes} lanes`);
+ * ```
+ */
+export function attentionConfig(): AttentionConfig {
+  return { ...currentConfig() };
+}
+
 function currentConfig(): AttentionConfig {
   if (override) return override;
-  return { ...(deviceInfo().isFallbackAdapter ? CPU_ATTENTION_CONFIG : DEFAULT_ATTENTION_CONFIG) };
+  return deviceInfo().isFallbackAdapter ? CPU_ATTENTION_CONFIG : DEFAULT_ATTENTION_CONFIG;
 }
 
 /**
- * Replaces the tile configuration used by later attention calls; returns the previous one.
+ * Overrides the tile configuration of later attention calls (for tuning and tests); null
+ * restores the adapter default. Returns the previous override, or null when there was none
+ * (pass it back to restore the earlier state). Throws, changing nothing, when the
+ * configuration breaks a limit (the message names it). Same contract as `setMatmulConfig`.
  *
  * @example Tiled kernels: 16 query rows x 16 lanes per workgroup
  * ```ts
  * import * as mg from "@moongrad/moongrad";
  * await mg.init();
- * const previous = mg.setAttentionConfig({ rows: 16, lanes: 16 }); // returns the config in use
- * console.log(previous.rows > 0); // true
- * mg.setAttentionConfig(previous);
+ * const previous = mg.setAttentionConfig({ rows: 16, lanes: 16 }); // null: no override before
+ * const q = mg.randn([1, 2, 8, 16], { seed: 0 });
+ * console.log(mg.attention(q, q, q).out.shape, previous); // [1, 2, 8, 16] null
+ * mg.setAttentionConfig(previous); // back to the adapter default
  * ```
  */
-export function setAttentionConfig(next: AttentionConfig): AttentionConfig {
-  if (next.direct) {
-    if (!Number.isInteger(next.rows) || next.rows < 1 || next.rows > 256) {
-      throw new MoongradError(
-        "attention",
-        `invalid tile config ${JSON.stringify(next)}: direct kernels need 1 <= rows <= 256`,
+export function setAttentionConfig(next: AttentionConfig | null): AttentionConfig | null {
+  if (next !== null) checkTileConfig("setAttentionConfig", next, attentionConfigProblems);
+  const prev = override;
+  override = next === null ? null : { ...next };
+  return prev;
+}
+
+/** The limits an attention tile configuration breaks (none: it is valid on this device). */
+function attentionConfigProblems(c: AttentionConfig): string[] {
+  const problems: string[] = [];
+  const ints = c.direct ? (["rows"] as const) : (["rows", "lanes"] as const);
+  for (const k of ints) {
+    if (!Number.isInteger(c[k]) || c[k] < 1) {
+      problems.push(`${k} must be a positive integer, got ${c[k]}`);
+    }
+  }
+  if (c.direct !== undefined && typeof c.direct !== "boolean") {
+    problems.push(`direct must be a boolean, got ${c.direct}`);
+  }
+  if (problems.length) return problems;
+  if (c.direct) {
+    if (c.rows > MAX_ATTENTION_THREADS) {
+      problems.push(
+        `direct kernels run rows = ${c.rows} threads; the limit is ${MAX_ATTENTION_THREADS}`,
       );
     }
-    const prev = currentConfig();
-    override = { ...next };
-    return prev;
+    return problems;
   }
-  const ok = [next.rows, next.lanes].every((v) => Number.isInteger(v) && v >= 1) &&
-    next.lanes % 4 === 0 && next.rows * next.lanes <= 256;
-  if (!ok) {
-    throw new MoongradError(
-      "attention",
-      `invalid tile config ${JSON.stringify(next)}: positive integers, lanes a multiple of 4, ` +
-        "rows·lanes <= 256",
+  if (c.lanes % 4 !== 0) problems.push(`lanes must be a multiple of 4, got ${c.lanes}`);
+  if (c.rows * c.lanes > MAX_ATTENTION_THREADS) {
+    problems.push(
+      `rows·lanes = ${c.rows * c.lanes} threads exceeds the limit ${MAX_ATTENTION_THREADS}`,
     );
   }
   const limit = deviceInfo().limits.maxComputeWorkgroupStorageSize;
-  if (sharedBytes(next.rows, next.lanes) > limit) {
-    throw new MoongradError(
-      "attention",
-      `tile config ${JSON.stringify(next)} needs ${sharedBytes(next.rows, next.lanes)} bytes ` +
-        `of workgroup memory; the device allows ${limit}`,
-    );
+  const bytes = sharedBytes(c.rows, c.lanes);
+  if (bytes > limit) {
+    problems.push(`the tiles need ${bytes} bytes of workgroup memory; the device allows ${limit}`);
   }
-  const prev = currentConfig();
-  override = { ...next };
-  return prev;
+  return problems;
 }
+
+/** Most threads per workgroup the attention kernels use (WebGPU's guaranteed minimum). */
+const MAX_ATTENTION_THREADS = 256;
 
 /**
  * Options of `attention`.

@@ -28,6 +28,7 @@ import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { grid1d } from "./grid.ts";
+import { checkTileConfig } from "./tile_config.ts";
 import { sumTo } from "./reduce.ts";
 import { reshape } from "./layout.ts";
 
@@ -117,7 +118,9 @@ export function matmulConfig(): MatmulConfig {
 
 /**
  * Overrides the tile configuration of later matmuls (for tuning and tests); null restores
- * the adapter default. Returns the previous override.
+ * the adapter default. Returns the previous override, or null when there was none (pass it
+ * back to restore the earlier state). Throws, changing nothing, when the configuration breaks
+ * a limit (the message names it). Same contract as `setAttentionConfig`.
  *
  * @example Time two configurations (tuning is data)
  * ```ts
@@ -136,22 +139,44 @@ export function matmulConfig(): MatmulConfig {
  * ```
  */
 export function setMatmulConfig(next: MatmulConfig | null): MatmulConfig | null {
-  if (next) checkConfig(next);
+  if (next !== null) checkTileConfig("setMatmulConfig", next, matmulConfigProblems);
   const prev = override;
-  override = next ? { ...next } : null;
+  override = next === null ? null : { ...next };
   return prev;
 }
 
-function checkConfig(c: MatmulConfig): void {
-  const ints = [c.wgX, c.wgY, c.tm, c.tn, c.bk];
-  const vecOk = !c.vec4 || !c.shared || (c.tm % 4 === 0 && c.tn % 4 === 0);
-  if (!ints.every((v) => Number.isInteger(v) && v >= 1) || c.wgX * c.wgY > 1024 || !vecOk) {
-    throw new MoongradError(
-      "matmul",
-      `invalid tile config ${JSON.stringify(c)}: positive integers, wgX·wgY <= 1024, ` +
-        "shared vec4 tiles need tm and tn multiples of 4",
+/** The limits a matmul tile configuration breaks (none: it is valid on this device). */
+function matmulConfigProblems(c: MatmulConfig): string[] {
+  const problems: string[] = [];
+  const { maxComputeInvocationsPerWorkgroup: maxThreads, maxComputeWorkgroupStorageSize } =
+    deviceInfo().limits;
+  for (const k of ["wgX", "wgY", "tm", "tn", "bk"] as const) {
+    if (!Number.isInteger(c[k]) || c[k] < 1) {
+      problems.push(`${k} must be a positive integer, got ${c[k]}`);
+    }
+  }
+  for (const k of ["shared", "vec4"] as const) {
+    if (typeof c[k] !== "boolean") problems.push(`${k} must be a boolean, got ${c[k]}`);
+  }
+  if (problems.length) return problems;
+  const threads = c.wgX * c.wgY;
+  if (threads > maxThreads) {
+    problems.push(
+      `wgX·wgY = ${threads} threads exceeds the device's maxComputeInvocationsPerWorkgroup ` +
+        `${maxThreads}`,
     );
   }
+  if (c.shared && c.vec4 && (c.tm % 4 !== 0 || c.tn % 4 !== 0)) {
+    problems.push(`shared vec4 tiles need tm and tn multiples of 4, got ${c.tm} and ${c.tn}`);
+  }
+  const bytes = c.shared ? 4 * (c.wgY * c.tm + c.wgX * c.tn) * c.bk + 16 : 0;
+  if (bytes > maxComputeWorkgroupStorageSize) {
+    problems.push(
+      `the shared tiles need ${bytes} bytes of workgroup memory; the device allows ` +
+        `${maxComputeWorkgroupStorageSize}`,
+    );
+  }
+  return problems;
 }
 
 /** Most batch axes (after merging) the kernel's parameter block holds (16 + 3·16 words). */

@@ -10,7 +10,7 @@ import { fmtShape, MoongradError } from "../core/errors.ts";
 import { kernel, Params } from "../core/kernel.ts";
 import { dispatch } from "../core/runtime.ts";
 import { contiguousStrides, normalizeAxes, normalizeAxis } from "../core/shape.ts";
-import { Tensor } from "../core/tensor.ts";
+import { Tensor, type VarOptions } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { grid1d, linearId } from "./grid.ts";
 import { computeType, pointwise } from "./pointwise.ts";
@@ -215,7 +215,7 @@ export function sum(x: Tensor, axes?: number | readonly number[], keepDims = fal
   const ax = axesOf("sum", axes, x.rank);
   const out = reduce("sum", "sum", x, ax, keepDims);
   return record(out, "sum", [x], (g) => {
-    const gk = g.reshape(keptShape(x, ax));
+    const gk = reshape(g, keptShape(x, ax));
     const e = expand(gk, x.shape);
     const c = contiguous(e);
     gk.dispose();
@@ -241,7 +241,7 @@ export function mean(x: Tensor, axes?: number | readonly number[], keepDims = fa
   const count = ax.reduce((n, a) => n * x.shape[a], 1);
   const out = reduce("mean", "sum", x, ax, keepDims, 1 / count);
   return record(out, "mean", [x], (g) => {
-    const gk = g.reshape(keptShape(x, ax));
+    const gk = reshape(g, keptShape(x, ax));
     const grad = pointwise(
       "mean_grad",
       [gk, { scalar: 1 / count, dtype: g.dtype }],
@@ -266,7 +266,7 @@ function extremum(
   return record(out, op, [x], (g, _needs, [xs, os]) => {
     // The gradient goes to every position equal to the extremum, shared equally among ties;
     // in a row whose extremum is NaN, among its NaN positions (torch.max()'s rule).
-    const ok = os.reshape(keptShape(x, ax));
+    const ok = reshape(os, keptShape(x, ax));
     const maskF = pointwise(
       `${op}_grad_mask`,
       [xs, ok],
@@ -275,7 +275,7 @@ function extremum(
       "select(0.0, 1.0, select(v0 == v1 && !mg_isnan(v0), mg_isnan(v0), mg_isnan(v1)))",
     );
     const count = sum(maskF, ax, true);
-    const gk = g.reshape(keptShape(x, ax));
+    const gk = reshape(g, keptShape(x, ax));
     const share = div(gk, count);
     const grad = mul(maskF, share);
     for (const t of [ok, maskF, count, gk, share]) t.dispose();
@@ -358,30 +358,14 @@ function argExtremum(
     const r = reduce(op, op, flat, [0], false);
     flat.dispose();
     if (!keepDims) return r;
-    const k = r.reshape(x.shape.map(() => 1));
+    const k = reshape(r, x.shape.map(() => 1));
     r.dispose();
     return k;
   }
   return reduce(op, op, x, x.rank === 0 ? [] : [normalizeAxis(op, axis, x.rank)], keepDims);
 }
 
-/**
- * Options of `variance`.
- *
- * @example Population variance instead of the unbiased one
- * ```ts
- * import * as mg from "@moongrad/moongrad";
- * await mg.init();
- * const opts: mg.VarOptions = { correction: 0 };
- * console.log(await mg.variance(mg.tensor([1, 2, 3, 4]), undefined, opts).item()); // 1.25
- * ```
- */
-export interface VarOptions {
-  /** Subtracted from the count in the denominator: 1 (default, unbiased) or 0 (population). */
-  correction?: number;
-  /** Keep reduced axes as size 1. */
-  keepDims?: boolean;
-}
+export type { VarOptions };
 
 /**
  * Variance over `axes` (all when omitted): Σ(x − mean)² / (count − correction).
@@ -442,9 +426,9 @@ export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
       );
     }
   }
-  if (axes.length === 0) return lead === 0 ? g : g.reshape(shape);
+  if (axes.length === 0) return lead === 0 ? g : reshape(g, shape);
   const s = sum(g, axes, true);
-  const out = s.reshape(shape);
+  const out = reshape(s, shape);
   s.dispose();
   return out;
 }

@@ -3,6 +3,7 @@
  * Newton–Schulz, Moonlight's Muon/AdamW parameter split, and learning-rate schedules.
  * @module
  */
+import "../ops/tensor_methods.ts";
 export {
   type BaseOptions,
   type CommonOptions,

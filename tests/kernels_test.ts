@@ -277,14 +277,13 @@ Deno.test("every kernel template compiles with no compiler error or warning, and
     CPU_ATTENTION_CONFIG,
     { rows: 8, lanes: 16 },
   ];
-  const previous = mg.setAttentionConfig(attentionConfigs[0]);
   try {
     for (const c of attentionConfigs) {
       mg.setAttentionConfig(c);
       for (const t of floatTypes) await attentions(t);
     }
   } finally {
-    mg.setAttentionConfig(previous);
+    mg.setAttentionConfig(null);
   }
   const beforeModel = mg.memory().liveTensors;
   await model();

@@ -3,6 +3,7 @@
  * an SVD by one-sided Jacobi rotations, the polar factor, random orthogonal matrices and a
  * float64 Newton–Schulz. Written for obviousness (O(n³) per sweep), for matrices up to ~100.
  */
+import { mulberry32 } from "../../core/random.ts";
 
 /** A row-major m×n float64 matrix. */
 export interface Mat {
@@ -160,16 +161,9 @@ export function polar(x: Mat, relTol = 1e-9): Mat {
   return { m: x.m, n: x.n, a: out };
 }
 
-/** Deterministic uniform [0, 1) generator (mulberry32). */
+/** Deterministic uniform [0, 1) generator (mulberry32, core/random.ts). */
 export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(seed);
 }
 
 /** An m×n matrix of standard normal values (Box–Muller), rounded to f32. */

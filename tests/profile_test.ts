@@ -1,0 +1,66 @@
+/**
+ * cli/profile.ts: the per-phase, per-family dispatch counts of one profiled training step add
+ * up to `runtimeStats()`'s dispatch count over the same step, with the timestamp method (when
+ * the device has "timestamp-query") and with the CPU-side method; profiled passes still give
+ * the same loss as unprofiled ones (the profiler only observes).
+ */
+import assert from "node:assert/strict";
+import * as mg from "../mod.ts";
+import { PHASES, profileStep, type StepProfile, tinyStep } from "../cli/profile.ts";
+import { microConfig } from "./util.ts";
+
+await mg.init();
+
+function totals(p: StepProfile): { all: number; perPhase: number[] } {
+  const perPhase = PHASES.map((ph) =>
+    [...p.families[ph].values()].reduce((a, c) => a + c.dispatches, 0)
+  );
+  return { all: perPhase.reduce((a, b) => a + b, 0), perPhase };
+}
+
+for (const timestamps of [true, false]) {
+  Deno.test(`profile (${timestamps ? "timestamps if available" : "CPU-side"}): dispatch totals equal runtimeStats()`, async () => {
+    const s = tinyStep(microConfig(), "muonclip", 2, 8);
+    const p = await profileStep(s, { warmup: 1, timestamps });
+    const { all, perPhase } = totals(p);
+    assert.equal(all, p.dispatches);
+    assert.equal(all, p.runtimeDispatches, "profile total vs runtimeStats().dispatches");
+    assert.ok(perPhase.every((n) => n > 0), `a phase recorded nothing: ${perPhase}`);
+    const device = mg.deviceInfo();
+    const timed = timestamps && device.features.includes("timestamp-query");
+    for (const ph of PHASES) {
+      assert.ok(p.wallMs[ph] > 0);
+      for (const [fam, c] of p.families[ph]) {
+        assert.ok(c.cpuMs >= 0, `${ph} ${fam}: CPU time ${c.cpuMs}`);
+        if (timed) assert.ok(c.gpuMs !== null && c.gpuMs >= 0, `${ph} ${fam}: GPU ${c.gpuMs}`);
+        else assert.equal(c.gpuMs, null);
+      }
+    }
+    assert.equal(p.untimed, 0);
+    s.model.dispose();
+  });
+}
+
+Deno.test("profile: a profiled step computes what an unprofiled one does", async () => {
+  const losses: number[] = [];
+  for (const profiled of [false, true]) {
+    const s = tinyStep(microConfig(), "muonclip", 2, 8);
+    if (profiled) await profileStep(s, { warmup: 1 });
+    else {
+      for (let i = 0; i < 2; i++) {
+        const stats = new mg.nn.StepStats();
+        const loss = s.model.loss(s.x, s.y, { stats });
+        loss.backward();
+        await s.opt.step(stats);
+        stats.dispose();
+        loss.dispose();
+        s.model.zeroGrad();
+      }
+    }
+    const l = mg.noGrad(() => s.model.loss(s.x, s.y));
+    losses.push((await l.data())[0]);
+    l.dispose();
+    s.model.dispose();
+  }
+  assert.equal(losses[1], losses[0]);
+});
