@@ -7,6 +7,7 @@ import { COMPUTE_STAGE } from "./webgpu_flags.ts";
 import { gpuDevice, reportGpuError } from "./device.ts";
 import { MoongradError } from "./errors.ts";
 import { SPECIAL_WGSL } from "./special_wgsl.ts";
+import type { ParamLayout } from "./params.ts";
 
 /** How a kernel accesses one storage binding. */
 export type Access = "read" | "read_write";
@@ -33,6 +34,11 @@ export interface KernelDef {
   prelude?: string;
   /** Body of `fn main`, which has gid, lid, wid, nwg and lidx in scope. */
   body: string;
+  /**
+   * The kernel's parameter declaration (core/params.ts): its accessors (`p_rows()`,
+   * `p_shape(i)`) go into the source; the host packs values with the same declaration.
+   */
+  params?: ParamLayout;
 }
 
 /** A compiled compute pipeline with its explicit bind-group layout. */
@@ -80,12 +86,14 @@ export interface KernelDiagnostic {
 
 /**
  * Size of the uniform parameter block in u32 words. Kernels read words 0 … PARAM_WORDS − 2
- * through `prm(i)`; the last word is reserved and always 0 (see `PARAM_ZERO_WORD`).
+ * by name, through the accessors their declaration generates (core/params.ts: `p_rows()`,
+ * `p_shape(i)`); the last word is reserved and always 0 (see `PARAM_ZERO_WORD`).
  */
 export const PARAM_WORDS = 64;
 
 /**
- * The reserved parameter word, always 0: `prm(i)` reads word `i + params[PARAM_ZERO_WORD]`.
+ * The reserved parameter word, always 0: every parameter accessor reads word i through
+ * `param_word(i)`, which reads word `i + params[PARAM_ZERO_WORD]`.
  * The compiler cannot prove the index constant, so no parameter read is a uniform load at a
  * constant offset. That matters on Mesa's lavapipe (22.3, the CPU adapter in CI): it "inlines
  * uniforms", recompiling a small shader whose loop or branch conditions read constant-offset
@@ -95,6 +103,12 @@ export const PARAM_WORDS = 64;
  * load and an add per parameter read, outside the inner loops of every kernel here.
  */
 export const PARAM_ZERO_WORD = PARAM_WORDS - 1;
+
+/**
+ * Parameter reads a kernel body or prelude must not make itself: only the accessors generated
+ * from its declaration touch the uniform block (by name, through the zero word).
+ */
+const POSITIONAL_READ = /\bparam_word\s*\(|\bparams\s*\.\s*w\b|\bprm[fi]?\s*\(/;
 
 const cache = new Map<string, Kernel>();
 let nextId = 1;
@@ -121,12 +135,11 @@ export function kernelSource(def: KernelDef): string {
   lines.push(
     `struct Params { w: array<vec4<u32>, ${PARAM_WORDS / 4}> }`,
     `@group(0) @binding(${def.bindings.length}) var<uniform> params: Params;`,
-    `fn prm(i: u32) -> u32 { let j = i + params.w[${PARAM_ZERO_WORD >> 2}][${
+    `fn param_word(i: u32) -> u32 { let j = i + params.w[${PARAM_ZERO_WORD >> 2}][${
       PARAM_ZERO_WORD & 3
     }]; return params.w[j >> 2u][j & 3u]; }`,
-    "fn prmf(i: u32) -> f32 { return bitcast<f32>(prm(i)); }",
-    "fn prmi(i: u32) -> i32 { return bitcast<i32>(prm(i)); }",
   );
+  if (def.params) lines.push(def.params.wgsl);
   // The NaN/Inf helpers go into the kernels that call them (any mg_ name: MATH_WGSL's use them).
   if (/\bmg_\w+\(/.test(code)) lines.push(SPECIAL_WGSL);
   if (def.prelude) lines.push(def.prelude);
@@ -149,6 +162,14 @@ export function kernel(def: KernelDef): Kernel {
   const source = kernelSource(def);
   const hit = cache.get(source);
   if (hit) return hit;
+  const positional = (def.body + (def.prelude ?? "")).match(POSITIONAL_READ);
+  if (positional) {
+    throw new MoongradError(
+      def.name,
+      `kernel reads parameters positionally (${positional[0]}); declare them with params() ` +
+        "(core/params.ts) and read them by name",
+    );
+  }
   const device = gpuDevice(def.name);
   const dynamicCount = Math.min(
     def.bindings.length,
@@ -251,45 +272,12 @@ export function compiledKernelCount(): number {
   return cache.size;
 }
 
+/** Full WGSL sources of the kernels compiled so far, by kernel name (tests scan them). */
+export function compiledKernelSources(): { name: string; source: string }[] {
+  return [...cache].map(([source, k]) => ({ name: k.name, source }));
+}
+
 /** Names of the kernels compiled so far (one entry per distinct name). */
 export function compiledKernelNames(): Set<string> {
   return new Set([...cache.values()].map((k) => k.name));
-}
-
-/** Packs kernel parameters (integers as u32/i32 bits, floats as f32 bits) into u32 words. */
-export class Params {
-  /** The packed words, PARAM_WORDS long (the last one, PARAM_ZERO_WORD, stays 0). */
-  readonly words: Uint32Array = new Uint32Array(PARAM_WORDS);
-  private readonly f32 = new Float32Array(this.words.buffer);
-  private readonly i32 = new Int32Array(this.words.buffer);
-  private n = 0;
-
-  private room(count: number): void {
-    if (this.n + count > PARAM_ZERO_WORD) {
-      throw new Error(`kernel parameters exceed ${PARAM_ZERO_WORD} words (rank too large?)`);
-    }
-  }
-
-  /** Appends unsigned integers. */
-  u(...values: number[]): this {
-    this.room(values.length);
-    for (const v of values) this.words[this.n++] = v >>> 0;
-    return this;
-  }
-  /** Appends signed integers. */
-  i(...values: number[]): this {
-    this.room(values.length);
-    for (const v of values) this.i32[this.n++] = v;
-    return this;
-  }
-  /** Appends f32 values. */
-  f(...values: number[]): this {
-    this.room(values.length);
-    for (const v of values) this.f32[this.n++] = v;
-    return this;
-  }
-  /** Index of the next word to be written. */
-  get length(): number {
-    return this.n;
-  }
 }

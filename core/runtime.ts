@@ -8,6 +8,7 @@ import {
   kernelChecksDone,
   PARAM_ZERO_WORD,
 } from "./kernel.ts";
+import { params } from "./params.ts";
 import { acquire, type GpuBuf, release, type Slab } from "./pool.ts";
 
 /**
@@ -193,7 +194,7 @@ export function dispatch(
     throw new Error(`${k.name}: parameter word ${PARAM_ZERO_WORD} is reserved and must be 0`);
   }
   a.cpu.set(params.subarray(0, PARAM_ZERO_WORD), offset / 4);
-  a.cpu[offset / 4 + PARAM_ZERO_WORD] = 0; // read by prm() (core/kernel.ts)
+  a.cpu[offset / 4 + PARAM_ZERO_WORD] = 0; // every parameter read adds it (core/kernel.ts)
   a.slot++;
   const group = bindGroupFor(device, k, a, bufs);
   const offsets: number[] = [];
@@ -267,6 +268,9 @@ function bindGroupFor(
   return group;
 }
 
+/** The alias copy's one parameter: words to copy. */
+const ALIAS_COPY = params("alias_copy", { words: "u32" });
+
 /** Word copy between two sub-buffers (a kernel, not copyBufferToBuffer: they may share a slab). */
 function copyKernel(): Kernel {
   return kernel({
@@ -276,9 +280,10 @@ function copyKernel(): Kernel {
       { name: "dst", type: "u32", access: "read_write" },
     ],
     workgroupSize: [256],
+    params: ALIAS_COPY,
     body: `
   let i = (wid.y * nwg.x + wid.x) * 256u + lidx;
-  if (i < prm(0u)) { dst[i] = src[i]; }`,
+  if (i < p_words()) { dst[i] = src[i]; }`,
   });
 }
 
@@ -322,7 +327,7 @@ function separateAliases(
       const words = b.size / 4;
       const wgs = Math.ceil(words / 256);
       const gx = Math.min(wgs, 65535);
-      dispatch(copyKernel(), [b, c], Uint32Array.of(words), [gx, Math.ceil(wgs / gx)]);
+      dispatch(copyKernel(), [b, c], ALIAS_COPY.pack({ words }), [gx, Math.ceil(wgs / gx)]);
       stats.aliasCopies++;
       bufs[i] = c;
       scratch.push(c);

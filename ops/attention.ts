@@ -36,7 +36,8 @@ import { deviceInfo } from "../core/device.ts";
 import { isFloat, wgslType } from "../core/dtype.ts";
 import type { DType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { type Kernel, kernel, Params } from "../core/kernel.ts";
+import { type Kernel, kernel } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
@@ -242,28 +243,63 @@ interface Dims {
 }
 
 // ---- parameters --------------------------------------------------------------------------
-// 0 B, 1 H, 2 T, 3 S, 4 Dqk, 5 Dv, 6 scale (f32), 7 causal, 8 S − T, 9 H / Hk, 10 H / Hv,
-// 11 blocks per (b, h), 12 workgroups (or rows for the row-dot kernel), then per strided
-// operand (q, k, v, g) five words at 13 + 5·slot: offset, stride of B, H, T, D.
+/** Index of each strided operand in the per-operand parameter arrays. */
 const SLOT = { q: 0, k: 1, v: 2, g: 3 } as const;
 
-function operandWords(t: Tensor | null): number[] {
-  if (!t) return [0, 0, 0, 0, 0];
-  return [t.offset, ...t.strides];
-}
+/**
+ * Every attention kernel's parameters: sizes, scale, causal flag and S − T, query heads per
+ * k and v head, blocks per (b, h), workgroups (or rows of the direct and row-dot kernels),
+ * then per strided operand (q, k, v, g; by SLOT) its offset and strides of B, H, T, D.
+ */
+const ATTN = params("attention", {
+  B: "u32",
+  H: "u32",
+  T: "u32",
+  S: "u32",
+  Dqk: "u32",
+  Dv: "u32",
+  scale: "f32",
+  causal: "u32",
+  off: "u32",
+  hPerK: "u32",
+  hPerV: "u32",
+  blocks: "u32",
+  groups: "u32",
+  offsets: ["u32", 4],
+  strideB: ["u32", 4],
+  strideH: ["u32", 4],
+  strideT: ["u32", 4],
+  strideD: ["u32", 4],
+});
 
-function params(
+function attnParams(
   d: Dims,
   blocks: number,
   groups: number,
   ops: { q?: Tensor; k?: Tensor; v?: Tensor; g?: Tensor },
-): Params {
-  const p = new Params()
-    .u(d.B, d.H, d.T, d.S, d.Dqk, d.Dv)
-    .f(d.scale)
-    .u(d.causal ? 1 : 0, d.causal ? d.S - d.T : 0, d.H / d.Hk, d.H / d.Hv, blocks, groups);
-  for (const t of [ops.q, ops.k, ops.v, ops.g]) p.u(...operandWords(t ?? null));
-  return p;
+): Uint32Array {
+  const ts = [ops.q, ops.k, ops.v, ops.g];
+  const stride = (axis: number) => ts.map((t) => t?.strides[axis] ?? 0);
+  return ATTN.pack({
+    B: d.B,
+    H: d.H,
+    T: d.T,
+    S: d.S,
+    Dqk: d.Dqk,
+    Dv: d.Dv,
+    scale: d.scale,
+    causal: d.causal,
+    off: d.causal ? d.S - d.T : 0,
+    hPerK: d.H / d.Hk,
+    hPerV: d.H / d.Hv,
+    blocks,
+    groups,
+    offsets: ts.map((t) => t?.offset ?? 0),
+    strideB: stride(0),
+    strideH: stride(1),
+    strideT: stride(2),
+    strideD: stride(3),
+  });
 }
 
 // ---- WGSL generation ---------------------------------------------------------------------
@@ -295,13 +331,13 @@ fn rowMax(m: f32, nanSeen: bool) -> f32 {
 function setup(): string {
   return `
   let wg = wid.y * nwg.x + wid.x;
-  if (wg >= prm(12u)) { return; }
-  let B = prm(0u); let H = prm(1u); let T = prm(2u); let S = prm(3u);
-  let DQ = prm(4u); let DV = prm(5u);
-  let scale = prmf(6u);
-  let causal = prm(7u) != 0u;
-  let off = prm(8u);
-  let nb = prm(11u);
+  if (wg >= p_groups()) { return; }
+  let B = p_B(); let H = p_H(); let T = p_T(); let S = p_S();
+  let DQ = p_Dqk(); let DV = p_Dv();
+  let scale = p_scale();
+  let causal = p_causal() != 0u;
+  let off = p_off();
+  let nb = p_blocks();
   let blk = wg % nb;
   let bh = wg / nb;
   let h = bh % H;
@@ -312,11 +348,10 @@ function setup(): string {
 
 /** Base offset and T/D strides of operand `slot` for head expression `head`. */
 function base(name: string, slot: number, head: string): string {
-  const w = 13 + 5 * slot;
   return `
-  let ${name}B = prm(${w}u) + b * prm(${w + 1}u) + (${head}) * prm(${w + 2}u);
-  let ${name}T = prm(${w + 3}u);
-  let ${name}D = prm(${w + 4}u);`;
+  let ${name}B = p_offsets(${slot}u) + b * p_strideB(${slot}u) + (${head}) * p_strideH(${slot}u);
+  let ${name}T = p_strideT(${slot}u);
+  let ${name}D = p_strideD(${slot}u);`;
 }
 
 /** Rows of one operand as a kernel stages them: binding, base prefix, first row, row count. */
@@ -477,9 +512,10 @@ function forwardKernel(ty: string, R: number, L: number, nv: number): Kernel {
       { name: "rmax", type: "f32", access: "read_write" },
     ],
     workgroupSize: [L, R],
+    params: ATTN,
     prelude: sharedDecl(R, L, ["ss", "ps"]),
-    body: `${setup()}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / prm(9u)")}${
-      base("v", SLOT.v, "h / prm(10u)")
+    body: `${setup()}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / p_hPerK()")}${
+      base("v", SLOT.v, "h / p_hPerV()")
     }
   let q0 = blk * ${R}u;
   let i = q0 + r;
@@ -562,9 +598,10 @@ function dqKernel(ty: string, R: number, L: number, nq: number): Kernel {
       { name: "dq", type: ty, access: "read_write" },
     ],
     workgroupSize: [L, R],
+    params: ATTN,
     prelude: sharedDecl(R, L, ["ss"]),
-    body: `${setup()}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / prm(9u)")}${
-      base("v", SLOT.v, "h / prm(10u)")
+    body: `${setup()}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / p_hPerK()")}${
+      base("v", SLOT.v, "h / p_hPerV()")
     }${base("g", SLOT.g, "h")}
   let q0 = blk * ${R}u;
   let i = q0 + r;
@@ -625,9 +662,10 @@ function dkvKernel(ty: string, R: number, L: number, nq: number, nv: number): Ke
       { name: "dv", type: ty, access: "read_write" },
     ],
     workgroupSize: [L, R],
+    params: ATTN,
     prelude: sharedDecl(R, L, ["ss", "ps"]),
-    body: `${setup()}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / prm(9u)")}${
-      base("v", SLOT.v, "h / prm(10u)")
+    body: `${setup()}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / p_hPerK()")}${
+      base("v", SLOT.v, "h / p_hPerV()")
     }${base("g", SLOT.g, "h")}
   let k0 = blk * ${R}u;
   let j = k0 + r;
@@ -746,12 +784,12 @@ function storeChunks(
 function directSetup(wg: number, len: "T" | "S"): string {
   return `
   let row = ${linearId(wg)};
-  if (row >= prm(12u)) { return; }
-  let B = prm(0u); let H = prm(1u); let T = prm(2u); let S = prm(3u);
-  let DQ = prm(4u); let DV = prm(5u);
-  let scale = prmf(6u);
-  let causal = prm(7u) != 0u;
-  let off = prm(8u);
+  if (row >= p_groups()) { return; }
+  let B = p_B(); let H = p_H(); let T = p_T(); let S = p_S();
+  let DQ = p_Dqk(); let DV = p_Dv();
+  let scale = p_scale();
+  let causal = p_causal() != 0u;
+  let off = p_off();
   let bh = row / ${len};
   let h = bh % H;
   let b = bh / H;`;
@@ -771,9 +809,10 @@ function forwardDirect(ty: string, wg: number, nq: number, nv: number, vec: bool
       { name: "rmax", type: "f32", access: "read_write" },
     ],
     workgroupSize: [wg],
+    params: ATTN,
     prelude: COMMON,
-    body: `${directSetup(wg, "T")}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / prm(9u)")}${
-      base("v", SLOT.v, "h / prm(10u)")
+    body: `${directSetup(wg, "T")}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / p_hPerK()")}${
+      base("v", SLOT.v, "h / p_hPerV()")
     }
   let i = row % T;${loadChunks("q", "qx", vec, nq, "qB + i * qT", "q", "DQ")}
   var kEnd = S;
@@ -814,9 +853,10 @@ function dqDirect(ty: string, wg: number, nq: number, nv: number, vec: boolean):
       { name: "dq", type: ty, access: "read_write" },
     ],
     workgroupSize: [wg],
+    params: ATTN,
     prelude: COMMON,
-    body: `${directSetup(wg, "T")}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / prm(9u)")}${
-      base("v", SLOT.v, "h / prm(10u)")
+    body: `${directSetup(wg, "T")}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / p_hPerK()")}${
+      base("v", SLOT.v, "h / p_hPerV()")
     }${base("g", SLOT.g, "h")}
   let i = row % T;${loadChunks("q", "qx", vec, nq, "qB + i * qT", "q", "DQ")}${
       loadChunks("g", "gx", vec, nv, "gB + i * gT", "g", "DV")
@@ -847,9 +887,10 @@ function dkvDirect(ty: string, wg: number, nq: number, nv: number, vec: boolean)
       { name: "dv", type: ty, access: "read_write" },
     ],
     workgroupSize: [wg],
+    params: ATTN,
     prelude: COMMON,
-    body: `${directSetup(wg, "S")}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / prm(9u)")}${
-      base("v", SLOT.v, "h / prm(10u)")
+    body: `${directSetup(wg, "S")}${base("q", SLOT.q, "h")}${base("k", SLOT.k, "h / p_hPerK()")}${
+      base("v", SLOT.v, "h / p_hPerV()")
     }${base("g", SLOT.g, "h")}
   let j = row % S;${loadChunks("k", "kx", vec, nq, "kB + j * kT", "k", "DQ")}${
       loadChunks("v", "vx", vec, nv, "vB + j * vT", "v", "DV")
@@ -882,15 +923,17 @@ function rowDotKernel(ty: string): Kernel {
       { name: "dvec", type: "f32", access: "read_write" },
     ],
     workgroupSize: [ROW_WG],
+    params: ATTN,
     body: `
   let row = ${linearId(ROW_WG)};
-  if (row >= prm(12u)) { return; }
-  let H = prm(1u); let T = prm(2u); let DV = prm(5u);
+  if (row >= p_groups()) { return; }
+  let H = p_H(); let T = p_T(); let DV = p_Dv();
   let i = row % T;
   let h = (row / T) % H;
   let b = row / (T * H);
-  let gB = prm(28u) + b * prm(29u) + h * prm(30u) + i * prm(31u);
-  let gD = prm(32u);
+  let gB = p_offsets(${SLOT.g}u) + b * p_strideB(${SLOT.g}u) + h * p_strideH(${SLOT.g}u) +
+    i * p_strideT(${SLOT.g}u);
+  let gD = p_strideD(${SLOT.g}u);
   var s = 0.0;
   for (var d = 0u; d < DV; d++) { s += f32(gx[gB + d * gD]) * f32(ox[row * DV + d]); }
   dvec[row] = s;`,
@@ -982,13 +1025,24 @@ function chunks(dim: number): number {
 }
 
 /** Launches a direct kernel: one thread per row, `wg` threads per workgroup. */
-function launchRows(k: Kernel, bufs: Tensor[], p: Params, rows: number, wg: number): void {
-  dispatch(k, bufs.map((t) => t.storage(k.name).buf), p.words, grid1d(rows, wg));
+function launchRows(
+  k: Kernel,
+  bufs: Tensor[],
+  words: Uint32Array,
+  rows: number,
+  wg: number,
+): void {
+  dispatch(k, bufs.map((t) => t.storage(k.name).buf), words, grid1d(rows, wg));
 }
 
-function launch(k: Kernel, bufs: Tensor[], p: (groups: number) => Params, groups: number): void {
+function launch(
+  k: Kernel,
+  bufs: Tensor[],
+  words: (groups: number) => Uint32Array,
+  groups: number,
+): void {
   const [gx, gy] = grid1d(groups, 1);
-  dispatch(k, bufs.map((t) => t.storage(k.name).buf), p(groups).words, [gx, gy]);
+  dispatch(k, bufs.map((t) => t.storage(k.name).buf), words(groups), [gx, gy]);
 }
 
 function forward(q: Tensor, k: Tensor, v: Tensor, d: Dims) {
@@ -1002,13 +1056,13 @@ function forward(q: Tensor, k: Tensor, v: Tensor, d: Dims) {
     const rows = d.B * d.H * d.T;
     const vec = [q, k, v].every(aligned4);
     const kern = forwardDirect(ty, R, chunks(d.Dqk), chunks(d.Dv), vec);
-    launchRows(kern, [q, k, v, out, lse, rmax], params(d, 0, rows, { q, k, v }), rows, R);
+    launchRows(kern, [q, k, v, out, lse, rmax], attnParams(d, 0, rows, { q, k, v }), rows, R);
   } else {
     const blocks = Math.ceil(d.T / R);
     launch(
       forwardKernel(ty, R, L, groupsFor(d.Dv, L)),
       [q, k, v, out, lse, rmax],
-      (g) => params(d, blocks, g, { q, k, v }),
+      (g) => attnParams(d, blocks, g, { q, k, v }),
       blocks * d.B * d.H,
     );
   }
@@ -1043,7 +1097,7 @@ function backward(
   dispatch(
     rk,
     [g.storage(rk.name).buf, out.storage(rk.name).buf, dvec.storage(rk.name).buf],
-    params(d, 0, rows, ops).words,
+    attnParams(d, 0, rows, ops),
     grid1d(rows, ROW_WG),
   );
   const cfg = currentConfig();
@@ -1057,12 +1111,12 @@ function backward(
     const blocks = Math.ceil(d.T / R);
     if (cfg.direct) {
       const kern = dqDirect(ty, R, chunks(d.Dqk), chunks(d.Dv), vec);
-      launchRows(kern, [q, k, v, g, lse, dvec, dq], params(d, 0, rows, ops), rows, R);
+      launchRows(kern, [q, k, v, g, lse, dvec, dq], attnParams(d, 0, rows, ops), rows, R);
     } else {
       launch(
         dqKernel(ty, R, L, nq),
         [q, k, v, g, lse, dvec, dq],
-        (n) => params(d, blocks, n, ops),
+        (n) => attnParams(d, blocks, n, ops),
         blocks * d.B * d.H,
       );
     }
@@ -1076,12 +1130,12 @@ function backward(
     if (cfg.direct) {
       const kvRows = d.B * d.H * d.S;
       const kern = dkvDirect(ty, R, chunks(d.Dqk), chunks(d.Dv), vec);
-      launchRows(kern, [q, k, v, g, lse, dvec, dkH, dvH], params(d, 0, kvRows, ops), kvRows, R);
+      launchRows(kern, [q, k, v, g, lse, dvec, dkH, dvH], attnParams(d, 0, kvRows, ops), kvRows, R);
     } else {
       launch(
         dkvKernel(ty, R, L, nq, nv),
         [q, k, v, g, lse, dvec, dkH, dvH],
-        (n) => params(d, blocks, n, ops),
+        (n) => attnParams(d, blocks, n, ops),
         blocks * d.B * d.H,
       );
     }

@@ -6,7 +6,8 @@
  * (token, slot) pairs by expert with it; `indexAdd` groups source rows by target row.
  */
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { kernel, Params } from "../core/kernel.ts";
+import { kernel } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { fillInPlace } from "./copy.ts";
@@ -16,6 +17,11 @@ import { grid1d, linearId } from "./grid.ts";
 const WG = 256;
 /** Keys per block of the sort (one workgroup each in the placement pass). */
 const BLOCK = 256;
+
+/** Histogram and placement: key count, bucket count, element offset of the keys. */
+const PAIRS = params("moe_bucket_pairs", { pairs: "u32", e: "u32", offset: "u32" });
+/** The scan over per-block bucket counts: buckets and blocks. */
+const SCAN = params("moe_scan", { e: "u32", blocks: "u32" });
 
 /** The result of `bucketSort`; dispose its tensors when done. */
 export interface BucketSort {
@@ -68,11 +74,12 @@ export function bucketSort(keys: Tensor, numBuckets: number): BucketSort {
       { name: "bc", type: "atomic<u32>", access: "read_write" },
     ],
     workgroupSize: [WG],
+    params: PAIRS,
     body: `
   let p = ${linearId(WG)};
-  if (p >= prm(0u)) { return; }
-  let e = prm(1u);
-  let x = idx[prm(2u) + p];
+  if (p >= p_pairs()) { return; }
+  let e = p_e();
+  let x = idx[p_offset() + p];
   if (x < 0 || u32(x) >= e) { return; }
   atomicAdd(&bc[(p / ${BLOCK}u) * e + u32(x)], 1u);`,
   });
@@ -80,7 +87,7 @@ export function bucketSort(keys: Tensor, numBuckets: number): BucketSort {
     dispatch(
       hist,
       [buf(ix.t, op), buf(blocks, op)],
-      new Params().u(pairs, e, ix.t.offset).words,
+      PAIRS.pack({ pairs, e, offset: ix.t.offset }),
       grid1d(pairs, WG),
     );
   }
@@ -92,10 +99,11 @@ export function bucketSort(keys: Tensor, numBuckets: number): BucketSort {
       { name: "offsets", type: "u32", access: "read_write" },
     ],
     workgroupSize: [WG],
+    params: SCAN,
     prelude: `var<workgroup> sh: array<u32, ${WG}>;`,
     body: `
-  let e = prm(0u);
-  let nb = prm(1u);
+  let e = p_e();
+  let nb = p_blocks();
   var carry = 0u;
   for (var c = 0u; c < e; c += ${WG}u) {
     let x = c + lidx;
@@ -133,7 +141,7 @@ export function bucketSort(keys: Tensor, numBuckets: number): BucketSort {
   dispatch(
     scan,
     [buf(blocks, op), buf(counts, op), buf(offsets, op)],
-    new Params().u(e, nb).words,
+    SCAN.pack({ e, blocks: nb }),
     [1],
   );
   if (pairs > 0) {
@@ -146,14 +154,15 @@ export function bucketSort(keys: Tensor, numBuckets: number): BucketSort {
         { name: "inv", type: "i32", access: "read_write" },
       ],
       workgroupSize: [BLOCK],
+      params: PAIRS,
       prelude: `var<workgroup> se: array<u32, ${BLOCK}>;`,
       body: `
   let b = wid.y * nwg.x + wid.x;
   let p = b * ${BLOCK}u + lidx;
-  let e = prm(1u);
+  let e = p_e();
   var x = 0xffffffffu;
-  if (p < prm(0u)) {
-    let v = idx[prm(2u) + p];
+  if (p < p_pairs()) {
+    let v = idx[p_offset() + p];
     if (v >= 0 && u32(v) < e) { x = u32(v); }
   }
   se[lidx] = x;
@@ -168,7 +177,7 @@ export function bucketSort(keys: Tensor, numBuckets: number): BucketSort {
     dispatch(
       place,
       [buf(ix.t, op), buf(blocks, op), buf(perm, op), buf(inv, op)],
-      new Params().u(pairs, e, ix.t.offset).words,
+      PAIRS.pack({ pairs, e, offset: ix.t.offset }),
       grid1d(nb, 1),
     );
   }

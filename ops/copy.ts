@@ -1,7 +1,8 @@
 /** Writes into strided views: copy one view into another, or fill a view with a constant. */
 import { wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { kernel, Params } from "../core/kernel.ts";
+import { kernel } from "../core/kernel.ts";
+import { fitLength, params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { sameShape } from "../core/shape.ts";
 import type { Tensor } from "../core/tensor.ts";
@@ -9,17 +10,48 @@ import { grid1d, linearId } from "./grid.ts";
 
 const WG = 256;
 
-const OFFSET_FN = `
-fn view_offset(i: u32, rank: u32, strides: u32, off: u32) -> u32 {
+/** Largest rank of a copy: n, rank, two offsets and three rank-length arrays fill the block. */
+const R = fitLength(4, 3);
+
+/** copy_into: the shape, then source and destination strides and offsets. */
+const COPY = params("copy_into", {
+  n: "u32",
+  rank: "u32",
+  shape: ["u32", R],
+  srcStrides: ["u32", R],
+  srcOffset: "u32",
+  dstStrides: ["u32", R],
+  dstOffset: "u32",
+});
+
+/** fill: the destination view and the value (declared per value type). */
+const FILL_VIEW = {
+  n: "u32",
+  rank: "u32",
+  shape: ["u32", R],
+  strides: ["u32", R],
+  offset: "u32",
+} as const;
+const FILL = {
+  f32: params("fill", { ...FILL_VIEW, value: "f32" }),
+  i32: params("fill", { ...FILL_VIEW, value: "i32" }),
+  u32: params("fill", { ...FILL_VIEW, value: "u32" }),
+};
+
+/** The element offset of linear index `i` in a view (shape from p_shape), `src` or `dst`. */
+function offsetFn(fn: string, strides: string, offset: string): string {
+  return `
+fn ${fn}(i: u32) -> u32 {
   var rem = i;
-  var o = prm(off);
-  for (var d = i32(rank) - 1; d >= 0; d--) {
-    let dim = prm(2u + u32(d));
-    o += (rem % dim) * prm(strides + u32(d));
+  var o = ${offset}();
+  for (var d = i32(p_rank()) - 1; d >= 0; d--) {
+    let dim = p_shape(u32(d));
+    o += (rem % dim) * ${strides}(u32(d));
     rem /= dim;
   }
   return o;
 }`;
+}
 
 /** Copies `src` into the view `dst` (same shape and dtype), element by element, in place. */
 export function copyInto(src: Tensor, dst: Tensor): void {
@@ -37,17 +69,16 @@ export function copyInto(src: Tensor, dst: Tensor): void {
   }
   const n = src.size;
   if (n === 0) return;
-  const r = src.rank;
   const t = wgslType(src.dtype);
-  const p = new Params().u(
+  const words = COPY.pack({
     n,
-    r,
-    ...src.shape,
-    ...src.strides,
-    src.offset,
-    ...dst.strides,
-    dst.offset,
-  );
+    rank: src.rank,
+    shape: src.shape,
+    srcStrides: src.strides,
+    srcOffset: src.offset,
+    dstStrides: dst.strides,
+    dstOffset: dst.offset,
+  });
   const k = kernel({
     name: "copy_into",
     bindings: [{ name: "src", type: t, access: "read" }, {
@@ -56,43 +87,38 @@ export function copyInto(src: Tensor, dst: Tensor): void {
       access: "read_write",
     }],
     workgroupSize: [WG],
-    prelude: OFFSET_FN,
+    params: COPY,
+    prelude: offsetFn("src_offset", "p_srcStrides", "p_srcOffset") +
+      offsetFn("dst_offset", "p_dstStrides", "p_dstOffset"),
     body: `
   let i = ${linearId(WG)};
-  if (i >= prm(0u)) { return; }
-  let r = prm(1u);
-  let s = view_offset(i, r, 2u + r, 2u + 2u * r);
-  let d = view_offset(i, r, 3u + 2u * r, 3u + 3u * r);
-  dst[d] = src[s];`,
+  if (i >= p_n()) { return; }
+  dst[dst_offset(i)] = src[src_offset(i)];`,
   });
-  dispatch(k, [src.storage("copyInto").buf, dst.storage("copyInto").buf], p.words, grid1d(n, WG));
+  dispatch(k, [src.storage("copyInto").buf, dst.storage("copyInto").buf], words, grid1d(n, WG));
 }
 
 /** Sets every element of the view `dst` to `value`, in place. */
 export function fillInPlace(dst: Tensor, value: number): void {
   const n = dst.size;
   if (n === 0) return;
-  const r = dst.rank;
   const t = wgslType(dst.dtype);
-  const p = new Params().u(n, r, ...dst.shape, ...dst.strides, dst.offset);
-  if (t === "f32" || t === "f16") p.f(value);
-  else if (t === "i32") p.i(value);
-  else p.u(value ? 1 : 0);
-  const load = t === "u32"
-    ? "prm(3u + 2u * r)"
-    : t === "i32"
-    ? "prmi(3u + 2u * r)"
-    : `${t}(prmf(3u + 2u * r))`;
+  const P = t === "f32" || t === "f16" ? FILL.f32 : t === "i32" ? FILL.i32 : FILL.u32;
+  const view = { n, rank: dst.rank, shape: dst.shape, strides: dst.strides, offset: dst.offset };
+  // Integers truncate toward zero, bool is value != 0 (as mg.tensor converts).
+  const v = t === "u32" ? (value ? 1 : 0) : t === "i32" ? Math.trunc(value) : value;
+  const words = P.pack({ ...view, value: v });
+  const load = t === "f16" ? "f16(p_value())" : "p_value()";
   const k = kernel({
     name: "fill",
     bindings: [{ name: "dst", type: t, access: "read_write" }],
     workgroupSize: [WG],
-    prelude: OFFSET_FN,
+    params: P,
+    prelude: offsetFn("view_offset", "p_strides", "p_offset"),
     body: `
   let i = ${linearId(WG)};
-  if (i >= prm(0u)) { return; }
-  let r = prm(1u);
-  dst[view_offset(i, r, 2u + r, 2u + 2u * r)] = ${load};`,
+  if (i >= p_n()) { return; }
+  dst[view_offset(i)] = ${load};`,
   });
-  dispatch(k, [dst.storage("fill").buf], p.words, grid1d(n, WG));
+  dispatch(k, [dst.storage("fill").buf], words, grid1d(n, WG));
 }

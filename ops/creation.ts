@@ -2,7 +2,8 @@
 import { deviceInfo } from "../core/device.ts";
 import { checkDType, type DType, encode } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { kernel, Params } from "../core/kernel.ts";
+import { kernel } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch, upload } from "../core/runtime.ts";
 import { checkShape, numel } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -342,6 +343,17 @@ fn unit(x: u32) -> f32 { return f32(x >> 8u) * 5.9604644775390625e-8; }
 // 11 random bits: every value (at most 1 − 2⁻¹¹) is exact in f16, so f16 rand stays below 1.
 fn unit16(x: u32) -> f32 { return f32(x >> 21u) * 4.8828125e-4; }`;
 
+/** Random kernels: element count, Philox key (seed split in 32-bit halves) and stream, a + b·x. */
+const RANDOM_DECL = {
+  n: "u32",
+  seedLo: "u32",
+  seedHi: "u32",
+  stream: "u32",
+  a: "f32",
+  b: "f32",
+} as const;
+const RANDOM_PARAMS = { rand: params("rand", RANDOM_DECL), randn: params("randn", RANDOM_DECL) };
+
 function random(
   op: "rand" | "randn",
   shape: readonly number[],
@@ -370,22 +382,31 @@ function random(
   const t = Tensor.empty(s, dtype);
   const n = t.size;
   if (n > 0) {
-    const p = new Params().u(n, seed >>> 0, Math.floor(seed / 2 ** 32) >>> 0, stream).f(a, b);
+    const P = RANDOM_PARAMS[op];
+    const words = P.pack({
+      n,
+      seedLo: seed >>> 0,
+      seedHi: Math.floor(seed / 2 ** 32) >>> 0,
+      stream,
+      a,
+      b,
+    });
     const value = op === "rand"
-      ? `prmf(4u) + prmf(5u) * ${dtype === "f16" ? "unit16" : "unit"}(r.x)`
-      : "prmf(4u) + prmf(5u) * sqrt(-2.0 * log(unit(r.x) + 5.9604644775390625e-8)) * mg_cos(6.283185307179586 * unit(r.y))";
+      ? `p_a() + p_b() * ${dtype === "f16" ? "unit16" : "unit"}(r.x)`
+      : "p_a() + p_b() * sqrt(-2.0 * log(unit(r.x) + 5.9604644775390625e-8)) * mg_cos(6.283185307179586 * unit(r.y))";
     const k = kernel({
       name: op,
       bindings: [{ name: "out", type: dtype, access: "read_write" }],
       workgroupSize: [256],
+      params: P,
       prelude: PHILOX_WGSL + TRIG_WGSL,
       body: `
   let i = ${linearId(256)};
-  if (i >= prm(0u)) { return; }
-  let r = philox(vec4<u32>(i, prm(3u), 0u, 0u), vec2<u32>(prm(1u), prm(2u)));
+  if (i >= p_n()) { return; }
+  let r = philox(vec4<u32>(i, p_stream(), 0u, 0u), vec2<u32>(p_seedLo(), p_seedHi()));
   out[i] = ${dtype}(${value});`,
     });
-    dispatch(k, [t.storage(op).buf], p.words, grid1d(n, 256));
+    dispatch(k, [t.storage(op).buf], words, grid1d(n, 256));
   }
   return finish(t, options);
 }

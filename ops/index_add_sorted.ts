@@ -6,7 +6,8 @@
  */
 import { type DType, isFloat, wgslType } from "../core/dtype.ts";
 import { noGrad } from "../core/autograd.ts";
-import { kernel, Params } from "../core/kernel.ts";
+import { kernel } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { bucketSort } from "./bucket_sort.ts";
@@ -15,6 +16,19 @@ import { grid1d, linearId } from "./grid.ts";
 import { pointwise } from "./pointwise.ts";
 
 const WG = 256;
+
+/**
+ * Outputs (outer · m · inner), rows of the output (m) and of src (n), the inner size, and
+ * the element offsets of src and base.
+ */
+const INDEX_ADD_SORTED = params("index_add_sorted", {
+  total: "u32",
+  m: "u32",
+  n: "u32",
+  inner: "u32",
+  srcOffset: "u32",
+  baseOffset: "u32",
+});
 
 /**
  * out = base + Σ_j src[..., j, ...] added at row index[j] of `axis` (base = zeros when null).
@@ -61,28 +75,36 @@ export function indexAddSorted(
       name: "index_add_sorted",
       bindings,
       workgroupSize: [WG],
+      params: INDEX_ADD_SORTED,
       body: `
   let t = ${linearId(WG)};
-  if (t >= prm(0u)) { return; }
-  let m = prm(1u);
-  let n = prm(2u);
-  let inner = prm(3u);
+  if (t >= p_total()) { return; }
+  let m = p_m();
+  let n = p_n();
+  let inner = p_inner();
   let i = t % inner;
   let v = (t / inner) % m;
   let o = t / (inner * m);
-  var sum = ${b ? `${acc}(base[prm(5u) + t])` : `${acc}(0)`};
+  var sum = ${b ? `${acc}(base[p_baseOffset() + t])` : `${acc}(0)`};
   let end = u32(offsets[v + 1u]);
   for (var j = u32(offsets[v]); j < end; j++) {
     let r = u32(perm[j]);
-    sum += ${acc}(src[prm(4u) + (o * n + r) * inner + i]);
+    sum += ${acc}(src[p_srcOffset() + (o * n + r) * inner + i]);
   }
   out[t] = ${t}(sum);`,
     });
     const bufs = [sorted.offsets, sorted.perm, s, ...(b ? [b] : []), out].map((x) =>
       x.storage("indexAdd").buf
     );
-    const p = new Params().u(total, M, N, inner, s.offset, b ? b.offset : 0);
-    dispatch(k, bufs, p.words, grid1d(total, WG));
+    const words = INDEX_ADD_SORTED.pack({
+      total,
+      m: M,
+      n: N,
+      inner,
+      srcOffset: s.offset,
+      baseOffset: b ? b.offset : 0,
+    });
+    dispatch(k, bufs, words, grid1d(total, WG));
     for (const x of [sorted.counts, sorted.offsets, sorted.perm, sorted.inv]) x.dispose();
     if (s !== src) s.dispose();
     if (b && b !== base) b.dispose();

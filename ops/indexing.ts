@@ -21,7 +21,8 @@
  */
 import { type DType, isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { kernel, Params } from "../core/kernel.ts";
+import { kernel } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { normalizeAxis, sameShape } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -92,6 +93,40 @@ function spreadIndex(index: Tensor, shape: readonly number[], axis: number): Ten
 // ---- kernels ----------------------------------------------------------------------------
 
 /** WGSL: the valid position of index value `j` on an axis of length `len`, or -1. */
+/**
+ * gather: elements, rank, axis and its length in x, the index shape, x's strides and offset,
+ * the index's strides and offset (ranks up to MAX_RANK).
+ */
+const GATHER = params("gather", {
+  n: "u32",
+  rank: "u32",
+  axis: "u32",
+  axisLen: "u32",
+  shape: ["u32", MAX_RANK],
+  xStrides: ["u32", MAX_RANK],
+  xOffset: "u32",
+  idxStrides: ["u32", MAX_RANK],
+  idxOffset: "u32",
+});
+
+/** scatter_add: as gather, with the accumulator's and the source's strides and offsets. */
+const SCATTER_ADD = params("scatter_add", {
+  n: "u32",
+  rank: "u32",
+  axis: "u32",
+  axisLen: "u32",
+  shape: ["u32", MAX_RANK],
+  accStrides: ["u32", MAX_RANK],
+  accOffset: "u32",
+  idxStrides: ["u32", MAX_RANK],
+  idxOffset: "u32",
+  srcStrides: ["u32", MAX_RANK],
+  srcOffset: "u32",
+});
+
+/** topk: rows, row length, k, element offset of the (contiguous) input. */
+const TOPK = params("topk", { rows: "u32", n: "u32", k: "u32", offset: "u32" });
+
 const RESOLVE_FN = `
 fn resolve(j: i32, len: u32) -> i32 {
   let n = i32(len);
@@ -107,11 +142,18 @@ function gatherRaw(op: string, x: Tensor, axis: number, index: Tensor): Tensor {
   const out = Tensor.empty(index.shape, x.dtype);
   const n = out.size;
   if (n === 0) return out;
-  const r = x.rank;
   const t = wgslType(x.dtype);
-  // Words: n, rank, axis, axisLen, shape[r], xStrides[r], xOff, idxStrides[r], idxOff.
-  const p = new Params().u(n, r, axis, x.shape[axis], ...index.shape, ...x.strides, x.offset)
-    .u(...index.strides, index.offset);
+  const words = GATHER.pack({
+    n,
+    rank: x.rank,
+    axis,
+    axisLen: x.shape[axis],
+    shape: index.shape,
+    xStrides: x.strides,
+    xOffset: x.offset,
+    idxStrides: index.strides,
+    idxOffset: index.offset,
+  });
   const k = kernel({
     name: "gather",
     bindings: [
@@ -120,35 +162,33 @@ function gatherRaw(op: string, x: Tensor, axis: number, index: Tensor): Tensor {
       { name: "out", type: t, access: "read_write" },
     ],
     workgroupSize: [WG],
+    params: GATHER,
     prelude: RESOLVE_FN,
     body: `
   let i = ${linearId(WG)};
-  if (i >= prm(0u)) { return; }
-  let r = prm(1u);
-  let axis = prm(2u);
-  let xsb = 4u + r;
-  let isb = 5u + 2u * r;
+  if (i >= p_n()) { return; }
+  let axis = p_axis();
   var rem = i;
-  var xo = prm(4u + 2u * r);
-  var io = prm(5u + 3u * r);
-  for (var d = i32(r) - 1; d >= 0; d--) {
-    let dim = prm(4u + u32(d));
+  var xo = p_xOffset();
+  var io = p_idxOffset();
+  for (var d = i32(p_rank()) - 1; d >= 0; d--) {
+    let dim = p_shape(u32(d));
     let c = rem % dim;
     rem /= dim;
-    io += c * prm(isb + u32(d));
-    if (u32(d) != axis) { xo += c * prm(xsb + u32(d)); }
+    io += c * p_idxStrides(u32(d));
+    if (u32(d) != axis) { xo += c * p_xStrides(u32(d)); }
   }
-  let j = resolve(idx[io], prm(3u));
+  let j = resolve(idx[io], p_axisLen());
   if (j < 0) {
     out[i] = ${t}(0);
   } else {
-    out[i] = x[xo + u32(j) * prm(xsb + axis)];
+    out[i] = x[xo + u32(j) * p_xStrides(axis)];
   }`,
   });
   dispatch(
     k,
     [x.storage(op).buf, index.storage(op).buf, out.storage(op).buf],
-    p.words,
+    words,
     grid1d(n, WG),
   );
   return out;
@@ -161,13 +201,21 @@ function gatherRaw(op: string, x: Tensor, axis: number, index: Tensor): Tensor {
 function scatterAddRaw(op: string, acc: Tensor, axis: number, index: Tensor, src: Tensor): void {
   const n = index.size;
   if (n === 0) return;
-  const r = acc.rank;
   const isInt = acc.dtype === "i32";
   const srcType = wgslType(src.dtype);
-  // Words: n, rank, axis, axisLen, shape[r], accStrides[r], accOff, idxStrides[r], idxOff,
-  // srcStrides[r], srcOff.
-  const p = new Params().u(n, r, axis, acc.shape[axis], ...index.shape, ...acc.strides)
-    .u(acc.offset, ...index.strides, index.offset, ...src.strides, src.offset);
+  const words = SCATTER_ADD.pack({
+    n,
+    rank: acc.rank,
+    axis,
+    axisLen: acc.shape[axis],
+    shape: index.shape,
+    accStrides: acc.strides,
+    accOffset: acc.offset,
+    idxStrides: index.strides,
+    idxOffset: index.offset,
+    srcStrides: src.strides,
+    srcOffset: src.offset,
+  });
   const add = isInt ? "atomicAdd(&acc[ao], v);" : `atomic_add_f32(ao, v);`;
   const k = kernel({
     name: "scatter_add",
@@ -177,6 +225,7 @@ function scatterAddRaw(op: string, acc: Tensor, axis: number, index: Tensor, src
       { name: "acc", type: isInt ? "atomic<i32>" : "atomic<u32>", access: "read_write" },
     ],
     workgroupSize: [WG],
+    params: SCATTER_ADD,
     prelude: RESOLVE_FN + (isInt ? "" : `
 fn atomic_add_f32(o: u32, v: f32) {
   var old = atomicLoad(&acc[o]);
@@ -188,34 +237,30 @@ fn atomic_add_f32(o: u32, v: f32) {
 }`),
     body: `
   let i = ${linearId(WG)};
-  if (i >= prm(0u)) { return; }
-  let r = prm(1u);
-  let axis = prm(2u);
-  let asb = 4u + r;
-  let isb = 5u + 2u * r;
-  let ssb = 6u + 3u * r;
+  if (i >= p_n()) { return; }
+  let axis = p_axis();
   var rem = i;
-  var ao = prm(4u + 2u * r);
-  var io = prm(5u + 3u * r);
-  var so = prm(6u + 4u * r);
-  for (var d = i32(r) - 1; d >= 0; d--) {
-    let dim = prm(4u + u32(d));
+  var ao = p_accOffset();
+  var io = p_idxOffset();
+  var so = p_srcOffset();
+  for (var d = i32(p_rank()) - 1; d >= 0; d--) {
+    let dim = p_shape(u32(d));
     let c = rem % dim;
     rem /= dim;
-    io += c * prm(isb + u32(d));
-    so += c * prm(ssb + u32(d));
-    if (u32(d) != axis) { ao += c * prm(asb + u32(d)); }
+    io += c * p_idxStrides(u32(d));
+    so += c * p_srcStrides(u32(d));
+    if (u32(d) != axis) { ao += c * p_accStrides(u32(d)); }
   }
-  let j = resolve(idx[io], prm(3u));
+  let j = resolve(idx[io], p_axisLen());
   if (j < 0) { return; }
-  ao += u32(j) * prm(asb + axis);
+  ao += u32(j) * p_accStrides(axis);
   let v = ${isInt ? "src[so]" : "f32(src[so])"};
   ${add}`,
   });
   dispatch(
     k,
     [index.storage(op).buf, src.storage(op).buf, acc.storage(op).buf],
-    p.words,
+    words,
     grid1d(n, WG),
   );
 }
@@ -528,6 +573,7 @@ export function topk(x: Tensor, k: number): { values: Tensor; indices: Tensor } 
         { name: "inds", type: "i32", access: "read_write" },
       ],
       workgroupSize: [TOPK_WG],
+      params: TOPK,
       prelude: `
 var<workgroup> sk: array<u32, ${TOPK_WG}>;
 var<workgroup> si: array<u32, ${TOPK_WG}>;
@@ -544,10 +590,10 @@ fn before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
 }`,
       body: `
   let row = wid.y * nwg.x + wid.x;
-  if (row >= prm(0u)) { return; }
-  let n = prm(1u);
-  let k = prm(2u);
-  let base = prm(3u) + row * n;
+  if (row >= p_rows()) { return; }
+  let n = p_n();
+  let k = p_k();
+  let base = p_offset() + row * n;
   var pk = 0u;
   var pi = 0u;
   for (var t = 0u; t < k; t++) {
@@ -577,12 +623,12 @@ fn before(ka: u32, ia: u32, kb: u32, ib: u32) -> bool {
     }
   }`,
     });
-    const p = new Params().u(rows, n, k, src.offset);
+    const words = TOPK.pack({ rows, n, k, offset: src.offset });
     const [gx, gy] = grid1d(rows, 1);
     dispatch(
       kern,
       [src.storage(op).buf, values.storage(op).buf, indices.storage(op).buf],
-      p.words,
+      words,
       [gx, gy],
     );
     if (src !== x) src.dispose();

@@ -12,7 +12,8 @@
 import { noGrad, record } from "../core/autograd.ts";
 import { isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { kernel, Params } from "../core/kernel.ts";
+import { kernel } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { contiguousStrides, numel, sameShape } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -21,6 +22,7 @@ import { mean, sum } from "./reduce.ts";
 import { pointwise } from "./pointwise.ts";
 import {
   perRowOperand,
+  rowBlock,
   rowGrid,
   rowLanes,
   rowMaxSum,
@@ -53,6 +55,13 @@ export interface CrossEntropyOptions {
 const REDUCE_WG = 256;
 const EW_WG = 256;
 const MODE = { none: 0, sum: 1, mean: 2 } as const;
+
+/** Cross-entropy rows (logits, targets): the ignored target and the NaN of a bad target. */
+const CE_ROWS = rowBlock("cross_entropy", 2, { ignoreIndex: "i32", nan: "f32" });
+/** The one-workgroup sum of the row losses and weights. */
+const CE_REDUCE = params("cross_entropy_reduce", { rows: "u32", mode: "u32", nan: "f32" });
+/** Cross-entropy backward (logits, targets, g, dx): the reduction mode as well. */
+const CE_GRAD = rowBlock("cross_entropy_grad", 4, { ignoreIndex: "i32", mode: "u32", nan: "f32" });
 
 function checkReduction(op: string, reduction: unknown): "mean" | "sum" | "none" {
   if (reduction === "mean" || reduction === "sum" || reduction === "none") return reduction;
@@ -158,17 +167,18 @@ export function crossEntropy(
         { name: "rowsOut", type: "f32", access: "read_write" },
       ],
       workgroupSize: [128],
-      prelude: rowPrelude(2, lanes),
+      params: CE_ROWS.block,
+      prelude: rowPrelude(CE_ROWS, lanes),
       body: `${rowSetup(lanes)}${rowMaxSum("x")}
   if (lane == 0u && valid) {
     let ls = mg_log(ms.y);
     let t = tgt[row_off(row, 1u)];
-    let r = prm(0u);
+    let r = p_rows();
     var loss = 0.0;
     var w = 0.0;
-    if (t != prmi(3u)) {
+    if (t != p_ignoreIndex()) {
       w = 1.0;
-      if (t >= 0 && u32(t) < n) { loss = (ms.x - f32(x[xb + u32(t) * xs])) + ls; } else { loss = prmf(4u); }
+      if (t >= 0 && u32(t) < n) { loss = (ms.x - f32(x[xb + u32(t) * xs])) + ls; } else { loss = p_nan(); }
     }
     rowsOut[row] = loss;
     rowsOut[r + row] = w;
@@ -176,17 +186,14 @@ export function crossEntropy(
     rowsOut[3u * r + row] = ls;
   }`,
     });
-    const p = rowParams(
-      op,
-      outer,
-      n,
-      [xo, perRowOperand(targets, outer.length)],
-      (q) => q.i(ignoreIndex).f(NaN),
-    );
+    const words = rowParams(CE_ROWS, op, outer, n, [xo, perRowOperand(targets, outer.length)], {
+      ignoreIndex,
+      nan: NaN,
+    });
     dispatch(
       k,
       [logits.storage(op).buf, targets.storage(op).buf, rowsBuf.storage(op).buf],
-      p.words,
+      words,
       rowGrid(rows, lanes),
     );
   }
@@ -224,10 +231,11 @@ function reduceRows(rowsBuf: Tensor, rows: number, reduction: "sum" | "mean"): T
       { name: "st", type: "f32", access: "read_write" },
     ],
     workgroupSize: [REDUCE_WG],
+    params: CE_REDUCE,
     prelude: `var<workgroup> sa: array<f32, ${REDUCE_WG}>;
 var<workgroup> sb: array<f32, ${REDUCE_WG}>;`,
     body: `
-  let r = prm(0u);
+  let r = p_rows();
   var s = 0.0;
   var c = 0.0;
   for (var i = lidx; i < r; i += ${REDUCE_WG}u) {
@@ -248,13 +256,13 @@ var<workgroup> sb: array<f32, ${REDUCE_WG}>;`,
     let total = sa[0];
     let count = sb[0];
     var v = total;
-    if (prm(1u) == ${MODE.mean}u) { v = select(total / count, prmf(2u), count == 0.0); }
+    if (p_mode() == ${MODE.mean}u) { v = select(total / count, p_nan(), count == 0.0); }
     st[0] = v;
     st[1] = count;
   }`,
   });
-  const p = new Params().u(rows, MODE[reduction]).f(NaN);
-  dispatch(k, [rowsBuf.storage("crossEntropy").buf, stats.storage("crossEntropy").buf], p.words, [
+  const words = CE_REDUCE.pack({ rows, mode: MODE[reduction], nan: NaN });
+  dispatch(k, [rowsBuf.storage("crossEntropy").buf, stats.storage("crossEntropy").buf], words, [
     1,
   ]);
   return stats;
@@ -289,25 +297,26 @@ function crossEntropyBackward(
       { name: "dx", type: t, access: "read_write" },
     ],
     workgroupSize: [EW_WG],
-    prelude: rowPrelude(3, 1),
+    params: CE_GRAD.block,
+    prelude: rowPrelude(CE_GRAD, 1),
     body: `
   let i = ${linearId(EW_WG)};
-  let n = prm(1u);
-  let r = prm(0u);
+  let n = p_n();
+  let r = p_rows();
   if (i >= r * n) { return; }
   let row = i / n;
   let j = i % n;
   let tg = tgt[row_off(row, 1u)];
   var d = 0.0;
-  if (tg != prmi(3u)) {
+  if (tg != p_ignoreIndex()) {
     let xv = f32(x[row_off(row, 0u) + j * ax_stride(0u)]);
     let p = mg_exp((xv - rowsIn[2u * r + row]) - rowsIn[3u * r + row]);
     var gr = f32(g[row_off(row, 2u)]);
-    if (prm(4u) == ${MODE.mean}u) { gr = gr / st[1]; }
+    if (p_mode() == ${MODE.mean}u) { gr = gr / st[1]; }
     if (tg >= 0 && u32(tg) < n) {
       d = (p - select(0.0, 1.0, u32(tg) == j)) * gr;
     } else {
-      d = prmf(5u);
+      d = p_nan();
     }
   }
   dx[row_off(row, 3u) + j * ax_stride(3u)] = ${t}(d);`,
@@ -317,12 +326,12 @@ function crossEntropyBackward(
     axis: 0,
     offset: g.offset,
   };
-  const p = rowParams(op, outer, n, [
+  const words = rowParams(CE_GRAD, op, outer, n, [
     rowOperand(logits, axis),
     perRowOperand(targets, outer.length),
     go,
     rowOperand(dx, axis),
-  ], (q) => q.i(ignoreIndex).u(MODE[reduction]).f(NaN));
+  ], { ignoreIndex, mode: MODE[reduction], nan: NaN });
   dispatch(
     k,
     [
@@ -333,7 +342,7 @@ function crossEntropyBackward(
       g.storage(op).buf,
       dx.storage(op).buf,
     ],
-    p.words,
+    words,
     grid1d(total, EW_WG),
   );
   return dx;

@@ -23,7 +23,8 @@ import { contiguousStrides } from "../core/shape.ts";
 import { deviceInfo } from "../core/device.ts";
 import type { DType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { type Kernel, kernel, Params } from "../core/kernel.ts";
+import { type Kernel, kernel } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
@@ -179,8 +180,34 @@ function matmulConfigProblems(c: MatmulConfig): string[] {
   return problems;
 }
 
-/** Most batch axes (after merging) the kernel's parameter block holds (16 + 3·16 words). */
+/** Most batch axes (after merging) the kernel's parameter block holds (15 + 3·16 words). */
 const MAX_BATCH_RANK = 16;
+
+/**
+ * The matmul parameters: sizes, tile counts and workgroups, the merged batch rank, operand
+ * offsets and row/column strides, the expert count and B's expert stride (grouped modes),
+ * then the batch dims and each operand's batch strides.
+ */
+const MATMUL = params("matmul", {
+  M: "u32",
+  N: "u32",
+  K: "u32",
+  tilesN: "u32",
+  tilesM: "u32",
+  groups: "u32",
+  rank: "u32",
+  offA: "u32",
+  offB: "u32",
+  sAm: "u32",
+  sAk: "u32",
+  sBk: "u32",
+  sBn: "u32",
+  experts: "u32",
+  bExpertStride: "u32",
+  batch: ["u32", MAX_BATCH_RANK],
+  aBatchStrides: ["u32", MAX_BATCH_RANK],
+  bBatchStrides: ["u32", MAX_BATCH_RANK],
+});
 
 /** One operand as the kernel sees it: a strided [batch..., rows, cols] view. */
 interface Operand {
@@ -243,9 +270,6 @@ interface Variant {
 
 const XYZW = "xyzw";
 
-/** First word of the batch dims in the parameter block (13 expert count, 14 B expert stride). */
-const BATCH_WORD = 16;
-
 /**
  * Generates the tiled kernel for a dtype, a tile config, the operand layout variant and the
  * grouping mode (see `Grouping`).
@@ -260,32 +284,28 @@ function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant, gm: GroupMode =
   const lines: string[] = [];
   const emit = (s: string) => lines.push(s);
   let groupPrelude = "";
-  // Parameters: 0 M, 1 N, 2 K, 3 tilesN, 4 tilesM, 5 groups, 6 batch rank, 7 offA, 8 offB,
-  // 9 sAm, 10 sAk, 11 sBk, 12 sBn, 13 experts, 14 B expert stride, then from BATCH_WORD
-  // dims[r], A batch strides[r], B batch strides[r].
+  // Parameters: MATMUL (sizes, tiles, offsets, strides, batch dims and strides).
   // Row bound, and the k range, of this workgroup (grouped modes read them from `off`).
   const Mb = gm === "rows" ? "gi.z" : "M";
   const [kLo, kHi] = gm === "inner" ? ["kr.x", "kr.y"] : ["0u", "K"];
-  const BW = BATCH_WORD;
   emit(`let wg = wid.y * nwg.x + wid.x;
-  if (wg >= prm(5u)) { return; }
-  let M = prm(0u); let N = prm(1u); let K = prm(2u);
-  let tn0 = wg % prm(3u);
-  let rest = wg / prm(3u);
-  let tm0 = rest % prm(4u);
-  let bi = rest / prm(4u);
-  let rank = prm(6u);
-  var offA = prm(7u);
-  var offB = prm(8u);
+  if (wg >= p_groups()) { return; }
+  let M = p_M(); let N = p_N(); let K = p_K();
+  let tn0 = wg % p_tilesN();
+  let rest = wg / p_tilesN();
+  let tm0 = rest % p_tilesM();
+  let bi = rest / p_tilesM();
+  var offA = p_offA();
+  var offB = p_offB();
   var rem = bi;
-  for (var d = i32(rank) - 1; d >= 0; d--) {
-    let dim = prm(${BW}u + u32(d));
+  for (var d = i32(p_rank()) - 1; d >= 0; d--) {
+    let dim = p_batch(u32(d));
     let co = rem % dim;
     rem /= dim;
-    offA += co * prm(${BW}u + rank + u32(d));
-    offB += co * prm(${BW}u + 2u * rank + u32(d));
+    offA += co * p_aBatchStrides(u32(d));
+    offB += co * p_bBatchStrides(u32(d));
   }
-  let sAm = prm(9u); let sAk = prm(10u); let sBk = prm(11u); let sBn = prm(12u);
+  let sAm = p_sAm(); let sAk = p_sAk(); let sBk = p_sBk(); let sBn = p_sBn();
   var m0 = tm0 * ${BM}u;
   let n0 = tn0 * ${BN}u;
   let tx = ${c.wgX === 1 ? "0u" : `lidx % ${c.wgX}u`};
@@ -304,13 +324,13 @@ function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant, gm: GroupMode =
     if (gm === "rows") {
       emit(`  if (gi.w == 0u) { return; }
   m0 = gi.y;
-  offB += gi.x * prm(14u);`);
+  offB += gi.x * p_bExpertStride();`);
       groupPrelude += `
 // Row tile t of the concatenated per-expert tile lists: (expert, first row, end row, found).
 fn find_tile(t: u32) -> vec4<u32> {
   var acc = 0u;
   var res = vec4<u32>(0u);
-  for (var i = 0u; i < prm(13u); i++) {
+  for (var i = 0u; i < p_experts(); i++) {
     let lo = off[i];
     let hi = off[i + 1u];
     let nt = (hi - lo + ${BM - 1}u) / ${BM}u;
@@ -474,6 +494,7 @@ var<workgroup> Bs: array<${el}, ${(BN * c.bk) / (c.vec4 ? 4 : 1)}>;
     name: gm === "none" ? "matmul" : `matmul_grouped_${gm}`,
     bindings,
     workgroupSize: [NT],
+    params: MATMUL,
     prelude,
     body: lines.join("\n"),
   });
@@ -591,29 +612,28 @@ function launch(p: Problem, ta: Tensor, tb: Tensor, outShape: number[]): Tensor 
   const tilesN = Math.ceil(p.N / BN);
   const groups = tilesM * tilesN * nBatch;
   const k = matmulKernel(dtype, c, variant(p, c), g?.mode ?? "none");
-  const params = new Params().u(
-    p.M,
-    p.N,
-    p.K,
+  const words = MATMUL.pack({
+    M: p.M,
+    N: p.N,
+    K: p.K,
     tilesN,
     tilesM,
     groups,
-    p.batch.length,
-    p.a.offset,
-    p.b.offset,
-    p.a.rowStride,
-    p.a.colStride,
-    p.b.rowStride,
-    p.b.colStride,
-    g?.experts ?? 0,
-    g?.bExpertStride ?? 0,
-    0,
-    ...p.batch,
-    ...p.a.batchStrides,
-    ...p.b.batchStrides,
-  );
+    rank: p.batch.length,
+    offA: p.a.offset,
+    offB: p.b.offset,
+    sAm: p.a.rowStride,
+    sAk: p.a.colStride,
+    sBk: p.b.rowStride,
+    sBn: p.b.colStride,
+    experts: g?.experts ?? 0,
+    bExpertStride: g?.bExpertStride ?? 0,
+    batch: p.batch,
+    aBatchStrides: p.a.batchStrides,
+    bBatchStrides: p.b.batchStrides,
+  });
   const bufs = [ta, tb, out, ...(g ? [g.offsets] : [])].map((t) => t.storage("matmul").buf);
-  dispatch(k, bufs, params.words, grid1d(groups, 1));
+  dispatch(k, bufs, words, grid1d(groups, 1));
   return out;
 }
 

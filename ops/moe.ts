@@ -28,7 +28,8 @@
  */
 import { noGrad, record } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { kernel, Params } from "../core/kernel.ts";
+import { kernel } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { contiguous, denseView } from "./elementwise.ts";
@@ -83,10 +84,64 @@ function buf(t: Tensor, op: string) {
 }
 
 /** A 1-D launch of `n` threads (spilling into y past 65535 workgroups). */
-function launch1d(k: ReturnType<typeof kernel>, bufs: Tensor[], p: Params, n: number, op: string) {
+function launch1d(
+  k: ReturnType<typeof kernel>,
+  bufs: Tensor[],
+  words: Uint32Array,
+  n: number,
+  op: string,
+) {
   if (n === 0) return;
-  dispatch(k, bufs.map((t) => buf(t, op)), p.words, grid1d(n, WG));
+  dispatch(k, bufs.map((t) => buf(t, op)), words, grid1d(n, WG));
 }
+
+/** Routing: tokens, experts, k, offsets of scores and bias, scale, normalize, the groups. */
+const ROUTE = params("moe_route", {
+  n: "u32",
+  e: "u32",
+  k: "u32",
+  sOffset: "u32",
+  biasOffset: "u32",
+  scale: "f32",
+  normalize: "u32",
+  nGroup: "u32",
+  topkGroup: "u32",
+});
+/** Routing backward: tokens, experts, k, offsets of scores, indices and g, scale, normalize. */
+const ROUTE_BACKWARD = params("moe_route_backward", {
+  n: "u32",
+  e: "u32",
+  k: "u32",
+  sOffset: "u32",
+  idxOffset: "u32",
+  gOffset: "u32",
+  scale: "f32",
+  normalize: "u32",
+});
+/** Row gathers and scatters: elements, row width d, k (or top-k), offsets of two operands. */
+const ROWS = params("moe_rows", {
+  total: "u32",
+  d: "u32",
+  k: "u32",
+  aOffset: "u32",
+  bOffset: "u32",
+});
+/** Router bias update: experts, total pairs, offsets of bias and load, step γ. */
+const BIAS_UPDATE = params("moe_bias_update", {
+  e: "u32",
+  totalPairs: "u32",
+  biasOffset: "u32",
+  loadOffset: "u32",
+  gamma: "f32",
+});
+/** Sequence fractions: outputs, experts, T·K, offset of the indices, E / (K·T). */
+const SEQ_FRACTION = params("moe_seq_fraction", {
+  total: "u32",
+  e: "u32",
+  tk: "u32",
+  offset: "u32",
+  scale: "f32",
+});
 
 // ---- routing ------------------------------------------------------------------------------
 
@@ -191,17 +246,18 @@ export function moeRoute(
       { name: "idx", type: "i32", access: "read_write" },
     ],
     workgroupSize: [WG],
+    params: ROUTE,
     prelude: ROUTE_PRELUDE,
     body: `
   let t = ${linearId(WG)};
-  let n = prm(0u);
+  let n = p_n();
   if (t >= n) { return; }
-  let e = prm(1u);
-  let k = prm(2u);
-  let base = prm(3u) + t * e;
-  let boff = prm(4u);
-  let ng = prm(7u);
-  let kg = prm(8u);
+  let e = p_e();
+  let k = p_k();
+  let base = p_sOffset() + t * e;
+  let boff = p_biasOffset();
+  let ng = p_nGroup();
+  let kg = p_topkGroup();
   let gs = e / ng;
   let grouped = kg < ng;
   // The kg-th best group by (top-2 sum desc, index asc): groups at or before it are kept.
@@ -247,16 +303,25 @@ export function moeRoute(
     w[t * k + j] = sv;
     total += sv;
   }
-  let scale = prmf(5u);
+  let scale = p_scale();
   let denom = total + 1e-20;
   for (var j = 0u; j < k; j++) {
     let o = t * k + j;
-    if (prm(6u) == 1u) { w[o] = w[o] / denom * scale; } else { w[o] = w[o] * scale; }
+    if (p_normalize() == 1u) { w[o] = w[o] / denom * scale; } else { w[o] = w[o] * scale; }
   }`,
   });
-  const p = new Params().u(n, e, k, s.t.offset, b.t.offset).f(scale).u(normalize ? 1 : 0)
-    .u(grouped ? nGroup : 1, grouped ? topkGroup : 1);
-  launch1d(kern, [s.t, b.t, weights, indices], p, n, op);
+  const words = ROUTE.pack({
+    n,
+    e,
+    k,
+    sOffset: s.t.offset,
+    biasOffset: b.t.offset,
+    scale,
+    normalize,
+    nGroup: grouped ? nGroup : 1,
+    topkGroup: grouped ? topkGroup : 1,
+  });
+  launch1d(kern, [s.t, b.t, weights, indices], words, n, op);
   s.done();
   b.done();
   record(
@@ -291,15 +356,16 @@ function routeBackward(
       { name: "ds", type: "f32", access: "read_write" },
     ],
     workgroupSize: [WG],
+    params: ROUTE_BACKWARD,
     body: `
   let t = ${linearId(WG)};
-  if (t >= prm(0u)) { return; }
-  let e = prm(1u);
-  let k = prm(2u);
-  let sb = prm(3u) + t * e;
-  let ib = prm(4u) + t * k;
-  let gb = prm(5u) + t * k;
-  let c = prmf(6u);
+  if (t >= p_n()) { return; }
+  let e = p_e();
+  let k = p_k();
+  let sb = p_sOffset() + t * e;
+  let ib = p_idxOffset() + t * k;
+  let gb = p_gOffset() + t * k;
+  let c = p_scale();
   for (var i = 0u; i < e; i++) { ds[t * e + i] = 0.0; }
   var total = 0.0;
   var dotgs = 0.0;
@@ -311,17 +377,24 @@ function routeBackward(
   let denom = total + 1e-20;
   for (var j = 0u; j < k; j++) {
     let i = u32(idx[ib + j]);
-    if (prm(7u) == 1u) {
+    if (p_normalize() == 1u) {
       ds[t * e + i] = c * (g[gb + j] / denom - dotgs / (denom * denom));
     } else {
       ds[t * e + i] = c * g[gb + j];
     }
   }`,
   });
-  const p = new Params().u(n, e, k, s.t.offset, indices.offset, gd.t.offset).f(scale).u(
-    normalize ? 1 : 0,
-  );
-  launch1d(kern, [s.t, indices, gd.t, ds], p, n, op);
+  const words = ROUTE_BACKWARD.pack({
+    n,
+    e,
+    k,
+    sOffset: s.t.offset,
+    idxOffset: indices.offset,
+    gOffset: gd.t.offset,
+    scale,
+    normalize,
+  });
+  launch1d(kern, [s.t, indices, gd.t, ds], words, n, op);
   gd.done();
   s.done();
   return ds;
@@ -368,18 +441,25 @@ function gatherSum(src: Tensor, plan: MoePlan, op: string): Tensor {
       { name: "dst", type: "f32", access: "read_write" },
     ],
     workgroupSize: [WG],
+    params: ROWS,
     body: `
   let i = ${linearId(WG)};
-  if (i >= prm(0u)) { return; }
-  let d = prm(1u);
-  let k = prm(2u);
+  if (i >= p_total()) { return; }
+  let d = p_d();
+  let k = p_k();
   let t = i / d;
   let c = i % d;
   var acc = 0.0;
-  for (var j = 0u; j < k; j++) { acc += src[prm(3u) + u32(inv[t * k + j]) * d + c]; }
+  for (var j = 0u; j < k; j++) { acc += src[p_aOffset() + u32(inv[t * k + j]) * d + c]; }
   dst[i] = acc;`,
   });
-  launch1d(kern, [s.t, plan.inv, out], new Params().u(n * d, d, k, s.t.offset), n * d, op);
+  launch1d(
+    kern,
+    [s.t, plan.inv, out],
+    ROWS.pack({ total: n * d, d, k, aOffset: s.t.offset, bOffset: 0 }),
+    n * d,
+    op,
+  );
   s.done();
   return out;
 }
@@ -403,14 +483,21 @@ export function moeDispatch(x: Tensor, plan: MoePlan): Tensor {
       { name: "dst", type: "f32", access: "read_write" },
     ],
     workgroupSize: [WG],
+    params: ROWS,
     body: `
   let i = ${linearId(WG)};
-  if (i >= prm(0u)) { return; }
-  let d = prm(1u);
+  if (i >= p_total()) { return; }
+  let d = p_d();
   let r = i / d;
-  dst[i] = x[prm(3u) + (u32(perm[r]) / prm(2u)) * d + i % d];`,
+  dst[i] = x[p_aOffset() + (u32(perm[r]) / p_k()) * d + i % d];`,
   });
-  launch1d(kern, [s.t, plan.perm, out], new Params().u(m * d, d, plan.topK, s.t.offset), m * d, op);
+  launch1d(
+    kern,
+    [s.t, plan.perm, out],
+    ROWS.pack({ total: m * d, d, k: plan.topK, aOffset: s.t.offset, bOffset: 0 }),
+    m * d,
+    op,
+  );
   s.done();
   return record(out, op, [x], (g, _n, [inv, perm, counts, offsets]) => {
     const p = { ...plan, inv, perm, counts, offsets };
@@ -447,24 +534,25 @@ export function moeCombine(ys: Tensor, weights: Tensor, plan: MoePlan): Tensor {
       { name: "dst", type: "f32", access: "read_write" },
     ],
     workgroupSize: [WG],
+    params: ROWS,
     body: `
   let i = ${linearId(WG)};
-  if (i >= prm(0u)) { return; }
-  let d = prm(1u);
-  let k = prm(2u);
+  if (i >= p_total()) { return; }
+  let d = p_d();
+  let k = p_k();
   let t = i / d;
   let c = i % d;
   var acc = 0.0;
   for (var j = 0u; j < k; j++) {
     let p = t * k + j;
-    acc += w[prm(4u) + p] * ys[prm(3u) + u32(inv[p]) * d + c];
+    acc += w[p_bOffset() + p] * ys[p_aOffset() + u32(inv[p]) * d + c];
   }
   dst[i] = acc;`,
   });
   launch1d(
     kern,
     [y.t, w.t, plan.inv, out],
-    new Params().u(n * d, d, k, y.t.offset, w.t.offset),
+    ROWS.pack({ total: n * d, d, k, aOffset: y.t.offset, bOffset: w.t.offset }),
     n * d,
     op,
   );
@@ -496,17 +584,18 @@ function combineBackwardRows(g: Tensor, weights: Tensor, perm: Tensor, k: number
       { name: "dst", type: "f32", access: "read_write" },
     ],
     workgroupSize: [WG],
+    params: ROWS,
     body: `
   let i = ${linearId(WG)};
-  if (i >= prm(0u)) { return; }
-  let d = prm(1u);
+  if (i >= p_total()) { return; }
+  let d = p_d();
   let p = u32(perm[i / d]);
-  dst[i] = w[prm(4u) + p] * g[prm(3u) + (p / prm(2u)) * d + i % d];`,
+  dst[i] = w[p_bOffset() + p] * g[p_aOffset() + (p / p_k()) * d + i % d];`,
   });
   launch1d(
     kern,
     [g, w.t, perm, out],
-    new Params().u(m * d, d, k, g.offset, w.t.offset),
+    ROWS.pack({ total: m * d, d, k, aOffset: g.offset, bOffset: w.t.offset }),
     m * d,
     op,
   );
@@ -529,16 +618,17 @@ function combineBackwardWeights(g: Tensor, ys: Tensor, inv: Tensor, k: number): 
       { name: "dst", type: "f32", access: "read_write" },
     ],
     workgroupSize: [RW],
+    params: ROWS,
     prelude: `var<workgroup> red: array<f32, ${RW}>;`,
     body: `
   let p = wid.y * nwg.x + wid.x;
-  let valid = p < prm(0u);
-  let d = prm(1u);
-  let k = prm(2u);
+  let valid = p < p_total();
+  let d = p_d();
+  let k = p_k();
   var acc = 0.0;
   if (valid) {
-    let gb = prm(3u) + (p / k) * d;
-    let yb = prm(4u) + u32(inv[p]) * d;
+    let gb = p_aOffset() + (p / k) * d;
+    let yb = p_bOffset() + u32(inv[p]) * d;
     for (var c = lidx; c < d; c += ${RW}u) { acc += g[gb + c] * ys[yb + c]; }
   }
   red[lidx] = acc;
@@ -553,7 +643,7 @@ function combineBackwardWeights(g: Tensor, ys: Tensor, inv: Tensor, k: number): 
     dispatch(
       kern,
       [buf(g, op), buf(y.t, op), buf(inv, op), buf(out, op)],
-      new Params().u(n * k, d, k, g.offset, y.t.offset).words,
+      ROWS.pack({ total: n * k, d, k, aOffset: g.offset, bOffset: y.t.offset }),
       grid1d(n * k, 1),
     );
   }
@@ -667,21 +757,22 @@ export function moeBiasUpdate(
       { name: "load", type: "i32", access: "read" },
     ],
     workgroupSize: [WG],
+    params: BIAS_UPDATE,
     body: `
   let i = ${linearId(WG)};
-  if (i >= prm(0u)) { return; }
+  if (i >= p_e()) { return; }
   // sign(total − E·load) without overflow: load > floor(total / E) implies E·load > total.
-  let total = prm(1u);
-  let e = prm(0u);
-  let l = u32(load[prm(3u) + i]);
+  let total = p_totalPairs();
+  let e = p_e();
+  let l = u32(load[p_loadOffset() + i]);
   var s = 0.0;
   if (l > total / e) { s = -1.0; } else if (total > e * l) { s = 1.0; }
-  bias[prm(2u) + i] = bias[prm(2u) + i] + prmf(4u) * s;`,
+  bias[p_biasOffset() + i] = bias[p_biasOffset() + i] + p_gamma() * s;`,
   });
   launch1d(
     kern,
     [bias, ld.t],
-    new Params().u(e, totalPairs, bias.offset, ld.t.offset).f(gamma),
+    BIAS_UPDATE.pack({ e, totalPairs, biasOffset: bias.offset, loadOffset: ld.t.offset, gamma }),
     e,
     op,
   );
@@ -709,21 +800,28 @@ export function moeSequenceFraction(indices: Tensor, numExperts: number): Tensor
       { name: "f", type: "f32", access: "read_write" },
     ],
     workgroupSize: [WG],
+    params: SEQ_FRACTION,
     body: `
   let i = ${linearId(WG)};
-  if (i >= prm(0u)) { return; }
-  let e = prm(1u);
-  let tk = prm(2u);
+  if (i >= p_total()) { return; }
+  let e = p_e();
+  let tk = p_tk();
   let seq = i / e;
   let x = i32(i % e);
   var c = 0u;
-  for (var j = 0u; j < tk; j++) { if (idx[prm(3u) + seq * tk + j] == x) { c++; } }
-  f[i] = f32(c) * prmf(4u);`,
+  for (var j = 0u; j < tk; j++) { if (idx[p_offset() + seq * tk + j] == x) { c++; } }
+  f[i] = f32(c) * p_scale();`,
   });
   launch1d(
     kern,
     [ix.t, out],
-    new Params().u(b * e, e, t * k, ix.t.offset).f(t * k > 0 ? e / (k * t) : 0),
+    SEQ_FRACTION.pack({
+      total: b * e,
+      e,
+      tk: t * k,
+      offset: ix.t.offset,
+      scale: t * k > 0 ? e / (k * t) : 0,
+    }),
     b * e,
     op,
   );

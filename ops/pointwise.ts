@@ -5,8 +5,9 @@
  * independent op; only dtypes, contiguity and the expression change the source.
  */
 import { type DType, isFloat, wgslType } from "../core/dtype.ts";
-import { MoongradError } from "../core/errors.ts";
-import { type Binding, kernel, Params } from "../core/kernel.ts";
+import { fmtShape, MoongradError } from "../core/errors.ts";
+import { type Binding, kernel } from "../core/kernel.ts";
+import { fitLength, params } from "../core/params.ts";
 import type { GpuBuf } from "../core/pool.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -55,66 +56,77 @@ export function pointwise(
     access: "read",
   }));
   bindings.push({ name: "out", type: wgslType(outDtype), access: "read_write" });
-  // Parameter words: n, rank, shape[rank], then per tensor input strides[rank] + offset,
-  // then one word per scalar input.
-  const p = new Params().u(n, rank, ...outShape);
+  // Parameters: n, rank, shape, each tensor input's strides (R words each, R the largest rank
+  // that fits) and offset, then one word per scalar input. R depends only on the counts of
+  // inputs, so one pipeline serves every rank up to R.
+  const T = tensors.length;
+  const scalarDecl: Record<string, "u32" | "i32" | "f32"> = {};
+  const scalarValues: Record<string, number> = {};
+  const R = fitLength(2 + Math.max(T, 1) + inputs.length - T, T + 1);
+  const strides: number[] = new Array(T * R).fill(0);
+  const offsets: number[] = [];
   const loads: string[] = [];
-  // Scalar words go after every tensor's strides, whatever the order of the inputs.
-  const scalars: ((q: Params) => void)[] = [];
   let t = 0;
-  let s = 0;
   inputs.forEach((x, j) => {
-    const ct = computeType(x instanceof Tensor ? x.dtype : x.dtype);
+    const ct = computeType(x.dtype);
     if (x instanceof Tensor) {
-      const strides = alignedStrides(name, x, outShape);
+      alignedStrides(name, x, outShape).forEach((s, d) => (strides[t * R + d] = s));
+      offsets.push(x.offset);
       const isDense = x.isContiguous && x.size === n;
-      const base = `2u + rank + ${t}u * (rank + 1u)`;
-      p.u(...strides, x.offset);
-      const idx = isDense ? `i + prm(${base} + rank)` : `strided(i, ${base})`;
+      const idx = isDense ? `i + p_offsets(${t}u)` : `strided(i, ${t}u)`;
       loads.push(`let v${j} = ${ct}(in${slot[t]}[${idx}]);`);
       t++;
     } else {
-      const word = `prm(2u + rank + ${tensors.length}u * (rank + 1u) + ${s}u)`;
-      const conv = ct === "f32"
-        ? `bitcast<f32>(${word})`
-        : ct === "i32"
-        ? `bitcast<i32>(${word})`
-        : word;
+      const kind = ct === "f32" || ct === "i32" ? ct : "u32";
+      scalarDecl[`s${j}`] = kind;
       const v = x.scalar;
-      if (ct === "f32") scalars.push((q) => q.f(v));
-      else if (ct === "i32") scalars.push((q) => q.i(v));
-      else scalars.push((q) => q.u(v ? 1 : 0));
-      loads.push(`let v${j} = ${conv};`);
-      s++;
+      scalarValues[`s${j}`] = kind === "u32" ? (v ? 1 : 0) : kind === "i32" ? Math.trunc(v) : v;
+      loads.push(`let v${j} = p_s${j}();`);
     }
   });
-  for (const push of scalars) push(p);
+  if (rank > R) {
+    throw new MoongradError(
+      name,
+      `output ${
+        fmtShape(outShape)
+      } has rank ${rank}; with ${T} tensor inputs at most ${R} is supported`,
+    );
+  }
+  const P = params(name, {
+    n: "u32",
+    rank: "u32",
+    shape: ["u32", R],
+    strides: ["u32", Math.max(T * R, 1)],
+    offsets: ["u32", Math.max(T, 1)],
+    ...scalarDecl,
+  });
+  const words = P.pack({ n, rank, shape: outShape, strides, offsets, ...scalarValues });
   const stridedFn = `
-fn strided(i: u32, base: u32) -> u32 {
-  let rank = prm(1u);
+fn strided(i: u32, t: u32) -> u32 {
+  let rank = p_rank();
   var rem = i;
-  var off = prm(base + rank);
+  var off = p_offsets(t);
   for (var d = i32(rank) - 1; d >= 0; d--) {
-    let dim = prm(2u + u32(d));
-    off += (rem % dim) * prm(base + u32(d));
+    let dim = p_shape(u32(d));
+    off += (rem % dim) * p_strides(t * ${R}u + u32(d));
     rem /= dim;
   }
   return off;
 }`;
   const body = `
   let i = ${linearId(WG)};
-  if (i >= prm(0u)) { return; }
-  let rank = prm(1u);
+  if (i >= p_n()) { return; }
   ${loads.join("\n  ")}
   out[i] = ${wgslType(outDtype)}(${expr});`;
   const k = kernel({
     name,
     bindings,
     workgroupSize: [WG],
+    params: P,
     prelude: stridedFn + prelude,
     body,
   });
-  dispatch(k, [...bound.map((b) => b.buf), out.storage(name).buf], p.words, [
+  dispatch(k, [...bound.map((b) => b.buf), out.storage(name).buf], words, [
     ...grid1d(n, WG),
   ]);
   return out;

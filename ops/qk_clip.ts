@@ -4,7 +4,8 @@
  * weight by γ_h^p where the power p depends on which part of head h a row belongs to.
  */
 import { MoongradError } from "../core/errors.ts";
-import { kernel, Params } from "../core/kernel.ts";
+import { kernel } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { grid1d, linearId } from "./grid.ts";
@@ -37,6 +38,24 @@ export function clipFactors(maxLogits: Tensor, tau: number): Tensor {
  * (exactly), 1 multiplies by γ_h (exactly), 0.5 by √γ_h (WGSL `sqrt`), others by `pow`.
  */
 export type GammaPower = number;
+
+/**
+ * Elements, columns, rows per head, the split row within a head, the γ power codes of the
+ * rows below and from the split (0: 1, 1: √γ, 2: γ, 3: pow), the offsets of the weight and
+ * of γ, and the two powers (read by code 3).
+ */
+const QK_CLIP = params("qk_clip_scale_rows", {
+  n: "u32",
+  cols: "u32",
+  rowsPerHead: "u32",
+  split: "u32",
+  lowCode: "u32",
+  highCode: "u32",
+  weightOffset: "u32",
+  gammaOffset: "u32",
+  lowPower: "f32",
+  highPower: "f32",
+});
 
 /**
  * Scales, in place, the rows of `weight` [heads · rowsPerHead, cols] head by head: row r of
@@ -72,11 +91,20 @@ export function scaleHeadRows(
   }
   const n = rows * cols;
   if (n === 0) return;
-  // Codes 0, 1, 2 are the exact cases (1, √γ, γ); 3 is pow(γ, power) with the power in the
-  // next word.
+  // Codes 0, 1, 2 are the exact cases (1, √γ, γ); 3 is pow(γ, power) with the power as f32.
   const code = (p: GammaPower) => (p === 0 ? 0 : p === 0.5 ? 1 : p === 1 ? 2 : 3);
-  const p = new Params().u(n, cols, rowsPerHead, split, code(lowPower), code(highPower))
-    .u(weight.offset, gamma.offset).f(lowPower, highPower);
+  const words = QK_CLIP.pack({
+    n,
+    cols,
+    rowsPerHead,
+    split,
+    lowCode: code(lowPower),
+    highCode: code(highPower),
+    weightOffset: weight.offset,
+    gammaOffset: gamma.offset,
+    lowPower,
+    highPower,
+  });
   const k = kernel({
     name: "qk_clip_scale_rows",
     bindings: [
@@ -84,6 +112,7 @@ export function scaleHeadRows(
       { name: "gamma", type: "f32", access: "read" },
     ],
     workgroupSize: [256],
+    params: QK_CLIP,
     prelude: `
 fn gamma_pow(g: f32, code: u32, power: f32) -> f32 {
   if (code == 0u) { return 1.0; }
@@ -93,14 +122,14 @@ fn gamma_pow(g: f32, code: u32, power: f32) -> f32 {
 }`,
     body: `
   let i = ${linearId(256)};
-  if (i >= prm(0u)) { return; }
-  let row = i / prm(1u);
-  let head = row / prm(2u);
-  let low = row % prm(2u) < prm(3u);
-  let part = select(prm(5u), prm(4u), low);
-  let power = select(prmf(9u), prmf(8u), low);
-  let f = gamma_pow(gamma[prm(7u) + head], part, power);
-  if (f != 1.0) { w[prm(6u) + i] = w[prm(6u) + i] * f; }`,
+  if (i >= p_n()) { return; }
+  let row = i / p_cols();
+  let head = row / p_rowsPerHead();
+  let low = row % p_rowsPerHead() < p_split();
+  let part = select(p_highCode(), p_lowCode(), low);
+  let power = select(p_highPower(), p_lowPower(), low);
+  let f = gamma_pow(gamma[p_gammaOffset() + head], part, power);
+  if (f != 1.0) { w[p_weightOffset() + i] = w[p_weightOffset() + i] * f; }`,
   });
-  dispatch(k, [weight.storage("qkClip").buf, gamma.storage("qkClip").buf], p.words, grid1d(n, 256));
+  dispatch(k, [weight.storage("qkClip").buf, gamma.storage("qkClip").buf], words, grid1d(n, 256));
 }

@@ -7,7 +7,8 @@
  */
 import { type DType, isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { kernel, Params } from "../core/kernel.ts";
+import { kernel } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { contiguousStrides, normalizeAxes, normalizeAxis } from "../core/shape.ts";
 import { Tensor, type VarOptions } from "../core/tensor.ts";
@@ -22,6 +23,9 @@ type ReduceKind = "sum" | "max" | "min" | "argmax" | "argmin";
 const WG = 64;
 /** Rows at most this long are reduced by one thread each instead of one workgroup. */
 const SHORT_ROW = 16;
+
+/** Row reductions: rows, row length, element offset of the first row, the scale of a sum. */
+const ROWS = params("reduce", { rows: "u32", n: "u32", offset: "u32", scale: "f32" });
 
 interface Plan {
   rows: Tensor; // contiguous [outer, inner] data (maybe a copy of x)
@@ -76,10 +80,10 @@ function reduceRows(
   const finish = isArg
     ? "i32(ai)"
     : kind === "sum" && isFloat(rows.dtype)
-    ? `${t}(acc * prmf(3u))`
+    ? `${t}(acc * p_scale())`
     : `${t}(acc)`;
   const short = inner <= SHORT_ROW;
-  const p = new Params().u(outer, inner, rows.offset).f(scale);
+  const words = ROWS.pack({ rows: outer, n: inner, offset: rows.offset, scale });
   const bindings = [
     { name: "x", type: t, access: "read" as const },
     { name: "out", type: wgslType(outDtype), access: "read_write" as const },
@@ -89,11 +93,12 @@ function reduceRows(
       name: `${op}_short`,
       bindings,
       workgroupSize: [WG],
+      params: ROWS,
       body: `
   let row = ${linearId(WG)};
-  if (row >= prm(0u)) { return; }
-  let n = prm(1u);
-  let base = prm(2u) + row * n;
+  if (row >= p_rows()) { return; }
+  let n = p_n();
+  let base = p_offset() + row * n;
   var acc = ${init};
   var ai = 0u;
   ${nanAware ? "var nan = mg_isnan(acc);" : ""}
@@ -103,7 +108,7 @@ function reduceRows(
   }
   out[row] = ${finish};`,
     });
-    dispatch(k, [rows.storage(op).buf, out.storage(op).buf], p.words, grid1d(outer, WG));
+    dispatch(k, [rows.storage(op).buf, out.storage(op).buf], words, grid1d(outer, WG));
     return out;
   }
   const merge = kind === "sum"
@@ -120,12 +125,13 @@ function reduceRows(
     name: `${op}_rows`,
     bindings,
     workgroupSize: [WG],
+    params: ROWS,
     prelude: `var<workgroup> sv: array<${ct}, ${WG}>;\nvar<workgroup> si: array<u32, ${WG}>;`,
     body: `
   let row = wid.y * nwg.x + wid.x;
-  if (row >= prm(0u)) { return; }
-  let n = prm(1u);
-  let base = prm(2u) + row * n;
+  if (row >= p_rows()) { return; }
+  let n = p_n();
+  let base = p_offset() + row * n;
   let first = min(lidx, n - 1u);
   var acc = ${kind === "sum" ? `${ct}(0)` : `${ct}(x[base + first])`};
   var ai = first;
@@ -150,7 +156,7 @@ function reduceRows(
   }`,
   });
   const [gx, gy] = grid1d(outer, 1);
-  dispatch(k, [rows.storage(op).buf, out.storage(op).buf], p.words, [gx, gy]);
+  dispatch(k, [rows.storage(op).buf, out.storage(op).buf], words, [gx, gy]);
   return out;
 }
 

@@ -8,7 +8,8 @@
  */
 import { type DType, isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { type Binding, kernel, Params } from "../core/kernel.ts";
+import { type Binding, kernel } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { numel } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -59,17 +60,46 @@ function asRows(x: Tensor): Rows {
   };
 }
 
-function pushRows(p: Params, ...ops: Rows[]): Params {
-  for (const o of ops) p.u(o.t.offset, o.rowStride, o.colStride);
-  return p;
+/**
+ * Parameters of the row kernels: rows, row length, eps (forward), rows per chunk (dg
+ * partials), and per operand (up to 3) its offset, row stride and column stride.
+ */
+const RMS = params("rms_norm", {
+  rows: "u32",
+  n: "u32",
+  eps: "f32",
+  perChunk: "u32",
+  offsets: ["u32", 3],
+  rowStrides: ["u32", 3],
+  colStrides: ["u32", 3],
+});
+
+function packRows(
+  rows: number,
+  n: number,
+  eps: number,
+  perChunk: number,
+  ...ops: Rows[]
+): Uint32Array {
+  return RMS.pack({
+    rows,
+    n,
+    eps,
+    perChunk,
+    offsets: ops.map((o) => o.t.offset),
+    rowStrides: ops.map((o) => o.rowStride),
+    colStrides: ops.map((o) => o.colStride),
+  });
 }
+
+/** Parameters of the column sum of the dg partials: columns and chunks. */
+const DG_SUM = params("rms_norm_dg_sum", { n: "u32", chunks: "u32" });
 
 /** WGSL: `at(t, row, j)` addresses operand t; `wsum` sums over the row's lanes. */
 function prelude(lanes: number): string {
   const at = `
 fn at(t: u32, row: u32, j: u32) -> u32 {
-  let b = 3u + 3u * t;
-  return prm(b) + row * prm(b + 1u) + j * prm(b + 2u);
+  return p_offsets(t) + row * p_rowStrides(t) + j * p_colStrides(t);
 }`;
   if (lanes === 1) return at + "\nfn wsum(v: f32, lane: u32) -> f32 { return v; }";
   return at + `
@@ -92,16 +122,16 @@ function setup(lanes: number): string {
   return lanes === 1
     ? `
   let row = ${linearId(ROW_WG)};
-  if (row >= prm(0u)) { return; }
+  if (row >= p_rows()) { return; }
   let lane = 0u;
   let step = 1u;
-  let n = prm(1u);`
+  let n = p_n();`
     : `
   let row = wid.y * nwg.x + wid.x;
-  if (row >= prm(0u)) { return; }
+  if (row >= p_rows()) { return; }
   let lane = lidx;
   let step = ${lanes}u;
-  let n = prm(1u);`;
+  let n = p_n();`;
 }
 
 function rowKernel(name: string, bindings: Binding[], n: number, body: string) {
@@ -110,6 +140,7 @@ function rowKernel(name: string, bindings: Binding[], n: number, body: string) {
     name: `${name}_${lanes === 1 ? "short" : "rows"}`,
     bindings,
     workgroupSize: [ROW_WG],
+    params: RMS,
     prelude: prelude(lanes),
     body: setup(lanes) + body,
   });
@@ -168,18 +199,18 @@ function forward(xr: Rows, weight: Tensor, eps: number, shape: readonly number[]
     let v = f32(x[at(0u, row, j)]);
     acc += v * v;
   }
-  let r = inverseSqrt(wsum(acc, lane) / f32(n) + prmf(2u));
+  let r = inverseSqrt(wsum(acc, lane) / f32(n) + p_eps());
   if (lane == 0u) { rstd[row] = r; }
   for (var j = lane; j < n; j += step) {
     y[row * n + j] = ${t}(f32(x[at(0u, row, j)]) * r * f32(g[at(1u, row, j)]));
   }`,
   );
-  const p = pushRows(new Params().u(rows, n).f(eps), xr, gainRows(weight));
+  const words = packRows(rows, n, eps, 0, xr, gainRows(weight));
   const op = "rmsNorm";
   dispatch(
     k,
     [x.storage(op).buf, weight.storage(op).buf, y.storage(op).buf, rstd.storage(op).buf],
-    p.words,
+    words,
     grid(rows),
   );
   return { y, rstd };
@@ -215,7 +246,7 @@ function backwardX(dyr: Rows, xr: Rows, weight: Tensor, rstd: Tensor): Tensor {
     dx[row * n + j] = ${t}(r * gd - f32(x[at(1u, row, j)]) * c);
   }`,
   );
-  const p = pushRows(new Params().u(rows, n, 0), dyr, xr, gainRows(weight));
+  const words = packRows(rows, n, 0, 0, dyr, xr, gainRows(weight));
   const op = "rmsNorm_grad";
   dispatch(
     k,
@@ -226,7 +257,7 @@ function backwardX(dyr: Rows, xr: Rows, weight: Tensor, rstd: Tensor): Tensor {
       rstd.storage(op).buf,
       dx.storage(op).buf,
     ],
-    p.words,
+    words,
     grid(rows),
   );
   return dx;
@@ -255,24 +286,25 @@ function backwardG(dyr: Rows, xr: Rows, rstd: Tensor, gDtype: DType): Tensor {
       { name: "part", type: "f32", access: "read_write" },
     ],
     workgroupSize: [COL_WG],
+    params: RMS,
     prelude: prelude(1),
     body: `
   let j = wid.x * ${COL_WG}u + lid.x;
-  let n = prm(1u);
+  let n = p_n();
   if (j >= n) { return; }
-  let r0 = wid.y * prm(2u);
-  let r1 = min(prm(0u), r0 + prm(2u));
+  let r0 = wid.y * p_perChunk();
+  let r1 = min(p_rows(), r0 + p_perChunk());
   var acc = 0.0;
   for (var r = r0; r < r1; r++) {
     acc += f32(dy[at(0u, r, j)]) * f32(x[at(1u, r, j)]) * rstd[r];
   }
   part[wid.y * n + j] = acc;`,
   });
-  const p = pushRows(new Params().u(rows, n, perChunk), dyr, xr);
+  const words = packRows(rows, n, 0, perChunk, dyr, xr);
   dispatch(
     k,
     [dyr.t.storage(op).buf, x.storage(op).buf, rstd.storage(op).buf, partial.storage(op).buf],
-    p.words,
+    words,
     [Math.ceil(n / COL_WG), chunks],
   );
   if (chunks === 1 && gDtype === "f32") {
@@ -289,18 +321,19 @@ function backwardG(dyr: Rows, xr: Rows, rstd: Tensor, gDtype: DType): Tensor {
       { name: "dg", type: t, access: "read_write" },
     ],
     workgroupSize: [COL_WG],
+    params: DG_SUM,
     body: `
   let j = ${linearId(COL_WG)};
-  let n = prm(0u);
+  let n = p_n();
   if (j >= n) { return; }
   var acc = 0.0;
-  for (var c = 0u; c < prm(1u); c++) { acc += part[c * n + j]; }
+  for (var c = 0u; c < p_chunks(); c++) { acc += part[c * n + j]; }
   dg[j] = ${t}(acc);`,
   });
   dispatch(
     ks,
     [partial.storage(op).buf, dg.storage(op).buf],
-    new Params().u(n, chunks).words,
+    DG_SUM.pack({ n, chunks }),
     grid1d(n, COL_WG),
   );
   partial.dispose();

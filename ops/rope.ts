@@ -27,7 +27,8 @@
  */
 import { isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { type Binding, kernel, Params } from "../core/kernel.ts";
+import { type Binding, kernel } from "../core/kernel.ts";
+import { fitLength, params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { numel } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -96,6 +97,32 @@ export interface RopeOptions {
   attentionFactor?: number;
 }
 
+/** Largest rank of the outer axes: 11 scalar words and three rank-length arrays fill the block. */
+const ROPE_RANK = fitLength(11, 3);
+
+/**
+ * RoPE: pairs, half the head dim, outer rank, inv_freq offset, the position (offset of the
+ * positions tensor, or the first position), the factor and sign (−1: the backward), the pair
+ * layout (step, partner), x's last-axis stride and offset, then the outer shape and the outer
+ * strides of x and of the positions.
+ */
+const ROPE = params("rope", {
+  pairs: "u32",
+  half: "u32",
+  outerRank: "u32",
+  invOffset: "u32",
+  pos: "i32",
+  factor: "f32",
+  sign: "f32",
+  step: "u32",
+  partner: "u32",
+  lastStride: "u32",
+  xOffset: "u32",
+  outer: ["u32", ROPE_RANK],
+  xStrides: ["u32", ROPE_RANK],
+  posStrides: ["u32", ROPE_RANK],
+});
+
 function rotate(
   x: Tensor,
   positions: number | Tensor,
@@ -123,15 +150,22 @@ function rotate(
   }
   // Pair j holds components (j·step, j·step + partner) of its row: (2j, 2j+1) or (j, j+d/2).
   const [step, partner] = interleaved ? [2, 1] : [1, half];
-  const p = new Params().u(nPairs, half, r1, invFreq.offset).i(posWord).f(factor, sign).u(
+  const words = ROPE.pack({
+    pairs: nPairs,
+    half,
+    outerRank: r1,
+    invOffset: invFreq.offset,
+    pos: posWord,
+    factor,
+    sign,
     step,
     partner,
-    x.strides[x.rank - 1],
-    x.offset,
-    ...outer,
-    ...x.strides.slice(0, -1),
-    ...posStrides,
-  );
+    lastStride: x.strides[x.rank - 1],
+    xOffset: x.offset,
+    outer,
+    xStrides: x.strides.slice(0, -1),
+    posStrides,
+  });
   const t = wgslType(x.dtype);
   const bindings: Binding[] = [
     { name: "x", type: t, access: "read" },
@@ -143,32 +177,32 @@ function rotate(
     name: byTensor ? "rope_pos" : "rope_offset",
     bindings,
     workgroupSize: [WG],
+    params: ROPE,
     prelude: TRIG_WGSL,
     body: `
   let i = ${linearId(WG)};
-  if (i >= prm(0u)) { return; }
-  let half = prm(1u);
-  let r1 = prm(2u);
+  if (i >= p_pairs()) { return; }
+  let half = p_half();
   let j = i % half;
   let row = i / half;
   var rem = row;
-  var xo = prm(10u);
+  var xo = p_xOffset();
   var po = 0u;
-  for (var d = i32(r1) - 1; d >= 0; d--) {
-    let dim = prm(11u + u32(d));
+  for (var d = i32(p_outerRank()) - 1; d >= 0; d--) {
+    let dim = p_outer(u32(d));
     let c = rem % dim;
     rem /= dim;
-    xo += c * prm(11u + r1 + u32(d));
-    po += c * prm(11u + 2u * r1 + u32(d));
+    xo += c * p_xStrides(u32(d));
+    po += c * p_posStrides(u32(d));
   }
-  let p = ${byTensor ? "f32(pos[po + u32(prmi(4u))])" : "f32(prmi(4u) + i32(po))"};
-  let sc = mg_sincos(p * inv[prm(3u) + j]);
-  let f = prmf(5u);
+  let p = ${byTensor ? "f32(pos[po + u32(p_pos())])" : "f32(p_pos() + i32(po))"};
+  let sc = mg_sincos(p * inv[p_invOffset() + j]);
+  let f = p_factor();
   let c = sc.y * f;
-  let s = prmf(6u) * (sc.x * f);
-  let ia = j * prm(7u);
-  let ib = ia + prm(8u);
-  let ls = prm(9u);
+  let s = p_sign() * (sc.x * f);
+  let ia = j * p_step();
+  let ib = ia + p_partner();
+  let ls = p_lastStride();
   let xa = f32(x[xo + ia * ls]);
   let xb = f32(x[xo + ib * ls]);
   out[row * 2u * half + ia] = ${t}(xa * c - xb * s);
@@ -177,7 +211,7 @@ function rotate(
   const bufs = [x.storage(op).buf, invFreq.storage(op).buf];
   if (byTensor) bufs.push(positions.storage(op).buf);
   bufs.push(out.storage(op).buf);
-  dispatch(k, bufs, p.words, grid1d(nPairs, WG));
+  dispatch(k, bufs, words, grid1d(nPairs, WG));
   return out;
 }
 

@@ -15,7 +15,14 @@
  */
 import { isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { type Binding, kernel, Params } from "../core/kernel.ts";
+import { type Binding, kernel } from "../core/kernel.ts";
+import {
+  fitLength,
+  type ParamBlock,
+  type ParamDecls,
+  params,
+  type ParamValues,
+} from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { numel } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -57,19 +64,71 @@ export function perRowOperand(t: Tensor, outerRank: number): RowOperand {
   return { outer, axis: 0, offset: t.offset };
 }
 
+/** The parameters every row kernel has, before its own (`extras`) and the operand views. */
+type RowDecls = {
+  readonly rows: "u32";
+  readonly n: "u32";
+  readonly k: "u32";
+  readonly dims: readonly ["u32", number];
+  readonly strides: readonly ["u32", number];
+  readonly axis: readonly ["u32", number];
+  readonly offsets: readonly ["u32", number];
+};
+
+/** A row kernel's parameter declaration with its operand count and largest merged outer rank. */
+export interface RowParams<E extends ParamDecls> {
+  /** The declaration: rows, n, k, the extras, then dims[K], strides[T·K], axis[T], offsets[T]. */
+  readonly block: ParamBlock<RowDecls & E>;
+  /** Operands (T). */
+  readonly operands: number;
+  /** Largest merged outer rank (K): what fits in the block. */
+  readonly maxRank: number;
+}
+
 /**
- * Packs the row-kernel parameter block: w0 rows, w1 row length, w2 merged outer rank k,
- * w3.. the kernel's `extras` words, then the k outer sizes, then per operand its k outer
- * strides, its row stride and its offset. Outer axes of size 1 are dropped and adjacent axes
- * merged when every operand allows it, so the common contiguous case has k ≤ 1.
+ * Declares a row kernel's parameters: w0 rows, w1 row length, w2 merged outer rank k, the
+ * kernel's `extras`, then the outer sizes (`dims`), per operand its outer strides (K apart,
+ * in `strides`), its row stride (`axis`) and its offset (`offsets`); K is the largest outer
+ * rank that fits in the block.
  */
-export function rowParams(
+export function rowBlock<const E extends ParamDecls>(
+  name: string,
+  operands: number,
+  extras: E,
+): RowParams<E> {
+  const extraWords = Object.values(extras).reduce(
+    (s: number, d) => s + (typeof d === "string" ? 1 : d[1]),
+    0,
+  );
+  const K = fitLength(3 + extraWords + 2 * operands, operands + 1);
+  const decls = {
+    rows: "u32",
+    n: "u32",
+    k: "u32",
+    ...extras,
+    dims: ["u32", K],
+    strides: ["u32", operands * K],
+    axis: ["u32", operands],
+    offsets: ["u32", operands],
+  } as unknown as RowDecls & E;
+  return { block: params(name, decls), operands, maxRank: K };
+}
+
+/**
+ * Packs a row kernel's parameters. Outer axes of size 1 are dropped and adjacent axes merged
+ * when every operand allows it, so the common contiguous case has k ≤ 1.
+ */
+export function rowParams<E extends ParamDecls>(
+  R: RowParams<E>,
   op: string,
   outerShape: readonly number[],
   n: number,
   operands: readonly RowOperand[],
-  extras: (p: Params) => void,
-): Params {
+  extras: ParamValues<E>,
+): Uint32Array {
+  if (operands.length !== R.operands) {
+    throw new Error(`${op}: row kernel declared ${R.operands} operands, got ${operands.length}`);
+  }
   const dims: number[] = [];
   const strides: number[][] = operands.map(() => []);
   outerShape.forEach((d, i) => {
@@ -86,46 +145,47 @@ export function rowParams(
     }
   });
   const k = dims.length;
-  const p = new Params().u(numel(outerShape), n, k);
-  extras(p);
-  if (p.length + k + operands.length * (k + 2) > 64) {
+  if (k > R.maxRank) {
     throw new MoongradError(
       op,
-      `outer shape ${fmtShape(outerShape)} has too many non-mergeable axes for one kernel ` +
-        "(make the input contiguous first)",
+      `outer shape ${fmtShape(outerShape)} has ${k} non-mergeable axes; one kernel takes at ` +
+        `most ${R.maxRank} (make the input contiguous first)`,
     );
   }
-  p.u(...dims);
-  operands.forEach((o, t) => p.u(...strides[t], o.axis, o.offset));
-  return p;
+  const flat = new Array<number>(R.operands * R.maxRank).fill(0);
+  strides.forEach((s, t) => s.forEach((v, d) => (flat[t * R.maxRank + d] = v)));
+  return R.block.pack({
+    rows: numel(outerShape),
+    n,
+    k,
+    ...extras,
+    dims,
+    strides: flat,
+    axis: operands.map((o) => o.axis),
+    offsets: operands.map((o) => o.offset),
+  } as unknown as ParamValues<RowDecls & E>);
 }
 
 /**
- * WGSL helpers of a row kernel with `extras` extra parameter words and `lanes` threads per
+ * WGSL helpers of a row kernel declared by `R` (rowBlock) with `lanes` threads per
  * row: `row_off(row, t)` (the element offset of row `row` of operand `t`), `ax_stride(t)`,
  * and the cross-lane reductions `reduce_ms` (online max/sum pairs) and `reduce_sum` over the
  * row's segment of shared memory (the identity when `lanes` is 1).
  */
-export function rowPrelude(extras: number, lanes: number): string {
-  const d = 3 + extras;
+export function rowPrelude<E extends ParamDecls>(R: RowParams<E>, lanes: number): string {
   const common = `
 const NEG_MAX: f32 = -0x1.fffffep+127f; // the lowest finite f32 (Tint rejects anything beyond)
 fn row_off(row: u32, t: u32) -> u32 {
-  let k = prm(2u);
-  let blk = ${d}u + k + t * (k + 2u);
   var rem = row;
-  var off = prm(blk + k + 1u);
-  for (var d = i32(k) - 1; d >= 0; d--) {
-    let dim = prm(${d}u + u32(d));
-    off += (rem % dim) * prm(blk + u32(d));
+  var off = p_offsets(t);
+  for (var d = i32(p_k()) - 1; d >= 0; d--) {
+    let dim = p_dims(u32(d));
+    off += (rem % dim) * p_strides(t * ${R.maxRank}u + u32(d));
     rem /= dim;
   }
   return off;
 }
-fn ax_stride(t: u32) -> u32 {
-  let k = prm(2u);
-  return prm(${d}u + k + t * (k + 2u) + k);
-}
+fn ax_stride(t: u32) -> u32 { return p_axis(t); }
 fn combine_ms(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   let m = max(a.x, b.x);
   return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
@@ -179,18 +239,18 @@ export function rowSetup(lanes: number): string {
   if (lanes === 1) {
     return `
   let row = ${linearId(ROW_WG)};
-  if (row >= prm(0u)) { return; }
+  if (row >= p_rows()) { return; }
   let valid = true;
   let lane = 0u;
   let step = 1u;
-  let n = prm(1u);`;
+  let n = p_n();`;
   }
   return `
   let lane = lidx % ${lanes}u;
   let row = (wid.y * nwg.x + wid.x) * ${ROW_WG / lanes}u + lidx / ${lanes}u;
-  let valid = row < prm(0u);
+  let valid = row < p_rows();
   let step = ${lanes}u;
-  let n = select(0u, prm(1u), valid);`;
+  let n = select(0u, p_n(), valid);`;
 }
 
 /**
@@ -257,6 +317,11 @@ function outerShapeOf(x: Tensor, axis: number): number[] {
   return x.shape.filter((_, i) => i !== axis);
 }
 
+/** Softmax forward rows: x and y. */
+const FORWARD = rowBlock("softmax", 2, {});
+/** Softmax backward rows: g, y and dx. */
+const BACKWARD = rowBlock("softmax_grad", 3, {});
+
 function forward(op: "softmax" | "logSoftmax", x: Tensor, axis: number): Tensor {
   const out = Tensor.empty(x.shape, x.dtype);
   const n = x.rank === 0 ? 1 : x.shape[axis];
@@ -275,7 +340,8 @@ function forward(op: "softmax" | "logSoftmax", x: Tensor, axis: number): Tensor 
       { name: "y", type: t, access: "read_write" },
     ],
     workgroupSize: [ROW_WG],
-    prelude: rowPrelude(0, lanes),
+    params: FORWARD.block,
+    prelude: rowPrelude(FORWARD, lanes),
     body: `${rowSetup(lanes)}${rowMaxSum("x")}
   let yb = row_off(row, 1u);
   let ys = ax_stride(1u);
@@ -284,8 +350,8 @@ function forward(op: "softmax" | "logSoftmax", x: Tensor, axis: number): Tensor 
     y[yb + j * ys] = ${t}(${write});
   }`,
   });
-  const p = rowParams(op, outer, n, [xo, rowOperand(out, axis)], () => {});
-  dispatch(k, [x.storage(op).buf, out.storage(op).buf], p.words, rowGrid(rows, lanes));
+  const words = rowParams(FORWARD, op, outer, n, [xo, rowOperand(out, axis)], {});
+  dispatch(k, [x.storage(op).buf, out.storage(op).buf], words, rowGrid(rows, lanes));
   return out;
 }
 
@@ -311,7 +377,8 @@ function backward(op: "softmax" | "logSoftmax", g: Tensor, y: Tensor, axis: numb
     name: `${op}_grad_l${lanes}`,
     bindings,
     workgroupSize: [ROW_WG],
-    prelude: rowPrelude(0, lanes),
+    params: BACKWARD.block,
+    prelude: rowPrelude(BACKWARD, lanes),
     body: `${rowSetup(lanes)}
   let gb = row_off(row, 0u);
   let gs = ax_stride(0u);
@@ -330,18 +397,19 @@ function backward(op: "softmax" | "logSoftmax", g: Tensor, y: Tensor, axis: numb
     dx[db + j * ds] = ${wgslType(y.dtype)}(${isLog ? "gv - mg_exp(yv) * tot" : "yv * (gv - tot)"});
   }`,
   });
-  const p = rowParams(
+  const words = rowParams(
+    BACKWARD,
     `${op}_grad`,
     outer,
     n,
     [go, rowOperand(y, axis), rowOperand(dx, axis)],
-    () => {},
+    {},
   );
   const name = `${op}_grad`;
   dispatch(
     k,
     [g.storage(name).buf, y.storage(name).buf, dx.storage(name).buf],
-    p.words,
+    words,
     rowGrid(rows, lanes),
   );
   return dx;

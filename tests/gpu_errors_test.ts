@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
-import { kernel, kernelDiagnostics, Params } from "../core/kernel.ts";
+import { kernel, kernelDiagnostics, PARAM_WORDS } from "../core/kernel.ts";
 import { dispatch } from "../core/runtime.ts";
 import { gpu } from "./util.ts";
 
@@ -30,7 +30,7 @@ Deno.test("a kernel that does not compile is reported by name, op site and compi
     body: "  out[gid.x] = no_such_function(1.0);",
   });
   const y = mg.zeros([4]);
-  dispatch(broken, [y.storage("test").buf], new Params().words, [1]);
+  dispatch(broken, [y.storage("test").buf], new Uint32Array(PARAM_WORDS), [1]);
   const err = await rejection(() => y.data());
   assert.ok(err.message.includes('kernel "deliberately_broken"'), err.message);
   assert.ok(err.message.includes("gpu_errors_test.ts"), `names the creation site: ${err.message}`);
@@ -38,7 +38,7 @@ Deno.test("a kernel that does not compile is reported by name, op site and compi
   // Known broken now: refused synchronously at dispatch, before any GPU work is recorded.
   const e2 = (() => {
     try {
-      dispatch(broken, [y.storage("test").buf], new Params().words, [1]);
+      dispatch(broken, [y.storage("test").buf], new Uint32Array(PARAM_WORDS), [1]);
     } catch (e) {
       return e as Error;
     }
@@ -65,7 +65,7 @@ Deno.test("a validation error inside a batch names the ops of that batch", async
   });
   const y = mg.zeros([1]);
   const tooMany = info.limits.maxComputeWorkgroupsPerDimension + 1;
-  dispatch(k, [y.storage("test").buf], new Params().words, [tooMany]);
+  dispatch(k, [y.storage("test").buf], new Uint32Array(PARAM_WORDS), [tooMany]);
   const err = await rejection(() => y.data());
   assert.ok(err.message.includes("too_many_workgroups"), err.message);
   assert.ok(/ops: .*mul/.test(err.message), `names the batch's other ops: ${err.message}`);

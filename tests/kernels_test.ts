@@ -9,7 +9,12 @@
  */
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
-import { compiledKernelCount, compiledKernelNames, kernelDiagnostics } from "../core/kernel.ts";
+import {
+  compiledKernelCount,
+  compiledKernelNames,
+  compiledKernelSources,
+  kernelDiagnostics,
+} from "../core/kernel.ts";
 import { CPU_MATMUL_CONFIG, GPU_MATMUL_CONFIG, type MatmulConfig } from "../ops/matmul.ts";
 import {
   type AttentionConfig,
@@ -232,6 +237,30 @@ async function model(): Promise<void> {
   await mg.sync();
 }
 
+Deno.test("no kernel in the library reads parameters positionally (prm(i), prmf(i), prmi(i))", async () => {
+  // Kernels declare their parameters (core/params.ts) and read them by name; the positional
+  // readers are gone from the generated source, and core/kernel.ts refuses a body that calls one.
+  const offenders: string[] = [];
+  for (const dir of ["core", "ops", "nn", "optim", "io"]) {
+    for await (const e of Deno.readDir(new URL(`../${dir}/`, import.meta.url))) {
+      if (!e.name.endsWith(".ts")) continue;
+      const path = `${dir}/${e.name}`;
+      const src = await Deno.readTextFile(new URL(`../${path}`, import.meta.url));
+      // core/kernel.ts holds the regex that refuses them, core/params.ts generates param_word.
+      const lines = src.split("\n");
+      lines.forEach((l, i) => {
+        if (/\bprm[fi]?\(/.test(l) && path !== "core/kernel.ts") {
+          offenders.push(`${path}:${i + 1}: ${l.trim()}`);
+        }
+        if (/\bparam_word\(/.test(l) && path !== "core/kernel.ts" && path !== "core/params.ts") {
+          offenders.push(`${path}:${i + 1}: ${l.trim()}`);
+        }
+      });
+    }
+  }
+  assert.deepEqual(offenders, [], "positional parameter reads in kernel sources");
+});
+
 /** Literal kernel names at `kernel({ name: ... })` call sites, as patterns. */
 async function kernelNamesInSource(): Promise<RegExp[]> {
   const out: RegExp[] = [];
@@ -301,6 +330,21 @@ Deno.test("every kernel template compiles with no compiler error or warning, and
     "kernels in the library that this catalogue never compiled: add their op here",
   );
   assert.ok(compiled.size > 60, `only ${compiled.size} kernels compiled`);
+  // Every compiled source reads the uniform block only in param_word (through the zero word,
+  // core/kernel.ts), and only the accessors generated from the kernel's declaration call it.
+  for (const { name, source } of compiledKernelSources()) {
+    assert.equal(
+      source.match(/params\.w\[/g)?.length,
+      2,
+      `${name}: uniform reads outside param_word`,
+    );
+    const entry = source.slice(source.indexOf("@compute"));
+    const own = source.split("\n").filter((l) =>
+      !l.startsWith("fn param_word(") && !/^fn p_\w+\(/.test(l)
+    ).join("\n");
+    assert.ok(!/\bparam_word\(|\bprm[fi]?\(/.test(own), `${name}: reads parameters positionally`);
+    assert.ok(!/\bparam_word\(/.test(entry), `${name}: body reads parameters positionally`);
+  }
   console.log(`${compiledKernelCount()} kernel sources (${compiled.size} names) compiled cleanly`);
   assert.equal(mg.memory().liveTensors, before, "the catalogue leaked tensors");
 });

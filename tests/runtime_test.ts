@@ -1,8 +1,12 @@
 import * as mg from "../mod.ts";
-import { kernel, Params } from "../core/kernel.ts";
+import { kernel, PARAM_WORDS } from "../core/kernel.ts";
+import { params } from "../core/params.ts";
 import { dispatch, runtimeStats } from "../core/runtime.ts";
 import { assertClose, gpu, seededValues } from "./util.ts";
 import assert from "node:assert/strict";
+
+/** One u32 parameter, `n`, for the hand-written test kernels. */
+const N = params("test_kernel", { n: "u32" });
 
 Deno.test("a buffer freed and reused inside one batch is not overwritten before recorded work reads it", async () => {
   await gpu();
@@ -63,7 +67,7 @@ Deno.test("a GPU validation error surfaces as a JS error naming the op", async (
     body: "out[0] = undefined_symbol;",
   });
   const t = mg.zeros([4]);
-  dispatch(k, [t.storage().buf], new Params().words, [1]);
+  dispatch(k, [t.storage().buf], new Uint32Array(PARAM_WORDS), [1]);
   await assert.rejects(() => t.data(), /deliberately_broken/);
   t.dispose();
 });
@@ -285,11 +289,12 @@ Deno.test("one sub-buffer passed to two bindings: read twice works (one scratch 
       { name: "o", type: "f32", access: "read_write" },
     ],
     workgroupSize: [64],
-    body: "let i = gid.x; if (i < prm(0u)) { o[i] = a[i] + 2.0 * b[i]; }",
+    params: N,
+    body: "let i = gid.x; if (i < p_n()) { o[i] = a[i] + 2.0 * b[i]; }",
   });
   const out = mg.zeros([5]);
   const xb = x.storage().buf;
-  dispatch(k, [xb, xb, out.storage().buf], new Params().u(5).words, [1]);
+  dispatch(k, [xb, xb, out.storage().buf], N.pack({ n: 5 }), [1]);
   assert.equal(runtimeStats().aliasCopies, before + 1, "the repeat gets a scratch copy");
   assert.deepEqual(Array.from(await out.data()), [3, 6, 9, 12, 15]);
   const w = kernel({
@@ -299,10 +304,11 @@ Deno.test("one sub-buffer passed to two bindings: read twice works (one scratch 
       { name: "b", type: "f32", access: "read_write" },
     ],
     workgroupSize: [64],
-    body: "let i = gid.x; if (i < prm(0u)) { a[i] = 1.0; b[i] = 2.0; }",
+    params: N,
+    body: "let i = gid.x; if (i < p_n()) { a[i] = 1.0; b[i] = 2.0; }",
   });
   assert.throws(
-    () => dispatch(w, [xb, xb], new Params().u(5).words, [1]),
+    () => dispatch(w, [xb, xb], N.pack({ n: 5 }), [1]),
     /alias_write_twice.*bindings 0 and 1 are the same tensor storage and both are written/,
   );
   x.dispose();
@@ -322,13 +328,14 @@ Deno.test("kernels with more storage bindings than maxDynamicStorageBuffersPerPi
       { name: "o", type: "f32", access: "read_write" },
     ],
     workgroupSize: [64],
-    body: `let i = gid.x; if (i < prm(0u)) { o[i] = ${names.map((n) => `${n}[i]`).join(" + ")}; }`,
+    params: N,
+    body: `let i = gid.x; if (i < p_n()) { o[i] = ${names.map((n) => `${n}[i]`).join(" + ")}; }`,
   });
   assert.equal(k.dynamicCount, Math.min(count, limit));
   const ins = names.map((_, j) => mg.full([9], j + 1));
   const out = mg.zeros([9]);
   for (let rep = 0; rep < 2; rep++) {
-    dispatch(k, [...ins.map((t) => t.storage().buf), out.storage().buf], new Params().u(9).words, [
+    dispatch(k, [...ins.map((t) => t.storage().buf), out.storage().buf], N.pack({ n: 9 }), [
       1,
     ]);
   }
@@ -337,25 +344,38 @@ Deno.test("kernels with more storage bindings than maxDynamicStorageBuffersPerPi
   for (const t of [...ins, out]) t.dispose();
 });
 
-Deno.test("parameter word 63 is reserved (prm() reads every word through it, so lavapipe cannot inline uniforms)", async () => {
+Deno.test("parameter word 63 is reserved (every parameter read goes through it, so lavapipe cannot inline uniforms); positional reads are refused", async () => {
   await gpu();
   const { kernelSource, PARAM_ZERO_WORD } = await import("../core/kernel.ts");
   assert.equal(PARAM_ZERO_WORD, 63);
-  const src = kernelSource({ name: "k", bindings: [], workgroupSize: [1], body: "" });
-  assert.match(src, /fn prm\(i: u32\) -> u32 \{ let j = i \+ params\.w\[15\]\[3\];/);
-  const p = new Params().u(...new Array(63).fill(7));
-  assert.throws(() => p.u(1), /exceed 63 words/);
+  const P = params("reserved_word", { words: ["u32", 63] });
+  const src = kernelSource({ name: "k", bindings: [], workgroupSize: [1], body: "", params: P });
+  assert.match(src, /fn param_word\(i: u32\) -> u32 \{ let j = i \+ params\.w\[15\]\[3\];/);
+  assert.throws(() => params("k", { words: ["u32", 64] }), /64 words.*holds 63/);
   const k = kernel({
     name: "reserved_word",
     bindings: [{ name: "o", type: "u32", access: "read_write" }],
     workgroupSize: [1],
-    body: "o[0] = prm(62u) + prm(0u);",
+    params: P,
+    body: "o[0] = p_words(62u) + p_words(0u);",
   });
   const out = mg.zeros([1], { dtype: "i32" });
   const words = new Uint32Array(64);
   words[63] = 1;
   assert.throws(() => dispatch(k, [out.storage().buf], words, [1]), /word 63 is reserved/);
-  dispatch(k, [out.storage().buf], p.words, [1]);
+  dispatch(k, [out.storage().buf], P.pack({ words: new Array(63).fill(7) }), [1]);
   assert.deepEqual(Array.from(await out.data()), [14]);
   out.dispose();
+  for (const body of ["o[0] = prm(0u);", "o[0] = param_word(0u);", "o[0] = params.w[0][0];"]) {
+    assert.throws(
+      () =>
+        kernel({
+          name: "positional",
+          bindings: [{ name: "o", type: "u32", access: "read_write" }],
+          workgroupSize: [1],
+          body,
+        }),
+      /moongrad\.positional: kernel reads parameters positionally/,
+    );
+  }
 });
