@@ -8,7 +8,7 @@ import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { contiguous } from "./elementwise.ts";
 import { sumTo } from "./reduce.ts";
-import { copyInto, fillInPlace } from "./copy.ts";
+import { fillInPlace, sliceGrad } from "./copy.ts";
 
 /** A new handle on the same data, cut from the graph (used for detach and gradient aliasing). */
 export function alias(x: Tensor): Tensor {
@@ -170,7 +170,7 @@ export function slice(x: Tensor, axis: number, start: number, end?: number, step
   return record(out, "slice", [x], (g) => [sliceBackward(g, x.shape, ax, s, step)]);
 }
 
-/** Scatters a slice's gradient into zeros of the input's shape. */
+/** Scatters a slice's gradient into zeros of the input's shape (one dispatch). */
 function sliceBackward(
   g: Tensor,
   shape: readonly number[],
@@ -178,14 +178,7 @@ function sliceBackward(
   start: number,
   step: number,
 ): Tensor {
-  const full = Tensor.empty(shape, g.dtype);
-  fillZero(full);
-  const strides = [...full.strides];
-  strides[axis] *= step;
-  const window = full.view(g.shape, strides, start * full.strides[axis]);
-  copyInto(g, window);
-  window.dispose();
-  return full;
+  return sliceGrad(g, shape, axis, start, step);
 }
 
 /**
