@@ -4,7 +4,7 @@
  */
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { contiguousStrides, normalizeAxis, numel } from "../core/shape.ts";
-import { Tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { contiguous } from "./elementwise.ts";
 import { sumTo } from "./reduce.ts";
@@ -167,18 +167,7 @@ export function slice(x: Tensor, axis: number, start: number, end?: number, step
   const strides = [...x.strides];
   strides[ax] = x.strides[ax] * step;
   const out = x.view(shape, strides, x.offset + s * x.strides[ax]);
-  return record(out, "slice", [x], (g) => [sliceBackward(g, x.shape, ax, s, step)]);
-}
-
-/** Scatters a slice's gradient into zeros of the input's shape (one dispatch). */
-function sliceBackward(
-  g: Tensor,
-  shape: readonly number[],
-  axis: number,
-  start: number,
-  step: number,
-): Tensor {
-  return sliceGrad(g, shape, axis, start, step);
+  return record(out, "slice", [x], (g) => [sliceGrad(g, x.shape, ax, s, step)]);
 }
 
 /**
