@@ -100,6 +100,7 @@ export {
   unsqueeze,
 } from "./ops/layout.ts";
 export { concat, split, stack } from "./ops/concat.ts";
+export { swiglu } from "./ops/swiglu.ts";
 export { embedding, gather, indexAdd, indexSelect, scatterAdd, topk } from "./ops/indexing.ts";
 export { crossEntropy, type CrossEntropyOptions, mseLoss } from "./ops/loss.ts";
 export { setCheckIndices } from "./ops/check_indices.ts";

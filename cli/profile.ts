@@ -62,7 +62,11 @@ const FAMILIES: [RegExp, string][] = [
 /** The op family of a kernel name (the name itself when no rule matches). */
 export function opFamily(kernel: string): string {
   for (const [re, fam] of FAMILIES) if (re.test(kernel)) return fam;
-  if (/^(add|sub|mul|div|neg|exp|log|sqrt|rsqrt|silu|sigmoid|relu|pow|where|scale)/.test(kernel)) {
+  if (
+    /^(add|sub|mul|div|neg|exp|log|sqrt|rsqrt|silu|swiglu|sigmoid|relu|pow|where|scale)/.test(
+      kernel,
+    )
+  ) {
     return "pointwise";
   }
   return kernel;

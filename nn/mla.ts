@@ -444,8 +444,9 @@ export class MultiHeadLatentAttention extends Module {
    * Training forward: x [B, T, D] → [B, T, D], causal over the T tokens at positions
    * positionOffset..positionOffset+T−1. Differentiable in x and every weight. The attention
    * runs in the fused kernel on q = [q_nope | q_rope] and k = [k_nope | k_rope broadcast over
-   * the heads] (d_qk wide); the broadcast k_rope is a stride-0 view copied once by the concat,
-   * whose backward sums its gradient over the heads. With `ctx.stats` (and in training mode)
+   * the heads] (d_qk wide), each made by one `ropeConcat` dispatch (copy + rotation) from views
+   * of the projections; the broadcast k_rope is a stride-0 view whose gradient is summed over
+   * the heads by expand's backward. With `ctx.stats` (and in training mode)
    * records the per-head max logits (f32 [H], (q·k)·scale) into it.
    */
   forward(x: Tensor, positionOffset = 0, ctx: ForwardContext = {}): Tensor {
@@ -453,13 +454,21 @@ export class MultiHeadLatentAttention extends Module {
     const [B, T] = x.shape;
     const H = this.numHeads, dr = this.qkRopeHeadDim;
     const stats = checkStats("MultiHeadLatentAttention.forward", ctx.stats);
+    const dn = this.qkNopeHeadDim, r = this.kvLoraRank;
     return scope(() => {
-      const { qNope, qRope } = this.#queries(x, positionOffset);
-      const { c, kRope } = this.#latents(x, positionOffset);
+      // q = [q_nope | rope(q_rope)] and k = [k_nope | rope(k_rope) broadcast over the heads],
+      // each built by one ropeConcat kernel from views of the projections.
+      const qh = this.#queryHeads(x);
+      const q = this.#rotary.forwardConcat(
+        slice(qh, 3, 0, dn),
+        slice(qh, 3, dn, this.qHeadDim),
+        positionOffset,
+      );
+      const ckv = this.kvAProjWithMqa.forward(x);
+      const c = this.kvALayernorm.forward(slice(ckv, 2, 0, r));
+      const kr = expand(unsqueeze(slice(ckv, 2, r, r + dr), 1), [B, H, T, dr]);
       const { kNope, v } = this.#expand(c);
-      const kRopeH = expand(unsqueeze(kRope, 1), [B, H, T, dr]);
-      const q = concat([qNope, qRope], 3);
-      const k = concat([kNope, kRopeH], 3);
+      const k = this.#rotary.forwardConcat(kNope, kr, positionOffset);
       const { out, maxLogits } = attention(q, k, v, { scale: this.softmaxScale, causal: true });
       if (stats && this.training) stats.recordMaxLogits(this, maxLogits);
       return this.#output(out);
@@ -542,8 +551,8 @@ export class MultiHeadLatentAttention extends Module {
   // The helpers below run inside the caller's scope(), which frees their intermediates (and
   // the unused max logits) once the forward's output exists.
 
-  /** q_nope [B, H, T, d_n] (a view) and the rotated q_rope [B, H, T, d_r]. */
-  #queries(x: Tensor, offset: number) {
+  /** The queries [B, H, T, d_qk] before RoPE (a view of the projection). */
+  #queryHeads(x: Tensor) {
     const [B, T] = x.shape;
     let q: Tensor;
     if (this.qProj) q = this.qProj.forward(x);
@@ -551,7 +560,12 @@ export class MultiHeadLatentAttention extends Module {
       const a = this.qAProj!.forward(x);
       q = this.qBProj!.forward(this.qALayernorm!.forward(a));
     }
-    const qh = permute(reshape(q, [B, T, this.numHeads, this.qHeadDim]), [0, 2, 1, 3]);
+    return permute(reshape(q, [B, T, this.numHeads, this.qHeadDim]), [0, 2, 1, 3]);
+  }
+
+  /** q_nope [B, H, T, d_n] (a view) and the rotated q_rope [B, H, T, d_r]. */
+  #queries(x: Tensor, offset: number) {
+    const qh = this.#queryHeads(x);
     const qNope = slice(qh, 3, 0, this.qkNopeHeadDim);
     const qRope = this.#rotary.forward(slice(qh, 3, this.qkNopeHeadDim, this.qHeadDim), offset);
     return { qNope, qRope };

@@ -3,7 +3,7 @@ import { checkAllocation } from "../core/limits.ts";
 import { MoongradError } from "../core/errors.ts";
 import { scope } from "../core/scope.ts";
 import type { Tensor } from "../core/tensor.ts";
-import { mul, silu } from "../ops/elementwise.ts";
+import { swiglu } from "../ops/swiglu.ts";
 import { Linear } from "./linear.ts";
 import { deriveSeed, type InitOptions, Module } from "./module.ts";
 
@@ -64,9 +64,7 @@ export class MLP extends Module {
    */
   forward(x: Tensor): Tensor {
     return scope(() => {
-      const h = scope(() =>
-        mul(scope(() => silu(this.gateProj.forward(x))), this.upProj.forward(x))
-      );
+      const h = scope(() => swiglu(this.gateProj.forward(x), this.upProj.forward(x)));
       return this.downProj.forward(h);
     });
   }

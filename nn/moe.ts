@@ -16,7 +16,8 @@ import { noGrad } from "../core/autograd.ts";
 import { scope } from "../core/scope.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { Tensor } from "../core/tensor.ts";
-import { add, div, mul, sigmoid, silu } from "../ops/elementwise.ts";
+import { add, div, mul, sigmoid } from "../ops/elementwise.ts";
+import { swiglu } from "../ops/swiglu.ts";
 import { reshape, transpose } from "../ops/layout.ts";
 import { matmul } from "../ops/matmul.ts";
 import {
@@ -334,7 +335,7 @@ export class DeepseekMoE extends Module {
               groupedMatmul(xs, upProj, plan.offsets),
             ];
           });
-          return mul(silu(g), u);
+          return swiglu(g, u);
         });
         return moeCombine(groupedMatmul(h, downProj, plan.offsets), weights, plan);
       });

@@ -30,7 +30,7 @@
 import { MoongradError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { tensor } from "../ops/creation.ts";
-import { rope, ropeInvFreq, type RopeOptions } from "../ops/rope.ts";
+import { rope, ropeConcat, ropeInvFreq, type RopeOptions } from "../ops/rope.ts";
 import type { RopeParameters, YarnRope } from "./config.ts";
 import { ropeProblems } from "./config.ts";
 import { Module } from "./module.ts";
@@ -257,6 +257,17 @@ export class RotaryEmbedding extends Module {
   /** Rotates `x` [..., T, dim] at `positions` (an offset or an i32 tensor). */
   forward(x: Tensor, positions: number | Tensor = 0): Tensor {
     return rope(x, positions, this.invFreq, {
+      interleaved: this.interleaved,
+      attentionFactor: this.attentionFactor,
+    });
+  }
+
+  /**
+   * concat([pass, rotate(x)], -1) in one kernel (ops/rope.ts `ropeConcat`): pass [..., dp]
+   * and x [..., T, dim] share their outer shape; the result is [..., T, dp + dim].
+   */
+  forwardConcat(pass: Tensor, x: Tensor, positions: number | Tensor = 0): Tensor {
+    return ropeConcat(pass, x, positions, this.invFreq, {
       interleaved: this.interleaved,
       attentionFactor: this.attentionFactor,
     });

@@ -1,11 +1,14 @@
-/** Writes into strided views: copy one view into another, or fill a view with a constant. */
+/**
+ * Writes into strided views: copy one view into another, fill a view with a constant, or build
+ * a slice's gradient (the gradient in its window, zeros elsewhere) in one pass.
+ */
 import { wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { kernel } from "../core/kernel.ts";
 import { fitLength, params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { sameShape } from "../core/shape.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { Tensor } from "../core/tensor.ts";
 import { grid1d, linearId } from "./grid.ts";
 
 const WG = 256;
@@ -121,4 +124,82 @@ export function fillInPlace(dst: Tensor, value: number): void {
   dst[view_offset(i)] = ${load};`,
   });
   dispatch(k, [dst.storage("fill").buf], words, grid1d(n, WG));
+}
+
+/** Largest rank of slice_grad: 8 scalar words and two rank-length arrays. */
+const RS = fitLength(8, 2);
+
+/** slice_grad: the output shape, g's strides and offset, and the window on `axis`. */
+const SLICE_GRAD = params("slice_grad", {
+  n: "u32",
+  rank: "u32",
+  shape: ["u32", RS],
+  gStrides: ["u32", RS],
+  gOffset: "u32",
+  axis: "u32",
+  start: "u32",
+  step: "u32",
+  len: "u32",
+});
+
+/**
+ * The gradient of `slice`: a new contiguous tensor of `shape` holding `g` (any strided view)
+ * in the window start, start + step, … of `axis` and zeros elsewhere, in one dispatch (a fill
+ * and a copy before).
+ */
+export function sliceGrad(
+  g: Tensor,
+  shape: readonly number[],
+  axis: number,
+  start: number,
+  step: number,
+): Tensor {
+  const out = Tensor.empty(shape, g.dtype);
+  const n = out.size;
+  if (n === 0) return out;
+  if (g.size === 0) {
+    fillInPlace(out, 0);
+    return out;
+  }
+  const t = wgslType(g.dtype);
+  const words = SLICE_GRAD.pack({
+    n,
+    rank: shape.length,
+    shape,
+    gStrides: g.strides,
+    gOffset: g.offset,
+    axis,
+    start,
+    step,
+    len: g.shape[axis],
+  });
+  const k = kernel({
+    name: "slice_grad",
+    bindings: [
+      { name: "g", type: t, access: "read" },
+      { name: "out", type: t, access: "read_write" },
+    ],
+    workgroupSize: [WG],
+    params: SLICE_GRAD,
+    body: `
+  let i = ${linearId(WG)};
+  if (i >= p_n()) { return; }
+  var rem = i;
+  var o = p_gOffset();
+  var inside = true;
+  for (var d = i32(p_rank()) - 1; d >= 0; d--) {
+    let dim = p_shape(u32(d));
+    var c = rem % dim;
+    rem /= dim;
+    if (u32(d) == p_axis()) {
+      let rel = c - min(c, p_start());
+      inside = c >= p_start() && rel % p_step() == 0u && rel / p_step() < p_len();
+      c = rel / p_step();
+    }
+    o += c * p_gStrides(u32(d));
+  }
+  if (inside) { out[i] = g[o]; } else { out[i] = ${t}(0); }`,
+  });
+  dispatch(k, [g.storage("slice").buf, out.storage("slice").buf], words, grid1d(n, WG));
+  return out;
 }

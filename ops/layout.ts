@@ -4,11 +4,11 @@
  */
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { contiguousStrides, normalizeAxis, numel } from "../core/shape.ts";
-import { Tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { contiguous } from "./elementwise.ts";
 import { sumTo } from "./reduce.ts";
-import { copyInto, fillInPlace } from "./copy.ts";
+import { fillInPlace, sliceGrad } from "./copy.ts";
 
 /** A new handle on the same data, cut from the graph (used for detach and gradient aliasing). */
 export function alias(x: Tensor): Tensor {
@@ -167,25 +167,7 @@ export function slice(x: Tensor, axis: number, start: number, end?: number, step
   const strides = [...x.strides];
   strides[ax] = x.strides[ax] * step;
   const out = x.view(shape, strides, x.offset + s * x.strides[ax]);
-  return record(out, "slice", [x], (g) => [sliceBackward(g, x.shape, ax, s, step)]);
-}
-
-/** Scatters a slice's gradient into zeros of the input's shape. */
-function sliceBackward(
-  g: Tensor,
-  shape: readonly number[],
-  axis: number,
-  start: number,
-  step: number,
-): Tensor {
-  const full = Tensor.empty(shape, g.dtype);
-  fillZero(full);
-  const strides = [...full.strides];
-  strides[axis] *= step;
-  const window = full.view(g.shape, strides, start * full.strides[axis]);
-  copyInto(g, window);
-  window.dispose();
-  return full;
+  return record(out, "slice", [x], (g) => [sliceGrad(g, x.shape, ax, s, step)]);
 }
 
 /**

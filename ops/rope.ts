@@ -123,6 +123,37 @@ const ROPE = params("rope", {
   posStrides: ["u32", ROPE_RANK],
 });
 
+/** Largest outer rank of `ropeConcat`: 15 scalar words and four rank-length arrays. */
+const ROPE_CAT_RANK = fitLength(15, 4);
+
+/** `ROPE` plus the pass-through input of `ropeConcat`: its width, copies, offset, strides. */
+const ROPE_CAT = params("rope_cat", {
+  pairs: "u32",
+  half: "u32",
+  outerRank: "u32",
+  invOffset: "u32",
+  pos: "i32",
+  factor: "f32",
+  sign: "f32",
+  step: "u32",
+  partner: "u32",
+  lastStride: "u32",
+  xOffset: "u32",
+  passWidth: "u32",
+  copies: "u32",
+  passOffset: "u32",
+  passLast: "u32",
+  outer: ["u32", ROPE_CAT_RANK],
+  xStrides: ["u32", ROPE_CAT_RANK],
+  posStrides: ["u32", ROPE_CAT_RANK],
+  passStrides: ["u32", ROPE_CAT_RANK],
+});
+
+/**
+ * The rotation of x's last axis (contiguous output). With `pass` [..., dp] (same outer shape),
+ * the output is [..., dp + d]: `pass` copied into the first dp columns, the rotated x after
+ * them, in the same dispatch (one thread per pair, then one per copied element).
+ */
 function rotate(
   x: Tensor,
   positions: number | Tensor,
@@ -130,13 +161,16 @@ function rotate(
   sign: 1 | -1,
   interleaved: boolean,
   factor: number,
+  pass?: Tensor,
 ): Tensor {
-  const op = sign === 1 ? "rope" : "rope_grad";
-  const out = Tensor.empty(x.shape, x.dtype);
+  const op = pass ? "ropeConcat" : sign === 1 ? "rope" : "rope_grad";
   const outer = x.shape.slice(0, -1);
+  const dp = pass ? pass.shape[pass.rank - 1] : 0;
+  const out = Tensor.empty([...outer, dp + x.shape[x.rank - 1]], x.dtype);
   const half = x.shape[x.rank - 1] / 2;
   const nPairs = numel(outer) * half;
-  if (nPairs === 0) return out;
+  const copies = numel(outer) * dp;
+  if (nPairs + copies === 0) return out;
   const r1 = outer.length;
   const byTensor = positions instanceof Tensor;
   let posStrides: number[];
@@ -150,7 +184,7 @@ function rotate(
   }
   // Pair j holds components (j·step, j·step + partner) of its row: (2j, 2j+1) or (j, j+d/2).
   const [step, partner] = interleaved ? [2, 1] : [1, half];
-  const words = ROPE.pack({
+  const common = {
     pairs: nPairs,
     half,
     outerRank: r1,
@@ -165,24 +199,59 @@ function rotate(
     outer,
     xStrides: x.strides.slice(0, -1),
     posStrides,
-  });
+  };
+  const words = pass
+    ? ROPE_CAT.pack({
+      ...common,
+      passWidth: dp,
+      copies,
+      passOffset: pass.offset,
+      passLast: pass.strides[pass.rank - 1],
+      passStrides: pass.strides.slice(0, -1),
+    })
+    : ROPE.pack(common);
   const t = wgslType(x.dtype);
+  const xBuf = x.storage(op).buf;
+  // pass and x are often slices of one projection: bind a shared buffer once.
+  const passBuf = pass?.storage(op).buf;
+  const passName = pass ? (passBuf === xBuf ? "x" : "src") : "";
   const bindings: Binding[] = [
     { name: "x", type: t, access: "read" },
     { name: "inv", type: "f32", access: "read" },
   ];
   if (byTensor) bindings.push({ name: "pos", type: "i32", access: "read" });
+  if (passName === "src") bindings.push({ name: "src", type: t, access: "read" });
   bindings.push({ name: "out", type: t, access: "read_write" });
+  const width = pass ? "(p_passWidth() + 2u * half)" : "2u * half";
+  const col0 = pass ? "p_passWidth() + " : "";
+  const copy = pass
+    ? `
+  if (i >= p_pairs()) {
+    let k = i - p_pairs();
+    let dp = p_passWidth();
+    let prow = k / dp;
+    let col = k % dp;
+    var prem = prow;
+    var ao = p_passOffset();
+    for (var d = i32(p_outerRank()) - 1; d >= 0; d--) {
+      let dim = p_outer(u32(d));
+      ao += (prem % dim) * p_passStrides(u32(d));
+      prem /= dim;
+    }
+    out[prow * ${width} + col] = ${passName}[ao + col * p_passLast()];
+    return;
+  }`
+    : "";
   const k = kernel({
-    name: byTensor ? "rope_pos" : "rope_offset",
+    name: `${pass ? "rope_cat" : "rope"}_${byTensor ? "pos" : "offset"}`,
     bindings,
     workgroupSize: [WG],
-    params: ROPE,
+    params: pass ? ROPE_CAT : ROPE,
     prelude: TRIG_WGSL,
     body: `
   let i = ${linearId(WG)};
-  if (i >= p_pairs()) { return; }
   let half = p_half();
+  if (i >= p_pairs()${pass ? " + p_copies()" : ""}) { return; }${copy}
   let j = i % half;
   let row = i / half;
   var rem = row;
@@ -205,39 +274,25 @@ function rotate(
   let ls = p_lastStride();
   let xa = f32(x[xo + ia * ls]);
   let xb = f32(x[xo + ib * ls]);
-  out[row * 2u * half + ia] = ${t}(xa * c - xb * s);
-  out[row * 2u * half + ib] = ${t}(xa * s + xb * c);`,
+  out[row * ${width} + ${col0}ia] = ${t}(xa * c - xb * s);
+  out[row * ${width} + ${col0}ib] = ${t}(xa * s + xb * c);`,
   });
-  const bufs = [x.storage(op).buf, invFreq.storage(op).buf];
+  const bufs = [xBuf, invFreq.storage(op).buf];
   if (byTensor) bufs.push(positions.storage(op).buf);
+  if (passName === "src") bufs.push(passBuf!);
   bufs.push(out.storage(op).buf);
-  dispatch(k, bufs, words, grid1d(nPairs, WG));
+  dispatch(k, bufs, words, grid1d(nPairs + copies, WG));
   return out;
 }
 
-/**
- * Rotates pairs of the last axis of `x` [..., T, d] by angle p·inv_freq_i and scales them by
- * `options.attentionFactor` (default 1): interleaved pairs (x[2i], x[2i+1]) by default, or
- * half-split pairs (x[i], x[i + d/2]) with `interleaved: false`. `positions` is a start offset
- * (row t of the T axis has position offset + t) or an i32 tensor broadcasting to x's shape
- * without its last axis ([T], [B, T] for x [B, T, d], [T, 1] for x [T, H, d], ...).
- * `thetaOrInvFreq` is θ (HF `rope_theta`: inv_freq_i = θ^(−2i/d)) or a precomputed f32
- * inv_freq tensor [d/2] (`ropeInvFreq`, or YaRN's from nn/rope.ts). f32 or f16 (computed in
- * f32); output contiguous. Differentiable in x (the backward applies f·rotation by −angle).
- * @example
- * ```ts
- * const q = mg.randn([1, 2, 5, 8]); // [B, H, T, d_r]
- * const a = rope(q, 0, 10000); // interleaved pairs, positions 0..4
- * const b = rope(q, 100, 10000, { interleaved: false }); // pairs (i, i + 4), positions 100..104
- * ```
- */
-export function rope(
+/** Checks rope's arguments; returns the inv_freq table (`owned`: made here) and the options. */
+function ropeArgs(
+  op: string,
   x: Tensor,
   positions: number | Tensor,
   thetaOrInvFreq: number | Tensor,
-  options: RopeOptions = {},
-): Tensor {
-  const op = "rope";
+  options: RopeOptions,
+): { inv: Tensor; owned: boolean; interleaved: boolean; factor: number } {
   if (!(x instanceof Tensor)) throw new MoongradError(op, "x must be a Tensor");
   x.storage(op);
   if (!isFloat(x.dtype) || x.rank < 2 || x.shape[x.rank - 1] % 2 !== 0) {
@@ -284,11 +339,98 @@ export function rope(
   } else {
     inv = tensor(ropeInvFreq(d, thetaOrInvFreq));
   }
+  return { inv, owned: inv !== thetaOrInvFreq, interleaved, factor };
+}
+
+/**
+ * Rotates pairs of the last axis of `x` [..., T, d] by angle p·inv_freq_i and scales them by
+ * `options.attentionFactor` (default 1): interleaved pairs (x[2i], x[2i+1]) by default, or
+ * half-split pairs (x[i], x[i + d/2]) with `interleaved: false`. `positions` is a start offset
+ * (row t of the T axis has position offset + t) or an i32 tensor broadcasting to x's shape
+ * without its last axis ([T], [B, T] for x [B, T, d], [T, 1] for x [T, H, d], ...).
+ * `thetaOrInvFreq` is θ (HF `rope_theta`: inv_freq_i = θ^(−2i/d)) or a precomputed f32
+ * inv_freq tensor [d/2] (`ropeInvFreq`, or YaRN's from nn/rope.ts). f32 or f16 (computed in
+ * f32); output contiguous. Differentiable in x (the backward applies f·rotation by −angle).
+ * @example
+ * ```ts
+ * const q = mg.randn([1, 2, 5, 8]); // [B, H, T, d_r]
+ * const a = rope(q, 0, 10000); // interleaved pairs, positions 0..4
+ * const b = rope(q, 100, 10000, { interleaved: false }); // pairs (i, i + 4), positions 100..104
+ * ```
+ */
+export function rope(
+  x: Tensor,
+  positions: number | Tensor,
+  thetaOrInvFreq: number | Tensor,
+  options: RopeOptions = {},
+): Tensor {
+  const { inv, owned, interleaved, factor } = ropeArgs(
+    "rope",
+    x,
+    positions,
+    thetaOrInvFreq,
+    options,
+  );
   const out = rotate(x, positions, inv, 1, interleaved, factor);
   const saved = positions instanceof Tensor ? [inv, positions] : [inv];
-  record(out, op, [x], (g, _needs, [si, sp]) => {
+  record(out, "rope", [x], (g, _needs, [si, sp]) => {
     return [rotate(g, sp ?? (positions as number), si, -1, interleaved, factor)];
   }, saved);
-  if (inv !== thetaOrInvFreq) inv.dispose();
+  if (owned) inv.dispose();
+  return out;
+}
+
+/**
+ * concat([pass, rope(x)], -1) in one dispatch: `pass` [..., dp] copied into the first dp
+ * columns and x [..., T, d] rotated (as `rope`, same arguments) into the last d; `pass` and
+ * x share their outer shape and may be any strided views (MLA's q_nope and q_rope slices of
+ * one projection, or k_nope and the shared k_rope broadcast over the heads). Backward is one
+ * dispatch too: the pass gradient is a view of the output gradient's first dp columns, x's
+ * the inverse rotation of the rest. Saves the rope output, the two concat copies and their
+ * backward copies (tiny-K2 step: 16 forward and 12 backward dispatches).
+ * @example
+ * ```ts
+ * const qh = mg.randn([1, 2, 5, 24]); // [B, H, T, d_nope + d_rope]
+ * const q = ropeConcat(qh.slice(3, 0, 16), qh.slice(3, 16, 24), 0, 10000); // [1, 2, 5, 24]
+ * ```
+ */
+export function ropeConcat(
+  pass: Tensor,
+  x: Tensor,
+  positions: number | Tensor,
+  thetaOrInvFreq: number | Tensor,
+  options: RopeOptions = {},
+): Tensor {
+  const op = "ropeConcat";
+  if (!(pass instanceof Tensor)) throw new MoongradError(op, "pass must be a Tensor");
+  pass.storage(op);
+  const { inv, owned, interleaved, factor } = ropeArgs(op, x, positions, thetaOrInvFreq, options);
+  if (
+    pass.dtype !== x.dtype || pass.rank !== x.rank ||
+    pass.shape.some((d, i) => i < x.rank - 1 && d !== x.shape[i])
+  ) {
+    if (owned) inv.dispose();
+    throw new MoongradError(
+      op,
+      `pass ${pass.dtype} ${fmtShape(pass.shape)} must have x's dtype and shape but the last ` +
+        `axis (x is ${x.dtype} ${fmtShape(x.shape)})`,
+    );
+  }
+  const out = rotate(x, positions, inv, 1, interleaved, factor, pass);
+  const dp = pass.shape[pass.rank - 1];
+  const d = x.shape[x.rank - 1];
+  const saved = positions instanceof Tensor ? [inv, positions] : [inv];
+  record(out, op, [pass, x], (g, needs, [si, sp]) => {
+    const outer = g.shape.slice(0, -1);
+    const gPass = needs[0] ? g.view([...outer, dp], g.strides, g.offset) : null;
+    let gx: Tensor | null = null;
+    if (needs[1]) {
+      const tail = g.view([...outer, d], g.strides, g.offset + dp * g.strides[g.rank - 1]);
+      gx = rotate(tail, sp ?? (positions as number), si, -1, interleaved, factor);
+      tail.dispose();
+    }
+    return [gPass, gx];
+  }, saved);
+  if (owned) inv.dispose();
   return out;
 }

@@ -11,6 +11,8 @@
  */
 import * as mg from "../mod.ts";
 import * as nn from "../nn/mod.ts";
+import assert from "node:assert/strict";
+import { setDispatchProfiler } from "../core/runtime.ts";
 import {
   assertClose,
   assertTensorClose,
@@ -160,6 +162,45 @@ Deno.test("rmsNorm forward/backward match the reference: short and long rows, ma
     await assertTensorClose(g.t.grad!, ref.dg, { rtol: 1e-4, atol: 1e-4 }, "rms dg");
     for (const t of [y, x.t, g.t, dy.t]) t.dispose();
   }, 20);
+});
+
+Deno.test("rmsNorm backward: 2 dispatches for dx + dg, the chunked dg above 2048 rows, dx or dg alone", async () => {
+  await gpu();
+  const counts = new Map<string, number>();
+  const count = (fn: () => void) => {
+    counts.clear();
+    setDispatchProfiler({
+      dispatch: (k) => void counts.set(k, (counts.get(k) ?? 0) + 1),
+      beforeSubmit: () => {},
+      afterSubmit: () => {},
+    });
+    try {
+      fn();
+    } finally {
+      setDispatchProfiler(null);
+    }
+    return [...counts.values()].reduce((a, b) => a + b, 0);
+  };
+  // [rows, d], x and g requiring grad or not: fused (2 dispatches), chunked (3), dx only, dg only.
+  const cases: [number, number, boolean, boolean, number][] = [
+    [256, 40, true, true, 2],
+    [2100, 5, true, true, 3],
+    [70, 40, true, false, 1],
+    [70, 7, false, true, 2],
+  ];
+  for (const [rows, d, gx, gg, want] of cases) {
+    const x = pair([rows, d], rows + d, -3, 3, gx);
+    const g = pair([d], d, 0.5, 1.5, gg);
+    const dy = pair([rows, d], 7 * rows);
+    const y = nn.rmsNorm(x.t, g.t, 1e-5);
+    assert.equal(count(() => y.backward(dy.t)), want, `dispatches for ${rows}×${d}`);
+    const ref = rmsNormVjp(x.r, g.r, 1e-5, dy.r);
+    if (gx) await assertTensorClose(x.t.grad!, ref.dx, NORM_GRAD, `dx ${rows}×${d}`);
+    else assert.equal(x.t.grad, null);
+    if (gg) await assertTensorClose(g.t.grad!, ref.dg, { rtol: 1e-4, atol: 1e-4 }, `dg ${rows}`);
+    else assert.equal(g.t.grad, null);
+    for (const t of [y, x.t, g.t, dy.t]) t.dispose();
+  }
 });
 
 Deno.test("rmsNorm reads strided inputs in place (slice of a projection, transposed rows)", async () => {

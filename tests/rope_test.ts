@@ -19,6 +19,9 @@
  */
 import * as mg from "../mod.ts";
 import * as nn from "../nn/mod.ts";
+import assert from "node:assert/strict";
+import { setDispatchProfiler } from "../core/runtime.ts";
+import { ropeConcat } from "../ops/rope.ts";
 import { makeConfig, type YarnRope } from "../nn/config.ts";
 import {
   assertClose,
@@ -509,4 +512,148 @@ Deno.test("RotaryEmbedding from rope_parameters: YaRN table and factor, either l
     "beta_fast",
   );
   x8.dispose();
+});
+
+/** float64 reference of ropeConcat: concat([pass, ropeRef(x)]) over rows. */
+function ropeConcatRef(
+  pass: NDArray,
+  x: NDArray,
+  pos: number[],
+  inv: number[],
+  o: { interleaved: boolean; attentionFactor: number },
+): NDArray {
+  const dp = pass.shape[pass.shape.length - 1], d = x.shape[x.shape.length - 1];
+  const rows = x.size / d;
+  const rx = ropeRef(x, pos, inv, 1, o);
+  const out = new Float64Array(rows * (dp + d));
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < dp; j++) out[r * (dp + d) + j] = pass.data[r * dp + j];
+    for (let j = 0; j < d; j++) out[r * (dp + d) + dp + j] = rx.data[r * d + j];
+  }
+  return nd(out, [...x.shape.slice(0, -1), dp + d]);
+}
+
+/** The first `w` columns of rows of width `W` starting at column `c0`. */
+function columns(a: NDArray, W: number, c0: number, w: number, shape: number[]): NDArray {
+  const rows = a.size / W;
+  return nd(
+    Array.from({ length: rows * w }, (_, i) => a.data[Math.floor(i / w) * W + c0 + (i % w)]),
+    shape,
+  );
+}
+
+Deno.test("ropeConcat: [pass | rope(x)] from slices of one tensor, one dispatch each way, vs float64 and finite differences", async () => {
+  await gpu();
+  const arb = fc.record({
+    lead: fc.array(fc.integer({ min: 1, max: 3 }), { minLength: 0, maxLength: 2 }),
+    T: fc.integer({ min: 1, max: 6 }),
+    dp: fc.integer({ min: 1, max: 9 }),
+    half: fc.integer({ min: 1, max: 5 }),
+    offset: fc.integer({ min: 0, max: 5000 }),
+    interleaved: fc.boolean(),
+    factor: fc.constantFrom(1, 1.1386),
+    seed: fc.integer({ min: 1, max: 1e6 }),
+  });
+  await check(arb, async ({ lead, T, dp, half, offset, interleaved, factor, seed }) => {
+    const d = 2 * half, W = dp + d;
+    const base = pair([...lead, T, W], seed, -3, 3, true);
+    const outer = [...lead, T];
+    const pos = offsetPositions([...outer, d], offset);
+    const inv = invFreqRef(d, 10000);
+    const o = { interleaved, attentionFactor: factor };
+    const invT = mg.tensor(Float32Array.from(inv));
+    const passT = base.t.slice(-1, 0, dp), xT = base.t.slice(-1, dp, W);
+    const counts = new Map<string, number>();
+    const count = (fn: () => void) => {
+      counts.clear();
+      setDispatchProfiler({
+        dispatch: (k) => void counts.set(k, (counts.get(k) ?? 0) + 1),
+        beforeSubmit: () => {},
+        afterSubmit: () => {},
+      });
+      try {
+        fn();
+      } finally {
+        setDispatchProfiler(null);
+      }
+      return [...counts.values()].reduce((a, b) => a + b, 0);
+    };
+    let y!: mg.Tensor;
+    assert.equal(count(() => (y = ropeConcat(passT, xT, offset, invT, o))), 1);
+    const passR = columns(base.r, W, 0, dp, [...outer, dp]);
+    const xR = columns(base.r, W, dp, d, [...outer, d]);
+    await assertTensorClose(y, ropeConcatRef(passR, xR, pos, inv, o), ROT, "ropeConcat y");
+    const gy = pair([...outer, W], seed + 1, -2, 2);
+    // The gradients of both views reach the base: [g_pass | ropeVjp(g_x)]; ropeConcat's own
+    // backward is one rotation (the rest is the two slices' backward).
+    count(() => y.backward(gy.t));
+    assert.equal(counts.get("rope_offset"), 1);
+    const gPass = columns(gy.r, W, 0, dp, [...outer, dp]);
+    const gX = ropeVjp(columns(gy.r, W, dp, d, [...outer, d]), pos, inv, o);
+    const exact = nd(
+      Array.from({ length: gy.r.size }, (_, i) => {
+        const r = Math.floor(i / W), j = i % W;
+        return j < dp ? gPass.data[r * dp + j] : gX.data[r * d + j - dp];
+      }),
+      gy.r.shape,
+    );
+    await assertTensorClose(base.t.grad!, exact, ROT, "ropeConcat d(base)");
+    for (const t of [base.t, passT, xT, invT, y, gy.t]) t.dispose();
+  }, 12);
+  // The reference vjp (pass gradient = g's head, x gradient = ropeVjp of g's tail) vs central
+  // differences of the float64 reference.
+  const passR = nd(seededValues(3 * 4, 11, -2, 2), [3, 4]);
+  const xR = nd(seededValues(3 * 6, 12, -2, 2), [3, 6]);
+  const g = nd(seededValues(3 * 10, 13, -1, 1), [3, 10]);
+  const pos = [0, 1, 2], inv = invFreqRef(6, 10000);
+  const o = { interleaved: false, attentionFactor: 1.2 };
+  const numX = numericGrad((v) => dot(ropeConcatRef(passR, v, pos, inv, o), g), xR);
+  const numP = numericGrad((v) => dot(ropeConcatRef(v, xR, pos, inv, o), g), passR);
+  const tol = { rtol: 1e-6, atol: 1e-8 };
+  assertClose(ropeVjp(columns(g, 10, 4, 6, [3, 6]), pos, inv, o).data, numX, tol, "vjp x");
+  assertClose(columns(g, 10, 0, 4, [3, 4]).data, numP, tol, "vjp pass");
+});
+
+Deno.test("ropeConcat: a pass of another tensor, x broadcast over heads (stride 0), positions tensor; errors", async () => {
+  await gpu();
+  const [B, H, T, dp, d] = [2, 3, 4, 5, 4];
+  const pass = pair([B, H, T, dp], 21, -2, 2, true);
+  const kr = pair([B, 1, T, d], 22, -2, 2, true);
+  const posT = mg.tensor([3, 0, 9, 100], { dtype: "i32" });
+  const inv = invFreqRef(d, 500);
+  const invT = mg.tensor(Float32Array.from(inv));
+  const o = { interleaved: true, attentionFactor: 1 };
+  const xT = kr.t.expand([B, H, T, d]);
+  const y = ropeConcat(pass.t, xT, posT, invT, o);
+  const rows = B * H * T;
+  const pos = Array.from({ length: rows }, (_, r) => [3, 0, 9, 100][r % T]);
+  const xR = nd(
+    Array.from({ length: rows * d }, (_, i) => {
+      const r = Math.floor(i / d), b = Math.floor(r / (H * T)), t = r % T;
+      return kr.r.data[(b * T + t) * d + (i % d)];
+    }),
+    [B, H, T, d],
+  );
+  await assertTensorClose(y, ropeConcatRef(pass.r, xR, pos, inv, o), ROT, "broadcast y");
+  const gy = pair([B, H, T, dp + d], 23);
+  y.backward(gy.t);
+  await assertTensorClose(pass.t.grad!, columns(gy.r, dp + d, 0, dp, [B, H, T, dp]), ROT, "dpass");
+  const gx = ropeVjp(columns(gy.r, dp + d, dp, d, [B, H, T, d]), pos, inv, o);
+  const dkr = new Float64Array(B * T * d);
+  for (let i = 0; i < rows * d; i++) {
+    const r = Math.floor(i / d), b = Math.floor(r / (H * T)), t = r % T;
+    dkr[(b * T + t) * d + (i % d)] += gx.data[i];
+  }
+  await assertTensorClose(kr.t.grad!, nd(dkr, [B, 1, T, d]), ROT, "d(k_rope) summed over heads");
+  expectMgError(
+    () => ropeConcat(mg.zeros([2, 3]), mg.zeros([3, 4]), 0, 10000),
+    "ropeConcat",
+    "pass",
+  );
+  expectMgError(
+    () => ropeConcat(mg.zeros([3, 2]), mg.zeros([3, 3]), 0, 10000),
+    "ropeConcat",
+    "d even",
+  );
+  for (const t of [pass.t, kr.t, posT, invT, xT, y, gy.t]) t.dispose();
 });
