@@ -1,6 +1,7 @@
 /** AdamW: Adam with decoupled weight decay and bias correction. */
 import { MoongradError } from "../core/errors.ts";
 import { adamwUpdate } from "../ops/optim.ts";
+import { contiguous } from "../ops/elementwise.ts";
 import {
   type BaseOptions,
   type CommonOptions,
@@ -71,6 +72,23 @@ export class AdamW extends Optimizer<AdamWOptions> {
         "AdamW",
         `weightDecay must be a finite number >= 0, got ${o.weightDecay}`,
       );
+    }
+  }
+
+  /**
+   * The step: one fused kernel per parameter, reading a strided gradient (rank ≤ 3, e.g. the
+   * transposed weight gradients of linear layers) in place instead of copying it first.
+   */
+  protected override updateAll(items: UpdateContext<AdamWOptions>[]): void {
+    for (const ctx of items) {
+      const g = ctx.grad;
+      const direct = g.isContiguous || (g.rank <= 3 && g.strides.every((s) => s >= 0));
+      const grad = direct ? g : contiguous(g);
+      try {
+        this.update({ ...ctx, grad });
+      } finally {
+        if (grad !== g) grad.dispose();
+      }
     }
   }
 
