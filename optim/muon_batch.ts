@@ -18,10 +18,26 @@
  * gram kernel's z dimension); a larger group splits, a stack [E, A, B] across batches if
  * need be.
  *
- * Measured on the tiny K2 preset (44 Muon parameters, 9 distinct shapes, 5 quintic steps):
- * per-parameter Newton–Schulz took 1056 Muon/NS/matmul dispatches per step; batched with
- * merging, 2 batches ([104, 128, 128] and [3, 128, 384]): 44 NS + 88 gather/apply
- * dispatches. See the step times in the commit / bench/RESULTS.md.
+ * Measured on the tiny K2 preset (44 Muon parameters, 9 distinct shapes, 5 quintic steps;
+ * tests/dispatch_count_test.ts): per-parameter Newton–Schulz took 1056 Muon/NS/matmul
+ * dispatches per step (MuonClip's whole optimizer phase 1123); batched and merged, 2 batches
+ * ([104, 128, 128] and [3, 128, 384]) take 44 NS + 88 gather/apply dispatches (phase 163).
+ * With `padSlack` 0 (equal shapes only) the phase takes 273 (7 batches). On llvmpipe the
+ * phase is compute-bound: process CPU time per optimizer phase ~0.92 s with either slack and
+ * ~0.95 s per-parameter (the gram kernel's 64×64 tiles already pad the small matrices), so
+ * merging costs nothing measurable there and saves 110 launches on a GPU.
+ *
+ * Design choice: per-parameter gather and apply, not a parameter/gradient arena. WebGPU binds
+ * one buffer per binding and every tensor is a sub-buffer of a pool slab, so a kernel that
+ * updates many parameters at once needs them (and their gradients) in one buffer. Gradients
+ * are new tensors that backward allocates (the linear layers' are transposed views of a
+ * matmul output), so getting them into an arena costs one copy per parameter wherever it
+ * happens (in backward's leaf accumulation or here): the same count as the gather kernel,
+ * which does the momentum update in that one pass. An arena only pays once backward writes
+ * leaf gradients straight into it (vjps with an output target); then gather, apply and AdamW
+ * become one launch per batch each. A parameter arena alone would save the 44 applies at the
+ * price of moving parameters into shared storage (a core Tensor re-binding, and any kernel
+ * binding two parameters of one arena would alias-copy it), so it is not done yet.
  */
 import { gpuDevice } from "../core/device.ts";
 import { MoongradError } from "../core/errors.ts";

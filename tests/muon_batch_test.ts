@@ -36,7 +36,7 @@ Deno.test("planNsGroups: every matrix once, in a batch that holds it; slack and 
       slack: fc.constantFrom(0, 0.25, 1, 100),
       cap: fc.constantFrom(1 << 12, 1 << 16, 1 << 26),
     }),
-    async ({ shapes, slack, cap }) => {
+    ({ shapes, slack, cap }) => {
       const plan = planNsGroups(shapes, { padSlack: slack, maxBytes: cap });
       const seen = shapes.map((s) => new Array<number>(s.length === 3 ? s[0] : 1).fill(0));
       for (const g of plan) {
@@ -85,6 +85,7 @@ Deno.test("planNsGroups: every matrix once, in a batch that holds it; slack and 
           assert.equal(keys.length, distinct.size, "slack 0: one batch per shape");
         }
       }
+      return Promise.resolve();
     },
     40,
   );
