@@ -100,6 +100,7 @@ export {
 export { concat, split, stack } from "./ops/concat.ts";
 export { embedding, gather, indexAdd, indexSelect, scatterAdd, topk } from "./ops/indexing.ts";
 export { crossEntropy, type CrossEntropyOptions, mseLoss } from "./ops/loss.ts";
+export { setCheckIndices } from "./ops/check_indices.ts";
 /**
  * Neural-network modules (`mg.nn`): Kimi K2 / DeepSeek-V3 layers (MLA attention, DeepseekMoE, RMSNorm, RoPE), `KimiLM`, configs and `StepStats`. Also the `@moongrad/moongrad/nn` entry point.
  *

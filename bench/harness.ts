@@ -31,8 +31,12 @@ export interface Work {
 
 /** What one library prepares for a case. */
 export interface Prepared {
-  /** Records one iteration and waits until the GPU has executed it. */
-  run: () => Promise<void>;
+  /**
+   * Records one iteration and waits until the GPU has executed it. A peer that times itself
+   * (numpy in a subprocess) returns its own time of the iteration in ms, which the harness
+   * records instead of the round trip.
+   */
+  run: () => Promise<void | number>;
   /** The output of one iteration, read back, for the cross-library check (optional). */
   result?: () => Promise<ArrayLike<number>>;
 }
@@ -207,10 +211,10 @@ function why(e: unknown): string {
 
 /**
  * Times `run` (already warmed up) for at least `minIters` iterations and `minMs` ms; returns
- * the time of each iteration in ms.
+ * the time of each iteration in ms (the time `run` returns, when it returns one).
  */
 export async function timeIterations(
-  run: () => Promise<void>,
+  run: () => Promise<void | number>,
   minIters: number,
   minMs: number,
 ): Promise<number[]> {
@@ -218,8 +222,8 @@ export async function timeIterations(
   const t0 = performance.now();
   while (times.length < Math.max(2, minIters) || performance.now() - t0 < minMs) {
     const t = performance.now();
-    await run();
-    times.push(performance.now() - t);
+    const own = await run();
+    times.push(typeof own === "number" ? own : performance.now() - t);
   }
   return times;
 }

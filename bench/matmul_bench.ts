@@ -1,9 +1,13 @@
 /**
- * matmul throughput, moongrad beside TensorFlow.js (WebGPU backend) and jax-js (WebGPU), one
- * harness group per size with moongrad as the baseline. Every timed iteration waits for the
- * GPU (moongrad: `await mg.sync()`; the peers: see peers.ts), so the numbers are execution
- * time, not recording time. GFLOP/s = 2·B·M·N·K / mean time. Each peer's output is checked
- * once against moongrad's.
+ * matmul throughput, moongrad beside TensorFlow.js (WebGPU backend), jax-js (WebGPU) and numpy
+ * (OpenBLAS on the CPU, bench/numpy_peer.ts: f32 only), one harness group per size with
+ * moongrad as the baseline. Every timed iteration waits for the GPU (moongrad:
+ * `await mg.sync()`; the peers: see peers.ts), so the numbers are execution time, not
+ * recording time; numpy's row is the time of `a @ b` measured inside Python
+ * (`time.perf_counter`), one product per harness iteration. GFLOP/s = 2·B·M·N·K / mean time.
+ * Each peer's output is checked once against moongrad's. On a CPU adapter the numpy row is
+ * the yardstick (issue 14: moongrad's f32 1024³ at ≥ 0.2× numpy's throughput); the header
+ * line names numpy's version and BLAS thread count.
  *
  * Sizes: square 256/512/1024, non-square 1024×256 @ 256×512, batched 8 × (192×320 @ 320×96)
  * with B given as a transposed view ([8, 96, 320] transposed; tfjs uses transposeB, jax-js a
@@ -14,10 +18,12 @@
 import * as mg from "../mod.ts";
 import { benchCase, type Impl } from "./harness.ts";
 import { loadJax, loadTfjs, tfSync, values } from "./peers.ts";
+import { numpyPeer } from "./numpy_peer.ts";
 
 const info = await mg.init();
 const tfl = await loadTfjs();
 const jxl = await loadJax();
+const np = await numpyPeer();
 
 interface MatmulCase {
   name: string;
@@ -140,12 +146,27 @@ function impls(c: MatmulCase): Impl[] {
       });
     },
   });
+  list.push({
+    lib: "numpy",
+    prepare: async () => {
+      if (typeof np === "string") return np;
+      if (c.dtype !== "f32") return "numpy peer measures f32 only";
+      const key = c.name;
+      await np.load(key, av, c.a, bv, c.b, c.transposeB);
+      return {
+        // One product timed inside Python; the harness records Python's time, not the pipe's.
+        run: async () => (await np.time(key, 1))[0],
+        result: () => np.result(key),
+      };
+    },
+  });
   return list;
 }
 
 console.log(`matmul on ${info.description}`);
 if (!tfl.ok) console.log(`  tfjs-webgpu unavailable: ${tfl.why}`);
 if (!jxl.ok) console.log(`  jax-js unavailable: ${jxl.why}`);
+console.log(`  numpy: ${typeof np === "string" ? `unavailable: ${np}` : np.describe}`);
 for (const c of cases) {
   await benchCase({
     group: `matmul ${c.dtype} ${c.name}`,
@@ -156,3 +177,4 @@ for (const c of cases) {
     impls: impls(c),
   });
 }
+if (typeof np !== "string") await np.close();

@@ -270,10 +270,10 @@ export async function verifyCheckpoint(
 }
 
 /** The files of a run directory (besides `checkpoint/`). */
-export const RUN_FILES = /^(run\.json|metrics\.jsonl|report\.html)$/;
+export const RUN_FILES = /^(run\.json|metrics\.jsonl|report\.html|sample\.txt)$/;
 /** Leftovers of an interrupted run: a partial checkpoint, a temporary file of a text write. */
 export const STALE =
-  /^(\.checkpoint-tmp-[0-9a-f]{8}|(run\.json|metrics\.jsonl|report\.html)\.tmp-[0-9a-f]{8})$/;
+  /^(\.checkpoint-tmp-[0-9a-f]{8}|(run\.json|metrics\.jsonl|report\.html|sample\.txt)\.tmp-[0-9a-f]{8})$/;
 
 /**
  * Removes what an interrupted run left in `runDir`: partial checkpoints (`.checkpoint-tmp-*`),

@@ -20,6 +20,19 @@ export interface MetricRecord {
   max_logit?: number[];
   /** Per layer, the heads whose max logit exceeded τ (clipped by MuonClip). */
   clipped_heads?: number[];
+  /**
+   * Per layer and head, the max pre-softmax attention logit of this step's forwards (max over
+   * its micro-batches; `MuonClip.headStats()`, or the step's `StepStats` for other optimizers).
+   */
+  head_max_logit?: number[][];
+  /** The heads QK-Clip scaled this step, with their factor γ = τ / max logit (< 1). */
+  clip_gamma?: { layer: number; head: number; gamma: number }[];
+  /** Global L2 norm of all gradients before clipping (`--grad-clip`). */
+  grad_norm?: number;
+  /** Global L2 norm of the parameter change of this step (update, decay and QK-Clip). */
+  update_norm?: number;
+  /** Micro-batches accumulated in this step (`--grad-accum`; absent means 1). */
+  micro_batches?: number;
   /** Per MoE layer, the tokens routed to each expert in this step. */
   expert_load?: number[][];
   /** Training tokens seen so far. */
@@ -57,6 +70,12 @@ export interface RunInfo {
   };
   /** The adapter description. */
   device: string;
+  /** The trainer's command line (arguments after `deno task train`), when recorded. */
+  command?: string[];
+  /** `git rev-parse HEAD` of the checkout the run started from, when it could be read. */
+  gitCommit?: string;
+  /** Where the weights came from with `--init-from` (a checkpoint or pretrained directory). */
+  initFrom?: string;
   /**
    * The tokenizer (absent in runs from before --tokenizer: bytes). Validation bits per byte =
    * val_loss / ln 2 / valBytesPerToken (bytes per target token of the validation batches).

@@ -12,6 +12,7 @@ import {
   MuonClip,
   MuonWithAdamW,
   type OptimizerStateDict,
+  polarExpressCoefficients,
   wsdSchedule,
 } from "../optim/mod.ts";
 import type { RunSettings } from "./options.ts";
@@ -28,6 +29,11 @@ export interface TrainOptimizer {
   loadStateDict(sd: Record<string, OptimizerStateDict>): void;
   /** Learning rates used by the update with 0-based index `step`. */
   lrAt(step: number): { muon?: number; adamw: number };
+  /**
+   * MuonClip only: per layer and head, the last step's max logit and clip factor γ (1 where
+   * untouched); undefined for optimizers without QK-Clip.
+   */
+  headStats?(): Promise<{ maxLogits: number[][]; gammas: number[][] }>;
   /** Frees the state. */
   dispose(): void;
 }
@@ -60,10 +66,25 @@ export function makeOptimizer(model: KimiLM, s: RunSettings): TrainOptimizer {
       dispose: () => opt.dispose(),
     };
   }
+  // Older runs stored no Newton–Schulz settings: the defaults (quintic, standard).
+  const muon = {
+    nsCoefficients: s.nsCoefficients === "polar-express"
+      ? polarExpressCoefficients({ steps: 5 })
+      : undefined,
+    nsMethod: s.nsMethod ?? "standard",
+  };
+  if (muon.nsCoefficients === undefined) delete muon.nsCoefficients;
   const inner = s.optimizer === "muonclip"
-    ? new MuonClip(model, { lr: muonLr, adamwLr, weightDecay: wd, tau: s.tau })
+    ? new MuonClip(model, {
+      lr: muonLr,
+      adamwLr,
+      weightDecay: wd,
+      tau: s.tau,
+      qkClipAlpha: s.qkClipAlpha ?? 0.5,
+      muon,
+    })
     : new MuonWithAdamW(model, {
-      muon: { lr: muonLr, weightDecay: wd },
+      muon: { lr: muonLr, weightDecay: wd, ...muon },
       adamw: { lr: adamwLr, weightDecay: wd },
     });
   return {
@@ -75,6 +96,7 @@ export function makeOptimizer(model: KimiLM, s: RunSettings): TrainOptimizer {
     },
     loadStateDict: (sd) => inner.loadStateDict({ muon: sd.muon, adamw: sd.adamw }),
     lrAt: (t) => ({ muon: muonLr(t), adamw: adamwLr(t) }),
+    headStats: inner instanceof MuonClip ? () => inner.headStats() : undefined,
     dispose: () => inner.dispose(),
   };
 }

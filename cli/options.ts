@@ -22,6 +22,10 @@ import { DEFAULT_CORPUS } from "./data.ts";
 export const OPTIMIZERS = ["muonclip", "muon", "adamw"] as const;
 /** Learning-rate schedules the trainer offers. */
 export const SCHEDULES = ["cosine", "wsd", "constant"] as const;
+/** Newton–Schulz coefficient schedules (`--ns-coefficients`). */
+export const NS_COEFFICIENTS = ["quintic", "polar-express"] as const;
+/** Newton–Schulz iterations (`--ns-method`). */
+export const NS_METHODS = ["standard", "gram"] as const;
 
 /** Defaults of a no-flag run (chosen by measurement on a 2-core CPU adapter). */
 export const DEFAULTS = {
@@ -41,6 +45,10 @@ export const DEFAULTS = {
   checkpointEvery: 16,
   routerGamma: 0.01,
   tokenizer: "bytes",
+  gradAccum: 1,
+  qkClipAlpha: 0.5,
+  nsCoefficients: "quintic" as (typeof NS_COEFFICIENTS)[number],
+  nsMethod: "standard" as (typeof NS_METHODS)[number],
 };
 
 /** The flags of `deno task train`. */
@@ -121,6 +129,66 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     help: "bytes (vocabulary 256), or a tokenizer.json / tiktoken.model (or a directory " +
       "holding one; deno task tokenizer makes one); the model's vocab_size follows it",
   },
+  "grad-accum": {
+    type: "string",
+    arg: "K",
+    default: String(DEFAULTS.gradAccum),
+    help: "micro-batches of --batch sequences per optimizer step (losses averaged: the update " +
+      "equals one batch of K× the tokens; QK-Clip sees the max logit over all of them)",
+  },
+  "grad-clip": {
+    type: "string",
+    arg: "NORM",
+    default: "off",
+    help: "clip the global L2 norm of all gradients to NORM before each step " +
+      "(the pre-clip norm is logged either way)",
+  },
+  "qk-clip-alpha": {
+    type: "string",
+    arg: "X",
+    default: String(DEFAULTS.qkClipAlpha),
+    help: "QK-Clip split exponent α in [0, 1]: q rows ×γ^α, k rows ×γ^(1−α) (K2: 0.5)",
+  },
+  "ns-coefficients": {
+    type: "string",
+    arg: "NAME",
+    default: DEFAULTS.nsCoefficients,
+    help: "Muon's Newton–Schulz coefficients: quintic (3.4445, −4.775, 2.0315) | polar-express",
+  },
+  "ns-method": {
+    type: "string",
+    arg: "NAME",
+    default: DEFAULTS.nsMethod,
+    help: "Newton–Schulz iteration: standard | gram (on X·Xᵀ, cheaper for wide matrices)",
+  },
+  config: {
+    type: "string",
+    arg: "FILE",
+    default: "the preset",
+    help: "model shape from an HF DeepseekV3-style config.json (vocab_size follows the tokenizer)",
+  },
+  dim: { type: "string", arg: "D", default: "preset", help: "model width (hidden_size)" },
+  layers: { type: "string", arg: "N", default: "preset", help: "decoder layers" },
+  heads: { type: "string", arg: "N", default: "preset", help: "attention heads" },
+  experts: { type: "string", arg: "N", default: "preset", help: "routed experts per MoE layer" },
+  "qk-nope-dim": {
+    type: "string",
+    arg: "D",
+    default: "preset",
+    help: "non-rotary query/key head width (qk_nope_head_dim)",
+  },
+  "qk-rope-dim": {
+    type: "string",
+    arg: "D",
+    default: "preset",
+    help: "rotary query/key head width (qk_rope_head_dim)",
+  },
+  "init-from": {
+    type: "string",
+    arg: "DIR",
+    help: "fine-tune: start from the model weights of a run, checkpoint or pretrained directory " +
+      "(config.json + model.safetensors; its shape is the model's) with a fresh optimizer at step 0",
+  },
   "eval-every": {
     type: "string",
     arg: "N",
@@ -144,7 +212,8 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     arg: "DIR",
     help: "continue the run in DIR from its last checkpoint with all its settings and the " +
-      "same losses (--eval-every and --checkpoint-every may change; a run stopped before its " +
+      "same losses (--eval-every and --checkpoint-every may change; a larger --steps extends " +
+      "the run, the lr schedule then recomputed for the new total; a run stopped before its " +
       "first checkpoint starts again from step 0)",
   },
   "stop-at": {
@@ -211,6 +280,30 @@ export interface RunSettings {
   evalBatches: number;
   /** Checkpoint every N steps. */
   checkpointEvery: number;
+  /** Micro-batches per optimizer step. */
+  gradAccum: number;
+  /** Global gradient-norm clip, or null (off). */
+  gradClip: number | null;
+  /** QK-Clip split exponent α. */
+  qkClipAlpha: number;
+  /** Muon's Newton–Schulz coefficients. */
+  nsCoefficients: (typeof NS_COEFFICIENTS)[number];
+  /** Muon's Newton–Schulz method. */
+  nsMethod: (typeof NS_METHODS)[number];
+  /** HF config.json of the model shape, or null (the preset). */
+  config: string | null;
+  /** hidden_size override, or null. */
+  dim: number | null;
+  /** num_hidden_layers override, or null. */
+  layers: number | null;
+  /** num_attention_heads override, or null. */
+  heads: number | null;
+  /** n_routed_experts override, or null. */
+  experts: number | null;
+  /** qk_nope_head_dim override, or null. */
+  qkNopeDim: number | null;
+  /** qk_rope_head_dim override, or null. */
+  qkRopeDim: number | null;
 }
 
 /** Options of one invocation only (never stored). */
@@ -221,15 +314,18 @@ export interface RunControls {
   resume?: string;
   /** Stop after this step. */
   stopAt?: number;
+  /** Fine-tune from the weights in this directory (a new run only). */
+  initFrom?: string;
 }
 
 /**
  * How a setting behaves on `--resume`: "fixed" settings shape the arithmetic (losses,
  * weights, what a validation loss means) and a flag given on resume must repeat the stored
  * value; "override" settings change nothing that is computed, so a flag given on resume
- * replaces the stored value from then on (and the change is reported).
+ * replaces the stored value from then on (and the change is reported); "extend" (--steps) may
+ * only grow: a larger value extends the run (the schedule is recomputed for the new total).
  */
-export type ResumePolicy = "fixed" | "override";
+export type ResumePolicy = "fixed" | "override" | "extend";
 
 /** One run setting: its flag, how it is read, and what `--resume` does with it. */
 export interface SettingSpec<T> {
@@ -255,6 +351,12 @@ const fixed = <T>(flag: string, parse: (f: Flags, s: Partial<RunSettings>) => T)
   resume: "fixed" as const,
 });
 
+/** A model-shape flag: a positive integer, or null (the preset's / config's value). */
+const shapeSetting = (flag: string): SettingSpec<number | null> => ({
+  ...fixed(flag, (f) => f[flag] === undefined ? null : intFlag(f, flag, 1)),
+  show: (v) => v === null ? "(preset)" : String(v),
+});
+
 /**
  * Every setting of a run, read from its flag; run.json and trainer_state.json store them all
  * and `--resume` restores them all. A new trainer flag that a run should keep adds a field to
@@ -262,6 +364,8 @@ const fixed = <T>(flag: string, parse: (f: Flags, s: Partial<RunSettings>) => T)
  * A checkpoint written before a setting existed resumes with its default.
  */
 export const RUN_SETTINGS: SettingsTable = {
+  // Before --seq-len, whose limit is the preset's unless a config.json sets the shape.
+  config: fixed("config", (f) => stringFlag(f, "config") ?? null),
   preset: fixed("preset", (f) => {
     const preset = stringFlag(f, "preset") ?? DEFAULTS.preset;
     if (!(preset in PRESETS)) {
@@ -276,13 +380,15 @@ export const RUN_SETTINGS: SettingsTable = {
     }
     return preset;
   }),
-  // The cosine and WSD schedules stretch over all steps, so --steps is part of the arithmetic.
-  steps: fixed("steps", (f) => intFlag(f, "steps", DEFAULTS.steps)),
+  // The cosine and WSD schedules stretch over all steps, so --steps is part of the arithmetic;
+  // a resume may extend it (the trainer says what that does to the schedule).
+  steps: { flag: "steps", parse: (f) => intFlag(f, "steps", DEFAULTS.steps), resume: "extend" },
   batch: fixed("batch", (f) => intFlag(f, "batch", DEFAULTS.batch)),
-  seqLen: fixed("seq-len", (f) => {
+  seqLen: fixed("seq-len", (f, s) => {
     const v = intFlag(f, "seq-len", DEFAULTS.seqLen, 2);
     const maxPos = PRESETS.tiny.max_position_embeddings;
-    if (v > maxPos) {
+    // With --config the trainer checks its max_position_embeddings instead.
+    if (!s.config && v > maxPos) {
       throw new CliError(`--seq-len must be <= ${maxPos} (max_position_embeddings), got ${v}`);
     }
     return v;
@@ -327,6 +433,32 @@ export const RUN_SETTINGS: SettingsTable = {
     parse: (f) => intFlag(f, "checkpoint-every", DEFAULTS.checkpointEvery),
     resume: "override",
   },
+  gradAccum: fixed("grad-accum", (f) => intFlag(f, "grad-accum", DEFAULTS.gradAccum)),
+  gradClip: {
+    ...fixed(
+      "grad-clip",
+      (f) =>
+        f["grad-clip"] === undefined || f["grad-clip"] === "off"
+          ? null
+          : numberFlag(f, "grad-clip", 1, { min: 0, exclusiveMin: true }),
+    ),
+    show: (v) => v === null ? "off" : String(v),
+  },
+  qkClipAlpha: fixed(
+    "qk-clip-alpha",
+    (f) => numberFlag(f, "qk-clip-alpha", DEFAULTS.qkClipAlpha, { min: 0, max: 1 }),
+  ),
+  nsCoefficients: fixed(
+    "ns-coefficients",
+    (f) => choiceFlag(f, "ns-coefficients", NS_COEFFICIENTS, DEFAULTS.nsCoefficients),
+  ),
+  nsMethod: fixed("ns-method", (f) => choiceFlag(f, "ns-method", NS_METHODS, DEFAULTS.nsMethod)),
+  dim: shapeSetting("dim"),
+  layers: shapeSetting("layers"),
+  heads: shapeSetting("heads"),
+  experts: shapeSetting("experts"),
+  qkNopeDim: shapeSetting("qk-nope-dim"),
+  qkRopeDim: shapeSetting("qk-rope-dim"),
 };
 
 /** Flag name of each setting, for messages ("--seq-len"). */
@@ -350,11 +482,18 @@ export function resolveTrainFlags(flags: Flags): { settings: RunSettings; contro
 
 /** The per-invocation options (--out, --resume, --stop-at). */
 export function resolveControls(flags: Flags): RunControls {
-  return {
+  const c: RunControls = {
     out: stringFlag(flags, "out"),
     resume: stringFlag(flags, "resume"),
     stopAt: flags["stop-at"] === undefined ? undefined : intFlag(flags, "stop-at", 0),
+    initFrom: stringFlag(flags, "init-from"),
   };
+  if (c.initFrom && c.resume) {
+    throw new CliError(
+      "--init-from starts a new run from a model's weights; --resume continues a run: give one",
+    );
+  }
+  return c;
 }
 
 /** What `--resume` made of the stored settings and the flags given now. */
@@ -368,12 +507,15 @@ export interface ResumedSettings {
    * at their default.
    */
   defaulted: string[];
+  /** Set when a larger --steps extends the run: the stored total. */
+  extendedFrom?: number;
 }
 
 /**
  * The settings of a resumed run: every stored setting restored (a setting the checkpoint
  * predates takes its flag, else its default); a flag given now must repeat a "fixed" setting
- * (else one CliError naming the flag) and replaces an "override" one.
+ * (else one CliError naming the flag) and replaces an "override" one; a larger --steps
+ * extends the run (`extendedFrom`).
  */
 export function resumeSettings(
   stored: Partial<RunSettings>,
@@ -383,6 +525,7 @@ export function resumeSettings(
   const s: Partial<RunSettings> = {};
   const changed: string[] = [];
   const defaulted: string[] = [];
+  let extendedFrom: number | undefined;
   const set = (k: keyof RunSettings, v: unknown) => (s as Record<string, unknown>)[k] = v;
   for (const key of Object.keys(RUN_SETTINGS) as (keyof RunSettings)[]) {
     const spec = RUN_SETTINGS[key];
@@ -401,15 +544,24 @@ export function resumeSettings(
     }
     const now = spec.parse(flags, s);
     if (now !== was) {
-      if (spec.resume === "fixed") {
+      if (spec.resume === "extend" && typeof now === "number" && now > (was as number)) {
+        extendedFrom = was as number;
+        changed.push(`${settingFlag(key)} ${show(key, was)} → ${show(key, now)} (extended)`);
+        set(key, now);
+        continue;
+      }
+      if (spec.resume !== "override") {
         throw new CliError(
           `${dir} was trained with ${settingFlag(key)} ${show(key, was)}, not ${show(key, now)}; ` +
-            "a resumed run keeps the settings that shape training",
+            "a resumed run keeps the settings that shape training" +
+            (spec.resume === "extend"
+              ? ` (${settingFlag(key)} may only grow, to extend the run)`
+              : ""),
         );
       }
       changed.push(`${settingFlag(key)} ${show(key, was)} → ${show(key, now)}`);
     }
     set(key, now);
   }
-  return { settings: s as RunSettings, changed, defaulted };
+  return { settings: s as RunSettings, changed, defaulted, extendedFrom };
 }

@@ -1,6 +1,10 @@
 /**
  * The training report: one self-contained report.html (inline CSS and SVG, no scripts or
- * external assets) built from a run's run.json and metrics.jsonl.
+ * external assets; hover a line for its values, from SVG `<title>`s) built from a run's
+ * run.json, metrics.jsonl and sample.txt: loss, per-layer and per-head max logits against τ,
+ * γ of clipped heads, gradient and update norms, expert loads with dead or starved experts
+ * flagged, learning rate, throughput, and the run's command line, seed, git commit and a
+ * sample of generated text.
  *
  * `deno task report RUN_DIR` regenerates it (e.g. while a run is going, or after a resume).
  */
@@ -112,8 +116,58 @@ function loadColumns(
   return { values, steps };
 }
 
+/** An expert whose share of the routed tokens stayed far below the uniform share. */
+export interface StarvedExpert {
+  /** Decoder layer index. */
+  layer: number;
+  /** Expert index within the layer. */
+  expert: number;
+  /** Its share of the routed tokens ÷ the uniform share 1/E, over the window (0 = dead). */
+  share: number;
+}
+
+/**
+ * Experts whose load over the last `window` steps with loads is below `threshold` × the
+ * uniform share (default: 10 % over the last 20 steps); share 0 means dead (no token routed).
+ * `firstDense` offsets MoE layer indices to decoder layer indices.
+ */
+export function starvedExperts(
+  records: MetricRecord[],
+  firstDense: number,
+  window = 20,
+  threshold = 0.1,
+): StarvedExpert[] {
+  const recent = records.filter((r) => r.expert_load?.length).slice(-window);
+  const out: StarvedExpert[] = [];
+  const layers = recent[0]?.expert_load?.length ?? 0;
+  for (let m = 0; m < layers; m++) {
+    const E = recent[0].expert_load![m].length;
+    const sum = new Array(E).fill(0);
+    for (const r of recent) r.expert_load![m]?.forEach((v, e) => (sum[e] += v));
+    const total = sum.reduce((a, b) => a + b, 0);
+    if (total === 0) continue;
+    sum.forEach((v, e) => {
+      const share = (v / total) * E;
+      if (share < threshold) out.push({ layer: firstDense + m, expert: e, share });
+    });
+  }
+  return out;
+}
+
+/** What the report shows besides run.json and metrics.jsonl. */
+export interface ReportExtras {
+  /** A sample of generated text (sample.txt of the run). */
+  sample?: string;
+  /** The git commit, when run.json has none (read at report time). */
+  gitCommit?: string;
+}
+
 /** The report HTML of a run. */
-export function buildReport(info: RunInfo, records: MetricRecord[]): string {
+export function buildReport(
+  info: RunInfo,
+  records: MetricRecord[],
+  extras: ReportExtras = {},
+): string {
   const s = info.settings;
   const train = records.filter((r) => r.loss !== undefined);
   const vals = records.filter((r) => r.val_loss !== undefined);
@@ -171,6 +225,75 @@ export function buildReport(info: RunInfo, records: MetricRecord[]): string {
       ).map((r) => [r.step, r.clipped_heads![l]] as [number, number]),
     })),
   }));
+
+  // Per-head max logits against τ (one chart per layer, one line per head).
+  const withHeads = train.filter((r) => r.head_max_logit);
+  const heads = info.config.num_attention_heads as number;
+  for (let l = 0; l < layers && withHeads.length; l++) {
+    charts.push(lineChart({
+      title: `Max attention logit per head, layer ${l}${clipping ? " (clipped to τ)" : ""}`,
+      xLabel: "step",
+      size: [640, 220],
+      series: Array.from({ length: heads }, (_, h) => ({
+        name: `head ${h}`,
+        color: COLORS[h % COLORS.length],
+        width: 1.2,
+        points: withHeads.map((r) =>
+          [r.step, r.head_max_logit![l]?.[h] ?? NaN] as [number, number]
+        ),
+      })),
+      refs: [{ y: s.tau, label: `τ = ${fmtNum(s.tau)}`, color: "#d62728" }],
+    }));
+  }
+  const gammas = train.flatMap((r) => (r.clip_gamma ?? []).map((g) => ({ step: r.step, ...g })));
+  if (clipping) {
+    charts.push(lineChart({
+      title: gammas.length
+        ? `QK-Clip factor γ = τ / max logit of each clipped head (${gammas.length} head-steps)`
+        : "QK-Clip factor γ of clipped heads: no head was clipped",
+      xLabel: "step",
+      yInclude: 1,
+      size: [640, 200],
+      series: Array.from({ length: layers }, (_, l) => ({
+        name: `layer ${l}`,
+        color: COLORS[l % COLORS.length],
+        dots: true,
+        noLine: true,
+        points: gammas.filter((g) => g.layer === l).map((g) =>
+          [g.step, g.gamma] as [number, number]
+        ),
+      })).filter((x) => x.points.length > 0),
+      refs: [{ y: 1, label: "γ = 1 (untouched)", color: "#888" }],
+    }));
+  }
+  const normRecs = train.filter((r) => r.grad_norm !== undefined || r.update_norm !== undefined);
+  const gradClip = (s as { gradClip?: number | null }).gradClip ?? null;
+  if (normRecs.length) {
+    charts.push(lineChart({
+      title: "Gradient norm (global L2, before clipping)" +
+        (gradClip ? `, clipped to ${fmtNum(gradClip)}` : ""),
+      xLabel: "step",
+      yInclude: 0,
+      size: [640, 220],
+      series: [{
+        name: "grad norm",
+        color: COLORS[4],
+        points: normRecs.map((r) => [r.step, r.grad_norm ?? NaN] as [number, number]),
+      }],
+      refs: gradClip ? [{ y: gradClip, label: `--grad-clip ${gradClip}`, color: "#888" }] : [],
+    }));
+    charts.push(lineChart({
+      title: "Update norm (global L2 of the step's parameter change)",
+      xLabel: "step",
+      yInclude: 0,
+      size: [640, 220],
+      series: [{
+        name: "update norm",
+        color: COLORS[5],
+        points: normRecs.map((r) => [r.step, r.update_norm ?? NaN] as [number, number]),
+      }],
+    }));
+  }
 
   const moeLayers = layers - firstDense;
   const imbalance: Series[] = [];
@@ -246,10 +369,54 @@ export function buildReport(info: RunInfo, records: MetricRecord[]): string {
   }));
 
   const row = (k: string, v: string) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`;
+  const starveWindow = Math.min(20, train.length);
+  const starved = starvedExperts(train, firstDense, starveWindow);
+  const expertsHtml = train.some((r) => r.expert_load?.length)
+    ? starved.length
+      ? `<table class="warn"><tr><th>layer</th><th>expert</th><th>share ÷ uniform</th></tr>${
+        starved.map((x) =>
+          `<tr><td>${x.layer}</td><td>${x.expert}</td><td>${
+            x.share === 0 ? "0 (dead)" : x.share.toFixed(3)
+          }</td></tr>`
+        ).join("")
+      }</table>`
+      : `<p>No dead or starved expert: every expert received at least 10 % of the uniform share of routed tokens over the last ${starveWindow} steps.</p>`
+    : `<p class="note">No expert loads recorded yet.</p>`;
+  const rs = s as unknown as Record<string, unknown>;
+  const extraSettings = [
+    ["gradAccum", "micro-batches per step"],
+    ["gradClip", "gradient clipping (global norm)"],
+    ["qkClipAlpha", "QK-Clip α"],
+    ["nsCoefficients", "Newton–Schulz coefficients"],
+    ["nsMethod", "Newton–Schulz method"],
+  ].filter(([k]) => rs[k] !== undefined && rs[k] !== null)
+    .map(([k, label]) => row(label, String(rs[k])));
+  const commit = info.gitCommit ?? extras.gitCommit;
+  const runRecord = [
+    row(
+      "command",
+      info.command ? `deno task train ${info.command.join(" ")}`.trim() : "(not recorded)",
+    ),
+    row("seed", String(s.seed)),
+    row(
+      "git commit",
+      info.gitCommit
+        ? info.gitCommit
+        : commit
+        ? `${commit} (read when the report was written; the run did not record one)`
+        : "unknown (no git, or no permission to run it)",
+    ),
+    ...(info.initFrom ? [row("initialised from", info.initFrom)] : []),
+  ].join("");
   const val = (v?: [number, number]) => (v ? `${v[1].toFixed(3)} (step ${v[0]})` : "–");
   const headline = [
     row("steps", `${sum.steps} of ${s.steps}`),
-    row("tokens", `${sum.tokens.toLocaleString("en-US")} (batch ${s.batch} × ${s.seqLen})`),
+    row(
+      "tokens",
+      `${sum.tokens.toLocaleString("en-US")} (batch ${s.batch} × ${s.seqLen}${
+        (s.gradAccum ?? 1) > 1 ? ` × ${s.gradAccum} micro-batches per step` : ""
+      })`,
+    ),
     row("training time", fmtTime(sum.seconds)),
     row("throughput", `${sum.tokensPerSecond.toFixed(0)} tokens/s`),
     row("validation loss", `${val(sum.firstVal)} → ${val(sum.lastVal)}; uniform = ln 256 = 5.545`),
@@ -293,7 +460,7 @@ export function buildReport(info: RunInfo, records: MetricRecord[]): string {
           : "byte tokens"
       }`,
     ),
-    row("seed", String(s.seed)),
+    ...extraSettings,
     row("device", info.device),
     row("started", info.created),
   ].join("");
@@ -309,23 +476,59 @@ svg{max-width:100%;height:auto;background:#fff}svg .t{font:600 13px system-ui,sa
 svg .a{font:11px system-ui,sans-serif;fill:#444}svg .n{font:13px system-ui,sans-serif;fill:#888}
 svg .g{stroke:#eee}svg .ax{stroke:#999}svg .f{fill:none;stroke:#bbb}
 .note{color:#666;font-size:12.5px}
+.warn td,.warn th{padding:2px 12px 2px 0;color:#a33}
+pre.sample{white-space:pre-wrap;background:#f6f6f6;padding:10px;border-radius:4px;font-size:12.5px}
 </style></head><body>
 <h1>moongrad training report</h1>
 <p class="note">A Kimi K2-style model (MLA + DeepSeekMoE) trained with ${esc(s.optimizer)}.
 Regenerate with <code>deno task report ${esc("RUN_DIR")}</code>; raw numbers in metrics.jsonl.</p>
 <table>${headline}</table>
 <div class="grid">${charts.join("\n")}</div>
+<h2 id="experts">Dead or starved experts</h2>${expertsHtml}
+<h2 id="sample">Sample of generated text</h2>${
+    extras.sample !== undefined
+      ? `<pre class="sample">${esc(extras.sample)}</pre>`
+      : `<p class="note">No sample yet (the trainer writes sample.txt at the end of a run).</p>`
+  }
+<h2 id="run">Run</h2><table>${runRecord}</table>
 <h2>Settings</h2><table>${settings}</table>
 </body></html>
 `;
 }
 
-/** Regenerates `dir/report.html` from its run.json and metrics.jsonl; returns its path. */
+/**
+ * `git rev-parse HEAD` in the current directory, or undefined when git is missing, this is
+ * no checkout, or the process may not run it (no `--allow-run=git`; it never prompts).
+ */
+export async function gitCommit(): Promise<string | undefined> {
+  try {
+    // Never prompt: only run git when the permission is already granted.
+    const perm = await Deno.permissions.query({ name: "run", command: "git" });
+    if (perm.state !== "granted") return undefined;
+    const out = await new Deno.Command("git", {
+      args: ["rev-parse", "HEAD"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    return out.success && /^[0-9a-f]{40}$/.test(text) ? text : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Regenerates `dir/report.html` from its run.json, metrics.jsonl and sample.txt (if any);
+ * returns its path.
+ */
 export async function writeReport(dir: string): Promise<string> {
   const info = await readRunInfo(dir);
   const records = await readMetrics(`${dir}/metrics.jsonl`);
+  const sample = await Deno.readTextFile(`${dir}/sample.txt`).catch(() => undefined);
   const path = `${dir}/report.html`;
-  await writeTextAtomic(path, buildReport(info, records));
+  const extras: ReportExtras = { sample };
+  if (!info.gitCommit) extras.gitCommit = await gitCommit();
+  await writeTextAtomic(path, buildReport(info, records, extras));
   return path;
 }
 

@@ -15,8 +15,14 @@ export interface Series {
   dashed?: boolean;
   /** Draw dots at the points (for sparse series such as validation loss). */
   dots?: boolean;
+  /** Draw no line through the points (a scatter; use with `dots`). */
+  noLine?: boolean;
   /** Stroke width (default 1.6). */
   width?: number;
+  /** A shaded band behind the line: (x, low, high) triples, e.g. the min–max over seeds. */
+  band?: [number, number, number][];
+  /** Hover values: invisible markers with a `<title>` at (up to ~200 of) the points (default true). */
+  hover?: boolean;
 }
 
 /** A horizontal reference line (e.g. τ). */
@@ -55,6 +61,30 @@ export function esc(s: string): string {
   );
 }
 
+/**
+ * One series summarising several runs of the same length: the mean per index as the line and
+ * the min–max over runs as its band, at x = `xs[i]` (default index + 1, e.g. the step).
+ * Non-finite values are skipped per index.
+ */
+export function bandSeries(
+  name: string,
+  color: string,
+  runs: number[][],
+  xs?: number[],
+): Series[] {
+  const n = Math.max(0, ...runs.map((r) => r.length));
+  const points: [number, number][] = [];
+  const band: [number, number, number][] = [];
+  for (let i = 0; i < n; i++) {
+    const v = runs.map((r) => r[i]).filter(Number.isFinite);
+    if (v.length === 0) continue;
+    const x = xs ? xs[i] : i + 1;
+    points.push([x, v.reduce((a, b) => a + b, 0) / v.length]);
+    band.push([x, Math.min(...v), Math.max(...v)]);
+  }
+  return [{ name, color, points, band }];
+}
+
 /** "Nice" tick values covering [lo, hi]. */
 export function ticks(lo: number, hi: number, count = 5): number[] {
   if (!(hi > lo)) return [lo];
@@ -81,7 +111,12 @@ export function lineChart(o: LineChartOptions): string {
   const [W, H] = o.size ?? [640, 280];
   const m = { l: 56, r: 110, t: 28, b: 40 };
   const pw = W - m.l - m.r, ph = H - m.t - m.b;
-  const pts = o.series.flatMap((s) => s.points.filter(([, y]) => Number.isFinite(y)));
+  const pts = o.series.flatMap((s) =>
+    [
+      ...s.points,
+      ...(s.band ?? []).flatMap(([x, lo, hi]) => [[x, lo], [x, hi]] as [number, number][]),
+    ].filter(([, y]) => Number.isFinite(y))
+  );
   // A reference line far above the data (e.g. τ = 100 while logits are ~5) would flatten the
   // curves: it is noted at the top instead of stretching the axis.
   const dataMax = Math.max(...pts.map(([, y]) => y));
@@ -145,20 +180,48 @@ export function lineChart(o: LineChartOptions): string {
         `<text x="${m.l + 6}" y="${y}" dy="-4" fill="${r.color}" class="a">${esc(r.label)}</text>`,
     );
   }
+  for (const s of o.series) {
+    const b = (s.band ?? []).filter(([, lo, hi]) => Number.isFinite(lo) && Number.isFinite(hi));
+    if (b.length < 2) continue;
+    const upper = b.map(([x, , hi]) => `${sx(x).toFixed(1)},${sy(hi).toFixed(1)}`);
+    const lower = b.map(([x, lo]) => `${sx(x).toFixed(1)},${sy(lo).toFixed(1)}`).reverse();
+    parts.push(
+      `<polygon points="${[...upper, ...lower].join(" ")}" fill="${s.color}" ` +
+        `fill-opacity="0.18" stroke="none"/>`,
+    );
+  }
   o.series.forEach((s, i) => {
     const p = s.points.filter(([, y]) => Number.isFinite(y));
     if (p.length === 0) return;
     const d = p.map(([x, y], j) => `${j ? "L" : "M"}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(
       "",
     );
-    parts.push(
-      `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="${s.width ?? 1.6}"` +
-        `${s.dashed ? ' stroke-dasharray="5 3"' : ""} stroke-linejoin="round"/>`,
-    );
+    if (!s.noLine) {
+      parts.push(
+        `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="${s.width ?? 1.6}"` +
+          `${s.dashed ? ' stroke-dasharray="5 3"' : ""} stroke-linejoin="round"/>`,
+      );
+    }
     if (s.dots) {
       for (const [x, y] of p) {
         parts.push(
           `<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="3" fill="${s.color}"/>`,
+        );
+      }
+    }
+    if (s.hover !== false) {
+      // Hover values: a transparent marker per point (every k-th of long series) whose
+      // <title> the browser shows as a tooltip.
+      const k = Math.max(1, Math.ceil(p.length / 200));
+      const lo = new Map((s.band ?? []).map(([x, l, h]) => [x, [l, h]]));
+      for (let j = 0; j < p.length; j += k) {
+        const [x, y] = p[j];
+        const range = lo.get(x);
+        parts.push(
+          `<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="4" fill="${s.color}" ` +
+            `fill-opacity="0" class="h"><title>${esc(s.name)}: ${fmtNum(x)}, ${fmtNum(y)}${
+              range ? ` (${fmtNum(range[0])}–${fmtNum(range[1])})` : ""
+            }</title></circle>`,
         );
       }
     }

@@ -1,15 +1,22 @@
 /**
- * `deno task train`: trains the tiny Kimi K2-style model (MLA + DeepSeekMoE) with MuonClip on
+ * `deno task train`: trains a small Kimi K2-style model (MLA + DeepSeekMoE; the tiny preset, a
+ * `--config` config.json or shape flags, or `--init-from` a checkpoint's weights) with MuonClip on
  * text tokenised by `--tokenizer` (bytes by default, or a BPE tokenizer, whose size sets the
  * model's vocab_size), showing progress and writing metrics.jsonl, checkpoints (with the
  * tokenizer) and report.html to the run directory. `--resume DIR` continues a run with exactly
- * the losses it would have had. `--help` lists every flag.
+ * the losses it would have had (a larger `--steps` extends it). `--grad-accum K` sums K
+ * micro-batch gradients (losses ×1/K) into one update with one StepStats; `--grad-clip`
+ * clips the global gradient norm. Each step also measures the pre-clip gradient norm (one
+ * readback) and the update norm (a copy of the parameters held over the optimizer step).
+ * `--help` lists every flag.
  */
 import * as mg from "../mod.ts";
 import { StepStats } from "../nn/step_stats.ts";
 import { noGrad } from "../core/autograd.ts";
-import { type KimiConfig, makeConfig } from "../nn/config.ts";
-import { toHfConfig } from "../nn/hf_config.ts";
+import type { KimiConfig } from "../nn/config.ts";
+import { loadConfig, toHfConfig } from "../nn/hf_config.ts";
+import { loadInto } from "../io/mod.ts";
+import { clipGradNorm, UpdateNorm } from "../optim/grad_norm.ts";
 import { KimiLM, parameterCounts } from "../nn/model.ts";
 import { parseFlags } from "./args.ts";
 import {
@@ -52,7 +59,8 @@ import {
   type RunInfo,
   truncateMetrics,
 } from "./metrics.ts";
-import { makeOptimizer } from "./optimizer.ts";
+import { makeOptimizer, makeSchedule } from "./optimizer.ts";
+import { configFromRun, hasShape, resolveModelConfig } from "./model_config.ts";
 import {
   resolveControls,
   resolveTrainFlags,
@@ -65,7 +73,7 @@ import {
 } from "./options.ts";
 import type { Flags } from "./args.ts";
 import { fmtEta, Progress } from "./progress.ts";
-import { summarize, writeReport } from "./report.ts";
+import { gitCommit, summarize, writeReport } from "./report.ts";
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -111,9 +119,71 @@ function timestamp(): string {
   }${p(d.getSeconds())}`;
 }
 
-/** The preset's config with the tokenizer's vocabulary size. */
-function modelConfig(preset: string, vocabSize: number): KimiConfig {
-  return makeConfig({ ...makeConfig(preset as "tiny"), vocab_size: vocabSize });
+/** The largest model the trainer agrees to build (a full-size config.json would not fit). */
+const MAX_PARAMS = 2e9;
+
+/** Checks that `config` can train here with `seqLen`-token sequences. */
+function checkTrainable(config: KimiConfig, seqLen: number, what: string): void {
+  const total = parameterCounts(config).total;
+  if (total > MAX_PARAMS) {
+    throw new CliError(
+      `${what} has ${(total / 1e9).toFixed(1)}B parameters; the trainer builds at most ${
+        MAX_PARAMS / 1e9
+      }B`,
+    );
+  }
+  if (seqLen > config.max_position_embeddings) {
+    throw new CliError(
+      `--seq-len must be <= ${config.max_position_embeddings} (max_position_embeddings of ${what}), got ${seqLen}`,
+    );
+  }
+}
+
+/** The directory holding config.json + model.safetensors for `--init-from DIR`. */
+async function weightsDir(dir: string): Promise<string> {
+  const d = dir.replace(/\/+$/, "");
+  for (const c of [d, `${d}/${CHECKPOINT}`]) {
+    if ((await exists(`${c}/config.json`)) && (await exists(`${c}/model.safetensors`))) return c;
+  }
+  throw new CliError(
+    `--init-from ${dir}: no config.json + model.safetensors there (nor in ${d}/${CHECKPOINT}/)`,
+  );
+}
+
+/**
+ * The model config of a new run: the source's config.json with `--init-from` (no shape flags
+ * allowed), else the preset or `--config` with the shape flags; and the weights directory.
+ */
+async function newRunModel(
+  settings: RunSettings,
+  initFrom: string | undefined,
+  tokenizer: TextTokenizer,
+): Promise<{ config: KimiConfig; initFrom?: string }> {
+  if (initFrom) {
+    if (hasShape(settings)) {
+      throw new CliError(
+        "--init-from takes the model shape from its config.json; drop --config and the shape flags",
+      );
+    }
+    const src = await weightsDir(initFrom);
+    let config: KimiConfig;
+    try {
+      config = await loadConfig(`${src}/config.json`);
+    } catch (e) {
+      throw new CliError(`--init-from ${initFrom}: ${(e as Error).message}`);
+    }
+    if (config.vocab_size !== tokenizer.vocabSize) {
+      throw new CliError(
+        `--init-from ${initFrom}: the model's vocab_size is ${config.vocab_size} but the ` +
+          `tokenizer (${tokenizer.description}) has ${tokenizer.vocabSize}; pass --tokenizer ${src}`,
+      );
+    }
+    checkTrainable(config, settings.seqLen, `--init-from ${initFrom}`);
+    return { config, initFrom: src };
+  }
+  const config = await resolveModelConfig(settings.preset, settings, tokenizer.vocabSize);
+  checkTrainable(config, settings.seqLen, settings.config ?? `preset ${settings.preset}`);
+  return { config };
 }
 
 /** Where a run writes and where it starts from. */
@@ -123,6 +193,12 @@ interface RunPlan {
   runDir: string;
   /** The run's tokenizer (a resumed run's comes from its checkpoint). */
   tokenizer: TextTokenizer;
+  /** The model's config (a resumed run's is its run.json's). */
+  config: KimiConfig;
+  /** `--init-from`: the directory whose weights the model starts from. */
+  initFrom?: string;
+  /** Set when a resumed run's --steps extends it: its previous total. */
+  extendedFrom?: number;
   /** Lines printed before training starts (what the resume restored, changed or verified). */
   notes: string[];
   /** Set when resuming. */
@@ -199,7 +275,8 @@ async function plan(argv: string[]): Promise<RunPlan | null> {
     }
   } else await checkCreatable(runDir);
   const tokenizer = await loadTokenizer(settings.tokenizer);
-  return { settings, controls, runDir, tokenizer, notes, restart };
+  const model = await newRunModel(settings, controls.initFrom, tokenizer);
+  return { settings, controls, runDir, tokenizer, ...model, notes, restart };
 }
 
 /**
@@ -215,7 +292,8 @@ async function planResume(flags: Flags, controls: RunControls): Promise<RunPlan>
       throw new CliError(`--resume ${dir}: no checkpoint there (expected ${dir}/${CHECKPOINT}/)`);
     }
     // Stopped before its first checkpoint: start it again with the settings it was given.
-    const resumed = resumeSettings((await readRunInfo(dir)).settings, flags, dir);
+    const before = await readRunInfo(dir);
+    const resumed = resumeSettings(before.settings, flags, dir);
     const notes = settingNotes(resumed, `${dir}/run.json`);
     const runDir = out ?? dir;
     if (runDir === dir) notes.unshift(await restartNote(dir));
@@ -227,11 +305,13 @@ async function planResume(flags: Flags, controls: RunControls): Promise<RunPlan>
       }
     } else await checkCreatable(runDir);
     const tokenizer = await loadTokenizer(resumed.settings.tokenizer);
+    const model = await newRunModel(resumed.settings, before.initFrom, tokenizer);
     return {
       settings: resumed.settings,
       controls,
       runDir,
       tokenizer,
+      ...model,
       notes,
       restart: runDir === dir,
     };
@@ -249,10 +329,17 @@ async function planResume(flags: Flags, controls: RunControls): Promise<RunPlan>
   }
   const info = await readRunInfo(fromRunDir);
   const tokenizer = await loadTokenizer(merged.tokenizer === "bytes" ? "bytes" : ckptDir);
-  const want = JSON.stringify(toHfConfig(modelConfig(merged.preset, tokenizer.vocabSize)));
-  if (JSON.stringify(info.config) !== want) {
+  // The model is the one run.json records (its shape may have come from --config, shape flags
+  // or --init-from, none of which need to be repeated).
+  let config: KimiConfig;
+  try {
+    config = configFromRun(info.config);
+  } catch (e) {
+    throw new CliError(`${fromRunDir}/run.json: its model config: ${(e as Error).message}`);
+  }
+  if (config.vocab_size !== tokenizer.vocabSize) {
     throw new CliError(
-      `${fromRunDir} holds a model with a different config than preset ${merged.preset}; it cannot be resumed`,
+      `${fromRunDir} holds a model with vocab_size ${config.vocab_size} but its tokenizer has ${tokenizer.vocabSize}; it cannot be resumed`,
     );
   }
   let runDir = fromRunDir;
@@ -282,8 +369,10 @@ async function planResume(flags: Flags, controls: RunControls): Promise<RunPlan>
     controls,
     runDir,
     tokenizer,
+    config,
     notes,
     resume: { ckptDir, state, fromRunDir },
+    extendedFrom: resumed.extendedFrom,
   };
 }
 
@@ -320,8 +409,20 @@ async function train(p: RunPlan): Promise<void> {
   }
   const tokens = tokenizeSplit(corpus, tok, s.seqLen);
   const gpu = await mg.init();
-  const config = modelConfig(s.preset, tok.vocabSize);
+  const config = p.config;
   const model = new KimiLM(config, { seed: s.seed });
+  if (p.initFrom) {
+    try {
+      await loadInto(model, `${p.initFrom}/model.safetensors`);
+    } catch (e) {
+      model.dispose();
+      throw new CliError(
+        `--init-from ${p.initFrom}: model.safetensors does not match its config.json: ${
+          (e as Error).message
+        }`,
+      );
+    }
+  }
   const opt = makeOptimizer(model, s);
   const sampler = new BatchSampler(tokens.train, s.batch, s.seqLen, s.seed);
   const valBatches = validationBatches(tokens.val, s.batch, s.seqLen, s.evalBatches);
@@ -366,11 +467,18 @@ async function train(p: RunPlan): Promise<void> {
     if (await truncateMetrics(metricsPath, step) || torn) {
       notes.push("metrics.jsonl: dropped a partial last line (a kill while it was written)");
     }
+    if (p.extendedFrom !== undefined) {
+      // The run.json of an extended run records the new total.
+      const info = await readRunInfo(runDir);
+      info.settings = { ...info.settings, steps: s.steps };
+      await writeTextAtomic(`${runDir}/run.json`, JSON.stringify(info, null, 1) + "\n");
+    }
   } else {
     await makeRunDir(runDir);
     if (p.restart) {
       notes.push(...staleNote(await removeStale(runDir)));
       await Deno.remove(`${runDir}/report.html`).catch(() => {});
+      await Deno.remove(`${runDir}/sample.txt`).catch(() => {});
     }
     const info: RunInfo = {
       version: 1,
@@ -396,21 +504,42 @@ async function train(p: RunPlan): Promise<void> {
         valBytesPerToken: valTargetBytes / valTargets,
       },
       device: gpu.description || "WebGPU adapter",
+      command: [...Deno.args],
+      ...await gitCommit().then((c) => (c ? { gitCommit: c } : {})),
+      ...(p.initFrom ? { initFrom: p.initFrom } : {}),
     };
     await writeTextAtomic(`${runDir}/run.json`, JSON.stringify(info, null, 1) + "\n");
     await writeTextAtomic(metricsPath, "");
   }
 
   const stopAt = Math.min(s.steps, c.stopAt ?? s.steps);
+  const K = s.gradAccum;
   const counts = parameterCounts(config);
   const progress = new Progress(s.steps);
   progress.line(
     `${p.resume ? `resuming ${p.resume.fromRunDir} at step ${step}` : "training"}: ${s.preset} ` +
       `K2-style model, ${(counts.total / 1e6).toFixed(2)}M parameters ` +
       `(${(counts.active / 1e6).toFixed(2)}M active), ${s.optimizer}, ${s.steps} steps of ` +
-      `${s.batch}×${s.seqLen} tokens on ${gpu.description || "WebGPU"}`,
+      `${K > 1 ? `${K} micro-batches of ` : ""}${s.batch}×${s.seqLen} tokens on ${
+        gpu.description || "WebGPU"
+      }` + (p.initFrom ? `; weights from ${p.initFrom}` : "") +
+      (s.gradClip !== null ? `; gradients clipped to global norm ${s.gradClip}` : ""),
   );
   for (const note of notes) progress.line(note);
+  if (p.extendedFrom !== undefined) {
+    const old = makeSchedule(s.lr, { ...s, steps: p.extendedFrom });
+    const now = makeSchedule(s.lr, s);
+    progress.line(
+      `extending the run from ${p.extendedFrom} to ${s.steps} steps: the ${s.schedule} ` +
+        `learning-rate schedule is recomputed for ${s.steps} steps` +
+        (s.schedule === "constant"
+          ? " (constant after warm-up: unchanged)"
+          : `, so the lr of step ${step + 1} is ${now(step).toPrecision(3)} (the ` +
+            `${p.extendedFrom}-step schedule's was ${
+              old(Math.min(step, p.extendedFrom - 1)).toPrecision(3)
+            })`),
+    );
+  }
   const n = (x: number) => x.toLocaleString("en-US");
   progress.line(
     `data: ${corpus.source}, ${n(corpus.train.length)} train / ` +
@@ -482,7 +611,7 @@ async function train(p: RunPlan): Promise<void> {
         `bits/byte (uniform guess: ln ${tok.vocabSize} = ${Math.log(tok.vocabSize).toFixed(3)})`,
     );
   }
-  const tokensPerStep = s.batch * s.seqLen;
+  const tokensPerStep = s.batch * s.seqLen * K;
   const sessionStart = performance.now();
   const sessionStep0 = step;
   let tpsEma = 0;
@@ -491,21 +620,44 @@ async function train(p: RunPlan): Promise<void> {
     while (step < stopAt && !stopRequested) {
       const t0 = performance.now();
       const lr = opt.lrAt(step);
-      const [x, y] = toTensors(sampler.next(), s.batch, s.seqLen);
+      // K micro-batches, each loss ×1/K, gradients summed: the update of one K× batch. One
+      // StepStats for all of them: QK-Clip sees the max logit over every forward of the step.
       const stats = new StepStats();
       let lossValue: number, logits: Float32Array[], loads: Int32Array[];
+      let gradNorm: number, updateNorm: number;
+      let heads: { maxLogits: number[][]; gammas: number[][] } | undefined;
+      const losses: mg.Tensor[] = [];
       try {
-        const loss = model.loss(x, y, { stats });
-        x.dispose();
-        y.dispose();
-        loss.backward();
-        await opt.step(stats);
+        for (let k = 0; k < K; k++) {
+          const [x, y] = toTensors(sampler.next(), s.batch, s.seqLen);
+          const loss = model.loss(x, y, { stats });
+          x.dispose();
+          y.dispose();
+          losses.push(loss);
+          if (K === 1) loss.backward();
+          else mg.scope(() => mg.mul(loss, 1 / K).backward());
+        }
+        // The global gradient norm before clipping (measured either way, for the metrics).
+        gradNorm = await clipGradNorm(model, s.gradClip ?? Infinity);
+        const update = new UpdateNorm(model);
+        try {
+          await opt.step(stats);
+        } catch (e) {
+          update.dispose();
+          throw e;
+        }
         model.updateRouterBias(stats, s.routerGamma);
-        let read;
-        [lossValue, read] = await Promise.all([loss.item(), stats.read(model)]);
+        let read, lossValues;
+        [lossValues, read, updateNorm, heads] = await Promise.all([
+          Promise.all(losses.map((l) => l.item())),
+          stats.read(model),
+          update.measure(),
+          opt.headStats?.(),
+        ]);
+        lossValue = lossValues.reduce((a, b) => a + b, 0) / K;
         ({ maxLogits: logits, loads } = read);
-        loss.dispose();
       } finally {
+        for (const l of losses) l.dispose();
         stats.dispose();
       }
       opt.zeroGrad();
@@ -524,6 +676,17 @@ async function train(p: RunPlan): Promise<void> {
         lr,
         max_logit: maxLogit,
         clipped_heads: clipped,
+        head_max_logit: logits.map((l) => Array.from(l)),
+        ...(heads
+          ? {
+            clip_gamma: heads.gammas.flatMap((g, layer) =>
+              g.flatMap((gamma, head) => (gamma < 1 ? [{ layer, head, gamma }] : []))
+            ),
+          }
+          : {}),
+        grad_norm: gradNorm,
+        update_norm: updateNorm,
+        ...(K > 1 ? { micro_batches: K } : {}),
         expert_load: loads.map((l) => Array.from(l)),
         tokens: step * tokensPerStep,
         tokens_per_s: tokensPerStep / dt,
@@ -566,7 +729,9 @@ async function train(p: RunPlan): Promise<void> {
   }
   progress.done();
   elapsed += (performance.now() - sessionStart) / 1000;
+  await writeSample(model, tok, s.seed, `${runDir}/sample.txt`);
   if (savedAt !== step) await checkpoint(elapsed);
+  else await writeReport(runDir);
   const sum = summarize(await readMetrics(metricsPath));
   const val = (v?: [number, number]) => (v ? `${v[1].toFixed(3)} (step ${v[0]})` : "–");
   const finished = step >= s.steps;
@@ -593,6 +758,36 @@ async function train(p: RunPlan): Promise<void> {
   opt.dispose();
   model.dispose();
   if (stopRequested) Deno.exitCode = 130; // interrupted (Ctrl-C), checkpoint written
+}
+
+/** The prompt of the sample the report shows. */
+const SAMPLE_PROMPT = "export function ";
+
+/** Writes a short generated sample (temperature 0.8, seeded) for the report. */
+async function writeSample(
+  model: KimiLM,
+  tok: TextTokenizer,
+  seed: number,
+  path: string,
+): Promise<void> {
+  const ids = tok.encode(SAMPLE_PROMPT);
+  const prompt = mg.tensor(Int32Array.from(ids), { shape: [1, ids.length], dtype: "i32" });
+  model.eval();
+  try {
+    const [out] = await model.generate(prompt, { maxNewTokens: 48, temperature: 0.8, seed });
+    const bytes: number[] = [];
+    for (const id of [...ids, ...out]) {
+      try {
+        bytes.push(...tok.decodeBytes([id]));
+      } catch {
+        bytes.push(0xef, 0xbf, 0xbd); // an id the tokenizer leaves unused: U+FFFD
+      }
+    }
+    await writeTextAtomic(path, new TextDecoder().decode(new Uint8Array(bytes)) + "\n");
+  } finally {
+    prompt.dispose();
+    model.train();
+  }
 }
 
 if (import.meta.main) {

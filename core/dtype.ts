@@ -66,6 +66,25 @@ export function checkDType(op: string, dtype: unknown): DType {
   );
 }
 
+/**
+ * Throws unless every host value converts exactly to `dtype`: for i32, integers in
+ * [-2³¹, 2³¹); NaN, ±Infinity, fractions and out-of-range values are refused (a silent
+ * conversion would store 0 for NaN, truncate 1.5 to 1 and wrap 3e9 to -1294967296). The error
+ * names the first bad value and its flat position. Floats and bools accept any number.
+ */
+export function checkHostValues(op: string, dtype: DType, values: ArrayLike<number>): void {
+  if (dtype !== "i32" || values instanceof Int32Array) return;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (Number.isInteger(v) && v >= -2147483648 && v <= 2147483647) continue;
+    throw new MoongradError(
+      op,
+      `value ${v} at flat position ${i} is not an i32: dtype i32 takes integers in ` +
+        `[-2147483648, 2147483647] (no NaN, Infinity or fractions; round or cast explicitly)`,
+    );
+  }
+}
+
 /** Encodes JS numbers into the bytes a GPU buffer of `dtype` holds. */
 export function encode(dtype: DType, values: ArrayLike<number>): Uint8Array<ArrayBuffer> {
   switch (dtype) {

@@ -14,8 +14,10 @@
  * reads its own words. Values stay run-time: shapes never change the source text.
  *
  * Cost: packing walks the declaration once per dispatch (a 64-word Uint32Array and one check
- * per value: ~0.3 µs for a 20-word block on V8); each WGSL read costs one extra uniform load
- * and an add, as before.
+ * per value). Measured on this machine's V8 (2 shared cores): 0.66 µs for SGD's 10 scalars,
+ * 1.4 µs for matmul's 15 scalars and three 16-word arrays — small next to a dispatch. Each
+ * WGSL read costs one extra uniform load and an add (through the zero word), plus a `min`
+ * per array read; kernels read parameters where they did before.
  */
 import { MoongradError } from "./errors.ts";
 import { PARAM_WORDS, PARAM_ZERO_WORD } from "./kernel.ts";

@@ -1,6 +1,7 @@
 import { BufferUsage } from "./webgpu_flags.ts";
 import { gpuDevice } from "./device.ts";
 import { MoongradError } from "./errors.ts";
+import { callerOp } from "./limits.ts";
 
 /**
  * GPU memory pool: size classes, each served by a few slabs. A slab is one GPUBuffer carved
@@ -160,8 +161,8 @@ export function acquire(bytes: number): GpuBuf {
     size = Math.ceil(bytes / 256) * 256; // a request just under the limit whose class is above
     if (size > most) {
       throw new MoongradError(
-        "alloc",
-        `a tensor of ${bytes} bytes exceeds this device's largest storage binding ` +
+        callerOp(),
+        `a buffer of ${bytes} bytes exceeds this device's largest storage binding ` +
           `(maxStorageBufferBindingSize ${limits.maxStorageBufferBindingSize}, ` +
           `maxBufferSize ${limits.maxBufferSize})`,
       );
@@ -178,6 +179,23 @@ export function acquire(bytes: number): GpuBuf {
   }
   inUseBytes += size;
   return buf;
+}
+
+/**
+ * A buffer outside the pool, for the runtime's own small state (the index-check flags of
+ * ops/check_indices.ts): its own one-slot slab with a unique id, zero-filled, never freed, and
+ * not counted by `memory()` (it holds no tensor).
+ */
+export function standaloneBuffer(label: string, bytes: number): GpuBuf {
+  const device = gpuDevice("alloc");
+  const size = Math.ceil(bytes / 256) * 256;
+  const buffer = device.createBuffer({
+    label: `moongrad ${label}`,
+    size,
+    usage: BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST,
+  });
+  const slab: Slab = { id: nextSlabId++, buffer, classSize: size, capacity: 1, made: 1, free: [] };
+  return { buffer, offset: 0, size, id: nextBufId++, slab, lastBatch: -1 };
 }
 
 /** Returns a sub-buffer to its slab. Recorded work may still read it; see runtime `upload`. */

@@ -10,6 +10,7 @@ import {
 } from "./kernel.ts";
 import { params } from "./params.ts";
 import { acquire, type GpuBuf, release, type Slab } from "./pool.ts";
+import { checkDispatch } from "./limits.ts";
 
 /**
  * Records GPU work into one command encoder (one compute pass for consecutive dispatches)
@@ -36,6 +37,14 @@ import { acquire, type GpuBuf, release, type Slab } from "./pool.ts";
  * Submits. Readbacks record their copy and submit together at the end of the current
  * JavaScript task (all the `data()` calls of one `Promise.all` share one submit; the tiny K2
  * step went from 14 to 7 submits), into staging buffers reused from a small pool.
+ *
+ * Checks ride along with readbacks: `setReadbackCheck` installs one (the index range check of
+ * ops/check_indices.ts) whose result copies are recorded into the same submit as the data a
+ * readback asked for, and whose failure that readback (or `sync()`) throws.
+ *
+ * Every dispatch is checked against `maxComputeWorkgroupsPerDimension` before it is recorded
+ * (core/limits.ts), so a grid too large is a MoongradError naming the kernel, not a batch
+ * validation error at some later readback.
  *
  * Each batch runs inside its own validation and out-of-memory error scopes, and remembers the
  * kernels it recorded, so an error the device reports later names the ops of its batch instead
@@ -182,6 +191,7 @@ export function dispatch(
 ): void {
   const device = gpuDevice(k.name);
   assertKernelUsable(k);
+  checkDispatch(k.name, device.limits.maxComputeWorkgroupsPerDimension, groups);
   setRunningOp(k.name);
   if (buffers.length !== k.storageCount) {
     throw new Error(`${k.name}: kernel expects ${k.storageCount} buffers, got ${buffers.length}`);
@@ -336,6 +346,25 @@ function separateAliases(
   return { bufs, scratch };
 }
 
+/**
+ * A check whose verdict travels with readbacks (ops/check_indices.ts): its GPU results are
+ * copied back in the same submit as the data a readback asked for, and a failure is thrown by
+ * that readback (and by `sync()`), so the check costs no round trip of its own.
+ */
+export interface ReadbackCheck {
+  /** Records, in the open batch, the copies that bring its results back (before the submit). */
+  beforeSubmit(): void;
+  /** After the submit: reads what came back and throws the first failure found. */
+  afterSubmit(): Promise<void>;
+}
+
+let readbackCheck: ReadbackCheck | null = null;
+
+/** Installs the check that rides along with every readback (one at most; null removes it). */
+export function setReadbackCheck(check: ReadbackCheck | null): void {
+  readbackCheck = check;
+}
+
 /** Records a copy from a sub-buffer (`srcOffset` bytes into it) in the open batch. */
 export function copyBuffer(
   src: GpuBuf,
@@ -454,6 +483,7 @@ export async function readback(
   let reusable = false;
   try {
     copyBuffer(buf, start, staging, 0, size);
+    readbackCheck?.beforeSubmit();
     await flushSoon();
     await staging.mapAsync(MAP_READ, 0, size).catch(async (e) => {
       await errorsSettled();
@@ -466,6 +496,7 @@ export async function readback(
     reusable = true;
     await errorsSettled();
     throwPendingGpuError(op);
+    await readbackCheck?.afterSubmit();
     return out;
   } finally {
     if (reusable) giveStaging(staging);
@@ -494,10 +525,12 @@ export function forgetSlab(slab: Slab): void {
  * ```
  */
 export async function sync(): Promise<void> {
+  readbackCheck?.beforeSubmit();
   flush();
   await gpuDevice("sync").queue.onSubmittedWorkDone();
   await errorsSettled();
   throwPendingGpuError("sync");
+  await readbackCheck?.afterSubmit();
 }
 
 /** What `runtimeStats()` counts (since the start, or the last `resetRuntimeStats()`). */

@@ -3,6 +3,7 @@ import { fmtShape, MoongradError } from "./errors.ts";
 import { contiguousStrides, numel, type Shape } from "./shape.ts";
 import { Storage } from "./storage.ts";
 import { readback } from "./runtime.ts";
+import { checkAllocation } from "./limits.ts";
 import { type BackwardOptions, type GradNode, releaseNode, runBackward } from "./autograd.ts";
 import { trackTensor, untrackTensor } from "./scope.ts";
 
@@ -174,8 +175,13 @@ export class Tensor {
     trackTensor(this);
   }
 
-  /** Allocates a new contiguous tensor with uninitialised contents. */
-  static empty(shape: Shape, dtype: DType): Tensor {
+  /**
+   * Allocates a new contiguous tensor with uninitialised contents, after checking it against
+   * the device's limits (core/limits.ts): too large is a MoongradError naming `op` (default:
+   * the calling op, from the stack) and the shape.
+   */
+  static empty(shape: Shape, dtype: DType, op?: string): Tensor {
+    checkAllocation(shape, dtype, op);
     return new Tensor(new Storage(Math.max(numel(shape), 1) * byteSize(dtype)), shape, dtype);
   }
 

@@ -296,6 +296,19 @@ export const PRESETS: Readonly<Record<"tiny" | "kimi-k2", Readonly<KimiConfig>>>
  * ```
  */
 export function makeConfig(base: keyof typeof PRESETS | Partial<KimiConfig> = "tiny"): KimiConfig {
+  if (typeof base === "object" && base !== null) {
+    // A key moongrad does not know is a mistake (often an HF config.json key such as
+    // `rope_theta`, which KimiConfig keeps in rope_parameters): refuse it, never drop it.
+    const unknown = Object.keys(base).filter((k) => !(k in PRESETS.tiny));
+    if (unknown.length) {
+      throw new MoongradError(
+        "makeConfig",
+        `unknown config key(s) ${unknown.join(", ")}` +
+          (unknown.includes("rope_theta") ? " (θ goes in rope_parameters.rope_theta)" : "") +
+          `; read an HF config.json with configFromHf / loadConfig instead`,
+      );
+    }
+  }
   const cfg: KimiConfig = typeof base === "string"
     ? { ...presetOrThrow(base) }
     : { ...PRESETS.tiny, ...base };

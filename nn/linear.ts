@@ -60,11 +60,18 @@ export class Linear extends Module {
     }
     this.inFeatures = inFeatures;
     this.outFeatures = outFeatures;
-    this.weight = this.param(
-      "weight",
-      normalInit([outFeatures, inFeatures], { ...options, seed: deriveSeed(options.seed, "w") }),
-    );
-    this.bias = options.bias ?? true ? this.param("bias", zerosInit([outFeatures], options)) : null;
+    try {
+      this.weight = this.param(
+        "weight",
+        normalInit([outFeatures, inFeatures], { ...options, seed: deriveSeed(options.seed, "w") }),
+      );
+      this.bias = options.bias ?? true
+        ? this.param("bias", zerosInit([outFeatures], options))
+        : null;
+    } catch (e) {
+      this.dispose(); // what was made before the error
+      throw e;
+    }
   }
 
   /** x [..., in] → x Wᵀ + b [..., out]. */

@@ -7,6 +7,7 @@
  * or half-split pair layout of `rope_interleave`. The cache stores k_rope already rotated, so
  * decode uses exactly the training forward's rotation.
  */
+import { checkAllocation } from "../core/limits.ts";
 import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { scope } from "../core/scope.ts";
@@ -386,39 +387,57 @@ export class MultiHeadLatentAttention extends Module {
     this.ropeInterleave = config.rope_interleave;
     this.softmaxScale = (1 / Math.sqrt(this.qHeadDim)) * softmaxScaleFactor(config.rope_parameters);
     const seed = options.seed;
-    const lin = (name: string, i: number, o: number, bias = false) =>
-      this.module(
-        name,
-        new Linear(i, o, {
-          bias,
-          std: config.initializer_range,
-          seed: deriveSeed(seed, name),
-        }),
+    // Every weight is checked against the device's limits before the first is allocated.
+    const dqk = this.qHeadDim;
+    for (
+      const [name, shape] of [
+        ...(config.q_lora_rank === null ? [["q_proj", [H * dqk, D]] as const] : [
+          ["q_a_proj", [config.q_lora_rank, D]] as const,
+          ["q_b_proj", [H * dqk, config.q_lora_rank]] as const,
+        ]),
+        ["kv_a_proj_with_mqa", [this.kvLoraRank + this.qkRopeHeadDim, D]] as const,
+        ["kv_b_proj", [H * (this.qkNopeHeadDim + this.vHeadDim), this.kvLoraRank]] as const,
+        ["o_proj", [D, H * this.vHeadDim]] as const,
+      ]
+    ) checkAllocation(shape, "f32", `MultiHeadLatentAttention (${name}.weight)`);
+    try {
+      const lin = (name: string, i: number, o: number, bias = false) =>
+        this.module(
+          name,
+          new Linear(i, o, {
+            bias,
+            std: config.initializer_range,
+            seed: deriveSeed(seed, name),
+          }),
+        );
+      const norm = (name: string, n: number) =>
+        this.module(name, new RMSNorm(n, { eps: MLA_INNER_NORM_EPS }));
+      if (config.q_lora_rank === null) {
+        this.qAProj = this.qALayernorm = this.qBProj = null;
+        this.qProj = lin("q_proj", D, H * this.qHeadDim);
+      } else {
+        this.qAProj = lin("q_a_proj", D, config.q_lora_rank, config.attention_bias);
+        this.qALayernorm = norm("q_a_layernorm", config.q_lora_rank);
+        this.qBProj = lin("q_b_proj", config.q_lora_rank, H * this.qHeadDim);
+        this.qProj = null;
+      }
+      this.kvAProjWithMqa = lin(
+        "kv_a_proj_with_mqa",
+        D,
+        this.kvLoraRank + this.qkRopeHeadDim,
+        config.attention_bias,
       );
-    const norm = (name: string, n: number) =>
-      this.module(name, new RMSNorm(n, { eps: MLA_INNER_NORM_EPS }));
-    if (config.q_lora_rank === null) {
-      this.qAProj = this.qALayernorm = this.qBProj = null;
-      this.qProj = lin("q_proj", D, H * this.qHeadDim);
-    } else {
-      this.qAProj = lin("q_a_proj", D, config.q_lora_rank, config.attention_bias);
-      this.qALayernorm = norm("q_a_layernorm", config.q_lora_rank);
-      this.qBProj = lin("q_b_proj", config.q_lora_rank, H * this.qHeadDim);
-      this.qProj = null;
+      this.kvALayernorm = norm("kv_a_layernorm", this.kvLoraRank);
+      this.kvBProj = lin("kv_b_proj", this.kvLoraRank, H * (this.qkNopeHeadDim + this.vHeadDim));
+      this.oProj = lin("o_proj", H * this.vHeadDim, D, config.attention_bias);
+      this.#rotary = new RotaryEmbedding(this.qkRopeHeadDim, {
+        rope: config.rope_parameters,
+        interleaved: config.rope_interleave,
+      });
+    } catch (e) {
+      this.dispose(); // the projections made before the error
+      throw e;
     }
-    this.kvAProjWithMqa = lin(
-      "kv_a_proj_with_mqa",
-      D,
-      this.kvLoraRank + this.qkRopeHeadDim,
-      config.attention_bias,
-    );
-    this.kvALayernorm = norm("kv_a_layernorm", this.kvLoraRank);
-    this.kvBProj = lin("kv_b_proj", this.kvLoraRank, H * (this.qkNopeHeadDim + this.vHeadDim));
-    this.oProj = lin("o_proj", H * this.vHeadDim, D, config.attention_bias);
-    this.#rotary = new RotaryEmbedding(this.qkRopeHeadDim, {
-      rope: config.rope_parameters,
-      interleaved: config.rope_interleave,
-    });
   }
 
   /**
@@ -498,7 +517,7 @@ export class MultiHeadLatentAttention extends Module {
   /** Frees the weights and the RoPE table. */
   override dispose(): void {
     super.dispose();
-    this.#rotary.dispose();
+    this.#rotary?.dispose(); // absent when the constructor failed before making it
   }
 
   #check(op: string, x: Tensor, offset: number): void {

@@ -1,4 +1,5 @@
 /** SwiGLU feed-forward block (HF `DeepseekV3MLP`): down(silu(gate(x)) ⊙ up(x)). */
+import { checkAllocation } from "../core/limits.ts";
 import { MoongradError } from "../core/errors.ts";
 import { scope } from "../core/scope.ts";
 import type { Tensor } from "../core/tensor.ts";
@@ -41,14 +42,20 @@ export class MLP extends Module {
     }
     this.hiddenSize = hiddenSize;
     this.intermediateSize = intermediateSize;
+    checkAllocation([intermediateSize, hiddenSize], "f32", "MLP (gate_proj.weight)");
     const make = (name: string, i: number, o: number) =>
       this.module(
         name,
         new Linear(i, o, { ...options, bias: false, seed: deriveSeed(options.seed, name) }),
       );
-    this.gateProj = make("gate_proj", hiddenSize, intermediateSize);
-    this.upProj = make("up_proj", hiddenSize, intermediateSize);
-    this.downProj = make("down_proj", intermediateSize, hiddenSize);
+    try {
+      this.gateProj = make("gate_proj", hiddenSize, intermediateSize);
+      this.upProj = make("up_proj", hiddenSize, intermediateSize);
+      this.downProj = make("down_proj", intermediateSize, hiddenSize);
+    } catch (e) {
+      this.dispose(); // the projections made before the error
+      throw e;
+    }
   }
 
   /**

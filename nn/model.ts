@@ -10,6 +10,7 @@ import { scope } from "../core/scope.ts";
 import { Tensor } from "../core/tensor.ts";
 import { add, div } from "../ops/elementwise.ts";
 import { crossEntropy } from "../ops/loss.ts";
+import { checkAllocation } from "../core/limits.ts";
 import { softmax } from "../ops/softmax.ts";
 import { tensor } from "../ops/creation.ts";
 import { slice } from "../ops/layout.ts";
@@ -83,24 +84,32 @@ export class DecoderLayer extends Module {
     super();
     const seed = (name: string) => deriveSeed(options.seed, `${index}.${name}`);
     const eps = config.rms_norm_eps;
-    this.inputLayernorm = this.module("input_layernorm", new RMSNorm(config.hidden_size, { eps }));
-    this.selfAttn = this.module(
-      "self_attn",
-      new MultiHeadLatentAttention(config, { seed: seed("self_attn") }),
-    );
-    this.postAttentionLayernorm = this.module(
-      "post_attention_layernorm",
-      new RMSNorm(config.hidden_size, { eps }),
-    );
-    this.mlp = this.module(
-      "mlp",
-      index < config.first_k_dense_replace
-        ? new MLP(config.hidden_size, config.intermediate_size, {
-          std: config.initializer_range,
-          seed: seed("mlp"),
-        })
-        : new DeepseekMoE(config, { seed: seed("mlp") }),
-    );
+    try {
+      this.inputLayernorm = this.module(
+        "input_layernorm",
+        new RMSNorm(config.hidden_size, { eps }),
+      );
+      this.selfAttn = this.module(
+        "self_attn",
+        new MultiHeadLatentAttention(config, { seed: seed("self_attn") }),
+      );
+      this.postAttentionLayernorm = this.module(
+        "post_attention_layernorm",
+        new RMSNorm(config.hidden_size, { eps }),
+      );
+      this.mlp = this.module(
+        "mlp",
+        index < config.first_k_dense_replace
+          ? new MLP(config.hidden_size, config.intermediate_size, {
+            std: config.initializer_range,
+            seed: seed("mlp"),
+          })
+          : new DeepseekMoE(config, { seed: seed("mlp") }),
+      );
+    } catch (e) {
+      this.dispose(); // the sub-layers made before the error
+      throw e;
+    }
   }
 
   /**
@@ -159,23 +168,27 @@ export class KimiModel extends Module {
   /** Creates the stack. */
   constructor(config: KimiConfig, options: ModelOptions = {}) {
     super();
-    this.embedTokens = this.module(
-      "embed_tokens",
-      new Embedding(config.vocab_size, config.hidden_size, {
-        std: config.initializer_range,
-        seed: deriveSeed(options.seed, "embed_tokens"),
-      }),
-    );
-    this.layers = this.module(
-      "layers",
-      new ModuleList(
-        Array.from(
-          { length: config.num_hidden_layers },
-          (_, i) => new DecoderLayer(config, i, options),
-        ),
-      ),
-    );
-    this.norm = this.module("norm", new RMSNorm(config.hidden_size, { eps: config.rms_norm_eps }));
+    try {
+      this.embedTokens = this.module(
+        "embed_tokens",
+        new Embedding(config.vocab_size, config.hidden_size, {
+          std: config.initializer_range,
+          seed: deriveSeed(options.seed, "embed_tokens"),
+        }),
+      );
+      // Registered first and filled one layer at a time, so an error frees the layers made.
+      this.layers = this.module("layers", new ModuleList<DecoderLayer>());
+      for (let i = 0; i < config.num_hidden_layers; i++) {
+        this.layers.push(new DecoderLayer(config, i, options));
+      }
+      this.norm = this.module(
+        "norm",
+        new RMSNorm(config.hidden_size, { eps: config.rms_norm_eps }),
+      );
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
   }
 
   /** ids [B, T] i32 → hidden states [B, T, D]; `ctx` as in `DecoderLayer.forward`. */
@@ -267,15 +280,23 @@ export class KimiLM extends Module {
     this.config = typeof config === "string" ? makeConfig(config) : makeConfig(config);
     // Refuse an unrunnable config before allocating anything (a 1 T config would try to).
     requireRunnableRope("KimiLM", this.config);
-    this.model = this.module("model", new KimiModel(this.config, options));
-    this.lmHead = this.module(
-      "lm_head",
-      new Linear(this.config.hidden_size, this.config.vocab_size, {
-        bias: false,
-        std: this.config.initializer_range,
-        seed: deriveSeed(options.seed, "lm_head"),
-      }),
-    );
+    for (const [name, shape] of parameterShapes(this.config)) {
+      checkAllocation(shape, "f32", `KimiLM (parameter ${name})`);
+    }
+    try {
+      this.model = this.module("model", new KimiModel(this.config, options));
+      this.lmHead = this.module(
+        "lm_head",
+        new Linear(this.config.hidden_size, this.config.vocab_size, {
+          bias: false,
+          std: this.config.initializer_range,
+          seed: deriveSeed(options.seed, "lm_head"),
+        }),
+      );
+    } catch (e) {
+      this.dispose(); // the layers made before the error
+      throw e;
+    }
   }
 
   /**

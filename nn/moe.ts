@@ -11,6 +11,7 @@
  * slice e of the stacked tensor (no copy), so saving reads it in place and loading writes
  * into it (`ownStateEntries`), so every parent module's state dict has the HF names too.
  */
+import { checkAllocation } from "../core/limits.ts";
 import { noGrad } from "../core/autograd.ts";
 import { scope } from "../core/scope.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
@@ -59,8 +60,13 @@ export class MoEGate extends Module {
     options: { std?: number; seed?: number } = {},
   ) {
     super();
-    this.weight = this.param("weight", normalInit([numExperts, hiddenSize], options));
-    this.eScoreCorrectionBias = this.buffer("e_score_correction_bias", zeros([numExperts]));
+    try {
+      this.weight = this.param("weight", normalInit([numExperts, hiddenSize], options));
+      this.eScoreCorrectionBias = this.buffer("e_score_correction_bias", zeros([numExperts]));
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
   }
 
   /** Router scores s = sigmoid(x · weightᵀ), f32 [N, E], for x f32 [N, D]. */
@@ -110,9 +116,14 @@ export class MoEExperts extends Module {
         name,
         normalInit(shape, { std: options.std, seed: deriveSeed(options.seed, name) }),
       );
-    this.gateProj = make("gate_proj", [e, i, d]);
-    this.upProj = make("up_proj", [e, i, d]);
-    this.downProj = make("down_proj", [e, d, i]);
+    try {
+      this.gateProj = make("gate_proj", [e, i, d]);
+      this.upProj = make("up_proj", [e, i, d]);
+      this.downProj = make("down_proj", [e, d, i]);
+    } catch (err) {
+      this.dispose(); // the stacks made before the error
+      throw err;
+    }
     const stacked = [this.gateProj, this.upProj, this.downProj];
     for (let x = 0; x < e; x++) {
       PROJ.forEach((name, j) => {
@@ -242,29 +253,45 @@ export class DeepseekMoE extends Module {
     if (problems.length) {
       throw new MoongradError("DeepseekMoE", `invalid config:\n  ${problems.join("\n  ")}`);
     }
-    this.config = c;
-    const std = c.initializer_range;
-    const seed = options.seed;
-    this.gate = this.module(
-      "gate",
-      new MoEGate(c.n_routed_experts, c.hidden_size, { std, seed: deriveSeed(seed, "gate") }),
-    );
-    this.experts = this.module(
-      "experts",
-      new MoEExperts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size, {
-        std,
-        seed: deriveSeed(seed, "experts"),
-      }),
-    );
-    this.sharedExperts = c.n_shared_experts > 0
-      ? this.module(
-        "shared_experts",
-        new MLP(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts, {
+    // Every weight is checked against the device's limits before the first is allocated.
+    const [E, D, I] = [c.n_routed_experts, c.hidden_size, c.moe_intermediate_size];
+    const shared = I * c.n_shared_experts;
+    for (
+      const [name, shape] of [
+        ["gate.weight", [E, D]],
+        ["experts.gate_proj", [E, I, D]],
+        ["experts.down_proj", [E, D, I]],
+        ...(shared > 0 ? [["shared_experts.gate_proj.weight", [shared, D]]] : []),
+      ] as [string, number[]][]
+    ) checkAllocation(shape, "f32", `DeepseekMoE (${name})`);
+    try {
+      this.config = c;
+      const std = c.initializer_range;
+      const seed = options.seed;
+      this.gate = this.module(
+        "gate",
+        new MoEGate(c.n_routed_experts, c.hidden_size, { std, seed: deriveSeed(seed, "gate") }),
+      );
+      this.experts = this.module(
+        "experts",
+        new MoEExperts(c.n_routed_experts, c.hidden_size, c.moe_intermediate_size, {
           std,
-          seed: deriveSeed(seed, "shared_experts"),
+          seed: deriveSeed(seed, "experts"),
         }),
-      )
-      : null;
+      );
+      this.sharedExperts = c.n_shared_experts > 0
+        ? this.module(
+          "shared_experts",
+          new MLP(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts, {
+            std,
+            seed: deriveSeed(seed, "shared_experts"),
+          }),
+        )
+        : null;
+    } catch (e) {
+      this.dispose(); // the gate and experts made before the error
+      throw e;
+    }
   }
 
   /**
@@ -296,7 +323,7 @@ export class DeepseekMoE extends Module {
         nGroup: c.n_group,
         topkGroup: c.topk_group,
       });
-      const plan = moePlan(indices, e);
+      const plan = moePlan(indices, e, { trusted: true }); // moeRoute's ids are in range
       const { gateProj, upProj, downProj } = this.experts;
       const routed = scope(() => {
         const h = scope(() => {

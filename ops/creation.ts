@@ -1,6 +1,6 @@
 /** Creating tensors: from JS data, constants, ranges, and seeded GPU random numbers. */
 import { deviceInfo } from "../core/device.ts";
-import { checkDType, type DType, encode } from "../core/dtype.ts";
+import { checkDType, checkHostValues, type DType, encode, isFloat } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { kernel } from "../core/kernel.ts";
 import { params } from "../core/params.ts";
@@ -49,8 +49,23 @@ function finish(t: Tensor, options: CreateOptions): Tensor {
   return t;
 }
 
-function fromBytes(shape: readonly number[], dtype: DType, bytes: Uint8Array<ArrayBuffer>): Tensor {
-  const t = Tensor.empty(shape, dtype);
+/** Refuses `requiresGrad` on a non-float dtype before anything is allocated. */
+function checkGrad(op: string, dtype: DType, options: CreateOptions): void {
+  if (options.requiresGrad && !isFloat(dtype)) {
+    throw new MoongradError(
+      op,
+      `requiresGrad needs a floating-point dtype (f32 or f16), got ${dtype}`,
+    );
+  }
+}
+
+function fromBytes(
+  shape: readonly number[],
+  dtype: DType,
+  bytes: Uint8Array<ArrayBuffer>,
+  op: string,
+): Tensor {
+  const t = Tensor.empty(shape, dtype, op);
   if (bytes.byteLength > 0) upload(t.storage("tensor").buf, 0, bytes);
   return t;
 }
@@ -145,7 +160,9 @@ export function tensor(
     );
   }
   if (dtype === "f16") requireF16("tensor");
-  return finish(fromBytes(shape, dtype, encode(dtype, values)), options);
+  checkGrad("tensor", dtype, options);
+  checkHostValues("tensor", dtype, values);
+  return finish(fromBytes(shape, dtype, encode(dtype, values), "tensor"), options);
 }
 
 function isBooleanData(data: NestedNumbers): boolean {
@@ -174,13 +191,24 @@ function requireF16(op: string): void {
  * ```
  */
 export function full(shape: readonly number[], value: number, options: CreateOptions = {}): Tensor {
-  const s = checkShape("full", shape);
-  const dtype = checkDType("full", options.dtype ?? "f32");
-  if (dtype === "f16") requireF16("full");
+  return fullAs("full", shape, value, options);
+}
+
+function fullAs(
+  op: string,
+  shape: readonly number[],
+  value: number,
+  options: CreateOptions,
+): Tensor {
+  const s = checkShape(op, shape);
+  const dtype = checkDType(op, options.dtype ?? "f32");
+  if (dtype === "f16") requireF16(op);
   if (typeof value !== "number") {
-    throw new MoongradError("full", `value must be a number, got ${typeof value}`);
+    throw new MoongradError(op, `value must be a number, got ${typeof value}`);
   }
-  const t = Tensor.empty(s, dtype);
+  checkGrad(op, dtype, options);
+  checkHostValues(op, dtype, [value]);
+  const t = Tensor.empty(s, dtype, op);
   fillInPlace(t, value);
   return finish(t, options);
 }
@@ -197,7 +225,7 @@ export function full(shape: readonly number[], value: number, options: CreateOpt
  * ```
  */
 export function zeros(shape: readonly number[], options: CreateOptions = {}): Tensor {
-  return full(shape, 0, options);
+  return fullAs("zeros", shape, 0, options);
 }
 
 /**
@@ -211,7 +239,7 @@ export function zeros(shape: readonly number[], options: CreateOptions = {}): Te
  * ```
  */
 export function ones(shape: readonly number[], options: CreateOptions = {}): Tensor {
-  return full(shape, 1, options);
+  return fullAs("ones", shape, 1, options);
 }
 
 /**
@@ -275,7 +303,9 @@ export function arange(
   const dtype = checkDType("arange", options.dtype ?? "f32");
   if (dtype === "f16") requireF16("arange");
   const values = Array.from({ length: n }, (_, i) => start + i * step);
-  return finish(fromBytes([n], dtype, encode(dtype, values)), options);
+  checkGrad("arange", dtype, options);
+  checkHostValues("arange", dtype, values);
+  return finish(fromBytes([n], dtype, encode(dtype, values), "arange"), options);
 }
 
 // ---- random numbers ---------------------------------------------------------------------
@@ -367,6 +397,7 @@ function random(
     throw new MoongradError(op, `dtype must be f32 or f16, got ${dtype}`);
   }
   if (dtype === "f16") requireF16(op);
+  checkGrad(op, dtype, options);
   let seed: number;
   let stream: number;
   if (options.seed === undefined) {
@@ -379,7 +410,7 @@ function random(
     seed = options.seed;
     stream = 0;
   }
-  const t = Tensor.empty(s, dtype);
+  const t = Tensor.empty(s, dtype, op);
   const n = t.size;
   if (n > 0) {
     const P = RANDOM_PARAMS[op];

@@ -663,6 +663,13 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
 /**
  * Converts to `dtype`: floats truncate toward zero into i32; bool is `x != 0`.
  *
+ * Float → i32 on the GPU is not checked (a check would cost a readback-time flag like the
+ * index check's for every cast): WGSL's conversion saturates, so values beyond the i32 range
+ * clamp to the nearest f32 that fits (±2147483520 … −2147483648), and NaN gives an
+ * implementation-defined value (lavapipe: −2147483648; other drivers: 0). Host data is
+ * different: `tensor()`, `full()` and `arange()` refuse NaN, ±Infinity, fractions and
+ * out-of-range values for i32 instead of converting them.
+ *
  * @example Convert between dtypes
  * ```ts
  * import * as mg from "@moongrad/moongrad";

@@ -5,9 +5,12 @@
  * Index conventions, shared by every op here (index tensors must be i32):
  * - an index `j` into an axis of length `n` is valid when `-n <= j < n`; a negative index
  *   counts from the end (`j + n`), as in Python;
- * - an index outside that range cannot raise an error on the GPU, so reads (indexSelect,
- *   gather, embedding) produce 0 for it, and writes (scatterAdd, indexAdd) drop its
- *   contribution. Gradients follow the same rule (no gradient through an invalid index).
+ * - an index outside that range is an error: every op here records a range check of its index
+ *   (ops/check_indices.ts), and the next readback throws a MoongradError naming the op, the
+ *   value, its position and the range. With `setCheckIndices(false)` the kernels still never
+ *   touch memory outside the tensors: reads (indexSelect, gather, embedding) produce 0 for
+ *   it, writes (scatterAdd, indexAdd) drop its contribution, and so do the gradients.
+ * - embedding ids must lie in [0, V): token ids do not count from the end.
  *
  * Reads use a strided gather (one thread per output element). `indexAdd` and the backward of
  * `indexSelect` / `embedding` are deterministic (ops/index_add_sorted.ts: rows grouped by
@@ -32,6 +35,7 @@ import { cast, contiguous } from "./elementwise.ts";
 import { copyInto, fillInPlace } from "./copy.ts";
 import { reshape } from "./layout.ts";
 import { indexAddSorted } from "./index_add_sorted.ts";
+import { checkIndexRange } from "./check_indices.ts";
 
 const WG = 256;
 /** Highest rank the index kernels accept (their shapes and strides travel as parameters). */
@@ -303,7 +307,8 @@ function scatterInto(
 /**
  * Selects entries along `axis` at the positions held by the 1-D i32 `index` (torch
  * `index_select`): the output has x's shape with `index.size` on `axis`; positions may repeat.
- * Out-of-range positions read 0, negative ones count from the end (see the module doc).
+ * Negative positions count from the end; others out of range are an error at the next
+ * readback (see the module doc).
  * Backward: the gradient to x is `indexAdd` of the output gradient (repeats summed).
  *
  * @example Pick rows by index (repeats allowed)
@@ -324,6 +329,12 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
     throw new MoongradError(op, `index must be 1-D, got shape ${fmtShape(index.shape)}`);
   }
   const ax = normalizeAxis(op, axis, x.rank);
+  checkIndexRange(op, "index", index, -x.shape[ax], x.shape[ax]);
+  return selectRows(op, x, ax, index);
+}
+
+/** indexSelect after validation (embedding checks its ids against [0, V) itself). */
+function selectRows(op: string, x: Tensor, ax: number, index: Tensor): Tensor {
   const outShape = [...x.shape];
   outShape[ax] = index.shape[0];
   const spread = spreadIndex(index, outShape, ax);
@@ -338,8 +349,8 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
 /**
  * PyTorch `gather`: `out[c] = x[c with c[axis] = index[c]]` for every coordinate c of
  * `index`, which is i32 with x's rank and `index.shape[d] <= x.shape[d]` on every axis d
- * but `axis`. The output has index's shape. Out-of-range indices read 0, negative ones count
- * from the end. Backward: the gradient to x is `scatterAdd` of the output gradient.
+ * but `axis`. The output has index's shape. Negative indices count from the end; others out
+ * of range are an error at the next readback (see the module doc). Backward: the gradient to x is `scatterAdd` of the output gradient.
  *
  * @example The log-probability of each target token
  * ```ts
@@ -357,6 +368,7 @@ export function gather(x: Tensor, axis: number, index: Tensor): Tensor {
   checkRank1(op, x, "x");
   const ax = normalizeAxis(op, axis, x.rank);
   checkCovered(op, "x", x, index, ax);
+  checkIndexRange(op, "index", index, -x.shape[ax], x.shape[ax]);
   const out = gatherRaw(op, x, ax, index);
   return record(out, op, [x, index], (g, needs, [index]) => {
     if (!needs[0]) return [null, null];
@@ -379,7 +391,8 @@ function checkCovered(op: string, arg: string, t: Tensor, index: Tensor, skip: n
 
 /**
  * Looks up rows of `weight` ([V, D]) at the i32 `ids` (any shape): the output is
- * `[...ids.shape, D]`. Ids outside -V..V-1 give a zero row; negative ids count from the end.
+ * `[...ids.shape, D]`. Ids outside [0, V) are an error at the next readback (checked on the
+ * GPU; see the module doc), never a zero row.
  * Backward: the gradient to weight sums the output gradient rows of repeated ids.
  *
  * @example Look up token embeddings
@@ -404,8 +417,9 @@ export function embedding(weight: Tensor, ids: Tensor): Tensor {
   if (ids.rank >= MAX_RANK) {
     throw new MoongradError(op, `ids ${fmtShape(ids.shape)} has too many axes`);
   }
+  checkIndexRange(op, "ids", ids, 0, weight.shape[0]);
   const flat = noGrad(() => reshape(ids, [ids.size]));
-  const rows = indexSelect(weight, 0, flat);
+  const rows = selectRows(op, weight, 0, flat);
   flat.dispose();
   const out = reshape(rows, [...ids.shape, weight.shape[1]]);
   rows.dispose();
@@ -419,8 +433,8 @@ export function embedding(weight: Tensor, ids: Tensor): Tensor {
  * `c with c[axis] = index[c]` for every coordinate c of `index`. index is i32 with x's rank,
  * `index.shape[d] <= src.shape[d]` on every axis and `<= x.shape[d]` on every axis but
  * `axis`; only the leading `index.shape` block of src is used. Repeated targets are summed
- * (atomically: see the module doc); out-of-range indices are dropped, negative ones count
- * from the end. dtypes: f32, f16 (accumulated in f32), i32.
+ * (atomically: see the module doc); negative indices count from the end, others out of range
+ * are an error at the next readback. dtypes: f32, f16 (accumulated in f32), i32.
  * Backward: dx = g, dsrc = gather(g, axis, index) (0 where src is unused).
  *
  * @example Sum values into buckets
@@ -442,6 +456,7 @@ export function scatterAdd(x: Tensor, axis: number, index: Tensor, src: Tensor):
   const ax = normalizeAxis(op, axis, x.rank);
   checkCovered(op, "x", x, index, ax);
   checkCovered(op, "src", src, index, -1);
+  checkIndexRange(op, "index", index, -x.shape[ax], x.shape[ax]);
   const srcBlock = sameShape(src.shape, index.shape)
     ? src
     : src.view(index.shape, src.strides, src.offset);
@@ -468,8 +483,8 @@ export function scatterAdd(x: Tensor, axis: number, index: Tensor, src: Tensor):
 /**
  * Out-of-place torch `index_add`: returns a copy of x with `src` added along `axis` at the
  * positions of the 1-D i32 `index` (src has x's shape with `index.size` on `axis`).
- * Repeated positions are summed (atomically: see the module doc); out-of-range positions are
- * dropped, negative ones count from the end. dtypes: f32, f16 (accumulated in f32), i32.
+ * Repeated positions are summed (atomically: see the module doc); negative positions count
+ * from the end, others out of range are an error at the next readback. dtypes: f32, f16 (accumulated in f32), i32.
  * Backward: dx = g, dsrc = indexSelect(g, axis, index).
  *
  * @example Add rows at positions (repeats add up)
@@ -503,6 +518,7 @@ export function indexAdd(x: Tensor, axis: number, index: Tensor, src: Tensor): T
       } with index length ${index.shape[0]} on axis ${ax})`,
     );
   }
+  checkIndexRange(op, "index", index, -x.shape[ax], x.shape[ax]);
   const out = indexAddSorted(x, x.shape, x.dtype, ax, index, src);
   return record(out, op, [x, index, src], (g, needs, [index]) => {
     let dsrc: Tensor | null = null;

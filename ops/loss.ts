@@ -18,6 +18,7 @@ import { dispatch } from "../core/runtime.ts";
 import { contiguousStrides, numel, sameShape } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
 import { grid1d, linearId } from "./grid.ts";
+import { checkIndexRange } from "./check_indices.ts";
 import { mean, sum } from "./reduce.ts";
 import { pointwise } from "./pointwise.ts";
 import {
@@ -87,8 +88,10 @@ function checkTensor(op: string, t: unknown, arg: string): Tensor {
  * - Rows whose target equals `ignoreIndex` (default −100) give loss 0 and are left out of the
  *   mean's denominator; when every row is ignored (or there are no rows) "mean" is NaN, as in
  *   PyTorch.
- * - A target outside [0, C) other than `ignoreIndex` cannot throw on the GPU: that row's loss
- *   and its gradient row are NaN (so "mean" and "sum" are NaN too).
+ * - A target outside [0, C) other than `ignoreIndex` is an error: the targets are range-checked
+ *   on the GPU (ops/check_indices.ts) and the next readback throws a MoongradError naming the
+ *   value and its position. With `setCheckIndices(false)` that row's loss and its gradient
+ *   row are NaN (so "mean" and "sum" are NaN too).
  * - A row of logits holding NaN or +Inf (or all −Inf) gives NaN loss and gradient, as in
  *   PyTorch; a target logit of −Inf gives +Inf.
  * - The result has logits' dtype (computed in f32): a scalar for "mean"/"sum", shape
@@ -152,6 +155,7 @@ export function crossEntropy(
   const axis = logits.rank - 1;
   const n = logits.shape[axis];
   const rows = numel(outer);
+  checkIndexRange(op, "targets", targets, 0, n, ignoreIndex);
   // rowsBuf (f32): [0, R) loss, [R, 2R) weight, [2R, 3R) row max, [3R, 4R) log Σ exp(x − max).
   // Keeping max and log-sum apart (not lse = their sum) keeps exp(x − max − logsum) exact to
   // f32 for logits of 1e4, whose lse would carry an absolute rounding of ~1e-3.

@@ -36,6 +36,7 @@ import { contiguous, denseView } from "./elementwise.ts";
 import { grid1d, linearId } from "./grid.ts";
 import { groupedInnerProduct, groupedRowsProduct } from "./matmul.ts";
 import { bucketSort } from "./bucket_sort.ts";
+import { checkIndexRange } from "./check_indices.ts";
 
 const WG = 256;
 
@@ -404,11 +405,17 @@ function routeBackward(
 
 /**
  * Groups the N·K (token, slot) pairs of `indices` i32 [N, K] by expert with the stable
- * counting sort of ops/bucket_sort.ts. Expert ids must lie in 0..numExperts−1 (pairs with
- * other ids are dropped from the counts; `moeRoute` never produces them). Not differentiable.
+ * counting sort of ops/bucket_sort.ts. Expert ids must lie in 0..numExperts−1: others are an
+ * error at the next readback (ops/check_indices.ts; unchecked, they would be dropped from the
+ * counts). `trusted: true` skips that check for ids `moeRoute` made. Not differentiable.
  */
-export function moePlan(indices: Tensor, numExperts: number): MoePlan {
+export function moePlan(
+  indices: Tensor,
+  numExperts: number,
+  options: { trusted?: boolean } = {},
+): MoePlan {
   checkT("moePlan", indices, "indices", "i32", 2);
+  if (!options.trusted) checkIndexRange("moePlan", "indices", indices, 0, numExperts);
   const [n, k] = indices.shape;
   return { tokens: n, topK: k, numExperts, ...bucketSort(indices, numExperts) };
 }

@@ -393,6 +393,9 @@ export function variance(
   checkInput("var", x, false);
   const ax = axesOf("var", axes, x.rank);
   const correction = options.correction ?? 1;
+  if (typeof correction !== "number" || !Number.isFinite(correction)) {
+    throw new MoongradError("var", `options.correction must be a finite number, got ${correction}`);
+  }
   const count = ax.reduce((n, a) => n * x.shape[a], 1);
   const m = mean(x, ax, true);
   const d = sub(x, m);

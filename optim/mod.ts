@@ -62,3 +62,4 @@ export {
   type MuonClipOptions,
 } from "./muon_clip.ts";
 export { qkClipMha, qkClipMla, type QkClipOptions } from "./qk_clip.ts";
+export { clipGradNorm, globalNorm, UpdateNorm } from "./grad_norm.ts";

@@ -6,6 +6,7 @@
 import { contiguousStrides } from "../core/shape.ts";
 import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
+import { gpuDevice } from "../core/device.ts";
 import { Tensor } from "../core/tensor.ts";
 import { contiguous } from "../ops/elementwise.ts";
 import { pointwise } from "../ops/pointwise.ts";
@@ -198,6 +199,16 @@ export function newtonSchulz(g: Tensor, options: NewtonSchulzOptions = {}): Tens
         `restarts must list step counts >= 1, got ${JSON.stringify(options.restarts)}`,
       );
     }
+  }
+  // The batch is one axis of the kernels' launch grids: check it before allocating anything.
+  const batch = g.size / Math.max(g.shape[g.rank - 2] * g.shape[g.rank - 1], 1);
+  const most = gpuDevice("newtonSchulz").limits.maxComputeWorkgroupsPerDimension;
+  if (batch > most) {
+    throw new MoongradError(
+      "newtonSchulz",
+      `a batch of ${batch} matrices (g ${fmtShape(g.shape)}) exceeds this device's ` +
+        `maxComputeWorkgroupsPerDimension ${most}; orthogonalise it in pieces`,
+    );
   }
   return noGrad(() => {
     const A = g.shape[g.rank - 2];

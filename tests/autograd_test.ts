@@ -85,7 +85,7 @@ Deno.test("clear errors: backward twice, non-scalar backward, integer grads", as
   assert.throws(() => v.backward(), /needs a scalar.*shape \[2\]/);
   assert.throws(
     () => mg.tensor([1, 2], { dtype: "i32", requiresGrad: true }),
-    /only floating-point tensors can require grad, got i32/,
+    /moongrad\.tensor: requiresGrad needs a floating-point dtype \(f32 or f16\), got i32/,
   );
   const ints = mg.tensor([1, 2], { dtype: "i32" });
   assert.throws(() => ints.requiresGrad_(), /got i32/);

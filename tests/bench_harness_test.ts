@@ -110,3 +110,27 @@ Deno.test("bench harness: printed table and recorded JSON lines carry identical 
   assert.equal(recorded[3].skipped, "not installed here");
   assert.equal(table[3][1], "skipped: not installed here");
 });
+
+Deno.test("bench harness: a peer that times itself (numpy in a subprocess) is recorded at its own time", async () => {
+  const own = [5, 7, 6, 9];
+  let i = 0;
+  const rows = await benchCase({
+    group: "self-timed",
+    work: { flops: 1e6 },
+    n: 4,
+    minMs: 0,
+    impls: [
+      { lib: "moongrad", prepare: () => Promise.resolve({ run: () => Promise.resolve() }) },
+      {
+        lib: "numpy",
+        // The warm-up consumes no entry: it is not timed; then 5, 7, 6, 9 ms.
+        prepare: () => Promise.resolve({ run: () => Promise.resolve(i++ === 0 ? 0 : own[i - 2]) }),
+      },
+    ],
+  }, { log: () => {}, note: () => {} });
+  const np = rows[1];
+  assert.equal(np.iters, 4);
+  assert.equal(np.minMs, 5);
+  assert.equal(np.maxMs, 9);
+  assert.equal(np.ms, 27 / 4);
+});

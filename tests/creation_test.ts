@@ -61,12 +61,11 @@ Deno.test("tensor from typed arrays with a shape; dtype inferred from the array 
   const nb = mg.tensor([[true, false], [false, true]]);
   assert.equal(nb.dtype, "bool");
   assert.deepEqual(Array.from(await nb.data()), [1, 0, 0, 1]);
-  const asI = mg.tensor([1.9, -1.9, 3], { dtype: "i32" });
-  assert.deepEqual(
-    Array.from(await asI.data()),
-    [1, -1, 3],
-    "i32 from floats truncates toward zero",
-  );
+  const asI = mg.tensor(new Float32Array([1, -1, 3]), { dtype: "i32" });
+  assert.deepEqual(Array.from(await asI.data()), [1, -1, 3], "i32 from whole floats");
+  for (const bad of [1.9, -1.9, NaN, Infinity, 2 ** 31, -(2 ** 31) - 1]) {
+    assertMgError(() => mg.tensor([3, bad], { dtype: "i32" }), "tensor", String(bad), "position 1");
+  }
   const s = mg.tensor(2.5);
   assert.deepEqual(s.shape, []);
   assert.equal(await s.item(), 2.5);
@@ -91,7 +90,8 @@ Deno.test("tensor rejects ragged arrays naming the index, bad shapes, and bad dt
   assertMgError(() => mg.tensor(new Float32Array(2), { shape: [-2, -1] }), "tensor", "-2");
   assertMgError(
     () => mg.tensor([1, 2], { dtype: "i32", requiresGrad: true }),
-    "requiresGrad_",
+    "tensor",
+    "requiresGrad",
     "i32",
   );
 });
@@ -107,13 +107,14 @@ Deno.test("zeros, ones, full for every dtype and shape (rank 0 and empty include
     async ([s, dtype, v]) => {
       const z = mg.zeros(s, { dtype });
       const o = mg.ones(s, { dtype });
-      const f = mg.full(s, v + 0.25, { dtype });
+      const f = mg.full(s, dtype === "i32" ? v : v + 0.25, { dtype });
+      if (dtype === "i32") assertMgError(() => mg.full(s, v + 0.25, { dtype }), "full", "i32");
       for (const t of [z, o, f]) {
         assert.deepEqual(t.shape, s);
         assert.equal(t.dtype, dtype);
       }
-      // i32 truncates toward zero; bool is value != 0.
-      const fv = dtype === "f32" ? v + 0.25 : dtype === "i32" ? Math.trunc(v + 0.25) + 0 : 1;
+      // i32 takes whole values only (a fraction is an error); bool is value != 0.
+      const fv = dtype === "f32" ? v + 0.25 : dtype === "i32" ? v : 1;
       assert.deepEqual(Array.from(await z.data()), new Array(size(s)).fill(0));
       assert.deepEqual(Array.from(await o.data()), new Array(size(s)).fill(1));
       assert.deepEqual(Array.from(await f.data()), new Array(size(s)).fill(fv));
@@ -126,7 +127,7 @@ Deno.test("zeros, ones, full for every dtype and shape (rank 0 and empty include
   assert.equal((await e.data()).length, 0);
   const like = mg.onesLike(mg.zeros([2, 2], { dtype: "i32" }));
   assert.equal(like.dtype, "i32");
-  assertMgError(() => mg.zeros([2, -1]), "full", "[2,-1]");
+  assertMgError(() => mg.zeros([2, -1]), "zeros", "[2,-1]");
   assertMgError(() => mg.full([2], "x" as unknown as number), "full", "number");
   e.dispose();
   like.dispose();
@@ -246,7 +247,7 @@ Deno.test("f16 storage: round trip rounds to nearest f16; creation and ops keep 
   const info = await gpu();
   if (!info.f16) {
     // Without shader-f16, f16 requests fail with a clear error.
-    assertMgError(() => mg.zeros([2], { dtype: "f16" }), "full", "shader-f16");
+    assertMgError(() => mg.zeros([2], { dtype: "f16" }), "zeros", "shader-f16");
     return;
   }
   const v = [0, 1, -2.5, 65504, 1e-4, 0.1, 3.14159, -70000];

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
 import { kernel, kernelDiagnostics, PARAM_WORDS } from "../core/kernel.ts";
 import { dispatch } from "../core/runtime.ts";
+import { standaloneBuffer } from "../core/pool.ts";
 import { gpu } from "./util.ts";
 
 async function rejection(p: () => Promise<unknown>): Promise<Error> {
@@ -58,16 +59,24 @@ Deno.test("a validation error inside a batch names the ops of that batch", async
   const a = mg.tensor([1, 2, 3]);
   const b = a.mul(a); // an innocent op in the same batch
   const k = kernel({
-    name: "too_many_workgroups",
+    name: "uses_destroyed_buffer",
     bindings: [{ name: "out", type: "f32", access: "read_write" }],
     workgroupSize: [1],
     body: "  if (gid.x == 0u) { out[0] = 1.0; }",
   });
   const y = mg.zeros([1]);
+  // Past the grid limit is refused on the host now (core/limits.ts), before the batch sees it.
   const tooMany = info.limits.maxComputeWorkgroupsPerDimension + 1;
-  dispatch(k, [y.storage("test").buf], new Uint32Array(PARAM_WORDS), [tooMany]);
+  assert.throws(
+    () => dispatch(k, [y.storage("test").buf], new Uint32Array(PARAM_WORDS), [tooMany]),
+    /uses_destroyed_buffer.*maxComputeWorkgroupsPerDimension/,
+  );
+  // A destroyed buffer is a validation error only the device finds, when the batch is submitted.
+  const dead = standaloneBuffer("test: destroyed", 256);
+  dead.buffer.destroy();
+  dispatch(k, [dead], new Uint32Array(PARAM_WORDS), [1]);
   const err = await rejection(() => y.data());
-  assert.ok(err.message.includes("too_many_workgroups"), err.message);
+  assert.ok(err.message.includes("uses_destroyed_buffer"), err.message);
   assert.ok(/ops: .*mul/.test(err.message), `names the batch's other ops: ${err.message}`);
   assert.deepEqual(Array.from(await a.add(a).data()), [2, 4, 6]);
   for (const t of [a, b, y]) t.dispose();

@@ -1,6 +1,7 @@
 /**
  * Indexing ops vs float64 references (tests/reference/indexing.ts), on random shapes with
- * repeated, negative and out-of-range indices, strided inputs and strided index views.
+ * repeated, negative and out-of-range indices (with the GPU index check off, to pin the
+ * kernels' own behaviour), strided inputs and strided index views.
  *
  * Tolerances: reads (indexSelect, gather, embedding, topk) copy f32 values, so they must
  * match exactly. Writes that sum repeated targets (scatterAdd, indexAdd, and the backward of
@@ -34,6 +35,22 @@ import {
   topkRef,
   topkVjp,
 } from "./reference/indexing.ts";
+
+/**
+ * Runs a test with the GPU index check off: these properties pin what the kernels do with
+ * out-of-range indices (reads give 0, writes are dropped); tests/check_indices_test.ts checks
+ * that the same kind of indices are reported when the check is on (the default).
+ */
+function uncheckedIndices(fn: () => Promise<void>): () => Promise<void> {
+  return async () => {
+    const was = mg.setCheckIndices(false);
+    try {
+      await fn();
+    } finally {
+      mg.setCheckIndices(was);
+    }
+  };
+}
 
 const EXACT = { rtol: 0, atol: 0 };
 const SUMS = { rtol: 1e-5, atol: 1e-5 };
@@ -90,119 +107,131 @@ const arbGatherCase = fc.tuple(
   return { shape, axis, ishape, strided, seed };
 });
 
-Deno.test("indexSelect: forward exact, backward sums repeats (rtol/atol 1e-5)", async () => {
-  await gpu();
-  await check(
-    fc.tuple(arbShape, fc.nat(), fc.integer({ min: 0, max: 8 }), fc.boolean(), fc.integer()),
-    async ([shape, a, len, strided, seed]) => {
-      const axis = a % shape.length;
-      const xv = valuesFor(size(shape), seed);
-      const idx = indicesFor(len, shape[axis], seed + 1);
-      const x = make(xv, shape, strided);
-      // A strided index view: every other entry of a longer tensor.
-      const full = i32(idx.flatMap((j) => [j, 12345]), [2 * len]);
-      const index = strided ? full.slice(0, 0, undefined, 2) : i32(idx, [len]);
-      const out = mg.indexSelect(x, axis - (seed & 1 ? shape.length : 0), index);
-      const ref = indexSelectRef(nd(xv, shape), axis, idx);
-      await assertTensorClose(out, ref, EXACT, `indexSelect ${shape} axis ${axis} [${idx}]`);
-      // Backward.
-      const xl = mg.tensor(xv, { shape, requiresGrad: true });
-      const y = mg.indexSelect(xl, axis, index);
-      const gv = valuesFor(ref.size, seed + 2);
-      const g = mg.tensor(gv, { shape: ref.shape });
-      y.backward(g);
-      const want = indexSelectVjp(nd(gv, ref.shape), shape, axis, idx);
-      await assertTensorClose(xl.grad!, want, SUMS, "indexSelect grad");
-      for (const t of [x, full, index, out, xl, y, g]) t.dispose();
-    },
-    20,
-  );
-});
-
-Deno.test("gather: forward exact, backward = scatterAdd (rtol/atol 1e-5)", async () => {
-  await gpu();
-  await check(arbGatherCase, async ({ shape, axis, ishape, strided, seed }) => {
-    const xv = valuesFor(size(shape), seed);
-    const iv = indicesFor(size(ishape), shape[axis], seed + 1);
-    const x = make(xv, shape, strided);
-    const index = i32(iv, ishape);
-    const out = mg.gather(x, axis, index);
-    const ref = gatherRef(nd(xv, shape), axis, nd(iv, ishape));
-    await assertTensorClose(out, ref, EXACT, `gather ${shape} axis ${axis} index ${ishape}`);
-    const xl = mg.tensor(xv, { shape, requiresGrad: true });
-    const y = xl.gather(axis, index);
-    const gv = valuesFor(ref.size, seed + 2);
-    const g = mg.tensor(gv, { shape: ishape });
-    y.backward(g);
-    await assertTensorClose(
-      xl.grad!,
-      gatherVjp(nd(gv, ishape), shape, axis, nd(iv, ishape)),
-      SUMS,
-      "gather grad",
+Deno.test(
+  "indexSelect: forward exact, backward sums repeats (rtol/atol 1e-5)",
+  uncheckedIndices(async () => {
+    await gpu();
+    await check(
+      fc.tuple(arbShape, fc.nat(), fc.integer({ min: 0, max: 8 }), fc.boolean(), fc.integer()),
+      async ([shape, a, len, strided, seed]) => {
+        const axis = a % shape.length;
+        const xv = valuesFor(size(shape), seed);
+        const idx = indicesFor(len, shape[axis], seed + 1);
+        const x = make(xv, shape, strided);
+        // A strided index view: every other entry of a longer tensor.
+        const full = i32(idx.flatMap((j) => [j, 12345]), [2 * len]);
+        const index = strided ? full.slice(0, 0, undefined, 2) : i32(idx, [len]);
+        const out = mg.indexSelect(x, axis - (seed & 1 ? shape.length : 0), index);
+        const ref = indexSelectRef(nd(xv, shape), axis, idx);
+        await assertTensorClose(out, ref, EXACT, `indexSelect ${shape} axis ${axis} [${idx}]`);
+        // Backward.
+        const xl = mg.tensor(xv, { shape, requiresGrad: true });
+        const y = mg.indexSelect(xl, axis, index);
+        const gv = valuesFor(ref.size, seed + 2);
+        const g = mg.tensor(gv, { shape: ref.shape });
+        y.backward(g);
+        const want = indexSelectVjp(nd(gv, ref.shape), shape, axis, idx);
+        await assertTensorClose(xl.grad!, want, SUMS, "indexSelect grad");
+        for (const t of [x, full, index, out, xl, y, g]) t.dispose();
+      },
+      20,
     );
-    for (const t of [x, index, out, xl, y, g]) t.dispose();
-  }, 20);
-});
+  }),
+);
 
-Deno.test("scatterAdd: forward sums repeats (rtol/atol 1e-5), backward dx = g, dsrc = gather", async () => {
-  await gpu();
-  await check(
-    fc.tuple(
-      arbGatherCase,
-      fc.array(fc.integer({ min: 0, max: 1 }), { minLength: 4, maxLength: 4 }),
-    ),
-    async ([{ shape, axis, ishape, strided, seed }, extra]) => {
-      const sshape = ishape.map((d, i) => d + extra[i]);
+Deno.test(
+  "gather: forward exact, backward = scatterAdd (rtol/atol 1e-5)",
+  uncheckedIndices(async () => {
+    await gpu();
+    await check(arbGatherCase, async ({ shape, axis, ishape, strided, seed }) => {
       const xv = valuesFor(size(shape), seed);
-      const sv = valuesFor(size(sshape), seed + 3);
       const iv = indicesFor(size(ishape), shape[axis], seed + 1);
-      const x = mg.tensor(xv, { shape, requiresGrad: true });
-      const src = strided
-        ? make(sv, sshape, true)
-        : mg.tensor(sv, { shape: sshape, requiresGrad: true });
+      const x = make(xv, shape, strided);
       const index = i32(iv, ishape);
-      const out = mg.scatterAdd(x, axis, index, src);
-      const ref = scatterAddRef(nd(xv, shape), axis, nd(iv, ishape), nd(sv, sshape));
-      await assertTensorClose(out, ref, SUMS, `scatterAdd ${shape} axis ${axis} idx ${ishape}`);
+      const out = mg.gather(x, axis, index);
+      const ref = gatherRef(nd(xv, shape), axis, nd(iv, ishape));
+      await assertTensorClose(out, ref, EXACT, `gather ${shape} axis ${axis} index ${ishape}`);
+      const xl = mg.tensor(xv, { shape, requiresGrad: true });
+      const y = xl.gather(axis, index);
       const gv = valuesFor(ref.size, seed + 2);
-      const g = mg.tensor(gv, { shape });
-      out.backward(g);
-      const want = scatterAddVjp(nd(gv, shape), axis, nd(iv, ishape), sshape);
-      await assertTensorClose(x.grad!, want.dx, EXACT, "scatterAdd dx");
-      if (!strided) await assertTensorClose(src.grad!, want.dsrc, EXACT, "scatterAdd dsrc");
-      for (const t of [x, src, index, out, g]) t.dispose();
-    },
-    20,
-  );
-});
+      const g = mg.tensor(gv, { shape: ishape });
+      y.backward(g);
+      await assertTensorClose(
+        xl.grad!,
+        gatherVjp(nd(gv, ishape), shape, axis, nd(iv, ishape)),
+        SUMS,
+        "gather grad",
+      );
+      for (const t of [x, index, out, xl, y, g]) t.dispose();
+    }, 20);
+  }),
+);
 
-Deno.test("indexAdd: forward sums repeats (rtol/atol 1e-5), backward dx = g, dsrc = indexSelect", async () => {
-  await gpu();
-  await check(
-    fc.tuple(arbShape, fc.nat(), fc.integer({ min: 0, max: 8 }), fc.integer()),
-    async ([shape, a, len, seed]) => {
-      const axis = a % shape.length;
-      const sshape = shape.map((d, i) => (i === axis ? len : d));
-      const xv = valuesFor(size(shape), seed);
-      const sv = valuesFor(size(sshape), seed + 3);
-      const idx = indicesFor(len, shape[axis], seed + 1);
-      const x = mg.tensor(xv, { shape, requiresGrad: true });
-      const src = mg.tensor(sv, { shape: sshape, requiresGrad: true });
-      const index = i32(idx, [len]);
-      const out = mg.indexAdd(x, axis, index, src);
-      const ref = indexAddRef(nd(xv, shape), axis, idx, nd(sv, sshape));
-      await assertTensorClose(out, ref, SUMS, `indexAdd ${shape} axis ${axis} [${idx}]`);
-      const gv = valuesFor(ref.size, seed + 2);
-      const g = mg.tensor(gv, { shape });
-      out.backward(g);
-      const want = indexAddVjp(nd(gv, shape), axis, idx);
-      await assertTensorClose(x.grad!, want.dx, EXACT, "indexAdd dx");
-      await assertTensorClose(src.grad!, want.dsrc, EXACT, "indexAdd dsrc");
-      for (const t of [x, src, index, out, g]) t.dispose();
-    },
-    20,
-  );
-});
+Deno.test(
+  "scatterAdd: forward sums repeats (rtol/atol 1e-5), backward dx = g, dsrc = gather",
+  uncheckedIndices(async () => {
+    await gpu();
+    await check(
+      fc.tuple(
+        arbGatherCase,
+        fc.array(fc.integer({ min: 0, max: 1 }), { minLength: 4, maxLength: 4 }),
+      ),
+      async ([{ shape, axis, ishape, strided, seed }, extra]) => {
+        const sshape = ishape.map((d, i) => d + extra[i]);
+        const xv = valuesFor(size(shape), seed);
+        const sv = valuesFor(size(sshape), seed + 3);
+        const iv = indicesFor(size(ishape), shape[axis], seed + 1);
+        const x = mg.tensor(xv, { shape, requiresGrad: true });
+        const src = strided
+          ? make(sv, sshape, true)
+          : mg.tensor(sv, { shape: sshape, requiresGrad: true });
+        const index = i32(iv, ishape);
+        const out = mg.scatterAdd(x, axis, index, src);
+        const ref = scatterAddRef(nd(xv, shape), axis, nd(iv, ishape), nd(sv, sshape));
+        await assertTensorClose(out, ref, SUMS, `scatterAdd ${shape} axis ${axis} idx ${ishape}`);
+        const gv = valuesFor(ref.size, seed + 2);
+        const g = mg.tensor(gv, { shape });
+        out.backward(g);
+        const want = scatterAddVjp(nd(gv, shape), axis, nd(iv, ishape), sshape);
+        await assertTensorClose(x.grad!, want.dx, EXACT, "scatterAdd dx");
+        if (!strided) await assertTensorClose(src.grad!, want.dsrc, EXACT, "scatterAdd dsrc");
+        for (const t of [x, src, index, out, g]) t.dispose();
+      },
+      20,
+    );
+  }),
+);
+
+Deno.test(
+  "indexAdd: forward sums repeats (rtol/atol 1e-5), backward dx = g, dsrc = indexSelect",
+  uncheckedIndices(async () => {
+    await gpu();
+    await check(
+      fc.tuple(arbShape, fc.nat(), fc.integer({ min: 0, max: 8 }), fc.integer()),
+      async ([shape, a, len, seed]) => {
+        const axis = a % shape.length;
+        const sshape = shape.map((d, i) => (i === axis ? len : d));
+        const xv = valuesFor(size(shape), seed);
+        const sv = valuesFor(size(sshape), seed + 3);
+        const idx = indicesFor(len, shape[axis], seed + 1);
+        const x = mg.tensor(xv, { shape, requiresGrad: true });
+        const src = mg.tensor(sv, { shape: sshape, requiresGrad: true });
+        const index = i32(idx, [len]);
+        const out = mg.indexAdd(x, axis, index, src);
+        const ref = indexAddRef(nd(xv, shape), axis, idx, nd(sv, sshape));
+        await assertTensorClose(out, ref, SUMS, `indexAdd ${shape} axis ${axis} [${idx}]`);
+        const gv = valuesFor(ref.size, seed + 2);
+        const g = mg.tensor(gv, { shape });
+        out.backward(g);
+        const want = indexAddVjp(nd(gv, shape), axis, idx);
+        await assertTensorClose(x.grad!, want.dx, EXACT, "indexAdd dx");
+        await assertTensorClose(src.grad!, want.dsrc, EXACT, "indexAdd dsrc");
+        for (const t of [x, src, index, out, g]) t.dispose();
+      },
+      20,
+    );
+  }),
+);
 
 Deno.test("indexAdd/scatterAdd under heavy contention lose no update (integer values: exact)", async () => {
   await gpu();
@@ -223,33 +252,36 @@ Deno.test("indexAdd/scatterAdd under heavy contention lose no update (integer va
   for (const t of [index, f, outF, iv, base, outI]) t.dispose();
 });
 
-Deno.test("embedding: [...ids, D] rows, zero rows for invalid ids, grad sums repeats", async () => {
-  await gpu();
-  await check(
-    fc.tuple(
-      fc.integer({ min: 1, max: 9 }),
-      fc.integer({ min: 1, max: 6 }),
-      fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 0, maxLength: 3 }),
-      fc.integer(),
-    ),
-    async ([V, D, ishape, seed]) => {
-      const wv = valuesFor(V * D, seed);
-      const ids = indicesFor(size(ishape), V, seed + 1);
-      const w = mg.tensor(wv, { shape: [V, D], requiresGrad: true });
-      const idT = i32(ids, ishape);
-      const out = mg.embedding(w, idT);
-      const ref = embeddingRef(nd(wv, [V, D]), nd(ids, ishape));
-      await assertTensorClose(out, ref, EXACT, `embedding V${V} D${D} ids ${ishape}`);
-      const gv = valuesFor(ref.size, seed + 2);
-      const g = mg.tensor(gv, { shape: ref.shape });
-      out.backward(g);
-      const want = embeddingVjp(nd(gv, ref.shape), [V, D], nd(ids, ishape));
-      await assertTensorClose(w.grad!, want, SUMS, "embedding grad");
-      for (const t of [w, idT, out, g]) t.dispose();
-    },
-    15,
-  );
-});
+Deno.test(
+  "embedding: [...ids, D] rows, zero rows for invalid ids, grad sums repeats",
+  uncheckedIndices(async () => {
+    await gpu();
+    await check(
+      fc.tuple(
+        fc.integer({ min: 1, max: 9 }),
+        fc.integer({ min: 1, max: 6 }),
+        fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 0, maxLength: 3 }),
+        fc.integer(),
+      ),
+      async ([V, D, ishape, seed]) => {
+        const wv = valuesFor(V * D, seed);
+        const ids = indicesFor(size(ishape), V, seed + 1);
+        const w = mg.tensor(wv, { shape: [V, D], requiresGrad: true });
+        const idT = i32(ids, ishape);
+        const out = mg.embedding(w, idT);
+        const ref = embeddingRef(nd(wv, [V, D]), nd(ids, ishape));
+        await assertTensorClose(out, ref, EXACT, `embedding V${V} D${D} ids ${ishape}`);
+        const gv = valuesFor(ref.size, seed + 2);
+        const g = mg.tensor(gv, { shape: ref.shape });
+        out.backward(g);
+        const want = embeddingVjp(nd(gv, ref.shape), [V, D], nd(ids, ishape));
+        await assertTensorClose(w.grad!, want, SUMS, "embedding grad");
+        for (const t of [w, idT, out, g]) t.dispose();
+      },
+      15,
+    );
+  }),
+);
 
 /** Row values: continuous, or drawn from 3 levels to force ties. */
 function topkValues(n: number, seed: number, ties: boolean): Float32Array {
@@ -365,29 +397,32 @@ Deno.test("reference vjps match central differences (float64, rtol/atol 1e-6)", 
   );
 });
 
-Deno.test("f16 indexSelect / scatterAdd / topk (when shader-f16 exists; exact on halves)", async () => {
-  const info = await gpu();
-  if (!info.f16) return;
-  const x = mg.tensor([0.5, -1.5, 2, 8], { dtype: "f16", requiresGrad: true });
-  const idx = i32([3, 3, 0, -1, 9], [5]);
-  const s = mg.indexSelect(x, 0, idx);
-  assertClose(await s.data(), [8, 8, 0.5, 8, 0], EXACT, "f16 indexSelect");
-  s.backward(mg.ones([5], { dtype: "f16" }));
-  assertClose(await x.grad!.data(), [1, 0, 0, 3], EXACT, "f16 indexSelect grad");
-  const sa = mg.scatterAdd(
-    x,
-    0,
-    i32([1, 1, 1], [3]),
-    mg.tensor([0.25, 0.25, 0.5], { dtype: "f16" }),
-  );
-  assertClose(await sa.data(), [0.5, -0.5, 2, 8], EXACT, "f16 scatterAdd");
-  const tk = mg.topk(x, 2);
-  assertClose(await tk.values.data(), [8, 2], EXACT, "f16 topk");
-  if (s.dtype !== "f16" || sa.dtype !== "f16" || tk.values.dtype !== "f16") {
-    throw new Error("f16 outputs must stay f16");
-  }
-  for (const t of [x, idx, s, sa, tk.values, tk.indices]) t.dispose();
-});
+Deno.test(
+  "f16 indexSelect / scatterAdd / topk (when shader-f16 exists; exact on halves)",
+  uncheckedIndices(async () => {
+    const info = await gpu();
+    if (!info.f16) return;
+    const x = mg.tensor([0.5, -1.5, 2, 8], { dtype: "f16", requiresGrad: true });
+    const idx = i32([3, 3, 0, -1, 9], [5]);
+    const s = mg.indexSelect(x, 0, idx);
+    assertClose(await s.data(), [8, 8, 0.5, 8, 0], EXACT, "f16 indexSelect");
+    s.backward(mg.ones([5], { dtype: "f16" }));
+    assertClose(await x.grad!.data(), [1, 0, 0, 3], EXACT, "f16 indexSelect grad");
+    const sa = mg.scatterAdd(
+      x,
+      0,
+      i32([1, 1, 1], [3]),
+      mg.tensor([0.25, 0.25, 0.5], { dtype: "f16" }),
+    );
+    assertClose(await sa.data(), [0.5, -0.5, 2, 8], EXACT, "f16 scatterAdd");
+    const tk = mg.topk(x, 2);
+    assertClose(await tk.values.data(), [8, 2], EXACT, "f16 topk");
+    if (s.dtype !== "f16" || sa.dtype !== "f16" || tk.values.dtype !== "f16") {
+      throw new Error("f16 outputs must stay f16");
+    }
+    for (const t of [x, idx, s, sa, tk.values, tk.indices]) t.dispose();
+  }),
+);
 
 Deno.test("indexing ops forward+backward keep memory flat", async () => {
   await gpu();

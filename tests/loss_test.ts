@@ -216,12 +216,38 @@ Deno.test("crossEntropy: all rows ignored → mean NaN (PyTorch), sum 0, none ze
   for (const a of [x, t, mean, sum, none, e, te, emean, esum]) a.dispose();
 });
 
-Deno.test("crossEntropy: a target outside [0, C) gives that row NaN loss and NaN gradient only", async () => {
+Deno.test("crossEntropy: a target outside [0, C) is an error at the next readback; unchecked, that row's loss and gradient are NaN", async () => {
   await gpu();
   const v = seededValues(12, 8, -2, 2);
   const tg = [1, 4, -1];
   const x = mg.tensor(v, { shape: [3, 4], requiresGrad: true });
   const t = mg.tensor(Int32Array.from(tg), { shape: [3] });
+  const checked = mg.crossEntropy(x, t, { reduction: "none" });
+  let message = "(nothing thrown)";
+  try {
+    await checked.data();
+  } catch (e) {
+    if (!(e instanceof mg.MoongradError)) throw e;
+    message = e.message;
+  }
+  const want = "moongrad.crossEntropy: targets holds 2 values outside the allowed range " +
+    "[0, 4) or -100 (ignored): the first at flat position 1 of targets [3], the smallest -1, " +
+    "the largest 4";
+  if (!message.startsWith(want)) throw new Error(`expected "${want}…", got "${message}"`);
+  checked.dispose();
+  const ignored = mg.tensor(Int32Array.from([1, -100, 3]), { shape: [3] });
+  const ok = mg.crossEntropy(x, ignored); // the ignore index stays valid
+  if (!Number.isFinite(await ok.item())) throw new Error("ignored rows must not fail the check");
+  for (const a of [ignored, ok]) a.dispose();
+  const was = mg.setCheckIndices(false);
+  try {
+    await uncheckedNaNRows(v, x, t);
+  } finally {
+    mg.setCheckIndices(was);
+  }
+});
+
+async function uncheckedNaNRows(v: Float32Array, x: mg.Tensor, t: mg.Tensor): Promise<void> {
   const none = mg.crossEntropy(x, t, { reduction: "none" });
   const got = await none.data();
   assertClose([got[0]], [crossEntropyRef(nd(v, [3, 4]), [1], { reduction: "none" }).data[0]], LOSS);
@@ -235,7 +261,7 @@ Deno.test("crossEntropy: a target outside [0, C) gives that row NaN loss and NaN
   const mean = mg.crossEntropy(x, t);
   if (!Number.isNaN(await mean.item())) throw new Error("mean with a bad target must be NaN");
   for (const a of [x, t, none, mean]) a.dispose();
-});
+}
 
 Deno.test("crossEntropy with f16 logits matches float64 on f16-rounded inputs (rtol 2e-3)", async () => {
   const info = await gpu();
