@@ -12,7 +12,8 @@
  *
  * AdamW reads its gradient through a rank-≤3 view (sizes and strides as parameters), so the
  * transposed weight gradients linear layers leave need no contiguous copy first (tiny K2 AdamW
- * step: 99 → 63 dispatches); the index arithmetic costs two integer divisions per element.
+ * step: 99 → 63 dispatches); that variant (compiled only for strided gradients) costs two
+ * integer divisions per element, which the contiguous one does not pay.
  * Muon's batched step uses ops/muon_batch.ts instead of muonMomentum / muonApply.
  *
  * These are low-level: they check what they need (contiguity, equal sizes, f32) and assume
@@ -183,11 +184,12 @@ export function adamwUpdate(p: Tensor, g: Tensor, m: Tensor, v: Tensor, a: AdamW
   const n = p.size;
   needContiguousF32("adamw", "param", p, n);
   const [gD1, gD2, gS0, gS1, gS2] = gradView3(g, p);
+  const strided = !g.isContiguous;
   needContiguousF32("adamw", "exp_avg", m, n);
   needContiguousF32("adamw", "exp_avg_sq", v, n);
   if (n === 0) return;
   const k = kernel({
-    name: "adamw_update",
+    name: strided ? "adamw_update_strided" : "adamw_update",
     bindings: [
       { name: "P", type: "f32", access: "read_write" },
       { name: "G", type: "f32", access: "read" },
@@ -200,9 +202,13 @@ export function adamwUpdate(p: Tensor, g: Tensor, m: Tensor, v: Tensor, a: AdamW
   let i = ${linearId(WG)};
   if (i >= p_n()) { return; }
   let ip = p_pOffset() + i; let im = p_mOffset() + i; let iv = p_vOffset() + i;
-  let d12 = p_gD1() * p_gD2();
+  ${
+      strided
+        ? `let d12 = p_gD1() * p_gD2();
   let r = i % d12;
-  let g = G[p_gOffset() + (i / d12) * p_gS0() + (r / p_gD2()) * p_gS1() + (r % p_gD2()) * p_gS2()];
+  let g = G[p_gOffset() + (i / d12) * p_gS0() + (r / p_gD2()) * p_gS1() + (r % p_gD2()) * p_gS2()];`
+        : "let g = G[p_gOffset() + i];"
+    }
   let b1 = p_beta1(); let b2 = p_beta2();
   let m = b1 * MM[im] + (1.0 - b1) * g;
   let v = b2 * VV[iv] + (1.0 - b2) * g * g;

@@ -12,20 +12,22 @@
  * ops/muon_batch.ts) while the padding's share of the merged batch's Newton–Schulz work
  * (∝ R²·K per matrix) stays ≤ `padSlack` (default 0.25). That trades launches for flops: on a
  * GPU the small matrices of a layer are launch-bound, so merging is nearly free; on a CPU
- * adapter the extra flops cost little (measured below). A batch never exceeds `maxBytes`
+ * adapter the extra flops cost ~10–15 % of the phase (measured below). A batch never exceeds `maxBytes`
  * (Muon's nsMaxBatchBytes, 64 MiB by default: the batch and Newton–Schulz's temporaries are
- * the step's peak extra memory), the device's storage binding size, or 65535 matrices (the
- * gram kernel's z dimension); a larger group splits, a stack [E, A, B] across batches if
- * need be.
+ * the step's peak extra memory), the device's storage binding size, or
+ * maxComputeWorkgroupsPerDimension matrices (newtonSchulz's batch is a grid axis); a larger
+ * group splits, a stack [E, A, B] across batches if need be.
  *
  * Measured on the tiny K2 preset (44 Muon parameters, 9 distinct shapes, 5 quintic steps;
  * tests/dispatch_count_test.ts): per-parameter Newton–Schulz took 1056 Muon/NS/matmul
  * dispatches per step (MuonClip's whole optimizer phase 1123); batched and merged, 2 batches
  * ([104, 128, 128] and [3, 128, 384]) take 44 NS + 88 gather/apply dispatches (phase 163).
- * With `padSlack` 0 (equal shapes only) the phase takes 273 (7 batches). On llvmpipe the
- * phase is compute-bound: process CPU time per optimizer phase ~0.92 s with either slack and
- * ~0.95 s per-parameter (the gram kernel's 64×64 tiles already pad the small matrices), so
- * merging costs nothing measurable there and saves 110 launches on a GPU.
+ * With `padSlack` 0 (equal shapes only) the phase takes 273 (7 batches). On llvmpipe the phase
+ * is compute-bound and the merge's extra flops show: optimizer phase (min of 9 steps, load
+ * 3–4 on 2 cores) ~0.64–0.80 s with slack 0, ~0.71–0.91 s with 0.25, against 0.95–1.19 s
+ * per parameter before batching (process CPU time ~1.0 s, ~1.1 s, ~1.1–1.3 s). On a GPU these
+ * matrices are launch-bound (~12 µs per dispatch on an H100, DESIGN.md), so the 110 saved
+ * launches outweigh the padding: 0.25 is the default, and `nsPadSlack: 0` suits CPU adapters.
  *
  * Design choice: per-parameter gather and apply, not a parameter/gradient arena. WebGPU binds
  * one buffer per binding and every tensor is a sub-buffer of a pool slab, so a kernel that
@@ -110,6 +112,8 @@ export function planNsGroups(
     l.maxStorageBufferBindingSize,
     l.maxBufferSize,
   );
+  // newtonSchulz launches one workgroup row per matrix of its batch.
+  const maxMatrices = l.maxComputeWorkgroupsPerDimension;
   const buckets = new Map<string, Bucket>();
   shapes.forEach((s, index) => {
     const A = s[s.length - 2];
@@ -148,7 +152,7 @@ export function planNsGroups(
   const out: NsGroup[] = [];
   for (const b of placed) {
     const perMatrix = b.R * b.K * 4;
-    const cap = Math.max(1, Math.min(65535, Math.floor(maxBytes / perMatrix)));
+    const cap = Math.max(1, Math.min(maxMatrices, Math.floor(maxBytes / perMatrix)));
     let g: NsGroup | null = null;
     for (const [index, E] of b.items) {
       for (let start = 0; start < E;) {
