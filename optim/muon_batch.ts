@@ -12,7 +12,7 @@
  * ops/muon_batch.ts) while the padding's share of the merged batch's Newton–Schulz work
  * (∝ R²·K per matrix) stays ≤ `padSlack` (default 0.25). That trades launches for flops: on a
  * GPU the small matrices of a layer are launch-bound, so merging is nearly free; on a CPU
- * adapter the extra flops cost ~10–15 % of the phase (measured below). A batch never exceeds `maxBytes`
+ * adapter the extra flops cost up to ~10–15 % of the phase (measured below). A batch never exceeds `maxBytes`
  * (Muon's nsMaxBatchBytes, 64 MiB by default: the batch and Newton–Schulz's temporaries are
  * the step's peak extra memory), the device's storage binding size, or
  * maxComputeWorkgroupsPerDimension matrices (newtonSchulz's batch is a grid axis); a larger
@@ -23,9 +23,10 @@
  * dispatches per step (MuonClip's whole optimizer phase 1123); batched and merged, 2 batches
  * ([104, 128, 128] and [3, 128, 384]) take 44 NS + 88 gather/apply dispatches (phase 163).
  * With `padSlack` 0 (equal shapes only) the phase takes 273 (7 batches). On llvmpipe the phase
- * is compute-bound and the merge's extra flops show: optimizer phase (min of 9 steps, load
- * 3–4 on 2 cores) ~0.64–0.80 s with slack 0, ~0.71–0.91 s with 0.25, against 0.95–1.19 s
- * per parameter before batching (process CPU time ~1.0 s, ~1.1 s, ~1.1–1.3 s). On a GPU these
+ * is compute-bound: optimizer phase of a MuonClip step (min of 9 steps, two runs, load ~2 on
+ * 2 cores) 561/619 ms per parameter before batching, 434/450 ms batched with slack 0.25,
+ * 396/465 ms with slack 0 (process CPU time ~0.9–1.0 s, ~0.82 s, ~0.8 s); under heavier load
+ * slack 0 measured 10–15 % faster than 0.25 (the padding's extra flops). On a GPU these
  * matrices are launch-bound (~12 µs per dispatch on an H100, DESIGN.md), so the 110 saved
  * launches outweigh the padding: 0.25 is the default, and `nsPadSlack: 0` suits CPU adapters.
  *
