@@ -109,9 +109,9 @@ export function muonScale(scale: MuonScale, A: number, B: number): number {
  * W ← W − lr·(O + wd·W)
  * ```
  *
- * Per parameter one fused momentum kernel (which also gathers U into its Newton–Schulz batch)
- * and one fused apply kernel; per batch of same-shaped matrices (across parameters and
- * layers; optim/muon_batch.ts) one batched Newton–Schulz call. Use `MuonWithAdamW` to train a
+ * Fused momentum kernels (which also gather U into its Newton–Schulz batch) and fused apply
+ * kernels, several parameters per launch; per batch of same-shaped matrices (across
+ * parameters and layers; optim/muon_batch.ts) one batched Newton–Schulz call. Use `MuonWithAdamW` to train a
  * whole model (embeddings, norms and the head go to AdamW).
  *
  * @example Muon on the matrices of a layer
@@ -202,13 +202,20 @@ export class Muon extends Optimizer<MuonOptions> {
         `nsPadSlack must be a finite number >= 0, got ${o.nsPadSlack}`,
       );
     }
+    if (!(Number.isFinite(o.nsMaxBatchBytes) && o.nsMaxBatchBytes > 0)) {
+      throw new MoongradError(
+        "Muon",
+        `nsMaxBatchBytes must be a finite number > 0, got ${o.nsMaxBatchBytes}`,
+      );
+    }
   }
 
   /**
    * The step, batched: per optimizer group, the matrices are planned into Newton–Schulz
-   * batches (optim/muon_batch.ts); each parameter's momentum kernel writes its U into its
-   * batch slots, one newtonSchulz call orthogonalises each batch, and each parameter's apply
-   * kernel reads its slots back. Same arithmetic as `update`, per element.
+   * batches (optim/muon_batch.ts); multi-tensor momentum launches (up to 6 parameters each)
+   * write every U into its batch slots, one newtonSchulz call orthogonalises each batch, and
+   * multi-tensor apply launches (up to 8 parameters each) read the slots back
+   * (ops/muon_batch.ts). The arithmetic per element is that of the per-parameter kernels.
    */
   protected override updateAll(items: UpdateContext<MuonOptions>[]): void {
     const byOptions = new Map<MuonOptions, UpdateContext<MuonOptions>[]>();
@@ -228,36 +235,48 @@ export class Muon extends Optimizer<MuonOptions> {
         count === (t.rank === 3 ? t.shape[0] : 1) ? t : t.slice(0, start, start + count);
       for (const group of plan) {
         const batch = Tensor.empty([group.count, group.R, group.K], "f32");
-        for (const { index, start, count, first } of group.members) {
-          const c = list[index];
-          const [g, m] = [part(c.grad, start, count), part(moms[index], start, count)];
-          try {
-            muonGather(g, m, { batch, first }, o.momentum, gradScale, o.nesterov);
-          } finally {
-            if (g !== c.grad) g.dispose();
-            if (m !== moms[index]) m.dispose();
-          }
+        const views: Tensor[] = [];
+        const view = (t: Tensor, start: number, count: number) => {
+          const v = part(t, start, count);
+          if (v !== t) views.push(v);
+          return v;
+        };
+        try {
+          muonGather(
+            group.members.map(({ index, start, count, first }) => ({
+              grad: view(list[index].grad, start, count),
+              momentum: view(moms[index], start, count),
+              first,
+            })),
+            batch,
+            o.momentum,
+            gradScale,
+            o.nesterov,
+          );
+        } finally {
+          views.forEach((v) => v.dispose());
+          views.length = 0;
         }
         const orth = newtonSchulz(batch, nsOptions(o));
         batch.dispose();
-        for (const { index, start, count, first } of group.members) {
-          const c = list[index];
-          const p = part(c.param, start, count);
-          const A = p.shape[p.rank - 2];
-          const B = p.shape[p.rank - 1];
-          try {
-            muonScatterApply(
-              p,
-              { batch: orth, first },
-              c.lr,
-              o.weightDecay,
-              muonScale(o.scale, A, B),
-            );
-          } finally {
-            if (p !== c.param) p.dispose();
-          }
+        // Parameters of one optimizer group share lr (a schedule is per group).
+        const lr = list[0].lr;
+        try {
+          muonScatterApply(
+            group.members.map(({ index, start, count, first }) => {
+              const p = view(list[index].param, start, count);
+              const A = p.shape[p.rank - 2];
+              const B = p.shape[p.rank - 1];
+              return { param: p, first, step: lr * muonScale(o.scale, A, B) };
+            }),
+            orth,
+            lr,
+            o.weightDecay,
+          );
+        } finally {
+          views.forEach((v) => v.dispose());
+          orth.dispose();
         }
-        orth.dispose();
       }
     }
   }

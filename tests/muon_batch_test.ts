@@ -12,6 +12,7 @@
 import * as mg from "../mod.ts";
 import { Muon } from "../optim/mod.ts";
 import { planNsGroups } from "../optim/muon_batch.ts";
+import { muonGather, muonScatterApply } from "../ops/muon_batch.ts";
 import { assertClose, check, f32, fc, gpu, param } from "./util.ts";
 import { gaussian } from "./reference/linalg.ts";
 import { muonStepRef } from "./reference/optim.ts";
@@ -158,4 +159,57 @@ Deno.test("Muon batched over mixed shapes matches the float64 reference per matr
     for (const p of ps) p.dispose();
   }
   assert.equal(mg.memory().liveTensors, live0, "every temporary and batch was freed");
+});
+
+Deno.test("muonGather / muonScatterApply: any slot placement (out of order, gaps) is correct; bad input is a MoongradError", async () => {
+  // b [2, 4] goes to matrix 0, a [6, 4] (tall: stored as [4, 6]) to matrix 2; matrix 1 untouched.
+  const ga = Array.from({ length: 24 }, (_, i) => i + 1);
+  const gb = Array.from({ length: 8 }, (_, i) => -(i + 1));
+  const a = f32(ga, [6, 4]);
+  const b = f32(gb, [2, 4]);
+  const ma = mg.zeros([6, 4]);
+  const mb = mg.zeros([2, 4]);
+  const batch = mg.full([3, 4, 8], 7);
+  const mu = 0.5;
+  muonGather(
+    [{ grad: a, momentum: ma, first: 2 }, { grad: b, momentum: mb, first: 0 }],
+    batch,
+    mu,
+    1,
+    true,
+  );
+  const u = await batch.data();
+  const want = new Float32Array(3 * 32).fill(7);
+  for (let r = 0; r < 4; r++) {
+    for (let k = 0; k < 8; k++) {
+      want[r * 8 + k] = r < 2 && k < 4 ? gb[r * 4 + k] * (1 + mu) : 0; // b, padded
+      want[64 + r * 8 + k] = k < 6 ? ga[k * 4 + r] * (1 + mu) : 0; // aᵀ, padded
+    }
+  }
+  assert.deepEqual(Array.from(u), Array.from(want));
+  const pa = mg.ones([6, 4]);
+  const pb = mg.ones([2, 4]);
+  muonScatterApply(
+    [{ param: pa, first: 2, step: 0.5 }, { param: pb, first: 0, step: 1 }],
+    batch,
+    0.1,
+    0,
+  );
+  const da = await pa.data();
+  for (let i = 0; i < 24; i++) assert.equal(da[i], Math.fround(1 - 0.5 * Math.fround(ga[i] * 1.5)));
+  const db = await pb.data();
+  for (let i = 0; i < 8; i++) assert.equal(db[i], Math.fround(1 - Math.fround(gb[i] * 1.5)));
+  assert.throws(
+    () => muonGather([{ grad: a, momentum: ma, first: 2 }], mg.zeros([2, 4, 8]), mu, 1, true),
+    (e) => e instanceof mg.MoongradError && /does not fit batch/.test(e.message),
+  );
+  assert.throws(
+    () => new Muon([param([1, 2, 3, 4], [2, 2])], { lr: 0.1, nsMaxBatchBytes: 0 }),
+    (e) => e instanceof mg.MoongradError && /nsMaxBatchBytes/.test(e.message),
+  );
+  assert.throws(
+    () => new Muon([param([1, 2, 3, 4], [2, 2])], { lr: 0.1, nsPadSlack: -1 }),
+    (e) => e instanceof mg.MoongradError && /nsPadSlack/.test(e.message),
+  );
+  for (const t of [a, b, ma, mb, batch, pa, pb]) t.dispose();
 });
