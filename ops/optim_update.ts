@@ -244,7 +244,7 @@ export function adamwUpdate(p: Tensor, g: Tensor, m: Tensor, v: Tensor, a: AdamW
  * strides (rank padded from the left; a contiguous gradient of any rank as [1, 1, n]). Checks
  * f32 and the parameter's shape.
  */
-function gradView3(g: Tensor, p: Tensor): [number, number, number, number, number] {
+export function gradView3(g: Tensor, p: Tensor): [number, number, number, number, number] {
   if (g.dtype !== "f32" || g.size !== p.size) {
     throw new MoongradError(
       "adamw",

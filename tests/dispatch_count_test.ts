@@ -17,20 +17,29 @@ await mg.init();
 
 /**
  * Optimizer-phase bounds: the measured counts plus a margin of a few dispatches. MuonClip
- * (90; 1123 before batching): Muon momentum gathers in 8 multi-tensor launches and applies in
- * 7 (41 + 3 parameters, up to 6 / 8 per launch) + 2 batched Newton–Schulz calls of 22 + 19
- * AdamW + 12 QK-Clip (3 per layer). AdamW (63; 99 before strided gradients): one fused
- * kernel per parameter.
+ * (77; 1123 before batching): Muon momentum gathers in 8 multi-tensor launches and applies in
+ * 7 (41 + 3 parameters, up to 6 / 8 per launch) + 2 batched Newton–Schulz calls of 22 + 6
+ * multi-tensor AdamW launches (19 parameters, up to 4 per launch, contiguous and strided
+ * gradients apart) + 12 QK-Clip (3 per layer). AdamW (16; 99 before): 63 parameters in
+ * multi-tensor launches of up to 4, strided (transposed) gradients read in place. Counts are
+ * for wgpu on lavapipe (32 storage buffers per stage); fewer bindings (Dawn: 12) mean more
+ * launches.
  */
-const OPTIMIZER_BOUND = { muonclip: 94, adamw: 66 } as const;
+const OPTIMIZER_BOUND = { muonclip: 80, adamw: 18 } as const;
+/**
+ * The same with under 16 storage buffers per stage (Dawn/SwiftShader has 12: 3 AdamW
+ * parameters and 5 Muon gathers per launch; measured 80 and 21).
+ */
+const OPTIMIZER_BOUND_12 = { muonclip: 84, adamw: 23 } as const;
+const FULL = mg.deviceInfo().limits.maxStorageBuffersPerShaderStage >= 16;
 
 /**
  * Whole-step bounds. The issue's targets are ≤ 400 (MuonClip) and ≤ 200 (AdamW); until the
  * forward/backward dispatch work lands they are set to the totals measured now (forward 152 +
- * backward 322 + optimizer 90 / 63), so a regression anywhere in the step fails here. Lower each to
+ * backward 322 + optimizer 77 / 16), so a regression anywhere in the step fails here. Lower each to
  * its target (400, 200) once the step reaches it.
  */
-const STEP_BOUND = { muonclip: 564, adamw: 537 } as const;
+const STEP_BOUND = { muonclip: 551, adamw: 490 } as const;
 
 type Phase = "forward" | "backward" | "optimizer";
 
@@ -75,10 +84,12 @@ for (const kind of ["muonclip", "adamw"] as const) {
         `step ${total} dispatches`,
     );
     assert.ok(c.forward > 0 && c.backward > 0 && c.optimizer > 0, JSON.stringify(c));
+    const bound = (FULL ? OPTIMIZER_BOUND : OPTIMIZER_BOUND_12)[kind];
     assert.ok(
-      c.optimizer <= OPTIMIZER_BOUND[kind],
-      `${kind} optimizer phase: ${c.optimizer} dispatches > ${OPTIMIZER_BOUND[kind]}`,
+      c.optimizer <= bound,
+      `${kind} optimizer phase: ${c.optimizer} dispatches > ${bound}`,
     );
-    assert.ok(total <= STEP_BOUND[kind], `${kind} step: ${total} dispatches > ${STEP_BOUND[kind]}`);
+    const step = STEP_BOUND[kind] + (FULL ? 0 : OPTIMIZER_BOUND_12[kind] - OPTIMIZER_BOUND[kind]);
+    assert.ok(total <= step, `${kind} step: ${total} dispatches > ${step}`);
   });
 }
