@@ -1,6 +1,9 @@
 /** AdamW: Adam with decoupled weight decay and bias correction. */
 import { MoongradError } from "../core/errors.ts";
 import { adamwUpdate } from "../ops/optim.ts";
+import { contiguous } from "../ops/elementwise.ts";
+import { adamwUpdateMany } from "../ops/adamw_multi.ts";
+import type { Tensor } from "../core/tensor.ts";
 import {
   type BaseOptions,
   type CommonOptions,
@@ -28,7 +31,7 @@ export interface AdamWOptions extends BaseOptions {
 }
 
 /**
- * AdamW, torch.optim.AdamW's arithmetic, one fused kernel per parameter:
+ * AdamW, torch.optim.AdamW's arithmetic, fused, several parameters per launch:
  * p ← p·(1 − lr·wd); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
  * p ← p − lr·(m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε), t = this parameter's update count.
  *
@@ -39,7 +42,7 @@ export interface AdamWOptions extends BaseOptions {
  * const lin = new mg.nn.Linear(8, 4, { seed: 0 });
  * const opt = new mg.optim.AdamW(lin, { lr: 1e-3, betas: [0.9, 0.95], weightDecay: 0.1 });
  * mg.scope(() => lin.forward(mg.randn([2, 8], { seed: 1 })).square().mean().backward());
- * await opt.step(); // one fused kernel per parameter, nothing read back
+ * await opt.step(); // fused multi-tensor kernels, nothing read back
  * opt.zeroGrad();
  * ```
  */
@@ -71,6 +74,44 @@ export class AdamW extends Optimizer<AdamWOptions> {
         "AdamW",
         `weightDecay must be a finite number >= 0, got ${o.weightDecay}`,
       );
+    }
+  }
+
+  /**
+   * The step: multi-tensor launches (up to 4 parameters each, ops/adamw_multi.ts) per
+   * parameter group, reading strided gradients (rank ≤ 3, e.g. the transposed weight
+   * gradients of linear layers) in place instead of copying them first.
+   */
+  protected override updateAll(items: UpdateContext<AdamWOptions>[]): void {
+    const byOptions = new Map<AdamWOptions, UpdateContext<AdamWOptions>[]>();
+    for (const c of items) {
+      const list = byOptions.get(c.options);
+      if (list) list.push(c);
+      else byOptions.set(c.options, [c]);
+    }
+    for (const [o, list] of byOptions) {
+      const copies: Tensor[] = [];
+      try {
+        const [b1, b2] = o.betas;
+        adamwUpdateMany(
+          list.map(({ param, grad: g, state }) => {
+            const direct = g.isContiguous || (g.rank <= 3 && g.strides.every((s) => s >= 0));
+            const grad = direct ? g : contiguous(g);
+            if (grad !== g) copies.push(grad);
+            return {
+              param,
+              grad,
+              expAvg: this.slot(param, state, "exp_avg"),
+              expAvgSq: this.slot(param, state, "exp_avg_sq"),
+              biasCorrection1: 1 - b1 ** state.step,
+              biasCorrection2: 1 - b2 ** state.step,
+            };
+          }),
+          { lr: list[0].lr, beta1: b1, beta2: b2, eps: o.eps, weightDecay: o.weightDecay },
+        );
+      } finally {
+        copies.forEach((t) => t.dispose());
+      }
     }
   }
 

@@ -1,7 +1,8 @@
 /** Muon: momentum orthogonalised by Newton–Schulz (Moonlight / Kimi K2 form, REFERENCE §2). */
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import type { Tensor } from "../core/tensor.ts";
-import { muonApply, muonMomentum } from "../ops/optim.ts";
+import { Tensor } from "../core/tensor.ts";
+import { muonGather, muonScatterApply } from "../ops/muon_batch.ts";
+import { planNsGroups } from "./muon_batch.ts";
 import {
   newtonSchulz,
   type NewtonSchulzOptions,
@@ -69,6 +70,18 @@ export interface MuonOptions extends BaseOptions {
   nsMethod: NsMethod;
   /** Gram method: steps after which it restarts from the current iterate (default [2]). */
   nsRestarts: readonly number[];
+  /**
+   * Batched Newton–Schulz: the largest share of zero padding when smaller matrices join a
+   * larger shape's batch (default 0.25; 0 batches equal shapes only). Padding is exact; it
+   * trades launches for flops (optim/muon_batch.ts).
+   */
+  nsPadSlack: number;
+  /**
+   * Batched Newton–Schulz: the largest batch in bytes (default 64 MiB, at most the device's
+   * storage binding limit). A batch and its Newton–Schulz temporaries (about 4× the batch) are
+   * the step's peak extra memory; a larger shape group splits into several batches.
+   */
+  nsMaxBatchBytes: number;
 }
 
 /**
@@ -96,9 +109,10 @@ export function muonScale(scale: MuonScale, A: number, B: number): number {
  * W ← W − lr·(O + wd·W)
  * ```
  *
- * Per parameter: one fused momentum kernel, the Newton–Schulz dispatches, one fused apply
- * kernel. Use `MuonWithAdamW` to train a whole model (embeddings, norms and the head go to
- * AdamW).
+ * Fused momentum kernels (which also gather U into its Newton–Schulz batch) and fused apply
+ * kernels, several parameters per launch; per batch of same-shaped matrices (across
+ * parameters and layers; optim/muon_batch.ts) one batched Newton–Schulz call. Use `MuonWithAdamW` to train a
+ * whole model (embeddings, norms and the head go to AdamW).
  *
  * @example Muon on the matrices of a layer
  * ```ts
@@ -107,7 +121,7 @@ export function muonScale(scale: MuonScale, A: number, B: number): number {
  * const mlp = new mg.nn.MLP(64, 128, { seed: 0 }); // gate/up/down projections: 2-D weights only
  * const opt = new mg.optim.Muon(mlp, { lr: 0.02, momentum: 0.95 });
  * mg.scope(() => mlp.forward(mg.randn([4, 64], { seed: 1 })).square().mean().backward());
- * await opt.step(); // momentum, 5 Newton–Schulz steps, scaled apply: per parameter, on the GPU
+ * await opt.step(); // momentum, 5 batched Newton–Schulz steps, scaled apply, on the GPU
  * opt.zeroGrad();
  * // new mg.optim.Muon([mg.zeros([8])], { lr: 0.02 }) throws: 1-D parameters belong to AdamW
  * ```
@@ -133,6 +147,8 @@ export class Muon extends Optimizer<MuonOptions> {
         nsEps: 1e-7,
         nsMethod: "standard",
         nsRestarts: [2],
+        nsPadSlack: 0.25,
+        nsMaxBatchBytes: 64 * 1024 * 1024,
         ...rest,
       },
       { checkFinite },
@@ -180,19 +196,94 @@ export class Muon extends Optimizer<MuonOptions> {
         `nsRestarts must list step counts >= 1, got ${JSON.stringify(o.nsRestarts)}`,
       );
     }
+    if (!(Number.isFinite(o.nsPadSlack) && o.nsPadSlack >= 0)) {
+      throw new MoongradError(
+        "Muon",
+        `nsPadSlack must be a finite number >= 0, got ${o.nsPadSlack}`,
+      );
+    }
+    if (!(Number.isFinite(o.nsMaxBatchBytes) && o.nsMaxBatchBytes > 0)) {
+      throw new MoongradError(
+        "Muon",
+        `nsMaxBatchBytes must be a finite number > 0, got ${o.nsMaxBatchBytes}`,
+      );
+    }
   }
 
-  /** Momentum, Newton–Schulz, scaled apply with decoupled weight decay. */
-  protected update({ param, grad, state, options: o, lr }: UpdateContext<MuonOptions>): void {
-    const m = this.slot(param, state, "momentum_buffer");
-    const gradScale = o.ema ? 1 - o.momentum : 1;
-    const u = muonMomentum(grad, m, o.momentum, gradScale, o.nesterov);
-    const A = param.shape[param.rank - 2];
-    const B = param.shape[param.rank - 1];
-    const orth = newtonSchulz(u ?? m, nsOptions(o));
-    u?.dispose();
-    muonApply(param, orth, lr, o.weightDecay, muonScale(o.scale, A, B));
-    orth.dispose();
+  /**
+   * The step, batched: per optimizer group, the matrices are planned into Newton–Schulz
+   * batches (optim/muon_batch.ts); multi-tensor momentum launches (up to 6 parameters each)
+   * write every U into its batch slots, one newtonSchulz call orthogonalises each batch, and
+   * multi-tensor apply launches (up to 8 parameters each) read the slots back
+   * (ops/muon_batch.ts). The arithmetic per element is that of the per-parameter kernels.
+   */
+  protected override updateAll(items: UpdateContext<MuonOptions>[]): void {
+    const byOptions = new Map<MuonOptions, UpdateContext<MuonOptions>[]>();
+    for (const c of items) {
+      const list = byOptions.get(c.options);
+      if (list) list.push(c);
+      else byOptions.set(c.options, [c]);
+    }
+    for (const [o, list] of byOptions) {
+      const moms = list.map((c) => this.slot(c.param, c.state, "momentum_buffer"));
+      const plan = planNsGroups(list.map((c) => c.param.shape), {
+        padSlack: o.nsPadSlack,
+        maxBytes: o.nsMaxBatchBytes,
+      });
+      const gradScale = o.ema ? 1 - o.momentum : 1;
+      const part = (t: Tensor, start: number, count: number) =>
+        count === (t.rank === 3 ? t.shape[0] : 1) ? t : t.slice(0, start, start + count);
+      for (const group of plan) {
+        const batch = Tensor.empty([group.count, group.R, group.K], "f32");
+        const views: Tensor[] = [];
+        const view = (t: Tensor, start: number, count: number) => {
+          const v = part(t, start, count);
+          if (v !== t) views.push(v);
+          return v;
+        };
+        try {
+          muonGather(
+            group.members.map(({ index, start, count, first }) => ({
+              grad: view(list[index].grad, start, count),
+              momentum: view(moms[index], start, count),
+              first,
+            })),
+            batch,
+            o.momentum,
+            gradScale,
+            o.nesterov,
+          );
+        } finally {
+          views.forEach((v) => v.dispose());
+          views.length = 0;
+        }
+        const orth = newtonSchulz(batch, nsOptions(o));
+        batch.dispose();
+        // Parameters of one optimizer group share lr (a schedule is per group).
+        const lr = list[0].lr;
+        try {
+          muonScatterApply(
+            group.members.map(({ index, start, count, first }) => {
+              const p = view(list[index].param, start, count);
+              const A = p.shape[p.rank - 2];
+              const B = p.shape[p.rank - 1];
+              return { param: p, first, step: lr * muonScale(o.scale, A, B) };
+            }),
+            orth,
+            lr,
+            o.weightDecay,
+          );
+        } finally {
+          views.forEach((v) => v.dispose());
+          orth.dispose();
+        }
+      }
+    }
+  }
+
+  /** Momentum, Newton–Schulz, scaled apply with decoupled weight decay (one parameter). */
+  protected update(ctx: UpdateContext<MuonOptions>): void {
+    this.updateAll([ctx]);
   }
 }
 

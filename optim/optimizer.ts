@@ -456,18 +456,31 @@ export abstract class Optimizer<H extends BaseOptions> {
     const items = this.#withGrads();
     const lrs = new Map(this.groups.map((g) => [g, this.lrOf(g)]));
     noGrad(() => {
-      for (const { group, p, g, name } of items) {
-        const grad = g.isContiguous ? g : contiguous(g);
+      this.updateAll(items.map(({ group, p, g, name }) => {
         const state = this.#stateOf(p);
         state.step++;
-        try {
-          this.update({ param: p, grad, name, state, options: group.options, lr: lrs.get(group)! });
-        } finally {
-          if (grad !== g) grad.dispose();
-        }
-      }
+        return { param: p, grad: g, name, state, options: group.options, lr: lrs.get(group)! };
+      }));
     });
     this.stepCount++;
+  }
+
+  /**
+   * Records the updates of one step, every parameter with a gradient in group order (inside
+   * `noGrad`; each `state.step` already counts this update). Here `grad` is the gradient as
+   * backward left it, possibly a strided view. The default makes each gradient contiguous and
+   * calls `update` per parameter; an optimizer that updates many parameters per dispatch
+   * (Muon's batched Newton–Schulz) overrides it.
+   */
+  protected updateAll(items: UpdateContext<H>[]): void {
+    for (const ctx of items) {
+      const grad = ctx.grad.isContiguous ? ctx.grad : contiguous(ctx.grad);
+      try {
+        this.update({ ...ctx, grad });
+      } finally {
+        if (grad !== ctx.grad) grad.dispose();
+      }
+    }
   }
 
   /**

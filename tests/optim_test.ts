@@ -303,3 +303,31 @@ Deno.test("schedules: linear warm-up, cosine with floor, WSD (Kimi K2 shape)", a
   p.zeroGrad();
   p.dispose();
 });
+
+Deno.test("AdamW reads strided gradients in place: a transposed-view gradient updates bit-exactly like its contiguous copy", async () => {
+  const [A, B] = [5, 7];
+  const w = Array.from({ length: A * B }, (_, i) => Math.sin(i + 1));
+  const g = Array.from({ length: A * B }, (_, i) => Math.cos(3 * i + 1));
+  const gt = new Float32Array(A * B);
+  for (let a = 0; a < A; a++) for (let b = 0; b < B; b++) gt[b * A + a] = g[a * B + b];
+  const out: Float32Array[] = [];
+  for (const strided of [false, true]) {
+    const p = mg.tensor(Float32Array.from(w), { shape: [A, B] }).keep().requiresGrad_();
+    const opt = new AdamW([p], { lr: 0.01, weightDecay: 0.1 });
+    for (let t = 0; t < 2; t++) {
+      p.grad?.dispose();
+      if (strided) {
+        const base = mg.tensor(gt, { shape: [B, A] });
+        p.grad = base.transpose();
+        base.dispose();
+        assert.ok(!p.grad.isContiguous);
+      } else p.grad = mg.tensor(Float32Array.from(g), { shape: [A, B] });
+      await opt.step();
+    }
+    out.push(await p.data() as Float32Array);
+    opt.dispose();
+    p.dispose();
+  }
+  assert.deepEqual(out[1], out[0]);
+  assert.ok(out[0].some((v, i) => Math.abs(v - w[i]) > 1e-3), "the step moved the parameter");
+});
