@@ -11,10 +11,11 @@
  * parameters takes ~54–66 ms (0.7 GB/s), dominated by per-dispatch overhead.
  *
  * AdamW reads its gradient through a rank-≤3 view (sizes and strides as parameters), so the
- * transposed weight gradients linear layers leave need no contiguous copy first (tiny K2 AdamW
- * step: 99 → 63 dispatches); that variant (compiled only for strided gradients) costs two
- * integer divisions per element, which the contiguous one does not pay.
- * Muon's batched step uses ops/muon_batch.ts instead of muonMomentum / muonApply.
+ * transposed weight gradients linear layers leave need no contiguous copy first; that variant
+ * (compiled only for strided gradients) costs two integer divisions per element, which the
+ * contiguous one does not pay. The optimizers use the multi-tensor forms: ops/adamw_multi.ts
+ * (AdamW, several parameters per launch) and ops/muon_batch.ts (Muon's batched step) instead
+ * of adamwUpdate / muonMomentum / muonApply, which remain the one-tensor reference kernels.
  *
  * These are low-level: they check what they need (contiguity, equal sizes, f32) and assume
  * the optimizer has validated the rest.

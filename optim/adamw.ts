@@ -1,6 +1,5 @@
 /** AdamW: Adam with decoupled weight decay and bias correction. */
 import { MoongradError } from "../core/errors.ts";
-import { adamwUpdate } from "../ops/optim.ts";
 import { contiguous } from "../ops/elementwise.ts";
 import { adamwUpdateMany } from "../ops/adamw_multi.ts";
 import type { Tensor } from "../core/tensor.ts";
@@ -115,23 +114,8 @@ export class AdamW extends Optimizer<AdamWOptions> {
     }
   }
 
-  /** One fused AdamW update. */
-  protected update({ param, grad, state, options: o, lr }: UpdateContext<AdamWOptions>): void {
-    const [b1, b2] = o.betas;
-    adamwUpdate(
-      param,
-      grad,
-      this.slot(param, state, "exp_avg"),
-      this.slot(param, state, "exp_avg_sq"),
-      {
-        lr,
-        beta1: b1,
-        beta2: b2,
-        eps: o.eps,
-        weightDecay: o.weightDecay,
-        biasCorrection1: 1 - b1 ** state.step,
-        biasCorrection2: 1 - b2 ** state.step,
-      },
-    );
+  /** One parameter's update (the multi-tensor step with one parameter). */
+  protected update(ctx: UpdateContext<AdamWOptions>): void {
+    this.updateAll([ctx]);
   }
 }

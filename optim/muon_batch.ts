@@ -21,26 +21,26 @@
  * Measured on the tiny K2 preset (44 Muon parameters, 9 distinct shapes, 5 quintic steps;
  * tests/dispatch_count_test.ts): per-parameter Newton–Schulz took 1056 Muon/NS/matmul
  * dispatches per step (MuonClip's whole optimizer phase 1123); batched and merged, 2 batches
- * ([104, 128, 128] and [3, 128, 384]) take 44 NS + 88 gather/apply dispatches (phase 163).
- * With `padSlack` 0 (equal shapes only) the phase takes 273 (7 batches). On llvmpipe the phase
- * is compute-bound: optimizer phase of a MuonClip step (min of 9 steps, two runs, load ~2 on
- * 2 cores) 561/619 ms per parameter before batching, 434/450 ms batched with slack 0.25,
- * 396/465 ms with slack 0 (process CPU time ~0.9–1.0 s, ~0.82 s, ~0.8 s); under heavier load
- * slack 0 measured 10–15 % faster than 0.25 (the padding's extra flops). On a GPU these
- * matrices are launch-bound (~12 µs per dispatch on an H100, DESIGN.md), so the 110 saved
- * launches outweigh the padding: 0.25 is the default, and `nsPadSlack: 0` suits CPU adapters.
+ * ([104, 128, 128] and [3, 128, 384]) take 44 NS dispatches, and the multi-tensor gather and
+ * apply launches (ops/muon_batch.ts) 8 + 7 (phase 77 with multi-tensor AdamW). With
+ * `padSlack` 0 (equal shapes only) the NS takes 7 batches (154 dispatches). On llvmpipe the
+ * phase is compute-bound: optimizer phase of a MuonClip step (min of 9 steps, two runs, load
+ * ~2 on 2 cores), per-parameter gather/apply: 561/619 ms before batching, 434/450 ms batched
+ * with slack 0.25, 396/465 ms with slack 0; under heavier load slack 0 measured 10–15 %
+ * faster than 0.25 (the padding's extra flops). On a GPU these matrices are launch-bound
+ * (~12 µs per dispatch on an H100, DESIGN.md), so the 110 saved launches outweigh the
+ * padding: 0.25 is the default, and `nsPadSlack: 0` suits CPU adapters.
  *
- * Design choice: per-parameter gather and apply, not a parameter/gradient arena. WebGPU binds
- * one buffer per binding and every tensor is a sub-buffer of a pool slab, so a kernel that
- * updates many parameters at once needs them (and their gradients) in one buffer. Gradients
- * are new tensors that backward allocates (the linear layers' are transposed views of a
- * matmul output), so getting them into an arena costs one copy per parameter wherever it
- * happens (in backward's leaf accumulation or here): the same count as the gather kernel,
- * which does the momentum update in that one pass. An arena only pays once backward writes
- * leaf gradients straight into it (vjps with an output target); then gather, apply and AdamW
- * become one launch per batch each. A parameter arena alone would save the 44 applies at the
- * price of moving parameters into shared storage (a core Tensor re-binding, and any kernel
- * binding two parameters of one arena would alias-copy it), so it is not done yet.
+ * Design choice: multi-tensor launches over separate bindings, not a parameter/gradient
+ * arena. WebGPU binds one buffer per binding and every tensor is a sub-buffer of a pool slab,
+ * so a kernel that updates many parameters needs them in one buffer or one binding each.
+ * Gradients are new tensors that backward allocates (the linear layers' are transposed views
+ * of a matmul output), so getting them into an arena costs one copy per parameter wherever it
+ * happens (in backward's leaf accumulation or here). Binding each tensor separately costs
+ * nothing extra: a launch takes as many parameters as the device's storage buffers per stage
+ * and the 63-word parameter block allow (6 gathers, 8 applies, 4 AdamW on wgpu/lavapipe's 32;
+ * fewer on Dawn's 12). An arena would pay once backward writes leaf gradients straight into it
+ * (vjps with an output target); then each update kind is one launch per batch.
  */
 import { gpuDevice } from "../core/device.ts";
 import { MoongradError } from "../core/errors.ts";
