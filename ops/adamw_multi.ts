@@ -11,7 +11,14 @@
  * read through a rank-3 view: two integer divisions per element), never both.
  *
  * The arithmetic per element is ops/optim_update.ts's adamwUpdate, term for term (bit-identical
- * results). Tiny K2: AdamW-only step 63 → 17 launches, MuonClip's AdamW half 19 → 6.
+ * results). Tiny K2: AdamW-only step 63 → 16 launches, MuonClip's AdamW half 19 → 6.
+ *
+ * Cost on a CPU adapter: llvmpipe runs the per-element switch over bindings with masked loads
+ * and stores in every case, so the AdamW phase of a tiny-K2 step went from 29–35 ms (one
+ * parameter per launch, strided gradients read in place) to 37–45 ms (process CPU time 30 →
+ * 40–50 ms; interleaved runs, load ~3 on 2 cores); a workgroup-uniform parameter index
+ * (tried) did not help. On a GPU the 47 saved launches (~12 µs each on an H100) are worth far
+ * more than the switch, which is uniform within a workgroup except at parameter boundaries.
  */
 import { gpuDevice } from "../core/device.ts";
 import { kernel } from "../core/kernel.ts";

@@ -18,8 +18,9 @@
  * bindings with the batch) and 8 per apply, fewer where the device allows fewer storage
  * buffers per stage (Dawn/SwiftShader: 12) — with each tensor's sizes, offsets and strides in
  * array parameters; a thread finds its tensor by a scan over at most 8 start indices and
- * reads it through a switch over the bindings. Tiny K2: 44 gathers + 44 applies → 9 + 7
- * launches.
+ * reads it through a switch over the bindings. Tiny K2: 44 gathers + 44 applies → 8 + 7
+ * launches. On llvmpipe the switch runs every case masked (see ops/adamw_multi.ts: ~+30 % on
+ * AdamW's memory-bound pass); here it is small next to Newton–Schulz's products.
  *
  * Zero padding is exact for Newton–Schulz: the padded rows and columns of X·Xᵀ are zero, the
  * polynomial's a·I term only multiplies zero rows of X, and the Frobenius norm is unchanged,

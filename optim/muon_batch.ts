@@ -24,10 +24,11 @@
  * ([104, 128, 128] and [3, 128, 384]) take 44 NS dispatches, and the multi-tensor gather and
  * apply launches (ops/muon_batch.ts) 8 + 7 (phase 77 with multi-tensor AdamW). With
  * `padSlack` 0 (equal shapes only) the NS takes 7 batches (154 dispatches). On llvmpipe the
- * phase is compute-bound: optimizer phase of a MuonClip step (min of 9 steps, two runs, load
- * ~2 on 2 cores), per-parameter gather/apply: 561/619 ms before batching, 434/450 ms batched
- * with slack 0.25, 396/465 ms with slack 0; under heavier load slack 0 measured 10–15 %
- * faster than 0.25 (the padding's extra flops). On a GPU these matrices are launch-bound
+ * phase is compute-bound and the machine shared, so timings scatter: optimizer phase of a
+ * MuonClip step (min of 9 steps per run, load 2–4 on 2 cores) 498–816 ms before batching,
+ * 434–1038 ms batched (per-parameter gather/apply), 623–1042 ms with multi-tensor launches,
+ * and 396–674 ms with slack 0, whose process CPU time (680–760 ms against 750–1170 ms) is
+ * consistently the lowest: on a CPU the padding's extra flops cost ~10–15 %. On a GPU these matrices are launch-bound
  * (~12 µs per dispatch on an H100, DESIGN.md), so the 110 saved launches outweigh the
  * padding: 0.25 is the default, and `nsPadSlack: 0` suits CPU adapters.
  *
