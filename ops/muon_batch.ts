@@ -28,7 +28,7 @@
  *
  * Cost: memory-bound, one pass each — gather reads G and M and writes M and the padded U
  * (16 B per element plus 4 B per padding element), apply 12 B per element; one dispatch per
- * parameter each. The arithmetic is that of ops/optim_update.ts's muonMomentum / muonApply,
+ * parameter each. The arithmetic is the fused momentum / apply of REFERENCE §2,
  * term for term.
  */
 import { fmtShape, MoongradError } from "../core/errors.ts";

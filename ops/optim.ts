@@ -1,6 +1,7 @@
 /**
  * The optimizer kernels, by job (this module re-exports them for optim/ and the tests):
- * - ops/optim_update.ts: fused SGD, AdamW and Muon momentum/apply updates;
+ * - ops/optim_update.ts: fused SGD and AdamW updates (Muon's momentum and apply run
+ *   multi-tensor in ops/muon_batch.ts, AdamW's in ops/adamw_multi.ts);
  * - ops/ns_normalize.ts: Newton–Schulz's per-matrix Frobenius normalisation;
  * - ops/gram.ts: the symmetric rank-k product with fused epilogue (Newton–Schulz's matmuls);
  * - ops/finite.ts: the non-finite gradient check.
@@ -8,8 +9,6 @@
 export {
   type AdamWKernelArgs,
   adamwUpdate,
-  muonApply,
-  muonMomentum,
   type SgdKernelArgs,
   sgdUpdate,
 } from "./optim_update.ts";

@@ -1,21 +1,21 @@
 /**
  * Fused optimizer updates: one elementwise dispatch per parameter for SGD (with momentum,
- * dampening, Nesterov and coupled weight decay), AdamW (decoupled decay, host-precomputed
- * bias corrections) and Muon's momentum and apply steps. Parameters, gradients and state are
+ * dampening, Nesterov and coupled weight decay) and AdamW (decoupled decay, host-precomputed
+ * bias corrections). Parameters, gradients and state are
  * read and written in place through their offsets; hyper-parameters travel as kernel
  * parameters, so changing a learning rate never compiles a new pipeline.
  *
  * Cost: memory-bound, one pass over each tensor — AdamW reads p, g, m, v and writes p, m, v
- * (28 B/param); SGD with momentum 20 B/param; Muon momentum 12–16 B/element, apply 12.
+ * (28 B/param); SGD with momentum 20 B/param.
  * Measured (bench/RESULTS.md, llvmpipe): an AdamW step over the tiny model's 1.67M
  * parameters takes ~54–66 ms (0.7 GB/s), dominated by per-dispatch overhead.
  *
  * AdamW reads its gradient through a rank-≤3 view (sizes and strides as parameters), so the
  * transposed weight gradients linear layers leave need no contiguous copy first; that variant
  * (compiled only for strided gradients) costs two integer divisions per element, which the
- * contiguous one does not pay. The optimizers use the multi-tensor forms: ops/adamw_multi.ts
- * (AdamW, several parameters per launch) and ops/muon_batch.ts (Muon's batched step) instead
- * of adamwUpdate / muonMomentum / muonApply, which remain the one-tensor reference kernels.
+ * contiguous one does not pay. AdamW itself steps through the multi-tensor form,
+ * ops/adamw_multi.ts (several parameters per launch, the same arithmetic); Muon's momentum and
+ * apply run multi-tensor in ops/muon_batch.ts.
  *
  * These are low-level: they check what they need (contiguity, equal sizes, f32) and assume
  * the optimizer has validated the rest.
@@ -24,7 +24,7 @@ import { kernel } from "../core/kernel.ts";
 import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { Tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { needContiguousF32 } from "./f32_operand.ts";
 import { grid1d, linearId } from "./grid.ts";
 
@@ -65,24 +65,6 @@ const ADAMW = params("adamw_update", {
   stepSize: "f32",
   bc2Sqrt: "f32",
   eps: "f32",
-});
-
-/** Muon momentum: offsets of g and M, μ and the gradient scale s. */
-const MUON_MOMENTUM = params("muon_momentum", {
-  n: "u32",
-  gOffset: "u32",
-  mOffset: "u32",
-  mu: "f32",
-  gradScale: "f32",
-});
-
-/** Muon apply: offsets of p and O, 1 − lr·wd and lr·scale. */
-const MUON_APPLY = params("muon_apply", {
-  n: "u32",
-  pOffset: "u32",
-  oOffset: "u32",
-  decay: "f32",
-  step: "f32",
 });
 
 /** Hyper-parameters of one SGD update (PyTorch semantics). */
@@ -264,75 +246,4 @@ export function gradView3(g: Tensor, p: Tensor): [number, number, number, number
   const shape = [1, 1, 1, ...g.shape].slice(-3);
   const strides = [0, 0, 0, ...g.strides].slice(-3);
   return [shape[1], shape[2], strides[0], strides[1], strides[2]];
-}
-
-/**
- * Muon's momentum, fused: M ← μ·M + s·G (s = 1 for the sum form, 1 − μ for the EMA form);
- * returns U = s·G + μ·M (Nesterov) in a new tensor, or null when `nesterov` is false (then
- * U is M itself).
- */
-export function muonMomentum(
-  g: Tensor,
-  m: Tensor,
-  mu: number,
-  gradScale: number,
-  nesterov: boolean,
-): Tensor | null {
-  const n = m.size;
-  needContiguousF32("muon", "grad", g, n);
-  needContiguousF32("muon", "momentum buffer", m, n);
-  const u = nesterov ? Tensor.empty(m.shape, "f32") : null;
-  if (n === 0) return u;
-  const k = kernel({
-    name: "muon_momentum",
-    bindings: [
-      { name: "G", type: "f32", access: "read" },
-      { name: "MM", type: "f32", access: "read_write" },
-      ...(u ? [{ name: "U", type: "f32", access: "read_write" as const }] : []),
-    ],
-    workgroupSize: [WG],
-    params: MUON_MOMENTUM,
-    body: `
-  let i = ${linearId(WG)};
-  if (i >= p_n()) { return; }
-  let g = p_gradScale() * G[p_gOffset() + i];
-  let m = p_mu() * MM[p_mOffset() + i] + g;
-  MM[p_mOffset() + i] = m;
-  ${u ? "U[i] = g + p_mu() * m;" : ""}`,
-  });
-  const words = MUON_MOMENTUM.pack({ n, gOffset: g.offset, mOffset: m.offset, mu, gradScale });
-  const bufs = [g.storage("muon").buf, m.storage("muon").buf];
-  if (u) bufs.push(u.storage("muon").buf);
-  dispatch(k, bufs, words, grid1d(n, WG));
-  return u;
-}
-
-/** Muon's apply step, fused and in place: p ← p·(1 − lr·wd) − lr·scale·O. */
-export function muonApply(p: Tensor, o: Tensor, lr: number, weightDecay: number, scale: number) {
-  const n = p.size;
-  needContiguousF32("muon", "param", p, n);
-  needContiguousF32("muon", "orthogonalised update", o, n);
-  if (n === 0) return;
-  const k = kernel({
-    name: "muon_apply",
-    bindings: [
-      { name: "P", type: "f32", access: "read_write" },
-      { name: "O", type: "f32", access: "read" },
-    ],
-    workgroupSize: [WG],
-    params: MUON_APPLY,
-    body: `
-  let i = ${linearId(WG)};
-  if (i >= p_n()) { return; }
-  let ip = p_pOffset() + i;
-  P[ip] = P[ip] * p_decay() - p_step() * O[p_oOffset() + i];`,
-  });
-  const words = MUON_APPLY.pack({
-    n,
-    pOffset: p.offset,
-    oOffset: o.offset,
-    decay: 1 - lr * weightDecay,
-    step: lr * scale,
-  });
-  dispatch(k, [p.storage("muon").buf, o.storage("muon").buf], words, grid1d(n, WG));
 }

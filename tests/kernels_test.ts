@@ -99,9 +99,11 @@ async function rows(dtype: FloatType): Promise<void> {
       mg.topk(x, 2);
       const w = mg.tensor(values(n), { shape: [n], dtype, requiresGrad: true });
       parts.push(mg.nn.rmsNorm(x, w));
-      // Many rows: the weight gradient is reduced over row chunks in a second kernel.
       const tall = mg.tensor(values(40 * n), { shape: [40, n], dtype, requiresGrad: true });
       parts.push(mg.nn.rmsNorm(tall, w));
+      // Only the weight needs a gradient: dg is reduced over row chunks (dg_partial + dg_sum).
+      const fixed = mg.tensor(values(40 * n), { shape: [40, n], dtype });
+      parts.push(mg.nn.rmsNorm(fixed, w));
       const targets = mg.tensor([0, 1, n - 1], { dtype: "i32" });
       parts.push(mg.crossEntropy(x.cast("f32"), targets));
       parts.push(mg.mseLoss(x, mg.zerosLike(x)));
