@@ -101,12 +101,11 @@ export interface RopeOptions {
 const ROPE_RANK = fitLength(11, 3);
 
 /**
- * RoPE: pairs, half the head dim, outer rank, inv_freq offset, the position (offset of the
- * positions tensor, or the first position), the factor and sign (−1: the backward), the pair
- * layout (step, partner), x's last-axis stride and offset, then the outer shape and the outer
- * strides of x and of the positions.
+ * The scalar words of both RoPE kernels: pairs, half the head dim, outer rank, inv_freq offset,
+ * the position (offset of the positions tensor, or the first position), the factor and sign
+ * (−1: the backward), the pair layout (step, partner), x's last-axis stride and offset.
  */
-const ROPE = params("rope", {
+const ROPE_SCALARS = {
   pairs: "u32",
   half: "u32",
   outerRank: "u32",
@@ -118,6 +117,11 @@ const ROPE = params("rope", {
   partner: "u32",
   lastStride: "u32",
   xOffset: "u32",
+} as const;
+
+/** RoPE: the shared scalars, then the outer shape and the outer strides of x and positions. */
+const ROPE = params("rope", {
+  ...ROPE_SCALARS,
   outer: ["u32", ROPE_RANK],
   xStrides: ["u32", ROPE_RANK],
   posStrides: ["u32", ROPE_RANK],
@@ -128,17 +132,7 @@ const ROPE_CAT_RANK = fitLength(15, 4);
 
 /** `ROPE` plus the pass-through input of `ropeConcat`: its width, copies, offset, strides. */
 const ROPE_CAT = params("rope_cat", {
-  pairs: "u32",
-  half: "u32",
-  outerRank: "u32",
-  invOffset: "u32",
-  pos: "i32",
-  factor: "f32",
-  sign: "f32",
-  step: "u32",
-  partner: "u32",
-  lastStride: "u32",
-  xOffset: "u32",
+  ...ROPE_SCALARS,
   passWidth: "u32",
   copies: "u32",
   passOffset: "u32",
