@@ -74,10 +74,17 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/**
+ * Under `test:dawn` these tests would only rerun their CLI subprocesses, which use Deno's own
+ * WebGPU (not Dawn): they run once, in the wgpu suite.
+ */
+const ONLY_WGPU_SUITE = Deno.env.get("MOONGRAD_SUITE") === "dawn";
+
 const FULL = `${TMP}/full`;
 const PART = `${TMP}/part`;
 
 Deno.test({
+  ignore: ONLY_WGPU_SUITE,
   name: "train: 3 steps write metrics.jsonl, a checkpoint and report.html",
   sanitizeResources: false,
   sanitizeOps: false,
@@ -146,6 +153,7 @@ Deno.test({
 });
 
 Deno.test({
+  ignore: ONLY_WGPU_SUITE,
   name: "train: a run stopped at step 2 and resumed reproduces the uninterrupted losses exactly",
   sanitizeResources: false,
   sanitizeOps: false,
@@ -183,6 +191,7 @@ Deno.test({
 });
 
 Deno.test({
+  ignore: ONLY_WGPU_SUITE,
   name: "sample: streams generated text from the checkpoint (same seed, same text)",
   sanitizeResources: false,
   sanitizeOps: false,
@@ -200,6 +209,7 @@ Deno.test({
 });
 
 Deno.test({
+  ignore: ONLY_WGPU_SUITE,
   name: "train: each bad input is one error line, exit code 2, nothing created or overwritten",
   sanitizeResources: false,
   sanitizeOps: false,

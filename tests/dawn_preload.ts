@@ -6,6 +6,9 @@
  */
 import { init } from "../mod.ts";
 
+// Tests that only run CLI subprocesses (Deno's own WebGPU, not Dawn) skip themselves here.
+Deno.env.set("MOONGRAD_SUITE", "dawn");
+
 const SWIFTSHADER = "/usr/lib/chromium/vk_swiftshader_icd.json";
 if (!Deno.env.get("VK_ICD_FILENAMES")) {
   try {

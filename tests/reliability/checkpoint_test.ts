@@ -29,7 +29,12 @@ const KILLED = `${TMP}/killed`;
 /** A run stopped with a checkpoint at step 1 (the tests resume copies of it). */
 const STEP1 = `${TMP}/step1`;
 
-const opts = { sanitizeResources: false, sanitizeOps: false };
+/**
+ * Under `test:dawn` these tests would only rerun their CLI subprocesses, which use Deno's own
+ * WebGPU (not Dawn): they run once, in the wgpu suite.
+ */
+const ONLY_WGPU_SUITE = Deno.env.get("MOONGRAD_SUITE") === "dawn";
+const opts = { sanitizeResources: false, sanitizeOps: false, ignore: ONLY_WGPU_SUITE };
 
 async function fileSha(path: string): Promise<string> {
   return await sha256Hex(await Deno.readFile(path));
