@@ -15,6 +15,7 @@ export { type DType, type TensorData } from "./core/dtype.ts";
 export { MoongradError } from "./core/errors.ts";
 export { type NestedArray, type Operand, Tensor } from "./core/tensor.ts";
 export { scope } from "./core/scope.ts";
+export { mulberry32, Rng } from "./core/random.ts";
 export {
   type BackwardOptions,
   type GradNode,

@@ -7,7 +7,7 @@
  */
 import { ByteTokenizer, type TextTokenizer, Tokenizer } from "../tokenizer/mod.ts";
 import { CliError } from "./errors.ts";
-import { Rng } from "../core/random.ts";
+import { Rng } from "../mod.ts";
 
 /** A seeded PRNG (mulberry32) whose whole state is one u32, so it can be checkpointed. */
 export { Rng };

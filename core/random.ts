@@ -14,8 +14,8 @@
  *
  * @example Checkpoint and resume a sequence
  * ```ts
- * import { Rng } from "./random.ts";
- * const rng = new Rng(42);
+ * import * as mg from "@moongrad/moongrad";
+ * const rng = new mg.Rng(42);
  * rng.next();
  * const saved = rng.state;
  * const a = [rng.next(), rng.int(10)];
@@ -53,8 +53,8 @@ export class Rng {
  *
  * @example Two generators with one seed agree
  * ```ts
- * import { mulberry32, Rng } from "./random.ts";
- * const f = mulberry32(7), g = new Rng(7);
+ * import * as mg from "@moongrad/moongrad";
+ * const f = mg.mulberry32(7), g = new mg.Rng(7);
  * console.log(f() === g.next() && f() === g.next()); // true
  * ```
  */
