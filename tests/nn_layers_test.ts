@@ -12,11 +12,11 @@
 import * as mg from "../mod.ts";
 import * as nn from "../nn/mod.ts";
 import assert from "node:assert/strict";
-import { setDispatchProfiler } from "../core/runtime.ts";
 import {
   assertClose,
   assertTensorClose,
   check,
+  countDispatches,
   expectMgError,
   fc,
   gpu,
@@ -166,21 +166,8 @@ Deno.test("rmsNorm forward/backward match the reference: short and long rows, ma
 
 Deno.test("rmsNorm backward: 2 dispatches for dx + dg, the chunked dg above 2048 rows, dx or dg alone", async () => {
   await gpu();
-  const counts = new Map<string, number>();
-  const count = (fn: () => void) => {
-    counts.clear();
-    setDispatchProfiler({
-      dispatch: (k) => void counts.set(k, (counts.get(k) ?? 0) + 1),
-      beforeSubmit: () => {},
-      afterSubmit: () => {},
-    });
-    try {
-      fn();
-    } finally {
-      setDispatchProfiler(null);
-    }
-    return [...counts.values()].reduce((a, b) => a + b, 0);
-  };
+  const count = (fn: () => void) => [...countDispatches(fn).values()].reduce((a, b) => a + b, 0);
+
   // [rows, d], x and g requiring grad or not: fused (2 dispatches), chunked (3), dx only, dg only.
   const cases: [number, number, boolean, boolean, number][] = [
     [256, 40, true, true, 2],

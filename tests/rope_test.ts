@@ -20,13 +20,13 @@
 import * as mg from "../mod.ts";
 import * as nn from "../nn/mod.ts";
 import assert from "node:assert/strict";
-import { setDispatchProfiler } from "../core/runtime.ts";
 import { ropeConcat } from "../ops/rope.ts";
 import { makeConfig, type YarnRope } from "../nn/config.ts";
 import {
   assertClose,
   assertTensorClose,
   check,
+  countDispatches,
   expectMgError,
   fc,
   gpu,
@@ -563,21 +563,12 @@ Deno.test("ropeConcat: [pass | rope(x)] from slices of one tensor, one dispatch 
     const o = { interleaved, attentionFactor: factor };
     const invT = mg.tensor(Float32Array.from(inv));
     const passT = base.t.slice(-1, 0, dp), xT = base.t.slice(-1, dp, W);
-    const counts = new Map<string, number>();
+    let counts = new Map<string, number>();
     const count = (fn: () => void) => {
-      counts.clear();
-      setDispatchProfiler({
-        dispatch: (k) => void counts.set(k, (counts.get(k) ?? 0) + 1),
-        beforeSubmit: () => {},
-        afterSubmit: () => {},
-      });
-      try {
-        fn();
-      } finally {
-        setDispatchProfiler(null);
-      }
+      counts = countDispatches(fn);
       return [...counts.values()].reduce((a, b) => a + b, 0);
     };
+
     let y!: mg.Tensor;
     assert.equal(count(() => (y = ropeConcat(passT, xT, offset, invT, o))), 1);
     const passR = columns(base.r, W, 0, dp, [...outer, dp]);

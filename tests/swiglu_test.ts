@@ -6,8 +6,16 @@
  */
 import * as mg from "../mod.ts";
 import assert from "node:assert/strict";
-import { setDispatchProfiler } from "../core/runtime.ts";
-import { arbShape, arbValues, assertClose, assertMgError, check, fc, gpu } from "./util.ts";
+import {
+  arbShape,
+  arbValues,
+  assertClose,
+  assertMgError,
+  check,
+  countDispatches,
+  fc,
+  gpu,
+} from "./util.ts";
 
 const sig = (x: number) => 1 / (1 + Math.exp(-x));
 const ref = (a: number, b: number) => a * sig(a) * b;
@@ -17,21 +25,6 @@ const vjp = (g: number, a: number, b: number): [number, number] => {
   return [g * b * s * (1 + a * (1 - s)), g * a * s];
 };
 const TOL = { rtol: 1e-5, atol: 1e-6 };
-
-function countDispatches(fn: () => void): Map<string, number> {
-  const counts = new Map<string, number>();
-  setDispatchProfiler({
-    dispatch: (k) => void counts.set(k, (counts.get(k) ?? 0) + 1),
-    beforeSubmit: () => {},
-    afterSubmit: () => {},
-  });
-  try {
-    fn();
-  } finally {
-    setDispatchProfiler(null);
-  }
-  return counts;
-}
 
 Deno.test("swiglu forward and both gradients match float64 references on random shapes", async () => {
   await gpu();

@@ -4,6 +4,7 @@
 // deno-lint-ignore no-import-prefix
 import fc from "npm:fast-check@4.10.2";
 import * as mg from "../mod.ts";
+import { setDispatchProfiler } from "../core/runtime.ts";
 import { NDArray } from "./reference/ndarray.ts";
 import type { ViewCase } from "./reference/elementwise.ts";
 
@@ -262,4 +263,20 @@ export function microConfig(overrides: Partial<mg.nn.KimiConfig> = {}): mg.nn.Ki
     initializer_range: 0.2,
     ...overrides,
   });
+}
+
+/** Runs `fn` and returns how many dispatches it recorded, per kernel name (profiler hook). */
+export function countDispatches(fn: () => void): Map<string, number> {
+  const counts = new Map<string, number>();
+  setDispatchProfiler({
+    dispatch: (k) => void counts.set(k, (counts.get(k) ?? 0) + 1),
+    beforeSubmit: () => {},
+    afterSubmit: () => {},
+  });
+  try {
+    fn();
+  } finally {
+    setDispatchProfiler(null);
+  }
+  return counts;
 }
