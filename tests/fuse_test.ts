@@ -279,12 +279,20 @@ Deno.test("fused chains match the float64 reference and its vjp, with broadcasti
 Deno.test("fused = eager on strided views, odd sizes, unaligned offsets and expanded gradients", async () => {
   await gpu();
   const base = mg.tensor(seededValues(7 * 12, 3, -2, 2), { shape: [7, 12] });
+  const big = mg.tensor(seededValues(2052, 5, -2, 2));
   const views: [string, mg.Tensor[]][] = [
     ["dense vec4", [base, base.add(1), base.mul(0.5)]],
     ["transposed", [base.transpose(0, 1), base.transpose(0, 1).exp(), mg.ones([12, 7])]],
     ["offset 1 (no vec4)", [base.reshape([84]).slice(0, 1, 81), mg.ones([80]), mg.ones([80])]],
     ["odd size", [base.slice(1, 0, 5), base.slice(1, 5, 10), mg.full([7, 1], 2)]],
     ["row broadcast", [base, mg.tensor(seededValues(12, 4), { shape: [12] }), mg.full([], 3)]],
+    // 2048 = 2 workgroups of 256 vec4s at offset 0: the exact-grid kernel (no bounds check).
+    ["exact grid", [big.slice(0, 0, 2048), big.slice(0, 0, 2048).exp(), mg.full([2048], 0.5)]],
+    ["2048 at offset 4 (vec4, not exact)", [
+      big.slice(0, 4, 2052),
+      mg.ones([2048]),
+      big.slice(0, 0, 2048),
+    ]],
   ];
   for (const [what, xs] of views) {
     for (const [name, fn] of Object.entries(CHAINS)) {
