@@ -1,6 +1,7 @@
 /**
  * A stable counting sort of integer keys into buckets, on the GPU with no host round-trip:
- * per-block histograms (u32 atomics), one single-workgroup scan giving the per-bucket counts,
+ * per-block histograms (u32 atomics: in workgroup memory for up to 1024 buckets, else global
+ * atomics into a zero-filled buffer), one single-workgroup scan giving the per-bucket counts,
  * the exclusive offsets and each block's base, then a placement pass ranking each key within
  * its block. Deterministic: keys keep their order within a bucket. MoE dispatch groups
  * (token, slot) pairs by expert with it; `indexAdd` groups source rows by target row.
@@ -17,6 +18,8 @@ import { grid1d, linearId } from "./grid.ts";
 const WG = 256;
 /** Keys per block of the sort (one workgroup each in the placement pass). */
 const BLOCK = 256;
+/** Most buckets counted in workgroup memory (4 KB of atomics) by the histogram pass. */
+const LOCAL_BUCKETS = 1024;
 
 /** Histogram and placement: key count, bucket count, element offset of the keys. */
 const PAIRS = params("moe_bucket_pairs", { pairs: "u32", e: "u32", offset: "u32" });
@@ -65,24 +68,53 @@ export function bucketSort(keys: Tensor, numBuckets: number): BucketSort {
   const perm = Tensor.empty([pairs], "i32");
   const inv = Tensor.empty([pairs], "i32");
   const blocks = Tensor.empty([nb * e], "i32");
-  fillInPlace(blocks, 0);
   const ix = denseView(keys);
-  const hist = kernel({
-    name: "moe_block_hist",
-    bindings: [
-      { name: "idx", type: "i32", access: "read" },
-      { name: "bc", type: "atomic<u32>", access: "read_write" },
-    ],
-    workgroupSize: [WG],
-    params: PAIRS,
-    body: `
+  // Few buckets: each workgroup counts its block in workgroup memory and writes every count,
+  // so the block histograms need no zero-fill dispatch. Many buckets (a vocabulary): global
+  // atomics into zero-filled counts.
+  const local = pairs > 0 && e <= LOCAL_BUCKETS;
+  if (!local) fillInPlace(blocks, 0);
+  const size = Math.max(WG, 2 ** Math.ceil(Math.log2(e)));
+  const hist = local
+    ? kernel({
+      name: "moe_block_hist_local",
+      bindings: [
+        { name: "idx", type: "i32", access: "read" },
+        { name: "bc", type: "u32", access: "read_write" },
+      ],
+      workgroupSize: [WG],
+      params: PAIRS,
+      prelude: `var<workgroup> lh: array<atomic<u32>, ${size}>;`,
+      body: `
+  let b = wid.y * nwg.x + wid.x;
+  if (b * ${BLOCK}u >= p_pairs()) { return; }
+  let e = p_e();
+  for (var x = lidx; x < e; x += ${WG}u) { atomicStore(&lh[x], 0u); }
+  workgroupBarrier();
+  let p = b * ${BLOCK}u + lidx;
+  if (p < p_pairs()) {
+    let v = idx[p_offset() + p];
+    if (v >= 0 && u32(v) < e) { atomicAdd(&lh[u32(v)], 1u); }
+  }
+  workgroupBarrier();
+  for (var x = lidx; x < e; x += ${WG}u) { bc[b * e + x] = atomicLoad(&lh[x]); }`,
+    })
+    : kernel({
+      name: "moe_block_hist",
+      bindings: [
+        { name: "idx", type: "i32", access: "read" },
+        { name: "bc", type: "atomic<u32>", access: "read_write" },
+      ],
+      workgroupSize: [WG],
+      params: PAIRS,
+      body: `
   let p = ${linearId(WG)};
   if (p >= p_pairs()) { return; }
   let e = p_e();
   let x = idx[p_offset() + p];
   if (x < 0 || u32(x) >= e) { return; }
   atomicAdd(&bc[(p / ${BLOCK}u) * e + u32(x)], 1u);`,
-  });
+    });
   if (pairs > 0) {
     dispatch(
       hist,
