@@ -6,7 +6,7 @@
 import { MoongradError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { noGrad } from "../core/autograd.ts";
-import { clipFactors, scaleHeadRows } from "../ops/qk_clip.ts";
+import { clipHeadRows } from "../ops/qk_clip.ts";
 import type { KimiConfig } from "../nn/config.ts";
 import type { Module } from "../nn/module.ts";
 
@@ -80,12 +80,20 @@ export function qkClipMla(
   const dqk = dn + config.qk_rope_head_dim;
   const q = paramByName(attention, ["q_b_proj.weight", "q_proj.weight"]);
   const kvB = paramByName(attention, ["kv_b_proj.weight"]);
-  return noGrad(() => {
-    const gamma = clipFactors(maxLogits, tau);
-    scaleHeadRows(q, gamma, dqk, dn, alpha, 1);
-    scaleHeadRows(kvB, gamma, dn + config.v_head_dim, dn, 1 - alpha, 0);
-    return gamma;
-  });
+  return noGrad(() =>
+    clipHeadRows(
+      maxLogits,
+      tau,
+      { weight: q, rowsPerHead: dqk, split: dn, lowPower: alpha, highPower: 1 },
+      {
+        weight: kvB,
+        rowsPerHead: dn + config.v_head_dim,
+        split: dn,
+        lowPower: 1 - alpha,
+        highPower: 0,
+      },
+    )
+  );
 }
 
 /**
@@ -112,10 +120,12 @@ export function qkClipMha(
   options: QkClipOptions = {},
 ): Tensor {
   const alpha = clipAlpha(options);
-  return noGrad(() => {
-    const gamma = clipFactors(maxLogits, tau);
-    scaleHeadRows(wq, gamma, headDim, headDim, alpha, alpha);
-    scaleHeadRows(wk, gamma, headDim, headDim, 1 - alpha, 1 - alpha);
-    return gamma;
+  const part = (weight: Tensor, power: number) => ({
+    weight,
+    rowsPerHead: headDim,
+    split: headDim,
+    lowPower: power,
+    highPower: power,
   });
+  return noGrad(() => clipHeadRows(maxLogits, tau, part(wq, alpha), part(wk, 1 - alpha)));
 }

@@ -2,6 +2,7 @@ import * as mg from "../mod.ts";
 import assert from "node:assert/strict";
 import { qkClipMha } from "../optim/qk_clip.ts";
 import { check, fc, gpu, seededValues } from "./util.ts";
+import { runtimeStats } from "../core/runtime.ts";
 
 /**
  * Float64 causal logits of every head, q_i·k_j·scale for j ≤ i, from x [T, D] and W [H·d, D],
@@ -139,4 +140,27 @@ Deno.test("QK-Clip with τ = ∞ changes nothing", async () => {
   assert.throws(() => qkClipMha(wq, wk, m, 0, 2), /tau must be > 0/);
   assert.throws(() => qkClipMha(wq, wk, m, 1, 3), /expected 3 heads × 3 rows/);
   for (const t of [wq, wk, m, g]) t.dispose();
+});
+
+Deno.test("QK-Clip is one dispatch per layer, and q/k views of one fused weight clip the same", async () => {
+  await gpu();
+  const m = mg.tensor([150, 60, 400]);
+  const fused = mg.randn([12, 4], { seed: 3 });
+  const wq = mg.randn([6, 4], { seed: 4 });
+  const wk = mg.randn([6, 4], { seed: 5 });
+  const before = runtimeStats().dispatches;
+  qkClipMha(wq, wk, m, 100, 2, { alpha: 0.3 }).dispose();
+  assert.equal(runtimeStats().dispatches - before, 1);
+  // The same weights as two views of one tensor (bound once per dispatch).
+  const q2 = fused.slice(0, 0, 6);
+  const k2 = fused.slice(0, 6, 12);
+  const w0 = mg.randn([6, 4], { seed: 4 });
+  const w1 = mg.randn([6, 4], { seed: 5 });
+  q2.assign(w0);
+  k2.assign(w1);
+  const g = qkClipMha(q2, k2, m, 100, 2, { alpha: 0.3 });
+  assert.deepEqual(Array.from(await q2.data()), Array.from(await wq.data()));
+  assert.deepEqual(Array.from(await k2.data()), Array.from(await wk.data()));
+  assert.deepEqual(Array.from(await g.data()), [100 / 150, 1, 100 / 400].map(Math.fround));
+  for (const t of [m, fused, wq, wk, q2, k2, w0, w1, g]) t.dispose();
 });
