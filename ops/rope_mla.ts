@@ -19,10 +19,12 @@
  *   columns before `start` and, in the rotated ones, the sum over the heads of the inverse
  *   rotation (one thread per shared pair, looping over the heads in order, f32 accumulation).
  *
- * Measured (tiny-K2 training step, 4 MLA layers, batch 4 × 64): the assembly's backward went
- * from 15 dispatches per layer (rope ×2, slice_grad ×7, add ×3, copy ×2, sum ×1) to 6
- * (rope_cat + rope_insert_grad, slice_grad ×2 and add for the k / v slices of the key-value
- * output, slice_grad + add for the c slice of ckv); the forward dispatch count is unchanged.
+ * Measured (tiny-K2 training step, 4 MLA layers, batch 4 × 64, wgpu/lavapipe): backward 251 → 219
+ * dispatches. Per layer the assembly's backward went from 15 dispatches (rope ×2, slice_grad ×7,
+ * add ×3, copy ×2, head sum ×1) to 7: rope_cat (q) and rope_insert_grad (k, v), then
+ * slice_grad ×2 + add for the k / v slices of the key-value output and slice_grad + add for the
+ * c slice of ckv (attention's dk / dv and the norm's d(c) arrive separately). The forward count
+ * is unchanged (attention reads k and v through one binding, ops/attention.ts).
  */
 import { isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
