@@ -443,32 +443,31 @@ export class MultiHeadLatentAttention extends Module {
   /**
    * Training forward: x [B, T, D] → [B, T, D], causal over the T tokens at positions
    * positionOffset..positionOffset+T−1. Differentiable in x and every weight. The attention
-   * runs in the fused kernel on q = [q_nope | q_rope] and k = [k_nope | k_rope broadcast over
-   * the heads] (d_qk wide), each made by one `ropeConcat` dispatch (copy + rotation) from views
-   * of the projections; the broadcast k_rope is a stride-0 view whose gradient is summed over
-   * the heads by expand's backward. With `ctx.stats` (and in training mode)
+   * runs in the fused kernel on q = [q_nope | q_rope] and k = [k_nope | k_rope shared by the
+   * heads] (d_qk wide) and v: q is made by one `ropeTail` dispatch from the head view of the
+   * query projection, k and v are slices of one `ropeInsertShared` output [k_nope | k_rope | v]
+   * made from the head view of kv_b_proj's output and kv_a_proj_with_mqa's output (one
+   * dispatch); their backward kernels write the projections' gradients in the projections'
+   * layouts and sum d(k_rope) over the heads. With `ctx.stats` (and in training mode)
    * records the per-head max logits (f32 [H], (q·k)·scale) into it.
    */
   forward(x: Tensor, positionOffset = 0, ctx: ForwardContext = {}): Tensor {
     this.#check("MultiHeadLatentAttention.forward", x, positionOffset);
-    const [B, T] = x.shape;
-    const H = this.numHeads, dr = this.qkRopeHeadDim;
     const stats = checkStats("MultiHeadLatentAttention.forward", ctx.stats);
     const dn = this.qkNopeHeadDim, r = this.kvLoraRank;
     return scope(() => {
-      // q = [q_nope | rope(q_rope)] and k = [k_nope | rope(k_rope) broadcast over the heads],
-      // each built by one ropeConcat kernel from views of the projections.
-      const qh = this.#queryHeads(x);
-      const q = this.#rotary.forwardConcat(
-        slice(qh, 3, 0, dn),
-        slice(qh, 3, dn, this.qHeadDim),
-        positionOffset,
-      );
+      // q = [q_nope | rope(q_rope)] from the whole head view of q_b_proj's output, and
+      // kv = [k_nope | rope(k_rope) shared by the heads | v] from the head view of kv_b_proj's
+      // output and the whole ckv = [c | k_rope]: one kernel each way, whose gradients land
+      // laid out like the projections' outputs (ops/rope_mla.ts).
+      const q = this.#rotary.forwardTail(this.#queryHeads(x), dn, positionOffset);
       const ckv = this.kvAProjWithMqa.forward(x);
       const c = this.kvALayernorm.forward(slice(ckv, 2, 0, r));
-      const kr = expand(unsqueeze(slice(ckv, 2, r, r + dr), 1), [B, H, T, dr]);
-      const { kNope, v } = this.#expand(c);
-      const k = this.#rotary.forwardConcat(kNope, kr, positionOffset);
+      const kvh = this.#kvHeads(c);
+      const kv = this.#rotary.forwardInsertShared(kvh, dn, ckv, r, positionOffset);
+      const dqk = this.qHeadDim;
+      const k = slice(kv, 3, 0, dqk);
+      const v = slice(kv, 3, dqk, dqk + this.vHeadDim);
       const { out, maxLogits } = attention(q, k, v, { scale: this.softmaxScale, causal: true });
       if (stats && this.training) stats.recordMaxLogits(this, maxLogits);
       return this.#output(out);
@@ -580,12 +579,22 @@ export class MultiHeadLatentAttention extends Module {
     return { c, kRope };
   }
 
+  /** [k_nope | v] [B, H, S, d_n + d_v] (a view) from c [B, S, r_kv] via kv_b_proj. */
+  #kvHeads(c: Tensor) {
+    const [B, S] = c.shape;
+    const kv = this.kvBProj.forward(c);
+    return permute(reshape(kv, [B, S, this.numHeads, this.qkNopeHeadDim + this.vHeadDim]), [
+      0,
+      2,
+      1,
+      3,
+    ]);
+  }
+
   /** k_nope [B, H, S, d_n] and v [B, H, S, d_v] (views) from c [B, S, r_kv] via kv_b_proj. */
   #expand(c: Tensor) {
-    const [B, S] = c.shape;
     const dn = this.qkNopeHeadDim, w = dn + this.vHeadDim;
-    const kv = this.kvBProj.forward(c);
-    const kvh = permute(reshape(kv, [B, S, this.numHeads, w]), [0, 2, 1, 3]);
+    const kvh = this.#kvHeads(c);
     return { kNope: slice(kvh, 3, 0, dn), v: slice(kvh, 3, dn, w) };
   }
 

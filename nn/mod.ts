@@ -39,6 +39,7 @@ export {
 } from "./rope.ts";
 export { rmsNorm } from "../ops/rmsnorm.ts";
 export { rope } from "../ops/rope.ts";
+export { ropeInsertShared, ropeTail } from "../ops/rope_mla.ts";
 export {
   type DefaultRope,
   type KimiConfig,

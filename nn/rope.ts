@@ -31,6 +31,7 @@ import { MoongradError } from "../core/errors.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { tensor } from "../ops/creation.ts";
 import { rope, ropeConcat, ropeInvFreq, type RopeOptions } from "../ops/rope.ts";
+import { ropeInsertShared, ropeTail } from "../ops/rope_mla.ts";
 import type { RopeParameters, YarnRope } from "./config.ts";
 import { ropeProblems } from "./config.ts";
 import { Module } from "./module.ts";
@@ -268,6 +269,35 @@ export class RotaryEmbedding extends Module {
    */
   forwardConcat(pass: Tensor, x: Tensor, positions: number | Tensor = 0): Tensor {
     return ropeConcat(pass, x, positions, this.invFreq, {
+      interleaved: this.interleaved,
+      attentionFactor: this.attentionFactor,
+    });
+  }
+
+  /**
+   * concat([x[..., :dp], rotate(x[..., dp:])], -1) in one kernel (ops/rope_mla.ts `ropeTail`),
+   * whose backward writes d(x) laid out like x: x [..., T, dp + dim] → [..., T, dp + dim].
+   */
+  forwardTail(x: Tensor, dp: number, positions: number | Tensor = 0): Tensor {
+    return ropeTail(x, dp, positions, this.invFreq, {
+      interleaved: this.interleaved,
+      attentionFactor: this.attentionFactor,
+    });
+  }
+
+  /**
+   * [x[..., :at] | rotate(shared[..., start:]) | x[..., at:]] with the rotated block shared by
+   * every head, in one kernel each way (ops/rope_mla.ts `ropeInsertShared`): x [..., H, T, W],
+   * shared [..., T, start + dim] → [..., H, T, W + dim].
+   */
+  forwardInsertShared(
+    x: Tensor,
+    at: number,
+    shared: Tensor,
+    start: number,
+    positions: number | Tensor = 0,
+  ): Tensor {
+    return ropeInsertShared(x, at, shared, start, positions, this.invFreq, {
       interleaved: this.interleaved,
       attentionFactor: this.attentionFactor,
     });

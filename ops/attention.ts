@@ -36,7 +36,7 @@ import { deviceInfo } from "../core/device.ts";
 import { isFloat, wgslType } from "../core/dtype.ts";
 import type { DType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { type Kernel, kernel } from "../core/kernel.ts";
+import { type Kernel, kernel, type KernelDef } from "../core/kernel.ts";
 import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -500,8 +500,22 @@ function put(arr: string, L: number, value: string): string {
   return `${arr}[r * ${L / 4}u + c / 4u][c % 4u] = ${value};`;
 }
 
-function forwardKernel(ty: string, R: number, L: number, nv: number): Kernel {
+/**
+ * Builds an attention kernel; with `kvShared` (k and v are views of one buffer, e.g. MLA's
+ * [k_nope | k_rope | v] or the latent cache) v is read through k's binding, so the buffer is
+ * bound once (binding it twice would cost the runtime an alias copy of the whole buffer).
+ */
+function kvKernel(kvShared: boolean, def: KernelDef): Kernel {
+  if (!kvShared) return kernel(def);
   return kernel({
+    ...def,
+    bindings: def.bindings.filter((b) => b.name !== "vx"),
+    body: def.body.replace(/\bvx\b/g, "kx"),
+  });
+}
+
+function forwardKernel(ty: string, R: number, L: number, nv: number, kvShared: boolean): Kernel {
+  return kvKernel(kvShared, {
     name: "attention_fwd",
     bindings: [
       { name: "qx", type: ty, access: "read" },
@@ -585,8 +599,8 @@ function forwardKernel(ty: string, R: number, L: number, nv: number): Kernel {
   });
 }
 
-function dqKernel(ty: string, R: number, L: number, nq: number): Kernel {
-  return kernel({
+function dqKernel(ty: string, R: number, L: number, nq: number, kvShared: boolean): Kernel {
+  return kvKernel(kvShared, {
     name: "attention_dq",
     bindings: [
       { name: "qx", type: ty, access: "read" },
@@ -648,8 +662,15 @@ function dqKernel(ty: string, R: number, L: number, nq: number): Kernel {
   });
 }
 
-function dkvKernel(ty: string, R: number, L: number, nq: number, nv: number): Kernel {
-  return kernel({
+function dkvKernel(
+  ty: string,
+  R: number,
+  L: number,
+  nq: number,
+  nv: number,
+  kvShared: boolean,
+): Kernel {
+  return kvKernel(kvShared, {
     name: "attention_dkv",
     bindings: [
       { name: "qx", type: ty, access: "read" },
@@ -799,8 +820,15 @@ function directBindings(ty: string, vec: boolean, names: string[]) {
   return names.map((name) => ({ name, type: vec ? `vec4<${ty}>` : ty, access: "read" as const }));
 }
 
-function forwardDirect(ty: string, wg: number, nq: number, nv: number, vec: boolean): Kernel {
-  return kernel({
+function forwardDirect(
+  ty: string,
+  wg: number,
+  nq: number,
+  nv: number,
+  vec: boolean,
+  kvShared: boolean,
+): Kernel {
+  return kvKernel(kvShared, {
     name: "attention_fwd_direct",
     bindings: [
       ...directBindings(ty, vec, ["qx", "kx", "vx"]),
@@ -843,8 +871,15 @@ function forwardDirect(ty: string, wg: number, nq: number, nv: number, vec: bool
   });
 }
 
-function dqDirect(ty: string, wg: number, nq: number, nv: number, vec: boolean): Kernel {
-  return kernel({
+function dqDirect(
+  ty: string,
+  wg: number,
+  nq: number,
+  nv: number,
+  vec: boolean,
+  kvShared: boolean,
+): Kernel {
+  return kvKernel(kvShared, {
     name: "attention_dq_direct",
     bindings: [
       ...directBindings(ty, vec, ["qx", "kx", "vx", "gx"]),
@@ -876,8 +911,15 @@ function dqDirect(ty: string, wg: number, nq: number, nv: number, vec: boolean):
   });
 }
 
-function dkvDirect(ty: string, wg: number, nq: number, nv: number, vec: boolean): Kernel {
-  return kernel({
+function dkvDirect(
+  ty: string,
+  wg: number,
+  nq: number,
+  nv: number,
+  vec: boolean,
+  kvShared: boolean,
+): Kernel {
+  return kvKernel(kvShared, {
     name: "attention_dkv_direct",
     bindings: [
       ...directBindings(ty, vec, ["qx", "kx", "vx", "gx"]),
@@ -1045,8 +1087,15 @@ function launch(
   dispatch(k, bufs.map((t) => t.storage(k.name).buf), words(groups), [gx, gy]);
 }
 
+/** Whether k and v are views of one buffer (then bound once, see `kvKernel`). */
+function sharesBuffer(k: Tensor, v: Tensor): boolean {
+  return k.storage("attention").buf === v.storage("attention").buf;
+}
+
 function forward(q: Tensor, k: Tensor, v: Tensor, d: Dims) {
   const ty = wgslType(d.dtype);
+  const kvShared = sharesBuffer(k, v);
+  const vb = kvShared ? [] : [v];
   const cfg = currentConfig();
   const { rows: R, lanes: L } = cfg;
   const out = Tensor.empty([d.B, d.H, d.T, d.Dv], d.dtype);
@@ -1055,13 +1104,13 @@ function forward(q: Tensor, k: Tensor, v: Tensor, d: Dims) {
   if (cfg.direct) {
     const rows = d.B * d.H * d.T;
     const vec = [q, k, v].every(aligned4);
-    const kern = forwardDirect(ty, R, chunks(d.Dqk), chunks(d.Dv), vec);
-    launchRows(kern, [q, k, v, out, lse, rmax], attnParams(d, 0, rows, { q, k, v }), rows, R);
+    const kern = forwardDirect(ty, R, chunks(d.Dqk), chunks(d.Dv), vec, kvShared);
+    launchRows(kern, [q, k, ...vb, out, lse, rmax], attnParams(d, 0, rows, { q, k, v }), rows, R);
   } else {
     const blocks = Math.ceil(d.T / R);
     launch(
-      forwardKernel(ty, R, L, groupsFor(d.Dv, L)),
-      [q, k, v, out, lse, rmax],
+      forwardKernel(ty, R, L, groupsFor(d.Dv, L), kvShared),
+      [q, k, ...vb, out, lse, rmax],
       (g) => attnParams(d, blocks, g, { q, k, v }),
       blocks * d.B * d.H,
     );
@@ -1090,6 +1139,8 @@ function backward(
 ): (Tensor | null)[] {
   const [q, k, v, out, lse] = saved;
   const ty = wgslType(d.dtype);
+  const kvShared = sharesBuffer(k, v);
+  const vb = kvShared ? [] : [v];
   const ops = { q, k, v, g };
   const dvec = Tensor.empty([d.B, d.H, d.T], "f32");
   const rows = d.B * d.H * d.T;
@@ -1110,12 +1161,12 @@ function backward(
     dq = Tensor.empty([d.B, d.H, d.T, d.Dqk], d.dtype);
     const blocks = Math.ceil(d.T / R);
     if (cfg.direct) {
-      const kern = dqDirect(ty, R, chunks(d.Dqk), chunks(d.Dv), vec);
-      launchRows(kern, [q, k, v, g, lse, dvec, dq], attnParams(d, 0, rows, ops), rows, R);
+      const kern = dqDirect(ty, R, chunks(d.Dqk), chunks(d.Dv), vec, kvShared);
+      launchRows(kern, [q, k, ...vb, g, lse, dvec, dq], attnParams(d, 0, rows, ops), rows, R);
     } else {
       launch(
-        dqKernel(ty, R, L, nq),
-        [q, k, v, g, lse, dvec, dq],
+        dqKernel(ty, R, L, nq, kvShared),
+        [q, k, ...vb, g, lse, dvec, dq],
         (n) => attnParams(d, blocks, n, ops),
         blocks * d.B * d.H,
       );
@@ -1129,12 +1180,18 @@ function backward(
     const blocks = Math.ceil(d.S / R);
     if (cfg.direct) {
       const kvRows = d.B * d.H * d.S;
-      const kern = dkvDirect(ty, R, chunks(d.Dqk), chunks(d.Dv), vec);
-      launchRows(kern, [q, k, v, g, lse, dvec, dkH, dvH], attnParams(d, 0, kvRows, ops), kvRows, R);
+      const kern = dkvDirect(ty, R, chunks(d.Dqk), chunks(d.Dv), vec, kvShared);
+      launchRows(
+        kern,
+        [q, k, ...vb, g, lse, dvec, dkH, dvH],
+        attnParams(d, 0, kvRows, ops),
+        kvRows,
+        R,
+      );
     } else {
       launch(
-        dkvKernel(ty, R, L, nq, nv),
-        [q, k, v, g, lse, dvec, dkH, dvH],
+        dkvKernel(ty, R, L, nq, nv, kvShared),
+        [q, k, ...vb, g, lse, dvec, dkH, dvH],
         (n) => attnParams(d, blocks, n, ops),
         blocks * d.B * d.H,
       );

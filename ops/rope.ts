@@ -60,7 +60,7 @@ export function ropeInvFreq(dim: number, theta: number): Float32Array {
 }
 
 /** Strides of `pos` right-aligned to the outer shape of x (0 on broadcast axes). */
-function positionStrides(pos: Tensor, outer: readonly number[], x: Tensor): number[] {
+export function positionStrides(pos: Tensor, outer: readonly number[], x: Tensor): number[] {
   const lead = outer.length - pos.rank;
   const bad = () =>
     new MoongradError(
@@ -127,28 +127,37 @@ const ROPE = params("rope", {
   posStrides: ["u32", ROPE_RANK],
 });
 
-/** Largest outer rank of `ropeConcat`: 15 scalar words and four rank-length arrays. */
-const ROPE_CAT_RANK = fitLength(15, 4);
+/** Largest outer rank of `ropeConcat`: 18 scalar words and five rank-length arrays. */
+const ROPE_CAT_RANK = fitLength(18, 5);
 
-/** `ROPE` plus the pass-through input of `ropeConcat`: its width, copies, offset, strides. */
+/**
+ * `ROPE` plus the pass-through input of `ropeConcat`: its width, copies, offset, strides, the
+ * output column where the rotated block goes (`at`), and the output's offset and strides.
+ */
 const ROPE_CAT = params("rope_cat", {
   ...ROPE_SCALARS,
   passWidth: "u32",
   copies: "u32",
   passOffset: "u32",
   passLast: "u32",
+  at: "u32",
+  outOffset: "u32",
+  outLast: "u32",
   outer: ["u32", ROPE_CAT_RANK],
   xStrides: ["u32", ROPE_CAT_RANK],
   posStrides: ["u32", ROPE_CAT_RANK],
   passStrides: ["u32", ROPE_CAT_RANK],
+  outStrides: ["u32", ROPE_CAT_RANK],
 });
 
 /**
- * The rotation of x's last axis (contiguous output). With `pass` [..., dp] (same outer shape),
- * the output is [..., dp + d]: `pass` copied into the first dp columns, the rotated x after
- * them, in the same dispatch (one thread per pair, then one per copied element).
+ * The rotation of x's last axis (contiguous output). With `pass` [..., P] (same outer shape),
+ * the output is [..., P + d]: `pass` copied around the rotated x, which goes to output columns
+ * at..at+d−1 (`at` defaults to P: [pass | rope(x)]), in the same dispatch (one thread per
+ * pair, then one per copied element). With a pass, `out` may be given: a [..., P + d] view with
+ * any (non-overlapping) strides to write into, e.g. a gradient laid out like a permuted input.
  */
-function rotate(
+export function rotate(
   x: Tensor,
   positions: number | Tensor,
   invFreq: Tensor,
@@ -156,11 +165,13 @@ function rotate(
   interleaved: boolean,
   factor: number,
   pass?: Tensor,
+  at?: number,
+  into?: Tensor,
 ): Tensor {
   const op = pass ? "ropeConcat" : sign === 1 ? "rope" : "rope_grad";
   const outer = x.shape.slice(0, -1);
   const dp = pass ? pass.shape[pass.rank - 1] : 0;
-  const out = Tensor.empty([...outer, dp + x.shape[x.rank - 1]], x.dtype);
+  const out = into ?? Tensor.empty([...outer, dp + x.shape[x.rank - 1]], x.dtype);
   const half = x.shape[x.rank - 1] / 2;
   const nPairs = numel(outer) * half;
   const copies = numel(outer) * dp;
@@ -201,7 +212,11 @@ function rotate(
       copies,
       passOffset: pass.offset,
       passLast: pass.strides[pass.rank - 1],
+      at: at ?? dp,
+      outOffset: out.offset,
+      outLast: out.strides[out.rank - 1],
       passStrides: pass.strides.slice(0, -1),
+      outStrides: out.strides.slice(0, -1),
     })
     : ROPE.pack(common);
   const t = wgslType(x.dtype);
@@ -216,8 +231,9 @@ function rotate(
   if (byTensor) bindings.push({ name: "pos", type: "i32", access: "read" });
   if (passName === "src") bindings.push({ name: "src", type: t, access: "read" });
   bindings.push({ name: "out", type: t, access: "read_write" });
-  const width = pass ? "(p_passWidth() + 2u * half)" : "2u * half";
-  const col0 = pass ? "p_passWidth() + " : "";
+  // Output element (row, column): contiguous rows without a pass, through out's strides with.
+  const outA = pass ? "oo + (p_at() + ia) * p_outLast()" : "row * 2u * half + ia";
+  const outB = pass ? "oo + (p_at() + ib) * p_outLast()" : "row * 2u * half + ib";
   const copy = pass
     ? `
   if (i >= p_pairs()) {
@@ -227,12 +243,16 @@ function rotate(
     let col = k % dp;
     var prem = prow;
     var ao = p_passOffset();
+    var co = p_outOffset();
     for (var d = i32(p_outerRank()) - 1; d >= 0; d--) {
       let dim = p_outer(u32(d));
-      ao += (prem % dim) * p_passStrides(u32(d));
+      let cd = prem % dim;
+      ao += cd * p_passStrides(u32(d));
+      co += cd * p_outStrides(u32(d));
       prem /= dim;
     }
-    out[prow * ${width} + col] = ${passName}[ao + col * p_passLast()];
+    let oc = select(col, col + 2u * half, col >= p_at());
+    out[co + oc * p_outLast()] = ${passName}[ao + col * p_passLast()];
     return;
   }`
     : "";
@@ -250,13 +270,13 @@ function rotate(
   let row = i / half;
   var rem = row;
   var xo = p_xOffset();
-  var po = 0u;
+  var po = 0u;${pass ? "\n  var oo = p_outOffset();" : ""}
   for (var d = i32(p_outerRank()) - 1; d >= 0; d--) {
     let dim = p_outer(u32(d));
     let c = rem % dim;
     rem /= dim;
     xo += c * p_xStrides(u32(d));
-    po += c * p_posStrides(u32(d));
+    po += c * p_posStrides(u32(d));${pass ? "\n    oo += c * p_outStrides(u32(d));" : ""}
   }
   let p = ${byTensor ? "f32(pos[po + u32(p_pos())])" : "f32(p_pos() + i32(po))"};
   let sc = mg_sincos(p * inv[p_invOffset() + j]);
@@ -268,8 +288,8 @@ function rotate(
   let ls = p_lastStride();
   let xa = f32(x[xo + ia * ls]);
   let xb = f32(x[xo + ib * ls]);
-  out[row * ${width} + ${col0}ia] = ${t}(xa * c - xb * s);
-  out[row * ${width} + ${col0}ib] = ${t}(xa * s + xb * c);`,
+  out[${outA}] = ${t}(xa * c - xb * s);
+  out[${outB}] = ${t}(xa * s + xb * c);`,
   });
   const bufs = [xBuf, invFreq.storage(op).buf];
   if (byTensor) bufs.push(positions.storage(op).buf);
@@ -280,7 +300,7 @@ function rotate(
 }
 
 /** Checks rope's arguments; returns the inv_freq table (`owned`: made here) and the options. */
-function ropeArgs(
+export function ropeArgs(
   op: string,
   x: Tensor,
   positions: number | Tensor,

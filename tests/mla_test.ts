@@ -18,7 +18,7 @@ import * as mg from "../mod.ts";
 import assert from "node:assert/strict";
 import { makeConfig } from "../nn/config.ts";
 import { LatentCache, MultiHeadLatentAttention } from "../nn/mla.ts";
-import { assertClose, check, fc, gpu, seededValues } from "./util.ts";
+import { assertClose, check, countDispatches, fc, gpu, seededValues } from "./util.ts";
 import { dot, nd, type NDArray, numericGrad } from "./reference/ndarray.ts";
 import {
   mlaAbsorbedRef,
@@ -498,6 +498,31 @@ Deno.test("MLA memory stays flat over forward+backward and over decode steps", a
   cache.dispose();
   x.dispose();
   mla.dispose();
+});
+
+Deno.test("MLA backward: the q / k / v assembly costs one kernel each side (ropeTail, ropeInsertShared), no layout copies", async () => {
+  await gpu();
+  const config = makeConfig("tiny");
+  const attn = new MultiHeadLatentAttention(config, { seed: 0 });
+  const x = mg.randn([2, 8, config.hidden_size], { seed: 1, requiresGrad: true });
+  const y = attn.forward(x, 3);
+  const g = mg.randn(y.shape, { seed: 2 });
+  const c = countDispatches(() => y.backward(g));
+  const total = [...c.values()].reduce((a, b) => a + b, 0);
+  const counts = JSON.stringify([...c]);
+  // Per layer: 10 matmuls (5 projections × dX, dW), 3 attention kernels, 3 RMSNorm kernels,
+  // rope_cat (q) + rope_insert_grad (k, v), the k / v and c slices' gradients (slice_grad ×3,
+  // add ×2) and the add of x's two gradients: 25 (33 before: rope ×2 plus slice_grad ×7,
+  // add ×4, copy ×2 and a head sum around them).
+  assert.equal(c.get("rope_cat_offset"), 1, counts);
+  assert.equal(c.get("rope_insert_grad_offset"), 1, counts);
+  for (const k of ["copy", "sum_short", "rope_offset", "alias_copy"]) {
+    assert.equal(c.get(k), undefined, `${k}: ${counts}`);
+  }
+  assert.ok((c.get("slice_grad") ?? 0) <= 3 && (c.get("add") ?? 0) <= 3, counts);
+  assert.ok(total <= 25, `${total} dispatches: ${counts}`);
+  for (const t of [x, y, g]) t.dispose();
+  attn.dispose();
 });
 
 Deno.test("MLA rejects bad inputs with a MoongradError naming the op", async () => {
