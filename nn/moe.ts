@@ -72,7 +72,15 @@ export class MoEGate extends Module {
 
   /** Router scores s = sigmoid(x · weightᵀ), f32 [N, E], for x f32 [N, D]. */
   scores(x: Tensor): Tensor {
-    return scope(() => sigmoid(matmul(x, transpose(this.weight, 0, 1))));
+    return scope(() => sigmoid(this.logits(x)));
+  }
+
+  /**
+   * Router logits x · weightᵀ, f32 [N, E], for x f32 [N, D]: what `DeepseekMoE` hands to
+   * `moeRoute` with `logits: true` (the sigmoid happens inside the routing kernel).
+   */
+  logits(x: Tensor): Tensor {
+    return matmul(x, transpose(this.weight, 0, 1));
   }
 }
 
@@ -317,8 +325,9 @@ export class DeepseekMoE extends Module {
     // expert intermediates as soon as the step consuming them has run.
     return scope(() => {
       const xf = reshape(x, [n, d]);
-      const s = this.gate.scores(xf);
-      const { weights, indices } = moeRoute(s, this.gate.eScoreCorrectionBias, k, {
+      const logits = this.gate.logits(xf);
+      const { weights, indices } = moeRoute(logits, this.gate.eScoreCorrectionBias, k, {
+        logits: true,
         scale: c.routed_scaling_factor,
         normalize: c.norm_topk_prob,
         nGroup: c.n_group,
@@ -343,7 +352,7 @@ export class DeepseekMoE extends Module {
       let aux: Tensor | null = null;
       if (c.aux_loss_alpha > 0 && this.training && (ctx.auxLosses || stats)) {
         const [b, t] = x.rank === 3 ? [x.shape[0], x.shape[1]] : [1, n];
-        aux = this.#auxLoss(s, indices, b, t);
+        aux = this.#auxLoss(sigmoid(logits), indices, b, t);
       }
       stats?.recordMoe(this, plan.counts, n * k, aux, indices);
       if (aux && ctx.auxLosses) ctx.auxLosses.push(aux);

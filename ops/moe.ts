@@ -32,7 +32,7 @@ import { kernel } from "../core/kernel.ts";
 import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
-import { contiguous, denseView } from "./elementwise.ts";
+import { contiguous, denseView, MATH_WGSL } from "./elementwise.ts";
 import { grid1d, linearId } from "./grid.ts";
 import { groupedInnerProduct, groupedRowsProduct } from "./matmul.ts";
 import { bucketSort } from "./bucket_sort.ts";
@@ -107,6 +107,7 @@ const ROUTE = params("moe_route", {
   normalize: "u32",
   nGroup: "u32",
   topkGroup: "u32",
+  logits: "u32",
 });
 /** Routing backward: tokens, experts, k, offsets of scores, indices and g, scale, normalize. */
 const ROUTE_BACKWARD = params("moe_route_backward", {
@@ -118,6 +119,7 @@ const ROUTE_BACKWARD = params("moe_route_backward", {
   gOffset: "u32",
   scale: "f32",
   normalize: "u32",
+  logits: "u32",
 });
 /** Row gathers and scatters: elements, row width d, k (or top-k), offsets of two operands. */
 const ROWS = params("moe_rows", {
@@ -156,17 +158,31 @@ export interface RouteOptions {
   nGroup?: number;
   /** `topk_group`: groups kept per token (default nGroup: no group limit). */
   topkGroup?: number;
+  /**
+   * The first argument holds the router logits: the kernel takes their sigmoid itself (the
+   * eager `sigmoid`'s formula, bit for bit) and the gradient flows to the logits, so the
+   * sigmoid and its backward are no separate dispatches (default false: sigmoid scores).
+   */
+  logits?: boolean;
 }
 
-const ROUTE_PRELUDE = `
+/** The score of element i of `s`: s itself, or its sigmoid when `s` holds logits. */
+const SCORE_WGSL = `
+fn score(i: u32) -> f32 {
+  let v = s[i];
+  if (p_logits() == 1u) { return mg_sigmoid(v); }
+  return v;
+}`;
+
+const ROUTE_PRELUDE = MATH_WGSL + SCORE_WGSL + `
 const LOWEST: f32 = -0x1.fffffep+127f; // the lowest finite f32 (Tint rejects anything beyond)
 
 // Sum of the two largest s + bias among experts [start, start + gs) of the token at base.
 fn group_score(base: u32, boff: u32, start: u32, gs: u32) -> f32 {
-  var b1 = s[base + start] + bias[boff + start];
+  var b1 = score(base + start) + bias[boff + start];
   var b2 = LOWEST;
   for (var i = 1u; i < gs; i++) {
-    let v = s[base + start + i] + bias[boff + start + i];
+    let v = score(base + start + i) + bias[boff + start + i];
     if (v > b1) { b2 = b1; b1 = v; } else if (v > b2) { b2 = v; }
   }
   return b1 + b2;
@@ -214,6 +230,10 @@ export function moeRoute(
   }
   const scale = options.scale ?? 1;
   const normalize = options.normalize ?? true;
+  const logits = options.logits ?? false;
+  if (typeof logits !== "boolean") {
+    throw new MoongradError(op, `options.logits must be a boolean, got ${String(logits)}`);
+  }
   if (!Number.isFinite(scale)) throw new MoongradError(op, `scale must be finite, got ${scale}`);
   const nGroup = options.nGroup ?? 1;
   const topkGroup = options.topkGroup ?? nGroup;
@@ -292,14 +312,14 @@ export function moeRoute(
       for (var q = 0u; q < gs; q++) {
         let i = g * gs + q;
         var v = 0.0;
-        if (keep) { v = s[base + i] + bias[boff + i]; }
+        if (keep) { v = score(base + i) + bias[boff + i]; }
         let after = j == 0u || v < pv || (v == pv && i > pi);
         if (after && (bi == 0xffffffffu || v > bv)) { bv = v; bi = i; }
       }
     }
     pv = bv;
     pi = bi;
-    let sv = s[base + bi];
+    let sv = score(base + bi);
     idx[t * k + j] = i32(bi);
     w[t * k + j] = sv;
     total += sv;
@@ -321,6 +341,7 @@ export function moeRoute(
     normalize,
     nGroup: grouped ? nGroup : 1,
     topkGroup: grouped ? topkGroup : 1,
+    logits,
   });
   launch1d(kern, [s.t, b.t, weights, indices], words, n, op);
   s.done();
@@ -329,7 +350,7 @@ export function moeRoute(
     weights,
     op,
     [scores],
-    (g, _needs, [sv, iv]) => [routeBackward(g, sv, iv, scale, normalize)],
+    (g, _needs, [sv, iv]) => [routeBackward(g, sv, iv, scale, normalize, logits)],
     [scores, indices],
   );
   return { weights, indices };
@@ -341,6 +362,7 @@ function routeBackward(
   indices: Tensor,
   scale: number,
   normalize: boolean,
+  logits: boolean,
 ): Tensor {
   const op = "moeRoute.backward";
   const [n, e] = scores.shape;
@@ -358,6 +380,7 @@ function routeBackward(
     ],
     workgroupSize: [WG],
     params: ROUTE_BACKWARD,
+    prelude: MATH_WGSL + SCORE_WGSL,
     body: `
   let t = ${linearId(WG)};
   if (t >= p_n()) { return; }
@@ -371,7 +394,7 @@ function routeBackward(
   var total = 0.0;
   var dotgs = 0.0;
   for (var j = 0u; j < k; j++) {
-    let sv = s[sb + u32(idx[ib + j])];
+    let sv = score(sb + u32(idx[ib + j]));
     total += sv;
     dotgs += g[gb + j] * sv;
   }
@@ -382,6 +405,13 @@ function routeBackward(
       ds[t * e + i] = c * (g[gb + j] / denom - dotgs / (denom * denom));
     } else {
       ds[t * e + i] = c * g[gb + j];
+    }
+  }
+  if (p_logits() == 1u) {
+    // Through the sigmoid, as the eager sigmoid's backward forms it: (d · s) · (1 − s).
+    for (var i = 0u; i < e; i++) {
+      let sv = score(sb + i);
+      ds[t * e + i] = ds[t * e + i] * sv * (1.0 - sv);
     }
   }`,
   });
@@ -394,6 +424,7 @@ function routeBackward(
     gOffset: gd.t.offset,
     scale,
     normalize,
+    logits,
   });
   launch1d(kern, [s.t, indices, gd.t, ds], words, n, op);
   gd.done();

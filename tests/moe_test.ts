@@ -415,6 +415,38 @@ Deno.test("moeRoute group limit: hand-checked cases (masked experts score 0; gro
   b6.dispose();
 });
 
+Deno.test("moeRoute on logits (sigmoid inside) = sigmoid then moeRoute, bit for bit, forward and backward", async () => {
+  await gpu();
+  for (
+    const [opts, nan] of [[{}, false], [{ nGroup: 4, topkGroup: 2, scale: 2.5 }, false], [{
+      normalize: false,
+    }, true]] as const
+  ) {
+    const x = Array.from(seededValues(16 * 12, 9, -4, 4));
+    if (nan) x[5] = NaN; // an unselected NaN logit: NaN gradient on its row, as the eager sigmoid gives
+    const bias = mg.tensor(Array.from(seededValues(12, 10, -0.5, 0.5)));
+    const la = mg.tensor(x, { shape: [16, 12], requiresGrad: true });
+    const lb = mg.tensor(x, { shape: [16, 12], requiresGrad: true });
+    const up = mg.tensor(Array.from(seededValues(16 * 3, 11)), { shape: [16, 3] });
+    const fused = moeRoute(la, bias, 3, { ...opts, logits: true });
+    const eager = moeRoute(mg.sigmoid(lb), bias, 3, opts);
+    assert.deepEqual(await fused.indices.data(), await eager.indices.data());
+    assert.deepEqual(await fused.weights.data(), await eager.weights.data());
+    fused.weights.mul(up).sum().backward();
+    eager.weights.mul(up).sum().backward();
+    assert.deepEqual(await la.grad!.data(), await lb.grad!.data());
+    for (
+      const t of [bias, la, lb, up, fused.weights, fused.indices, eager.weights, eager.indices]
+    ) {
+      t.dispose();
+    }
+  }
+  assert.throws(
+    () => moeRoute(mg.zeros([2, 4]), mg.zeros([4]), 2, { logits: 1 as unknown as boolean }),
+    /moeRoute.*logits must be a boolean/,
+  );
+});
+
 Deno.test("DeepseekMoE with n_group/topk_group vs the float64 grouped reference (rtol 1e-4)", async () => {
   await gpu();
   const arb = fc.record({
