@@ -218,7 +218,11 @@ export interface AttentionOptions {
  * ```
  */
 export interface AttentionResult {
-  /** Attention output [B, H, T, Dv] in the input dtype; differentiable w.r.t. q, k, v. */
+  /**
+   * Attention output [B, H, T, Dv] in the input dtype; differentiable w.r.t. q, k, v. Its
+   * storage is heads-inner ([B, T, H, Dv] memory order: permuting the heads next to the
+   * features and merging them is a view).
+   */
   out: Tensor;
   /**
    * f32 [H]: per head, the maximum over the batch and over attended pairs of the signed
@@ -590,7 +594,9 @@ function forwardKernel(ty: string, R: number, L: number, nv: number, kvShared: b
   let bad = rowNan | (bitcast<u32>(m) == 0x7f800000u) | (m == NEG);
   if (rowOk) {
     let inv = select(1.0 / l, mg_nan(), bad);
-    let ob = (bh * T + i) * DV;${accStore(L, nv, "acc", "out", "ob", "DV", ty, "inv")}
+    let ob = ((b * T + i) * H + h) * DV; // heads-inner output (see OUT_LAYOUT)${
+      accStore(L, nv, "acc", "out", "ob", "DV", ty, "inv")
+    }
     if (c == 0u) {
       lse[bh * T + i] = select(m + log(l), mg_nan(), bad);
       rmax[(h * B + b) * T + i] = rowMax(m, rowNan);
@@ -864,7 +870,7 @@ function forwardDirect(
   // A NaN or +Inf logit, or only −Inf ones, make the row NaN (PyTorch's softmax).
   let bad = nanSeen | (bitcast<u32>(m) == 0x7f800000u) | (m == NEG);
   let inv = select(1.0 / l, mg_nan(), bad);${
-      storeChunks("acc", nv, "out", "row * DV", "DV", ty, "inv")
+      storeChunks("acc", nv, "out", "((b * T + i) * H + h) * DV", "DV", ty, "inv")
     }
   lse[row] = select(m + log(l), mg_nan(), bad);
   rmax[(h * B + b) * T + i] = rowMax(m, nanSeen);`,
@@ -955,7 +961,7 @@ function dkvDirect(
 
 const ROW_WG = 64;
 
-/** D_i = Σ_d dO[i, d] · O[i, d] for every row (b, h, i); O is contiguous [B, H, T, Dv]. */
+/** D_i = Σ_d dO[i, d] · O[i, d] for every row (b, h, i); O is heads-inner [B, T, H, Dv]. */
 function rowDotKernel(ty: string): Kernel {
   return kernel({
     name: "attention_rowdot",
@@ -977,7 +983,8 @@ function rowDotKernel(ty: string): Kernel {
     i * p_strideT(${SLOT.g}u);
   let gD = p_strideD(${SLOT.g}u);
   var s = 0.0;
-  for (var d = 0u; d < DV; d++) { s += f32(gx[gB + d * gD]) * f32(ox[row * DV + d]); }
+  let oB = ((b * T + i) * H + h) * DV;
+  for (var d = 0u; d < DV; d++) { s += f32(gx[gB + d * gD]) * f32(ox[oB + d]); }
   dvec[row] = s;`,
   });
 }
@@ -1087,6 +1094,19 @@ function launch(
   dispatch(k, bufs.map((t) => t.storage(k.name).buf), words(groups), [gx, gy]);
 }
 
+/**
+ * OUT_LAYOUT: the output [B, H, T, Dv] is a view of a contiguous [B, T, H, Dv] buffer (the
+ * kernels store row (b, h, i) at ((b·T + i)·H + h)·Dv), so the usual next step, merging the
+ * heads for the output projection (permute to [B, T, H, Dv], reshape to [B, T, H·Dv]), is a
+ * view and not a copy (tiny K2: one copy dispatch per layer fewer).
+ */
+function headsInner(d: Dims): Tensor {
+  const buf = Tensor.empty([d.B, d.T, d.H, d.Dv], d.dtype);
+  const out = buf.view([d.B, d.H, d.T, d.Dv], [d.T * d.H * d.Dv, d.Dv, d.H * d.Dv, 1], buf.offset);
+  buf.dispose();
+  return out;
+}
+
 /** Whether k and v are views of one buffer (then bound once, see `kvKernel`). */
 function sharesBuffer(k: Tensor, v: Tensor): boolean {
   return k.storage("attention").buf === v.storage("attention").buf;
@@ -1098,7 +1118,7 @@ function forward(q: Tensor, k: Tensor, v: Tensor, d: Dims) {
   const vb = kvShared ? [] : [v];
   const cfg = currentConfig();
   const { rows: R, lanes: L } = cfg;
-  const out = Tensor.empty([d.B, d.H, d.T, d.Dv], d.dtype);
+  const out = headsInner(d);
   const lse = Tensor.empty([d.B, d.H, d.T], "f32");
   const rmax = Tensor.empty([d.H, d.B * d.T], "f32");
   if (cfg.direct) {

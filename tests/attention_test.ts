@@ -1,7 +1,8 @@
 import * as mg from "../mod.ts";
 import { attention, type AttentionOptions, setAttentionConfig } from "../ops/attention.ts";
 import { compiledKernelCount } from "../core/kernel.ts";
-import { assertClose, check, fc, gpu, seededValues } from "./util.ts";
+import { assertClose, check, countDispatches, fc, gpu, seededValues } from "./util.ts";
+import { deepStrictEqual, strictEqual } from "node:assert/strict";
 import { dot, nd, type NDArray, numericGrad } from "./reference/ndarray.ts";
 import { attentionRef, type AttentionRefOptions, attentionVjp } from "./reference/attention.ts";
 
@@ -481,4 +482,19 @@ Deno.test("attention rejects bad inputs with MoongradError naming the argument a
   assert(r.out.shape.join() === "1,2,7,5", "non-causal T > S");
   made.push(r.out, r.maxLogits);
   for (const x of made) x.dispose();
+});
+
+Deno.test("the output is heads-inner: merging the heads is a view, values as the contiguous copy", async () => {
+  await gpu();
+  const [B, H, T, D] = [2, 3, 5, 8];
+  const q = mg.tensor(seededValues(B * H * T * D, 31), { shape: [B, H, T, D] });
+  const { out, maxLogits } = attention(q, q, q);
+  let merged: mg.Tensor | null = null;
+  const counts = countDispatches(() => {
+    merged = out.permute([0, 2, 1, 3]).reshape([B, T, H * D]);
+  });
+  strictEqual(counts.size, 0, `merging the heads dispatched ${[...counts.keys()]}`);
+  const copy = out.contiguous().permute([0, 2, 1, 3]).contiguous().reshape([B, T, H * D]);
+  deepStrictEqual(await merged!.data(), await copy.data());
+  for (const t of [q, out, maxLogits, merged!, copy]) t.dispose();
 });
