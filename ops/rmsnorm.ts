@@ -75,7 +75,8 @@ function asRows(x: Tensor): Rows {
 
 /**
  * Parameters of the row kernels: rows, row length, eps (forward), rows per chunk (dg
- * partials), the offset of the prior gradient dx accumulates onto (backward), and per operand
+ * partials), the offset of the prior gradient dx accumulates onto (backward), a word that is
+ * always 0 (an optimisation barrier, see `backwardX`), and per operand
  * (up to 3) its offset, row stride and column stride.
  */
 const RMS = params("rms_norm", {
@@ -84,6 +85,7 @@ const RMS = params("rms_norm", {
   eps: "f32",
   perChunk: "u32",
   priorOffset: "u32",
+  zero: "u32",
   offsets: ["u32", 3],
   rowStrides: ["u32", 3],
   colStrides: ["u32", 3],
@@ -113,6 +115,7 @@ function packRowsWith(
     eps,
     perChunk,
     priorOffset,
+    zero: 0,
     offsets: ops.map((o) => o.t.offset),
     rowStrides: ops.map((o) => o.rowStride),
     colStrides: ops.map((o) => o.colStride),
@@ -336,11 +339,13 @@ function backwardX(
   if (part) bindings.push({ name: "part", type: "f32", access: "read_write" });
   if (prior) bindings.push({ name: "prior", type: t, access: "read" });
   const dxv = `r * f32(g[at(2u, row, j)]) * d - xv * c`;
+  // With a prior, dx's own value passes through an integer OR with a runtime zero before the
+  // add: shader compilers may otherwise reassociate prior + (a·b − c) (Mesa's inexact
+  // fadd/ffma rules did: 1–2 ulp off `add(prior, dx)`); through the integer it stays exact.
+  const own = `bitcast<f32>(bitcast<u32>(f32(${t}(${dxv}))) | p_zero())`;
   const dxOut = !prior
     ? `${t}(${dxv})`
-    : t === "f32"
-    ? `prior[p_priorOffset() + row * n + j] + (${dxv})`
-    : `${t}(f32(prior[p_priorOffset() + row * n + j]) + f32(${t}(${dxv})))`;
+    : `${t}(f32(prior[p_priorOffset() + row * n + j]) + ${own})`;
   const { k, grid } = rowKernel(
     part ? "rms_norm_dx_dg" : "rms_norm_dx",
     bindings,
