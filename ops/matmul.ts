@@ -17,7 +17,11 @@
  *
  * Backward: dA = dC·Bᵀ and dB = Aᵀ·dC through transposed views, summed over broadcast batch
  * axes; when the gradient's target has no batch axes ([B, T, C] @ [C, D] -> dW) the batch is
- * folded into the inner dimension so the sum happens inside one product.
+ * folded into the inner dimension so the sum happens inside one product. When a's gradient needs
+ * no sum or reshape and `a` already received a gradient from another use (core/autograd.ts
+ * `GradPriors`), the kernel's accumulate variant writes C = D + A·B (D that prior, read through
+ * its offset; f32 sum rounded once, bit-identical to `add(D, A·B)`): one dispatch instead of two.
+ * The grouped-rows product takes the same epilogue (MoE gate/up dX).
  */
 import { contiguousStrides } from "../core/shape.ts";
 import { deviceInfo } from "../core/device.ts";

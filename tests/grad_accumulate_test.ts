@@ -13,6 +13,7 @@
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
 import { groupedMatmul, moeDispatch, moePlan } from "../ops/moe.ts";
+import { CPU_MATMUL_CONFIG, GPU_MATMUL_CONFIG } from "../ops/matmul.ts";
 import { assertClose, countDispatches, gpu, seededValues } from "./util.ts";
 
 type Use = (x: mg.Tensor) => mg.Tensor;
@@ -312,4 +313,28 @@ Deno.test("grad accumulate: epilogues read a prior at a non-zero offset = add(pr
     groupedMatmul(r, consts([4, 3, 8], 47), plan.offsets),
     r,
   );
+});
+
+Deno.test("grad accumulate: the matmul epilogue under every tile configuration (shared, direct, skinny) = unfused, bit for bit", async () => {
+  await gpu();
+  for (const config of [GPU_MATMUL_CONFIG, CPU_MATMUL_CONFIG]) {
+    const previous = mg.setMatmulConfig(config);
+    try {
+      for (const shape of [[70, 33], [3, 33]]) { // full tiles, and a skinny (M ≤ 4) product
+        const w1 = consts([33, 20], 50);
+        const w2 = consts([33, 9], 51);
+        const uses: Use[] = [(h) => wsum(h.matmul(w1), 52), (h) => wsum(h.matmul(w2), 53)];
+        const { fused, unfused } = await fusedVsUnfused(
+          seededValues(shape[0] * 33, 54, -1, 1),
+          shape,
+          uses,
+          false,
+        );
+        assert.deepEqual(bits(fused.grad), bits(unfused.grad), `shared ${config.shared} ${shape}`);
+        assertFolded(fused, unfused, false, 2);
+      }
+    } finally {
+      mg.setMatmulConfig(previous);
+    }
+  }
 });
