@@ -19,6 +19,7 @@ export { mulberry32, Rng } from "./core/random.ts";
 export {
   type BackwardOptions,
   type GradNode,
+  type GradPriors,
   isGradEnabled,
   noGrad,
   type Vjp,

@@ -11,6 +11,23 @@ import type { Tensor } from "./tensor.ts";
  * inputs need one; `saved` holds the retained handles of the tensors passed to `record` as
  * saved (same order): read those, not the caller's handles, which may be disposed by then.
  *
+ * `priors` (absent when a vjp is called by hand) lets a vjp fold gradient accumulation into
+ * its own kernel: when input j already received a gradient earlier in this backward pass
+ * (the input feeds several ops), `priors.prior(j)` returns that accumulated gradient, shaped
+ * and typed like input j. A vjp that writes prior + its own gradient in one kernel (an
+ * epilogue reading the prior) returns that sum for input j and calls `priors.absorb(j)`;
+ * backward then takes the returned tensor as the new accumulated gradient and disposes the
+ * prior, instead of dispatching `add(prior, own)`. Contract:
+ * - the prior is read-only: it may share storage with other live gradients (a pass-through
+ *   vjp's gradient is aliased to several inputs), so write the sum into a new tensor;
+ * - do not dispose the prior, and return a tensor distinct from `grad` for an absorbed input;
+ * - fold only when exact: `prior + own` in f32 per element (rounded once to the dtype, as
+ *   `add` does) gives results bit-identical to the unfused `add(prior, own)`;
+ * - `prior(j)` is null when input j needs no gradient, has none yet, or is the same tensor as
+ *   an earlier input of this node (`x.mul(x)`: only the first occurrence sees the prior).
+ * Priors are this pass's intermediates only: never a leaf's `.grad` (accumulated after the
+ * pass) nor a caller's tensor.
+ *
  * @example Call a recorded node's vjp by hand
  * ```ts
  * import * as mg from "@moongrad/moongrad";
@@ -22,12 +39,50 @@ import type { Tensor } from "./tensor.ts";
  * const [dx] = vjp(mg.ones([2]), [true], node.saved); // d(3x)/dx · 1
  * console.log(await dx!.toArray()); // [3, 3]
  * ```
+ *
+ * @example A vjp that absorbs the gradient accumulated so far (matmul's, called by hand)
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const a = mg.tensor([[1, 2]], { requiresGrad: true });
+ * const node = a.matmul(mg.tensor([[1], [1]])).gradFn!;
+ * const prior = mg.tensor([[10, 20]]); // what `a` received from its other uses
+ * const priors: mg.GradPriors = { prior: (j) => (j === 0 ? prior : null), absorb: () => {} };
+ * const [da] = node.vjp!(mg.ones([1, 1]), [true, false], node.saved, priors);
+ * console.log(await da!.toArray()); // [[11, 21]]: prior + g·wᵀ in one matmul dispatch
+ * ```
  */
 export type Vjp = (
   grad: Tensor,
   needs: readonly boolean[],
   saved: readonly Tensor[],
+  priors?: GradPriors,
 ) => readonly (Tensor | null)[];
+
+/**
+ * What backward offers a vjp about its inputs' accumulated gradients (see `Vjp`).
+ *
+ * @example A vjp of y = 2x that absorbs the prior when there is one
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * const double: mg.Vjp = (g, needs, _saved, priors?: mg.GradPriors) => {
+ *   const prior = needs[0] ? priors?.prior(0) : null;
+ *   if (!prior) return [g.mul(2)];
+ *   priors!.absorb(0);
+ *   return [prior.add(g.mul(2))]; // a real vjp does this in its own kernel's epilogue
+ * };
+ * console.log(typeof double); // function
+ * ```
+ */
+export interface GradPriors {
+  /**
+   * The gradient input j has accumulated so far in this backward pass, or null (none yet, not
+   * needed, or an input that repeats an earlier one). Read-only; owned by backward.
+   */
+  prior(j: number): Tensor | null;
+  /** Declares that the gradient returned for input j already includes `prior(j)`. */
+  absorb(j: number): void;
+}
 
 /**
  * One recorded op: its inputs, its vjp, and the tensors it saved for backward.
@@ -196,6 +251,14 @@ export function runBackward(
         g.dispose();
       }
     };
+    /** The gradient `t` has accumulated so far in this pass. */
+    const pending = (t: Tensor): Tensor | undefined =>
+      t.gradFn ? nodeGrads.get(t.gradFn) : t.requiresGrad ? leafGrads.get(t) : undefined;
+    /** Sets `t`'s accumulated gradient to `g` (which already includes the previous one). */
+    const replace = (t: Tensor, g: Tensor) => {
+      if (t.gradFn) nodeGrads.set(t.gradFn, g);
+      else leafGrads.set(t, g);
+    };
     accumulate(root, grad ? alias(grad) : ones(root));
     for (let i = order.length - 1; i >= 0; i--) {
       const node = order[i];
@@ -203,9 +266,41 @@ export function runBackward(
       nodeGrads.delete(node);
       if (!g) continue;
       const needs = node.inputs.map((t) => t.requiresGrad && isFloat(t.dtype));
-      const grads = node.vjp!(g, needs, node.saved);
+      const absorbed: (Tensor | undefined)[] = [];
+      const priors: GradPriors = {
+        prior: (j) => {
+          const t = node.inputs[j];
+          if (!t || !needs[j]) return null;
+          for (let k = 0; k < j; k++) if (sameTarget(node.inputs[k], t)) return null;
+          return pending(t) ?? null;
+        },
+        absorb: (j) => {
+          const p = priors.prior(j);
+          if (!p) {
+            throw new MoongradError(
+              node.op,
+              `internal: the vjp absorbed input ${j}'s prior gradient, but it has none`,
+            );
+          }
+          absorbed[j] = p;
+        },
+      };
+      const grads = node.vjp!(g, needs, node.saved, priors);
       node.inputs.forEach((t, j) => {
         const gj = grads[j];
+        const prior = absorbed[j];
+        if (prior) {
+          if (!gj || gj === g) {
+            throw new MoongradError(
+              node.op,
+              `internal: the vjp absorbed input ${j}'s prior gradient but returned ` +
+                (gj ? "its output gradient" : "no gradient"),
+            );
+          }
+          replace(t, gj);
+          if (gj !== prior) prior.dispose();
+          return;
+        }
         if (!gj || !needs[j]) {
           if (gj && gj !== g) gj.dispose();
           return;
@@ -225,6 +320,11 @@ export function runBackward(
       leaf.grad.untrack();
     }
   });
+}
+
+/** True when two inputs accumulate into the same gradient (one tensor, or one node's output). */
+function sameTarget(a: Tensor, b: Tensor): boolean {
+  return a === b || (a.gradFn !== null && a.gradFn === b.gradFn);
 }
 
 function sumAndDispose(a: Tensor, b: Tensor, add: (a: Tensor, b: Tensor) => Tensor): Tensor {

@@ -126,10 +126,13 @@ export function fillInPlace(dst: Tensor, value: number): void {
   dispatch(k, [dst.storage("fill").buf], words, grid1d(n, WG));
 }
 
-/** Largest rank of slice_grad: 8 scalar words and two rank-length arrays. */
-const RS = fitLength(8, 2);
+/** Largest rank of slice_grad: 9 scalar words and two rank-length arrays. */
+const RS = fitLength(9, 2);
 
-/** slice_grad: the output shape, g's strides and offset, and the window on `axis`. */
+/**
+ * slice_grad: the output shape, g's strides and offset, the window on `axis`, and the offset
+ * of the prior gradient it accumulates onto (when it has one).
+ */
 const SLICE_GRAD = params("slice_grad", {
   n: "u32",
   rank: "u32",
@@ -140,12 +143,16 @@ const SLICE_GRAD = params("slice_grad", {
   start: "u32",
   step: "u32",
   len: "u32",
+  priorOffset: "u32",
 });
 
 /**
  * The gradient of `slice`: a new contiguous tensor of `shape` holding `g` (any strided view)
  * in the window start, start + step, … of `axis` and zeros elsewhere, in one dispatch (a fill
- * and a copy before).
+ * and a copy before). With `prior` (contiguous, `shape`, g's dtype: the gradient the sliced
+ * tensor accumulated from its other uses in a backward pass), the result is prior + that, in
+ * the same one dispatch: prior + g in the window and prior + 0 elsewhere, summed in f32 and
+ * rounded once, bit-identical to `add(prior, sliceGrad(g))` (two dispatches).
  */
 export function sliceGrad(
   g: Tensor,
@@ -153,11 +160,13 @@ export function sliceGrad(
   axis: number,
   start: number,
   step: number,
+  prior: Tensor | null = null,
 ): Tensor {
   const out = Tensor.empty(shape, g.dtype);
   const n = out.size;
   if (n === 0) return out;
   if (g.size === 0) {
+    if (prior) throw new MoongradError("sliceGrad", "an empty window cannot take a prior");
     fillInPlace(out, 0);
     return out;
   }
@@ -172,13 +181,22 @@ export function sliceGrad(
     start,
     step,
     len: g.shape[axis],
+    priorOffset: prior?.offset ?? 0,
   });
+  const bindings = [
+    { name: "g", type: t, access: "read" as const },
+    { name: "out", type: t, access: "read_write" as const },
+  ];
+  if (prior) bindings.push({ name: "prior", type: t, access: "read" });
+  // g[o] is read only inside the window (o is meaningless outside, and g may be empty).
+  const store = !prior ? `if (inside) { out[i] = g[o]; } else { out[i] = ${t}(0); }` : `var v = 0.0;
+  if (inside) { v = f32(g[o]); }
+  out[i] = ${
+    t === "f32" ? "prior[p_priorOffset() + i] + v" : `${t}(f32(prior[p_priorOffset() + i]) + v)`
+  };`;
   const k = kernel({
     name: "slice_grad",
-    bindings: [
-      { name: "g", type: t, access: "read" },
-      { name: "out", type: t, access: "read_write" },
-    ],
+    bindings,
     workgroupSize: [WG],
     params: SLICE_GRAD,
     body: `
@@ -198,8 +216,9 @@ export function sliceGrad(
     }
     o += c * p_gStrides(u32(d));
   }
-  if (inside) { out[i] = g[o]; } else { out[i] = ${t}(0); }`,
+  ${store}`,
   });
-  dispatch(k, [g.storage("slice").buf, out.storage("slice").buf], words, grid1d(n, WG));
+  const bufs = [g, out, ...(prior ? [prior] : [])].map((x) => x.storage("slice").buf);
+  dispatch(k, bufs, words, grid1d(n, WG));
   return out;
 }

@@ -9,6 +9,7 @@ import { record } from "../core/autograd.ts";
 import { contiguous } from "./elementwise.ts";
 import { sumTo } from "./reduce.ts";
 import { fillInPlace, sliceGrad } from "./copy.ts";
+import { usablePrior } from "./grad_prior.ts";
 
 /** A new handle on the same data, cut from the graph (used for detach and gradient aliasing). */
 export function alias(x: Tensor): Tensor {
@@ -167,7 +168,13 @@ export function slice(x: Tensor, axis: number, start: number, end?: number, step
   const strides = [...x.strides];
   strides[ax] = x.strides[ax] * step;
   const out = x.view(shape, strides, x.offset + s * x.strides[ax]);
-  return record(out, "slice", [x], (g) => [sliceGrad(g, x.shape, ax, s, step)]);
+  return record(out, "slice", [x], (g, needs, _saved, priors) => {
+    // With a prior (x's gradient from its other uses), one dispatch adds g into its window.
+    const prior = needs[0] && g.size > 0 ? usablePrior(priors, 0, x.shape, x.dtype, g) : null;
+    const dx = sliceGrad(g, x.shape, ax, s, step, prior);
+    if (prior) priors!.absorb(0);
+    return [dx];
+  });
 }
 
 /**

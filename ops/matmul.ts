@@ -17,7 +17,11 @@
  *
  * Backward: dA = dC·Bᵀ and dB = Aᵀ·dC through transposed views, summed over broadcast batch
  * axes; when the gradient's target has no batch axes ([B, T, C] @ [C, D] -> dW) the batch is
- * folded into the inner dimension so the sum happens inside one product.
+ * folded into the inner dimension so the sum happens inside one product. When a's gradient needs
+ * no sum or reshape and `a` already received a gradient from another use (core/autograd.ts
+ * `GradPriors`), the kernel's accumulate variant writes C = D + A·B (D that prior, read through
+ * its offset; f32 sum rounded once, bit-identical to `add(D, A·B)`): one dispatch instead of two.
+ * The grouped-rows product takes the same epilogue (MoE gate/up dX).
  */
 import { contiguousStrides } from "../core/shape.ts";
 import { deviceInfo } from "../core/device.ts";
@@ -32,6 +36,7 @@ import { grid1d } from "./grid.ts";
 import { checkTileConfig } from "./tile_config.ts";
 import { sumTo } from "./reduce.ts";
 import { reshape } from "./layout.ts";
+import { usablePrior } from "./grad_prior.ts";
 
 /**
  * A tile configuration of the matmul kernel: tuning is data, not code.
@@ -180,13 +185,14 @@ function matmulConfigProblems(c: MatmulConfig): string[] {
   return problems;
 }
 
-/** Most batch axes (after merging) the kernel's parameter block holds (15 + 3·16 words). */
-const MAX_BATCH_RANK = 16;
+/** Most batch axes (after merging) the kernel's parameter block holds (16 + 3·15 words). */
+const MAX_BATCH_RANK = 15;
 
 /**
  * The matmul parameters: sizes, tile counts and workgroups, the merged batch rank, operand
  * offsets and row/column strides, the expert count and B's expert stride (grouped modes),
- * then the batch dims and each operand's batch strides.
+ * the offset of the accumulated operand D (`C = A·B + D`), then the batch dims and each
+ * operand's batch strides.
  */
 const MATMUL = params("matmul", {
   M: "u32",
@@ -204,6 +210,7 @@ const MATMUL = params("matmul", {
   sBn: "u32",
   experts: "u32",
   bExpertStride: "u32",
+  offD: "u32",
   batch: ["u32", MAX_BATCH_RANK],
   aBatchStrides: ["u32", MAX_BATCH_RANK],
   bBatchStrides: ["u32", MAX_BATCH_RANK],
@@ -272,9 +279,16 @@ const XYZW = "xyzw";
 
 /**
  * Generates the tiled kernel for a dtype, a tile config, the operand layout variant and the
- * grouping mode (see `Grouping`).
+ * grouping mode (see `Grouping`). With `accumulate`, the epilogue adds a contiguous D shaped
+ * like C: C = D + A·B, summed in f32 and rounded once, exactly as `add(D, A·B)` would.
  */
-function matmulKernel(dtype: DType, c: MatmulConfig, v: Variant, gm: GroupMode = "none"): Kernel {
+function matmulKernel(
+  dtype: DType,
+  c: MatmulConfig,
+  v: Variant,
+  gm: GroupMode = "none",
+  accumulate = false,
+): Kernel {
   const T = wgslStore(dtype);
   const BM = c.wgY * c.tm;
   const BN = c.wgX * c.tn;
@@ -469,12 +483,19 @@ fn find_tile(t: u32) -> vec4<u32> {
     emit(`  }`);
   }
   emit(`  let cbase = bi * M * N;`);
+  if (accumulate) emit(`  let dbase = p_offD() + cbase;`);
+  const result = (i: number, j: number) =>
+    accumulate
+      ? T === "f32"
+        ? `D[dbase + gm * N + gn] + ${acc(i, j)}`
+        : `${T}(f32(D[dbase + gm * N + gn]) + f32(${T}(${acc(i, j)})))`
+      : `${T}(${acc(i, j)})`;
   for (const i of rows) {
     emit(`  { let gm = m0 + ${rowOf(i)};
     if (gm < ${Mb}) {`);
     for (const j of cols) {
       emit(`      { let gn = n0 + ${colOf(j)};
-        if (gn < N) { C[cbase + gm * N + gn] = ${T}(${acc(i, j)}); } }`);
+        if (gn < N) { C[cbase + gm * N + gn] = ${result(i, j)}; } }`);
     }
     emit(`    } }`);
   }
@@ -490,6 +511,7 @@ var<workgroup> Bs: array<${el}, ${(BN * c.bk) / (c.vec4 ? 4 : 1)}>;
     { name: "C", type: T, access: "read_write" as const },
   ];
   if (gm !== "none") bindings.push({ name: "off", type: "u32", access: "read" });
+  if (accumulate) bindings.push({ name: "D", type: T, access: "read" });
   return kernel({
     name: gm === "none" ? "matmul" : `matmul_grouped_${gm}`,
     bindings,
@@ -597,8 +619,17 @@ function configFor(p: Problem): MatmulConfig {
   return c;
 }
 
-/** Records the kernel for a resolved problem into a new contiguous [batch..., M, N] tensor. */
-function launch(p: Problem, ta: Tensor, tb: Tensor, outShape: number[]): Tensor {
+/**
+ * Records the kernel for a resolved problem into a new contiguous [batch..., M, N] tensor;
+ * with `prior` (contiguous, shaped and typed like the result), the result is prior + A·B.
+ */
+function launch(
+  p: Problem,
+  ta: Tensor,
+  tb: Tensor,
+  outShape: number[],
+  prior: Tensor | null = null,
+): Tensor {
   const dtype = ta.dtype;
   const out = Tensor.empty(outShape, dtype);
   const g = p.group;
@@ -611,7 +642,7 @@ function launch(p: Problem, ta: Tensor, tb: Tensor, outShape: number[]): Tensor 
   const tilesM = Math.ceil(p.M / BM) + (g?.mode === "rows" ? g.experts : 0);
   const tilesN = Math.ceil(p.N / BN);
   const groups = tilesM * tilesN * nBatch;
-  const k = matmulKernel(dtype, c, variant(p, c), g?.mode ?? "none");
+  const k = matmulKernel(dtype, c, variant(p, c), g?.mode ?? "none", prior !== null);
   const words = MATMUL.pack({
     M: p.M,
     N: p.N,
@@ -628,11 +659,14 @@ function launch(p: Problem, ta: Tensor, tb: Tensor, outShape: number[]): Tensor 
     sBn: p.b.colStride,
     experts: g?.experts ?? 0,
     bExpertStride: g?.bExpertStride ?? 0,
+    offD: prior?.offset ?? 0,
     batch: p.batch,
     aBatchStrides: p.a.batchStrides,
     bBatchStrides: p.b.batchStrides,
   });
-  const bufs = [ta, tb, out, ...(g ? [g.offsets] : [])].map((t) => t.storage("matmul").buf);
+  const bufs = [ta, tb, out, ...(g ? [g.offsets] : []), ...(prior ? [prior] : [])].map((t) =>
+    t.storage("matmul").buf
+  );
   dispatch(k, bufs, words, grid1d(groups, 1));
   return out;
 }
@@ -723,8 +757,11 @@ function operand(m: Mat, batch: number[]): Operand {
   };
 }
 
-/** Product of two [batch..., rows, cols] views; returns the contiguous [batch..., M, N] result. */
-function product(ta: Tensor, a: Mat, tb: Tensor, b: Mat): Tensor {
+/**
+ * Product of two [batch..., rows, cols] views; returns the contiguous [batch..., M, N] result
+ * (plus `prior`, contiguous and shaped like the result, when given).
+ */
+function product(ta: Tensor, a: Mat, tb: Tensor, b: Mat, prior: Tensor | null = null): Tensor {
   const shapes = () => `a ${ta.dtype} ${fmtShape(ta.shape)}, b ${tb.dtype} ${fmtShape(tb.shape)}`;
   const batch = batchShape(a, b, shapes);
   const M = a.shape[a.shape.length - 2];
@@ -749,7 +786,7 @@ function product(ta: Tensor, a: Mat, tb: Tensor, b: Mat): Tensor {
     a: { ...oa, batchStrides: sa },
     b: { ...ob, batchStrides: sb },
   });
-  return launch(p, ta, tb, [...batch, M, N]);
+  return launch(p, ta, tb, [...batch, M, N], prior);
 }
 
 function transposed(m: Mat): Mat {
@@ -858,13 +895,22 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   }
   // The vjp reads the retained handles, so callers may dispose a and b after the forward.
   let [sa, sb] = [a, b];
-  record(out, "matmul", [a, b], (g, needs) => {
+  record(out, "matmul", [a, b], (g, needs, _saved, priors) => {
     // g as [batch..., M, N]: re-insert the unit axes dropped for 1-D operands.
     const g2 = g.view(fullShape, gradStrides(g, a.rank === 1, b.rank === 1), g.offset);
     const gm: Mat = { shape: [...g2.shape], strides: [...g2.strides], offset: g2.offset };
     let ga: Tensor | null = null;
     let gb: Tensor | null = null;
-    if (needs[0]) {
+    // dA straight into a's shape (a is a matrix whose batch axes are the output's: no sum,
+    // no reshape) can fold the gradient a received from its other uses into its epilogue.
+    const direct = a.rank >= 2 &&
+      fullShape.slice(0, -2).every((d, i) => d === a.shape[i]) &&
+      fullShape.length === a.rank;
+    const prior = needs[0] && direct ? usablePrior(priors, 0, a.shape, a.dtype, g2, sb) : null;
+    if (prior) {
+      ga = product(g2, gm, sb, transposed(mb), prior);
+      priors!.absorb(0);
+    } else if (needs[0]) {
       const r = productSummedTo(g2, gm, sb, transposed(mb), ma.shape);
       ga = r.rank === a.rank ? r : reshapeAndDispose(r, a.shape);
     }
@@ -899,14 +945,17 @@ function gradStrides(g: Tensor, aVec: boolean, bVec: boolean): number[] {
  * e's group (rows offsets[e]..offsets[e+1]−1), where W_e is w[e] ([E, d1, d2], any strides)
  * transposed when `transposeW` (a Linear layer's [out, in] weight), as is otherwise. `a` f32
  * [M, K] is read through its strides; `offsets` i32 [E + 1] must be contiguous from element 0
- * and hold non-decreasing row offsets ending at M. Returns a new contiguous [M, N]. Uses the
- * matmul tile configuration; not recorded for autograd (the caller records).
+ * and hold non-decreasing row offsets ending at M. Returns a new contiguous [M, N], plus
+ * `prior` (contiguous f32 [M, N]) when given: a backward pass's accumulated gradient folded
+ * into the epilogue. Uses the matmul tile configuration; not recorded for autograd (the
+ * caller records).
  */
 export function groupedRowsProduct(
   a: Tensor,
   w: Tensor,
   offsets: Tensor,
   transposeW: boolean,
+  prior: Tensor | null = null,
 ): Tensor {
   const [M, K] = a.shape;
   const [E, d1, d2] = w.shape;
@@ -926,7 +975,7 @@ export function groupedRowsProduct(
     },
     group: { mode: "rows", offsets, experts: E, bExpertStride: sE },
   };
-  return launch(p, a, w, [M, N]);
+  return launch(p, a, w, [M, N], prior);
 }
 
 /**

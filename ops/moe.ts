@@ -36,6 +36,7 @@ import { contiguous, denseView, MATH_WGSL } from "./elementwise.ts";
 import { grid1d, linearId } from "./grid.ts";
 import { groupedInnerProduct, groupedRowsProduct } from "./matmul.ts";
 import { bucketSort } from "./bucket_sort.ts";
+import { usablePrior } from "./grad_prior.ts";
 import { checkIndexRange } from "./check_indices.ts";
 
 const WG = 256;
@@ -465,19 +466,25 @@ function checkRows(op: string, x: Tensor, arg: string, rows: number): void {
   }
 }
 
-/** Sum over a token's K slots of rows of `src` [N·K, D] found through `inv`: [N, D]. */
-function gatherSum(src: Tensor, plan: MoePlan, op: string): Tensor {
+/**
+ * Sum over a token's K slots of rows of `src` [N·K, D] found through `inv`: [N, D], plus
+ * `prior` (contiguous f32 [N, D], a backward pass's accumulated gradient) when given, added
+ * after the slot sum as `add(prior, sum)` would.
+ */
+function gatherSum(src: Tensor, plan: MoePlan, op: string, prior: Tensor | null = null): Tensor {
   const d = src.shape[1];
   const { tokens: n, topK: k } = plan;
   const out = Tensor.empty([n, d], "f32");
   const s = denseView(src);
+  const bindings = [
+    { name: "src", type: "f32", access: "read" as const },
+    { name: "inv", type: "i32", access: "read" as const },
+    { name: "dst", type: "f32", access: "read_write" as const },
+  ];
+  if (prior) bindings.push({ name: "prior", type: "f32", access: "read" });
   const kern = kernel({
     name: "moe_gather_sum",
-    bindings: [
-      { name: "src", type: "f32", access: "read" },
-      { name: "inv", type: "i32", access: "read" },
-      { name: "dst", type: "f32", access: "read_write" },
-    ],
+    bindings,
     workgroupSize: [WG],
     params: ROWS,
     body: `
@@ -489,12 +496,12 @@ function gatherSum(src: Tensor, plan: MoePlan, op: string): Tensor {
   let c = i % d;
   var acc = 0.0;
   for (var j = 0u; j < k; j++) { acc += src[p_aOffset() + u32(inv[t * k + j]) * d + c]; }
-  dst[i] = acc;`,
+  dst[i] = ${prior ? "prior[p_bOffset() + i] + acc" : "acc"};`,
   });
   launch1d(
     kern,
-    [s.t, plan.inv, out],
-    ROWS.pack({ total: n * d, d, k, aOffset: s.t.offset, bOffset: 0 }),
+    [s.t, plan.inv, out, ...(prior ? [prior] : [])],
+    ROWS.pack({ total: n * d, d, k, aOffset: s.t.offset, bOffset: prior?.offset ?? 0 }),
     n * d,
     op,
   );
@@ -537,9 +544,12 @@ export function moeDispatch(x: Tensor, plan: MoePlan): Tensor {
     op,
   );
   s.done();
-  return record(out, op, [x], (g, _n, [inv, perm, counts, offsets]) => {
+  return record(out, op, [x], (g, _n, [inv, perm, counts, offsets], priors) => {
     const p = { ...plan, inv, perm, counts, offsets };
-    return [gatherSum(g, p, "moeDispatch.backward")];
+    const prior = usablePrior(priors, 0, x.shape, "f32", g, inv);
+    const dx = gatherSum(g, p, "moeDispatch.backward", prior);
+    if (prior) priors!.absorb(0);
+    return [dx];
   }, [plan.inv, plan.perm, plan.counts, plan.offsets]);
 }
 
@@ -749,8 +759,10 @@ export function groupedMatmul(a: Tensor, w: Tensor, offsets: Tensor): Tensor {
   }
   const off = zeroOffset(offsets);
   const out = groupedRowsProduct(a, w, off, true);
-  record(out, op, [a, w], (g, needs, [av, wv, ov]) => {
-    const ga = needs[0] ? groupedRowsProduct(g, wv, ov, false) : null;
+  record(out, op, [a, w], (g, needs, [av, wv, ov], priors) => {
+    const prior = needs[0] ? usablePrior(priors, 0, a.shape, "f32", g, wv, ov) : null;
+    const ga = needs[0] ? groupedRowsProduct(g, wv, ov, false, prior) : null;
+    if (prior) priors!.absorb(0);
     const gw = needs[1] ? groupedWeightGrad(g, av, ov) : null;
     return [ga, gw];
   }, [a, w, off]);

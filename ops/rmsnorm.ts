@@ -23,6 +23,7 @@ import { record } from "../core/autograd.ts";
 import { grid1d, linearId } from "./grid.ts";
 import { contiguous } from "./elementwise.ts";
 import { fillInPlace } from "./copy.ts";
+import { usablePrior } from "./grad_prior.ts";
 
 /** Threads per workgroup of the workgroup-per-row kernels. */
 const ROW_WG = 128;
@@ -74,13 +75,17 @@ function asRows(x: Tensor): Rows {
 
 /**
  * Parameters of the row kernels: rows, row length, eps (forward), rows per chunk (dg
- * partials), and per operand (up to 3) its offset, row stride and column stride.
+ * partials), the offset of the prior gradient dx accumulates onto (backward), a word that is
+ * always 0 (an optimisation barrier, see `backwardX`), and per operand
+ * (up to 3) its offset, row stride and column stride.
  */
 const RMS = params("rms_norm", {
   rows: "u32",
   n: "u32",
   eps: "f32",
   perChunk: "u32",
+  priorOffset: "u32",
+  zero: "u32",
   offsets: ["u32", 3],
   rowStrides: ["u32", 3],
   colStrides: ["u32", 3],
@@ -93,11 +98,24 @@ function packRows(
   perChunk: number,
   ...ops: Rows[]
 ): Uint32Array {
+  return packRowsWith(0, rows, n, eps, perChunk, ...ops);
+}
+
+function packRowsWith(
+  priorOffset: number,
+  rows: number,
+  n: number,
+  eps: number,
+  perChunk: number,
+  ...ops: Rows[]
+): Uint32Array {
   return RMS.pack({
     rows,
     n,
     eps,
     perChunk,
+    priorOffset,
+    zero: 0,
     offsets: ops.map((o) => o.t.offset),
     rowStrides: ops.map((o) => o.rowStride),
     colStrides: ops.map((o) => o.colStride),
@@ -291,7 +309,10 @@ function forward(xr: Rows, weight: Tensor, eps: number, shape: readonly number[]
 /**
  * dx = r·g·dy − x·r³/n·Σ_j(dy·g·x), one workgroup (or thread) per row. With `withDg`, the same
  * pass also writes each element's share of dg, dy·x·r, into `part` [rows, n] (f32), which
- * `sumDgParts` then sums over the rows: dx and dg in two dispatches instead of three.
+ * `sumDgParts` then sums over the rows: dx and dg in two dispatches instead of three. With
+ * `prior` (contiguous, shaped and typed like x: the gradient x accumulated from its other
+ * uses in this backward pass), dx is prior + the above, summed in f32 and rounded once as
+ * `add(prior, dx)` would (the residual stream's gradient: one dispatch fewer per norm).
  */
 function backwardX(
   dyr: Rows,
@@ -299,6 +320,7 @@ function backwardX(
   weight: Tensor,
   rstd: Tensor,
   withDg = false,
+  prior: Tensor | null = null,
 ): { dx: Tensor; part: Tensor | null } {
   const x = xr.t;
   const n = x.shape[x.rank - 1];
@@ -315,6 +337,15 @@ function backwardX(
     { name: "dx", type: t, access: "read_write" },
   ];
   if (part) bindings.push({ name: "part", type: "f32", access: "read_write" });
+  if (prior) bindings.push({ name: "prior", type: t, access: "read" });
+  const dxv = `r * f32(g[at(2u, row, j)]) * d - xv * c`;
+  // With a prior, dx's own value passes through an integer OR with a runtime zero before the
+  // add: shader compilers may otherwise reassociate prior + (a·b − c) (Mesa's inexact
+  // fadd/ffma rules did: 1–2 ulp off `add(prior, dx)`); through the integer it stays exact.
+  const own = `bitcast<f32>(bitcast<u32>(f32(${t}(${dxv}))) | p_zero())`;
+  const dxOut = !prior
+    ? `${t}(${dxv})`
+    : `${t}(f32(prior[p_priorOffset() + row * n + j]) + ${own})`;
   const { k, grid } = rowKernel(
     part ? "rms_norm_dx_dg" : "rms_norm_dx",
     bindings,
@@ -329,12 +360,10 @@ function backwardX(
   for (var j = lane; j < n; j += step) {
     let d = f32(dy[at(0u, row, j)]);
     let xv = f32(x[at(1u, row, j)]);
-    dx[row * n + j] = ${t}(r * f32(g[at(2u, row, j)]) * d - xv * c);${
-      part ? "\n    part[row * n + j] = d * xv * r;" : ""
-    }
+    dx[row * n + j] = ${dxOut};${part ? "\n    part[row * n + j] = d * xv * r;" : ""}
   }`,
   );
-  const words = packRows(rows, n, 0, 0, dyr, xr, gainRows(weight));
+  const words = packRowsWith(prior?.offset ?? 0, rows, n, 0, 0, dyr, xr, gainRows(weight));
   const op = "rmsNorm_grad";
   const bufs = [
     dyr.t.storage(op).buf,
@@ -344,6 +373,7 @@ function backwardX(
     dx.storage(op).buf,
   ];
   if (part) bufs.push(part.storage(op).buf);
+  if (prior) bufs.push(prior.storage(op).buf);
   dispatch(k, bufs, words, grid(rows));
   return { dx, part };
 }
@@ -454,20 +484,24 @@ export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-6): Tensor {
   const xr = asRows(x);
   const { y, rstd } = forward(xr, weight, eps, x.shape);
   // Save the row view actually read (a copy when x's axes did not merge).
-  record(y, "rmsNorm", [x, weight], (g, needs, [sx, sw, sr]) => {
+  record(y, "rmsNorm", [x, weight], (g, needs, [sx, sw, sr], priors) => {
     const xs: Rows = { t: sx, rowStride: xr.rowStride, colStride: xr.colStride, owned: false };
     const gr = asRows(g);
+    const prior = needs[0] && sr.size > 0
+      ? usablePrior(priors, 0, x.shape, x.dtype, gr.t, sx, sw, sr)
+      : null;
     let out: (Tensor | null)[];
     if (needs[0] && needs[1] && sr.size > 0 && sr.size <= FUSED_DG_ROWS) {
-      const { dx, part } = backwardX(gr, xs, sw, sr, true);
+      const { dx, part } = backwardX(gr, xs, sw, sr, true, prior);
       out = [dx, sumDgParts(part!, sw.dtype)];
       part!.dispose();
     } else {
       out = [
-        needs[0] ? backwardX(gr, xs, sw, sr).dx : null,
+        needs[0] ? backwardX(gr, xs, sw, sr, false, prior).dx : null,
         needs[1] ? backwardG(gr, xs, sr, sw.dtype) : null,
       ];
     }
+    if (prior) priors!.absorb(0);
     if (gr.owned) gr.t.dispose();
     return out;
   }, [xr.t, weight, rstd]);
