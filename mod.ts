@@ -90,7 +90,7 @@ export {
 } from "./ops/reduce.ts";
 export { clamp } from "./ops/clamp.ts";
 export { logSoftmax, softmax } from "./ops/softmax.ts";
-export { matmul, type MatmulConfig, matmulConfig, setMatmulConfig } from "./ops/matmul.ts";
+export { addmm, matmul, type MatmulConfig, matmulConfig, setMatmulConfig } from "./ops/matmul.ts";
 export {
   broadcastTo,
   expand,

@@ -5,7 +5,7 @@ import { scope } from "../core/scope.ts";
 import { Tensor } from "../core/tensor.ts";
 import { add } from "../ops/elementwise.ts";
 import { transpose } from "../ops/layout.ts";
-import { matmul } from "../ops/matmul.ts";
+import { addmm, matmul } from "../ops/matmul.ts";
 import { deriveSeed, type InitOptions, Module, normalInit, zerosInit } from "./module.ts";
 
 /**
@@ -74,8 +74,11 @@ export class Linear extends Module {
     }
   }
 
-  /** x [..., in] → x Wᵀ + b [..., out]. */
-  forward(x: Tensor): Tensor {
+  /**
+   * x [..., in] → x Wᵀ + b [..., out]; with `residual` (shaped like the output), residual +
+   * x Wᵀ + b, the residual added in the product's epilogue (`addmm`: no separate add).
+   */
+  forward(x: Tensor, residual?: Tensor): Tensor {
     if (!(x instanceof Tensor)) {
       throw new MoongradError("Linear.forward", `x must be a Tensor, got ${typeof x}`);
     }
@@ -93,7 +96,8 @@ export class Linear extends Module {
       );
     }
     return scope(() => {
-      const y = matmul(x, transpose(this.weight, 0, 1));
+      const w = transpose(this.weight, 0, 1);
+      const y = residual ? addmm(residual, x, w) : matmul(x, w);
       return this.bias ? add(y, this.bias) : y;
     });
   }

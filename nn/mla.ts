@@ -449,9 +449,11 @@ export class MultiHeadLatentAttention extends Module {
    * made from the head view of kv_b_proj's output and kv_a_proj_with_mqa's output (one
    * dispatch); their backward kernels write the projections' gradients in the projections'
    * layouts and sum d(k_rope) over the heads. With `ctx.stats` (and in training mode)
-   * records the per-head max logits (f32 [H], (q·k)·scale) into it.
+   * records the per-head max logits (f32 [H], (q·k)·scale) into it. With `residual` (f32
+   * [B, T, D], the decoder layer's input), returns residual + attention, the sum formed in
+   * o_proj's epilogue (`addmm`, bit-identical to a separate add).
    */
-  forward(x: Tensor, positionOffset = 0, ctx: ForwardContext = {}): Tensor {
+  forward(x: Tensor, positionOffset = 0, ctx: ForwardContext = {}, residual?: Tensor): Tensor {
     this.#check("MultiHeadLatentAttention.forward", x, positionOffset);
     const stats = checkStats("MultiHeadLatentAttention.forward", ctx.stats);
     const dn = this.qkNopeHeadDim, r = this.kvLoraRank;
@@ -470,7 +472,7 @@ export class MultiHeadLatentAttention extends Module {
       const v = slice(kv, 3, dqk, dqk + this.vHeadDim);
       const { out, maxLogits } = attention(q, k, v, { scale: this.softmaxScale, causal: true });
       if (stats && this.training) stats.recordMaxLogits(this, maxLogits);
-      return this.#output(out);
+      return this.#output(out, residual);
     });
   }
 
@@ -599,10 +601,10 @@ export class MultiHeadLatentAttention extends Module {
   }
 
   /** [B, H, T, d_v] → o_proj(concat over heads) [B, T, D]. */
-  #output(out: Tensor): Tensor {
+  #output(out: Tensor, residual?: Tensor): Tensor {
     const [B, H, T, dv] = out.shape;
     const merged = reshape(permute(out, [0, 2, 1, 3]), [B, T, H * dv]);
-    return this.oProj.forward(merged);
+    return this.oProj.forward(merged, residual);
   }
 
   #absorbed(qNope: Tensor, qRope: Tensor, cache: LatentCache) {

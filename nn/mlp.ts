@@ -60,12 +60,14 @@ export class MLP extends Module {
 
   /**
    * x [..., hidden] → [..., hidden]. Intermediates are freed as soon as they are used: each
-   * `scope` frees what was made inside it once the step that consumes it has run.
+   * `scope` frees what was made inside it once the step that consumes it has run. With
+   * `residual` (shaped like the output), returns residual + MLP(x), the sum formed in
+   * down_proj's epilogue (`addmm`).
    */
-  forward(x: Tensor): Tensor {
+  forward(x: Tensor, residual?: Tensor): Tensor {
     return scope(() => {
       const h = scope(() => swiglu(this.gateProj.forward(x), this.upProj.forward(x)));
-      return this.downProj.forward(h);
+      return this.downProj.forward(h, residual);
     });
   }
 }

@@ -126,20 +126,21 @@ export class DecoderLayer extends Module {
     // into ctx.auxLosses survive them (moved to the caller's scope).
     const aux = ctx.auxLosses;
     return scope(() => {
+      // x + attention(norm(x)): training adds x in o_proj's epilogue (addmm, same sum).
       const h = scope(() => {
-        const a = scope(() => {
-          const n1 = this.inputLayernorm.forward(x);
-          return cache
-            ? this.selfAttn.forwardCached(n1, cache)
-            : this.selfAttn.forward(n1, positionOffset, ctx);
-        });
-        return add(x, a);
+        const n1 = this.inputLayernorm.forward(x);
+        return cache
+          ? add(x, this.selfAttn.forwardCached(n1, cache))
+          : this.selfAttn.forward(n1, positionOffset, ctx, x);
       });
       const m = scope(() => {
         const n2 = this.postAttentionLayernorm.forward(h);
-        return this.mlp instanceof DeepseekMoE ? this.mlp.forward(n2, ctx) : this.mlp.forward(n2);
+        return this.mlp instanceof DeepseekMoE
+          ? this.mlp.forward(n2, ctx)
+          : this.mlp.forward(n2, h);
       }, aux);
-      return add(h, m);
+      // The dense MLP added h in its down projection's epilogue; the MoE output still needs it.
+      return this.mlp instanceof DeepseekMoE ? add(h, m) : m;
     }, aux);
   }
 }

@@ -348,7 +348,8 @@ export class DeepseekMoE extends Module {
         });
         return moeCombine(groupedMatmul(h, downProj, plan.offsets), weights, plan);
       });
-      const y = this.sharedExperts ? add(routed, this.sharedExperts.forward(xf)) : routed;
+      // routed + shared, the sum formed in the shared down projection's epilogue.
+      const y = this.sharedExperts ? this.sharedExperts.forward(xf, routed) : routed;
       let aux: Tensor | null = null;
       if (c.aux_loss_alpha > 0 && this.training && (ctx.auxLosses || stats)) {
         const [b, t] = x.rank === 3 ? [x.shape[0], x.shape[1]] : [1, n];

@@ -37,6 +37,8 @@ import { checkTileConfig } from "./tile_config.ts";
 import { sumTo } from "./reduce.ts";
 import { reshape } from "./layout.ts";
 import { usablePrior } from "./grad_prior.ts";
+import { add } from "./elementwise.ts";
+import { scope } from "../core/scope.ts";
 
 /**
  * A tile configuration of the matmul kernel: tuning is data, not code.
@@ -881,9 +883,48 @@ function mergeAxes(dims: number[], strides: number[]): { size: number; stride: n
  */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   validate(a, b);
+  return product2(a, b, null);
+}
+
+/**
+ * c + a·b in one kernel (PyTorch's `addmm` / `baddbmm` with β = α = 1, batched like
+ * `matmul`): the product's epilogue adds c, so a residual connection after a projection costs
+ * no separate `add`. Bit-identical to `mg.add(c, mg.matmul(a, b))` (the sum is formed in f32
+ * and rounded once, as `add` does). Fused when a and b are at least 2-D and c is contiguous,
+ * shaped and typed like the product and not stored with a or b; otherwise computed as that
+ * add (same result). Differentiable in a, b and c.
+ *
+ * @example A projection plus a residual
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const x = mg.tensor([[1, 2]]), w = mg.tensor([[1, 0], [0, 1]]), r = mg.tensor([[10, 20]]);
+ * console.log(await mg.addmm(r, x, w).toArray()); // [[11, 22]]
+ * ```
+ */
+export function addmm(c: Tensor, a: Tensor, b: Tensor): Tensor {
+  validate(a, b);
+  if (!(c instanceof Tensor)) {
+    throw new MoongradError("addmm", `argument c must be a Tensor, got ${String(c)}`);
+  }
+  c.storage("addmm");
+  if (a.rank >= 2 && b.rank >= 2 && c.dtype === a.dtype && c.isContiguous) {
+    const full = [...batchShape(asMatrix(a, "a"), asMatrix(b, "b"), () => ""), a.shape[a.rank - 2]];
+    full.push(b.shape[b.rank - 1]);
+    const buf = c.storage("addmm").buf;
+    const shared = [a, b].some((t) => t.storage("addmm").buf === buf);
+    if (!shared && c.rank === full.length && c.shape.every((d, i) => d === full[i])) {
+      return product2(a, b, c);
+    }
+  }
+  return scope(() => add(c, matmul(a, b)));
+}
+
+/** a·b, plus `addend` (already checked to fit, see `addmm`) in the epilogue when given. */
+function product2(a: Tensor, b: Tensor, addend: Tensor | null): Tensor {
   const ma = asMatrix(a, "a");
   const mb = asMatrix(b, "b");
-  const full = product(a, ma, b, mb);
+  const full = product(a, ma, b, mb, addend);
   const outShape = full.shape.slice(0, -2);
   if (a.rank > 1) outShape.push(full.shape[full.rank - 2]);
   if (b.rank > 1) outShape.push(full.shape[full.rank - 1]);
@@ -895,7 +936,8 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   }
   // The vjp reads the retained handles, so callers may dispose a and b after the forward.
   let [sa, sb] = [a, b];
-  record(out, "matmul", [a, b], (g, needs, _saved, priors) => {
+  const inputs = addend ? [a, b, addend] : [a, b];
+  record(out, addend ? "addmm" : "matmul", inputs, (g, needs, _saved, priors) => {
     // g as [batch..., M, N]: re-insert the unit axes dropped for 1-D operands.
     const g2 = g.view(fullShape, gradStrides(g, a.rank === 1, b.rank === 1), g.offset);
     const gm: Mat = { shape: [...g2.shape], strides: [...g2.strides], offset: g2.offset };
@@ -919,7 +961,8 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
       gb = r.rank === b.rank ? r : reshapeAndDispose(r, b.shape);
     }
     g2.dispose();
-    return [ga, gb];
+    // The addend's gradient is the upstream gradient itself (autograd aliases it).
+    return addend ? [ga, gb, needs[2] ? g : null] : [ga, gb];
   }, [a, b]);
   if (out.gradFn) [sa, sb] = out.gradFn.saved;
   return out;

@@ -1,0 +1,89 @@
+/**
+ * `addmm(c, a, b)` = c + a·b with c added in the matmul epilogue: bit-identical to
+ * `add(c, matmul(a, b))` forward and backward, in one dispatch when fused, on the adapter's
+ * default tiles and on the shared-memory (GPU) and skinny configurations; the unfused fallback
+ * (a strided or broadcast c, c stored with a, 1-D operands) gives the same values.
+ */
+import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
+import * as mg from "../mod.ts";
+import { countDispatches, gpu, seededValues } from "./util.ts";
+
+const rand = (shape: readonly number[], seed: number) =>
+  mg.tensor(seededValues(shape.reduce((x, y) => x * y, 1), seed), { shape: [...shape] });
+
+/** Forward values and all three gradients of addmm and of the unfused composition. */
+async function both(cs: number[], as: number[], bs: number[], view?: (c: mg.Tensor) => mg.Tensor) {
+  const [c0, a0, b0] = [rand(cs, 1), rand(as, 2), rand(bs, 3)];
+  const run = async (fused: boolean) => {
+    const [c, a, b] = [c0, a0, b0].map((t) => t.detach().requiresGrad_());
+    const cv = view ? view(c) : c;
+    let y: mg.Tensor | null = null;
+    const counts = countDispatches(() => {
+      y = fused ? mg.addmm(cv, a, b) : mg.add(cv, mg.matmul(a, b));
+    });
+    const up = rand(y!.shape, 4);
+    y!.mul(up).sum().backward();
+    const out = {
+      y: await y!.data(),
+      grads: await Promise.all([c, a, b].map((t) => t.grad!.data())),
+      dispatches: [...counts.values()].reduce((s, x) => s + x, 0),
+    };
+    for (const t of [c, a, b, y!, up]) t.dispose();
+    return out;
+  };
+  const f = await run(true);
+  const e = await run(false);
+  for (const t of [c0, a0, b0]) t.dispose();
+  return { f, e };
+}
+
+Deno.test("addmm = add(c, matmul(a, b)) bit for bit, forward and backward, one dispatch", async () => {
+  await gpu();
+  const configs: (mg.MatmulConfig | null)[] = [
+    null,
+    { wgX: 16, wgY: 16, tm: 4, tn: 4, bk: 16, shared: true, vec4: true },
+  ];
+  for (const config of configs) {
+    const previous = mg.setMatmulConfig(config);
+    try {
+      for (
+        const [cs, as, bs] of [
+          [[33, 20], [33, 17], [17, 20]],
+          [[2, 12, 8], [2, 12, 16], [16, 8]], // a Linear on [B, T, in] plus a residual
+          [[3, 5, 6], [3, 5, 7], [3, 7, 6]],
+          [[2, 40], [2, 64], [64, 40]], // skinny: M ≤ 4
+        ]
+      ) {
+        const { f, e } = await both(cs, as, bs);
+        const what = `${JSON.stringify([cs, as, bs])} config ${JSON.stringify(config)}`;
+        deepStrictEqual(f.y, e.y, what);
+        f.grads.forEach((g, i) => deepStrictEqual(g, e.grads[i], `${what} grad ${i}`));
+        strictEqual(f.dispatches, 1, what);
+        strictEqual(e.dispatches, 2, what);
+      }
+    } finally {
+      mg.setMatmulConfig(previous);
+    }
+  }
+});
+
+Deno.test("addmm falls back to the unfused sum: strided or broadcast c, c stored with a, 1-D operands", async () => {
+  await gpu();
+  // c transposed (not contiguous) and c broadcast over rows: same values as the add.
+  for (const view of [(c: mg.Tensor) => c.transpose(0, 1), (c: mg.Tensor) => c.slice(0, 0, 1)]) {
+    const { f, e } = await both([6, 6], [6, 5], [5, 6], view);
+    deepStrictEqual(f.y, e.y);
+    f.grads.forEach((g, i) => deepStrictEqual(g, e.grads[i]));
+  }
+  const x = rand([4, 4], 7);
+  const viaAdd = mg.add(x, mg.matmul(x, x));
+  deepStrictEqual(await mg.addmm(x, x, x).data(), await viaAdd.data()); // c is a: unfused
+  const v = rand([4], 8);
+  deepStrictEqual(
+    await mg.addmm(v, x, v).data(),
+    await mg.add(v, mg.matmul(x, v)).data(),
+  );
+  throws(() => mg.addmm(null as unknown as mg.Tensor, x, x), /addmm.*c must be a Tensor/);
+  throws(() => mg.addmm(x, x, rand([3, 4], 9)), /matmul.*inner dimensions/);
+  for (const t of [x, viaAdd, v]) t.dispose();
+});
