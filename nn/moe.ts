@@ -16,7 +16,7 @@ import { noGrad } from "../core/autograd.ts";
 import { scope } from "../core/scope.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { Tensor } from "../core/tensor.ts";
-import { add, div, mul, sigmoid } from "../ops/elementwise.ts";
+import { div, mul, sigmoid } from "../ops/elementwise.ts";
 import { swiglu } from "../ops/swiglu.ts";
 import { reshape, transpose } from "../ops/layout.ts";
 import { matmul } from "../ops/matmul.ts";
