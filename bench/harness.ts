@@ -57,6 +57,11 @@ export interface Case {
   work: Work;
   /** Minimum timed iterations (after the warm-up; at least 2). */
   n: number;
+  /**
+   * Untimed iterations before timing (default 1; the first one's output is checked). More for
+   * work whose first iterations still compile pipelines or allocate state (a training step).
+   */
+  warmup?: number;
   /** Minimum duration of the timed iterations (ms, default 300). */
   minMs?: number;
   /** Relative tolerance of the cross-library check (default 1e-3). */
@@ -246,7 +251,7 @@ export async function benchCase(c: Case, io: BenchIo = defaultIo): Promise<Bench
       const got = await impl.prepare();
       if (typeof got === "string") throw new Error(got);
       p = got;
-      await p.run(); // the warm-up, whose output is checked
+      await p.run(); // the first warm-up, whose output is checked
       if (p.result) {
         const out = await p.result();
         if (i === 0) ref = out;
@@ -263,6 +268,7 @@ export async function benchCase(c: Case, io: BenchIo = defaultIo): Promise<Bench
     }
     let times: number[];
     try {
+      for (let w = 1; w < (c.warmup ?? 1); w++) await p.run();
       times = await timeIterations(p.run, c.n, c.minMs ?? 300);
     } catch (e) {
       skip(e);

@@ -120,8 +120,11 @@ for (const [name, make] of stepOptimizers) {
   await benchCase({
     group: trainingStepGroup(name, stepBatch, stepSeq),
     work: { flops: 6 * active * stepBatch * stepSeq },
-    n: 3,
-    minMs: 100,
+    // Steady state: the first steps compile the optimizer's and the accumulate variants'
+    // pipelines and allocate its state (bench/torch_bench.py warms up the same 3 steps).
+    warmup: 3,
+    n: 5,
+    minMs: 1000,
     impls: [{
       lib: "moongrad",
       prepare: () => {

@@ -34,7 +34,7 @@ M ← μM + G; U = G + μM (Nesterov); O = NS5(U), the quintic Newton-Schulz (3.
 W ← W·(1 − lr·wd) − lr·0.2·√max(A, B)·O (Moonlight's scaling). Every hidden matrix (attention
 projections, MLP and expert matrices, the router) goes to Muon; embeddings, the LM head and
 the norms to torch.optim.AdamW with the same lr and weight decay (Moonlight's split, as
-optim/split.ts). Timing: one warm-up step, then at least 3 steps and 0.3 s, each ending with
+optim/split.ts). Timing: 3 warm-up steps, then at least 5 steps and 1 s, each ending with
 torch.cuda.synchronize() on CUDA. On the CPU the steps run with torch.set_num_threads(all
 cores) and again with 1 thread (on a busy machine, OpenMP threads that wait on each other can
 be far slower than one thread; the library label says "cpu×N").
@@ -58,9 +58,11 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fn, device, min_s=0.3, min_iters=3):
-    """Per-call ms (list): one warm-up, then at least min_iters calls and min_s seconds."""
-    fn()
+def timed(fn, device, min_s=1.0, min_iters=5, warmup=3):
+    """Per-call ms (list): `warmup` untimed calls, then at least min_iters calls and min_s
+    seconds (k2_bench.ts's training-step groups use the same 3 warm-up steps, 5 steps, 1 s)."""
+    for _ in range(warmup):
+        fn()
     sync(device)
     times = []
     t0 = time.perf_counter()

@@ -11,6 +11,7 @@
  */
 import * as mg from "../mod.ts";
 import * as nn from "../nn/mod.ts";
+import { setRmsNormRowLanes } from "../ops/rmsnorm.ts";
 import assert from "node:assert/strict";
 import {
   assertClose,
@@ -141,8 +142,19 @@ Deno.test("Embedding forward is an exact lookup and its weight gradient sums rep
 
 // ---- RMSNorm ------------------------------------------------------------------------------
 
-Deno.test("rmsNorm forward/backward match the reference: short and long rows, many row chunks", async () => {
+Deno.test("rmsNorm forward/backward match the reference: short and long rows, many row chunks, 8 and 128 lanes per row", async () => {
   await gpu();
+  for (const lanes of [8, 128]) {
+    const previous = setRmsNormRowLanes(lanes);
+    try {
+      await rmsNormVsReference();
+    } finally {
+      setRmsNormRowLanes(previous);
+    }
+  }
+});
+
+async function rmsNormVsReference() {
   const arb = fc.record({
     lead: fc.array(fc.integer({ min: 1, max: 9 }), { minLength: 0, maxLength: 3 }),
     d: fc.oneof(fc.integer({ min: 1, max: 32 }), fc.integer({ min: 33, max: 300 })),
@@ -161,8 +173,8 @@ Deno.test("rmsNorm forward/backward match the reference: short and long rows, ma
     // dg sums up to ~700 rows: the long-reduction budget.
     await assertTensorClose(g.t.grad!, ref.dg, { rtol: 1e-4, atol: 1e-4 }, "rms dg");
     for (const t of [y, x.t, g.t, dy.t]) t.dispose();
-  }, 20);
-});
+  }, 12);
+}
 
 Deno.test("rmsNorm backward: 2 dispatches for dx + dg, the chunked dg above 2048 rows, dx or dg alone", async () => {
   await gpu();
