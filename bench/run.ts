@@ -60,6 +60,7 @@ export async function runBenchFiles(
       "--allow-read",
       "--allow-env",
       "--allow-sys",
+      "--allow-run=python3", // the numpy peer (bench/numpy_peer.ts)
       ...(options.metaPath ? [`--allow-write=${options.metaPath}`] : []),
       file,
     ];
