@@ -21,6 +21,7 @@ import {
   CPU_ATTENTION_CONFIG,
   DEFAULT_ATTENTION_CONFIG,
 } from "../ops/attention.ts";
+import { setRmsNormRowLanes } from "../ops/rmsnorm.ts";
 import { gpu } from "./util.ts";
 
 type FloatType = "f32" | "f16";
@@ -168,7 +169,10 @@ async function matmuls(dtype: FloatType): Promise<void> {
       const a = mg.tensor(values(2 * m * k), { shape: [2, m, k], dtype, requiresGrad: true });
       const b = mg.tensor(values(k * n), { shape: [k, n], dtype, requiresGrad: true });
       const c = mg.tensor(values(n * k), { shape: [n, k], dtype, requiresGrad: true });
-      total([a.matmul(b), a.matmul(c.transpose())]).backward();
+      const r = mg.tensor(values(2 * m * n), { shape: [2, m, n], dtype, requiresGrad: true });
+      // a feeds three products: the second and third dA fold the first in (C = D + A·B), and
+      // addmm adds r in the forward epilogue.
+      total([a.matmul(b), a.matmul(c.transpose()), mg.addmm(r, a, b)]).backward();
     }
   });
   await mg.sync();
@@ -309,6 +313,13 @@ Deno.test("every kernel template compiles with no compiler error or warning, and
     await layoutAndIndexing(t);
   }
   for (const t of floatTypes) await rows(t);
+  // RMSNorm's backward rows with the other lane count (8 on CPU adapters, 128 on GPUs).
+  const lanes = setRmsNormRowLanes(info.isFallbackAdapter ? 128 : 8);
+  try {
+    for (const t of floatTypes) await rows(t);
+  } finally {
+    setRmsNormRowLanes(lanes);
+  }
   const matmulConfigs: MatmulConfig[] = [GPU_MATMUL_CONFIG, CPU_MATMUL_CONFIG].flatMap((c) => [
     c,
     { ...c, vec4: false },
