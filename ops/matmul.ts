@@ -21,14 +21,19 @@
  * no sum or reshape and `a` already received a gradient from another use (core/autograd.ts
  * `GradPriors`), the kernel's accumulate variant writes C = D + A·B (D that prior, read through
  * its offset; f32 sum rounded once, bit-identical to `add(D, A·B)`): one dispatch instead of two.
- * The grouped-rows product takes the same epilogue (MoE gate/up dX).
+ * The grouped-rows product takes the same epilogue (MoE gate/up dX). A matmul whose two operands
+ * both need gradients records dA and dB in ONE launch (`recordPair`: both generated bodies in one
+ * module, workgroups split between them, dC bound once; bit-identical to two launches): tiny-K2
+ * backward 182 → 146 dispatches. It falls back to two launches when the products need different
+ * workgroup sizes (a skinny dW) or different workgroup-memory tiles.
  */
 import { contiguousStrides } from "../core/shape.ts";
 import { deviceInfo } from "../core/device.ts";
 import type { DType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { type Kernel, kernel } from "../core/kernel.ts";
-import { params } from "../core/params.ts";
+import { type Binding, type Kernel, kernel } from "../core/kernel.ts";
+import { params, type ParamValues } from "../core/params.ts";
+import type { GpuBuf } from "../core/pool.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
@@ -291,6 +296,32 @@ function matmulKernel(
   gm: GroupMode = "none",
   accumulate = false,
 ): Kernel {
+  const src = matmulSource(dtype, c, v, gm, accumulate);
+  return kernel({
+    name: gm === "none" ? "matmul" : `matmul_grouped_${gm}`,
+    bindings: src.bindings,
+    workgroupSize: [c.wgX * c.wgY],
+    params: MATMUL,
+    prelude: src.prelude,
+    body: src.body,
+  });
+}
+
+/** The WGSL of one tiled product: body (reads MATMUL's accessors), prelude and bindings. */
+interface MatmulSource {
+  body: string;
+  prelude: string;
+  bindings: Binding[];
+}
+
+/** Generates `matmulKernel`'s source (see there). */
+function matmulSource(
+  dtype: DType,
+  c: MatmulConfig,
+  v: Variant,
+  gm: GroupMode,
+  accumulate: boolean,
+): MatmulSource {
   const T = wgslStore(dtype);
   const BM = c.wgY * c.tm;
   const BN = c.wgX * c.tn;
@@ -514,14 +545,7 @@ var<workgroup> Bs: array<${el}, ${(BN * c.bk) / (c.vec4 ? 4 : 1)}>;
   ];
   if (gm !== "none") bindings.push({ name: "off", type: "u32", access: "read" });
   if (accumulate) bindings.push({ name: "D", type: T, access: "read" });
-  return kernel({
-    name: gm === "none" ? "matmul" : `matmul_grouped_${gm}`,
-    bindings,
-    workgroupSize: [NT],
-    params: MATMUL,
-    prelude,
-    body: lines.join("\n"),
-  });
+  return { body: lines.join("\n"), prelude, bindings };
 }
 
 /** Merges batch axes that every operand can walk with one stride; drops size-1 axes. */
@@ -621,19 +645,32 @@ function configFor(p: Problem): MatmulConfig {
   return c;
 }
 
+/** A resolved product ready to record: its output, tiles, source variant and parameters. */
+interface Planned {
+  p: Problem;
+  ta: Tensor;
+  tb: Tensor;
+  out: Tensor;
+  prior: Tensor | null;
+  c: MatmulConfig;
+  v: Variant;
+  groups: number;
+  values: ParamValues<typeof MATMUL.decls>;
+}
+
 /**
- * Records the kernel for a resolved problem into a new contiguous [batch..., M, N] tensor;
- * with `prior` (contiguous, shaped and typed like the result), the result is prior + A·B.
+ * Allocates the output of a resolved problem (a new contiguous [batch..., M, N] tensor) and
+ * works out its launch; null when there is nothing to compute (an empty product: `out` is
+ * returned as is by the callers).
  */
-function launch(
+function plan(
   p: Problem,
   ta: Tensor,
   tb: Tensor,
   outShape: number[],
-  prior: Tensor | null = null,
-): Tensor {
-  const dtype = ta.dtype;
-  const out = Tensor.empty(outShape, dtype);
+  prior: Tensor | null,
+): Planned | Tensor {
+  const out = Tensor.empty(outShape, ta.dtype);
   const g = p.group;
   const nBatch = g?.mode === "inner" ? g.experts : p.batch.reduce((x, y) => x * y, 1);
   if (p.M === 0 || p.N === 0 || nBatch === 0) return out;
@@ -644,8 +681,7 @@ function launch(
   const tilesM = Math.ceil(p.M / BM) + (g?.mode === "rows" ? g.experts : 0);
   const tilesN = Math.ceil(p.N / BN);
   const groups = tilesM * tilesN * nBatch;
-  const k = matmulKernel(dtype, c, variant(p, c), g?.mode ?? "none", prior !== null);
-  const words = MATMUL.pack({
+  const values = {
     M: p.M,
     N: p.N,
     K: p.K,
@@ -665,12 +701,150 @@ function launch(
     batch: p.batch,
     aBatchStrides: p.a.batchStrides,
     bBatchStrides: p.b.batchStrides,
+  };
+  return { p, ta, tb, out, prior, c, v: variant(p, c), groups, values };
+}
+
+/** The tensors a planned product binds, in its kernel's binding order. */
+function operandsOf(q: Planned): Tensor[] {
+  const g = q.p.group;
+  return [q.ta, q.tb, q.out, ...(g ? [g.offsets] : []), ...(q.prior ? [q.prior] : [])];
+}
+
+/**
+ * Records the kernel for a resolved problem into a new contiguous [batch..., M, N] tensor;
+ * with `prior` (contiguous, shaped and typed like the result), the result is prior + A·B.
+ */
+function launch(
+  p: Problem,
+  ta: Tensor,
+  tb: Tensor,
+  outShape: number[],
+  prior: Tensor | null = null,
+): Tensor {
+  const q = plan(p, ta, tb, outShape, prior);
+  if (q instanceof Tensor) return q;
+  record1(q);
+  return q.out;
+}
+
+function record1(q: Planned): void {
+  const k = matmulKernel(q.ta.dtype, q.c, q.v, q.p.group?.mode ?? "none", q.prior !== null);
+  const bufs = operandsOf(q).map((t) => t.storage("matmul").buf);
+  dispatch(k, bufs, MATMUL.pack(q.values), grid1d(q.groups, 1));
+}
+
+/** Most merged batch axes of each product of a paired launch (2 × 22 words + 1 fit the block). */
+const PAIR_RANK = 2;
+const PAIR_SCALARS = [
+  "M",
+  "N",
+  "K",
+  "tilesN",
+  "tilesM",
+  "groups",
+  "rank",
+  "offA",
+  "offB",
+  "sAm",
+  "sAk",
+  "sBk",
+  "sBn",
+  "experts",
+  "bExpertStride",
+  "offD",
+] as const;
+const PAIR_ARRAYS = ["batch", "aBatchStrides", "bBatchStrides"] as const;
+
+/** Both products' MATMUL words, suffixed 0 and 1 (batch arrays of PAIR_RANK). */
+const MATMUL_PAIR = params("matmul_pair", {
+  ...Object.fromEntries(
+    [0, 1].flatMap((j) => [
+      ...PAIR_SCALARS.map((k) => [`${k}${j}`, "u32"]),
+      ...PAIR_ARRAYS.map((k) => [`${k}${j}`, ["u32", PAIR_RANK]]),
+    ]),
+  ) as Record<string, "u32" | readonly ["u32", number]>,
+});
+
+let pairing = true;
+
+/**
+ * Turns the paired launch of a matmul's two gradients off (false) or on (true, the default);
+ * returns the previous setting. Tests compare both; not part of the public API.
+ */
+export function setMatmulPairing(on: boolean): boolean {
+  const previous = pairing;
+  pairing = on;
+  return previous;
+}
+
+/**
+ * Records two independent products in ONE dispatch (a matmul's two gradients, dA = dC·Bᵀ and
+ * dB = Aᵀ·dC): the module holds both products' generated bodies as functions, each reading
+ * its own parameter words and bindings; workgroups 0..groups₀−1 run the first, the rest the
+ * second. Each output element is computed by exactly the code of its single launch, so the
+ * results are bit-identical. An operand both products read (dC) is bound once. Falls back to
+ * two launches when the products need different tile configurations, grouping, more than
+ * PAIR_RANK batch axes, or share a buffer in two different binding types.
+ */
+function recordPair(x: Planned, y: Planned): void {
+  const sameConfig = JSON.stringify(x.c) === JSON.stringify(y.c);
+  // One workgroup size; workgroup-memory tiles only when both use the same ones.
+  const fits = x.c.wgX * x.c.wgY === y.c.wgX * y.c.wgY &&
+    (sameConfig || (!x.c.shared && !y.c.shared));
+  const simple = [x, y].every((q) => !q.p.group && q.p.batch.length <= PAIR_RANK);
+  const srcs = [x, y].map((q) => matmulSource(q.ta.dtype, q.c, q.v, "none", q.prior !== null));
+  // One binding per distinct buffer; a buffer in two roles must have one type, and be read.
+  const bindings: Binding[] = [];
+  const bufs: GpuBuf[] = [];
+  const names: Record<string, string>[] = [{}, {}];
+  let ok = pairing && fits && simple;
+  [x, y].forEach((q, j) => {
+    operandsOf(q).forEach((t, r) => {
+      const b = srcs[j].bindings[r];
+      const buf = t.storage("matmul").buf;
+      const at = bufs.indexOf(buf);
+      if (at >= 0) {
+        const prev = bindings[at];
+        if (prev.type !== b.type || prev.access !== "read" || b.access !== "read") ok = false;
+        names[j][b.name] = prev.name;
+        return;
+      }
+      const name = `${b.name}${j}`;
+      bindings.push({ ...b, name });
+      bufs.push(buf);
+      names[j][b.name] = name;
+    });
   });
-  const bufs = [ta, tb, out, ...(g ? [g.offsets] : []), ...(prior ? [prior] : [])].map((t) =>
-    t.storage("matmul").buf
-  );
-  dispatch(k, bufs, words, grid1d(groups, 1));
-  return out;
+  if (!ok) {
+    record1(x);
+    record1(y);
+    return;
+  }
+  const fns = srcs.map((src, j) => {
+    const body = src.body
+      .replace("let wg = wid.y * nwg.x + wid.x;", "let wg = wgi;")
+      .replace(/\bp_([A-Za-z]+)\(/g, `p_$1${j}(`)
+      .replace(/\b(A|B|C|D)\[/g, (_, n: string) => `${names[j][n]}[`);
+    return `fn job${j}(wgi: u32, lidx: u32) {\n${body}\n}`;
+  });
+  const values: Record<string, number | ArrayLike<number>> = {};
+  [x, y].forEach((q, j) => {
+    for (const k of PAIR_SCALARS) values[`${k}${j}`] = q.values[k] as number;
+    for (const k of PAIR_ARRAYS) values[`${k}${j}`] = q.values[k] as ArrayLike<number>;
+  });
+  const k = kernel({
+    name: "matmul_pair",
+    bindings,
+    workgroupSize: [x.c.wgX * x.c.wgY],
+    params: MATMUL_PAIR,
+    prelude: `${(x.c.shared ? srcs[0] : srcs[1]).prelude}\n${fns.join("\n")}`,
+    body: `
+  let wg = wid.y * nwg.x + wid.x;
+  let g0 = p_groups0();
+  if (wg < g0) { job0(wg, lidx); } else { job1(wg - g0, lidx); }`,
+  });
+  dispatch(k, bufs, MATMUL_PAIR.pack(values as never), grid1d(x.groups + y.groups, 1));
 }
 
 function validate(a: Tensor, b: Tensor): void {
@@ -764,6 +938,12 @@ function operand(m: Mat, batch: number[]): Operand {
  * (plus `prior`, contiguous and shaped like the result, when given).
  */
 function product(ta: Tensor, a: Mat, tb: Tensor, b: Mat, prior: Tensor | null = null): Tensor {
+  const r = resolve(ta, a, tb, b);
+  return launch(r.p, ta, tb, r.outShape, prior);
+}
+
+/** The problem of a product of two [batch..., rows, cols] views, and its output shape. */
+function resolve(ta: Tensor, a: Mat, tb: Tensor, b: Mat): { p: Problem; outShape: number[] } {
   const shapes = () => `a ${ta.dtype} ${fmtShape(ta.shape)}, b ${tb.dtype} ${fmtShape(tb.shape)}`;
   const batch = batchShape(a, b, shapes);
   const M = a.shape[a.shape.length - 2];
@@ -788,7 +968,7 @@ function product(ta: Tensor, a: Mat, tb: Tensor, b: Mat, prior: Tensor | null = 
     a: { ...oa, batchStrides: sa },
     b: { ...ob, batchStrides: sb },
   });
-  return launch(p, ta, tb, [...batch, M, N], prior);
+  return { p, outShape: [...batch, M, N] };
 }
 
 function transposed(m: Mat): Mat {
@@ -813,41 +993,75 @@ function productSummedTo(
   y: Mat,
   target: readonly number[],
 ): Tensor {
-  const rx = x.shape.length;
-  const ry = y.shape.length;
-  const xBatch = x.shape.slice(0, -2);
-  const yBatch = y.shape.slice(0, -2);
-  const targetBatched = target.slice(0, -2).some((d) => d !== 1);
-  if (!targetBatched && xBatch.length === yBatch.length) {
-    // Merge (batch..., inner) of x (inner = its columns) and of y (inner = its rows).
-    const xf = mergeAxes(
-      [...xBatch, x.shape[rx - 1]],
-      [...x.strides.slice(0, -2), x.strides[rx - 1]],
-    );
-    const yf = mergeAxes(
-      [...yBatch, y.shape[ry - 2]],
-      [...y.strides.slice(0, -2), y.strides[ry - 2]],
-    );
-    if (xf && yf && xBatch.every((d, i) => d === yBatch[i])) {
-      const R = x.shape[rx - 2];
-      const C = y.shape[ry - 1];
-      const Q = xf.size;
-      const out = product(
-        tx,
-        { shape: [R, Q], strides: [x.strides[rx - 2], xf.stride], offset: x.offset },
-        ty,
-        { shape: [Q, C], strides: [yf.stride, y.strides[ry - 1]], offset: y.offset },
-      );
-      if (out.rank === target.length) return out;
-      const r = reshape(out, target);
-      out.dispose();
-      return r;
-    }
+  const d = summedPlan(tx, x, ty, y, target);
+  if (d) {
+    if (!(d.q instanceof Tensor)) record1(d.q);
+    return finish(d);
   }
   const full = product(tx, x, ty, y);
   const s = sumTo(full, target);
   if (s !== full) full.dispose();
   return s;
+}
+
+/** A product planned but not yet recorded, and the shape its output is viewed as after. */
+interface Deferred {
+  q: Planned | Tensor;
+  target: readonly number[];
+}
+
+/** The output of a recorded `Deferred`, reshaped to its target (a view: it is contiguous). */
+function finish(d: Deferred): Tensor {
+  const out = d.q instanceof Tensor ? d.q : d.q.out;
+  if (out.rank === d.target.length) return out;
+  const r = reshape(out, d.target);
+  out.dispose();
+  return r;
+}
+
+/**
+ * `productSummedTo` as one planned product, when the batch folds into the inner dimension
+ * (`target` without batch axes and both operands walking batch and inner axes with one
+ * stride); null when it needs a batched product and a reduction.
+ */
+function summedPlan(
+  tx: Tensor,
+  x: Mat,
+  ty: Tensor,
+  y: Mat,
+  target: readonly number[],
+): Deferred | null {
+  const rx = x.shape.length;
+  const ry = y.shape.length;
+  const xBatch = x.shape.slice(0, -2);
+  const yBatch = y.shape.slice(0, -2);
+  const targetBatched = target.slice(0, -2).some((d) => d !== 1);
+  if (targetBatched || xBatch.length !== yBatch.length) {
+    // No reduction at all when the product already has the target's shape.
+    const r = resolve(tx, x, ty, y);
+    const same = r.outShape.length === target.length && r.outShape.every((d, i) => d === target[i]);
+    return same ? { q: plan(r.p, tx, ty, r.outShape, null), target } : null;
+  }
+  // Merge (batch..., inner) of x (inner = its columns) and of y (inner = its rows).
+  const xf = mergeAxes(
+    [...xBatch, x.shape[rx - 1]],
+    [...x.strides.slice(0, -2), x.strides[rx - 1]],
+  );
+  const yf = mergeAxes(
+    [...yBatch, y.shape[ry - 2]],
+    [...y.strides.slice(0, -2), y.strides[ry - 2]],
+  );
+  if (!xf || !yf || !xBatch.every((d, i) => d === yBatch[i])) return null;
+  const R = x.shape[rx - 2];
+  const C = y.shape[ry - 1];
+  const Q = xf.size;
+  const r = resolve(
+    tx,
+    { shape: [R, Q], strides: [x.strides[rx - 2], xf.stride], offset: x.offset },
+    ty,
+    { shape: [Q, C], strides: [yf.stride, y.strides[ry - 1]], offset: y.offset },
+  );
+  return { q: plan(r.p, tx, ty, r.outShape, null), target };
 }
 
 /** One stride that walks the given axes in row-major order, or null when there is none. */
@@ -949,16 +1163,37 @@ function product2(a: Tensor, b: Tensor, addend: Tensor | null): Tensor {
       fullShape.slice(0, -2).every((d, i) => d === a.shape[i]) &&
       fullShape.length === a.rank;
     const prior = needs[0] && direct ? usablePrior(priors, 0, a.shape, a.dtype, g2, sb) : null;
-    if (prior) {
-      ga = product(g2, gm, sb, transposed(mb), prior);
-      priors!.absorb(0);
-    } else if (needs[0]) {
-      const r = productSummedTo(g2, gm, sb, transposed(mb), ma.shape);
-      ga = r.rank === a.rank ? r : reshapeAndDispose(r, a.shape);
+    // Both gradients as single products: one paired launch (recordPair).
+    let da: Deferred | null = null;
+    if (needs[0] && needs[1]) {
+      if (prior) {
+        const r = resolve(g2, gm, sb, transposed(mb));
+        da = { q: plan(r.p, g2, sb, r.outShape, prior), target: r.outShape };
+      } else da = summedPlan(g2, gm, sb, transposed(mb), ma.shape);
     }
-    if (needs[1]) {
-      const r = productSummedTo(sa, transposed(ma), g2, gm, mb.shape);
-      gb = r.rank === b.rank ? r : reshapeAndDispose(r, b.shape);
+    const db = da ? summedPlan(sa, transposed(ma), g2, gm, mb.shape) : null;
+    if (da && db) {
+      if (da.q instanceof Tensor || db.q instanceof Tensor) {
+        for (const d of [da, db]) if (!(d.q instanceof Tensor)) record1(d.q);
+      } else recordPair(da.q, db.q);
+      if (prior) priors!.absorb(0);
+      const [ra, rb] = [finish(da), finish(db)];
+      ga = ra.rank === a.rank ? ra : reshapeAndDispose(ra, a.shape);
+      gb = rb.rank === b.rank ? rb : reshapeAndDispose(rb, b.shape);
+    } else {
+      // Not both as single products: record what was planned, then the rest one by one.
+      if (da) (da.q instanceof Tensor ? da.q : da.q.out).dispose();
+      if (prior) {
+        ga = product(g2, gm, sb, transposed(mb), prior);
+        priors!.absorb(0);
+      } else if (needs[0]) {
+        const r = productSummedTo(g2, gm, sb, transposed(mb), ma.shape);
+        ga = r.rank === a.rank ? r : reshapeAndDispose(r, a.shape);
+      }
+      if (needs[1]) {
+        const r = productSummedTo(sa, transposed(ma), g2, gm, mb.shape);
+        gb = r.rank === b.rank ? r : reshapeAndDispose(r, b.shape);
+      }
     }
     g2.dispose();
     // The addend's gradient is the upstream gradient itself (autograd aliases it).

@@ -7,6 +7,7 @@
 import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
 import * as mg from "../mod.ts";
 import { countDispatches, gpu, seededValues } from "./util.ts";
+import { setMatmulPairing } from "../ops/matmul.ts";
 
 const rand = (shape: readonly number[], seed: number) =>
   mg.tensor(seededValues(shape.reduce((x, y) => x * y, 1), seed), { shape: [...shape] });
@@ -86,4 +87,56 @@ Deno.test("addmm falls back to the unfused sum: strided or broadcast c, c stored
   throws(() => mg.addmm(null as unknown as mg.Tensor, x, x), /addmm.*c must be a Tensor/);
   throws(() => mg.addmm(x, x, rand([3, 4], 9)), /matmul.*inner dimensions/);
   for (const t of [x, viaAdd, v]) t.dispose();
+});
+
+Deno.test("a matmul's two gradients in one paired launch = two launches, bit for bit", async () => {
+  await gpu();
+  const configs: (mg.MatmulConfig | null)[] = [
+    null,
+    { wgX: 16, wgY: 16, tm: 4, tn: 4, bk: 16, shared: true, vec4: true },
+  ];
+  for (const config of configs) {
+    const previousConfig = mg.setMatmulConfig(config);
+    try {
+      // A Linear ([B, T, in] @ Wᵀ: dW folds the batch into k), a batched product, a leaf used
+      // twice (dA with a prior) and an addmm: paired. A 3-wide output gives dW the skinny
+      // tiles (another workgroup size): two launches, as before.
+      for (
+        const [as, bs, twice, pairs] of [
+          [[2, 12, 16], [16, 8], false, true],
+          [[3, 5, 7], [3, 7, 6], false, true],
+          [[2, 12, 16], [16, 8], true, true],
+          [[40, 24], [24, 3], false, false],
+        ] as const
+      ) {
+        const grads = async (paired: boolean) => {
+          const previous = setMatmulPairing(paired);
+          try {
+            const a = rand(as, 11).requiresGrad_();
+            const b = rand(bs, 12).transpose(-1, -2).contiguous().transpose(-1, -2)
+              .detach().requiresGrad_();
+            let y = a.matmul(b);
+            if (twice) y = y.add(mg.addmm(y.detach(), a, b));
+            const up = rand(y.shape, 13);
+            let n = 0;
+            const counts = countDispatches(() => y.mul(up).sum().backward());
+            for (const [k, c] of counts) if (k.startsWith("matmul")) n += c;
+            const out = { ga: await a.grad!.data(), gb: await b.grad!.data(), n };
+            for (const t of [a, b, y, up]) t.dispose();
+            return out;
+          } finally {
+            setMatmulPairing(previous);
+          }
+        };
+        const one = await grads(true);
+        const two = await grads(false);
+        const what = `${JSON.stringify([as, bs, twice])} ${JSON.stringify(config)}`;
+        deepStrictEqual(one.ga, two.ga, what);
+        deepStrictEqual(one.gb, two.gb, what);
+        strictEqual(one.n, pairs ? two.n / 2 : two.n, `${what}: ${one.n} vs ${two.n} launches`);
+      }
+    } finally {
+      mg.setMatmulConfig(previousConfig);
+    }
+  }
 });
