@@ -24,7 +24,8 @@
  * The grouped-rows product takes the same epilogue (MoE gate/up dX). A matmul whose two operands
  * both need gradients records dA and dB in ONE launch (`recordPair`: both generated bodies in one
  * module, workgroups split between them, dC bound once; bit-identical to two launches): tiny-K2
- * backward 182 → 146 dispatches. It falls back to two launches when the products need different
+ * backward 182 → 146 dispatches; the MoE experts' grouped rows dA and inner dW pair the same way
+ * (`groupedRowsAndInner`, 146 → 137). It falls back to two launches when the products need different
  * workgroup sizes (a skinny dW) or different workgroup-memory tiles.
  */
 import { contiguousStrides } from "../core/shape.ts";
@@ -311,6 +312,10 @@ function matmulKernel(
 interface MatmulSource {
   body: string;
   prelude: string;
+  /** The workgroup-memory tiles (shared configs), part of `prelude`. */
+  tiles: string;
+  /** The grouped modes' helpers (`find_tile`, `mm_grp`), part of `prelude`. */
+  groupPrelude: string;
   bindings: Binding[];
 }
 
@@ -533,11 +538,11 @@ fn find_tile(t: u32) -> vec4<u32> {
     emit(`    } }`);
   }
   const el = c.vec4 ? "vec4<f32>" : "f32";
-  const prelude = (c.shared
+  const tiles = c.shared
     ? `var<workgroup> As: array<${el}, ${(BM * c.bk) / (c.vec4 ? 4 : 1)}>;
 var<workgroup> Bs: array<${el}, ${(BN * c.bk) / (c.vec4 ? 4 : 1)}>;
 `
-    : "") + groupPrelude;
+    : "";
   const bindings = [
     { name: "A", type: v.aVec || v.aMVec ? `vec4<${T}>` : T, access: "read" as const },
     { name: "B", type: v.bVec || v.bKVec ? `vec4<${T}>` : T, access: "read" as const },
@@ -545,7 +550,7 @@ var<workgroup> Bs: array<${el}, ${(BN * c.bk) / (c.vec4 ? 4 : 1)}>;
   ];
   if (gm !== "none") bindings.push({ name: "off", type: "u32", access: "read" });
   if (accumulate) bindings.push({ name: "D", type: T, access: "read" });
-  return { body: lines.join("\n"), prelude, bindings };
+  return { body: lines.join("\n"), prelude: tiles + groupPrelude, tiles, groupPrelude, bindings };
 }
 
 /** Merges batch axes that every operand can walk with one stride; drops size-1 axes. */
@@ -792,8 +797,10 @@ function recordPair(x: Planned, y: Planned): void {
   // One workgroup size; workgroup-memory tiles only when both use the same ones.
   const fits = x.c.wgX * x.c.wgY === y.c.wgX * y.c.wgY &&
     (sameConfig || (!x.c.shared && !y.c.shared));
-  const simple = [x, y].every((q) => !q.p.group && q.p.batch.length <= PAIR_RANK);
-  const srcs = [x, y].map((q) => matmulSource(q.ta.dtype, q.c, q.v, "none", q.prior !== null));
+  const simple = [x, y].every((q) => q.p.batch.length <= PAIR_RANK);
+  const srcs = [x, y].map((q) =>
+    matmulSource(q.ta.dtype, q.c, q.v, q.p.group?.mode ?? "none", q.prior !== null)
+  );
   // One binding per distinct buffer; a buffer in two roles must have one type, and be read.
   const bindings: Binding[] = [];
   const bufs: GpuBuf[] = [];
@@ -821,12 +828,15 @@ function recordPair(x: Planned, y: Planned): void {
     record1(y);
     return;
   }
-  const fns = srcs.map((src, j) => {
-    const body = src.body
-      .replace("let wg = wid.y * nwg.x + wid.x;", "let wg = wgi;")
+  // Job j's own names: parameter accessors, bindings and the grouped modes' helpers.
+  const own = (text: string, j: number) =>
+    text
       .replace(/\bp_([A-Za-z]+)\(/g, `p_$1${j}(`)
-      .replace(/\b(A|B|C|D)\[/g, (_, n: string) => `${names[j][n]}[`);
-    return `fn job${j}(wgi: u32, lidx: u32) {\n${body}\n}`;
+      .replace(/\b(A|B|C|D|off)\[/g, (_, n: string) => `${names[j][n]}[`)
+      .replace(/\b(find_tile|mm_grp)\b/g, `$1${j}`);
+  const fns = srcs.map((src, j) => {
+    const body = own(src.body.replace("let wg = wid.y * nwg.x + wid.x;", "let wg = wgi;"), j);
+    return `${own(src.groupPrelude, j)}\nfn job${j}(wgi: u32, lidx: u32) {\n${body}\n}`;
   });
   const values: Record<string, number | ArrayLike<number>> = {};
   [x, y].forEach((q, j) => {
@@ -838,7 +848,7 @@ function recordPair(x: Planned, y: Planned): void {
     bindings,
     workgroupSize: [x.c.wgX * x.c.wgY],
     params: MATMUL_PAIR,
-    prelude: `${(x.c.shared ? srcs[0] : srcs[1]).prelude}\n${fns.join("\n")}`,
+    prelude: `${(x.c.shared ? srcs[0] : srcs[1]).tiles}\n${fns.join("\n")}`,
     body: `
   let wg = wid.y * nwg.x + wid.x;
   let g0 = p_groups0();
@@ -1235,6 +1245,16 @@ export function groupedRowsProduct(
   transposeW: boolean,
   prior: Tensor | null = null,
 ): Tensor {
+  return launch(...groupedRowsArgs(a, w, offsets, transposeW), prior);
+}
+
+/** `groupedRowsProduct`'s problem, operands and output shape. */
+function groupedRowsArgs(
+  a: Tensor,
+  w: Tensor,
+  offsets: Tensor,
+  transposeW: boolean,
+): [Problem, Tensor, Tensor, number[]] {
   const [M, K] = a.shape;
   const [E, d1, d2] = w.shape;
   const [sE, s1, s2] = w.strides;
@@ -1253,7 +1273,27 @@ export function groupedRowsProduct(
     },
     group: { mode: "rows", offsets, experts: E, bExpertStride: sE },
   };
-  return launch(p, a, w, [M, N], prior);
+  return [p, a, w, [M, N]];
+}
+
+/**
+ * A grouped product's two gradients (ops/moe.ts `groupedMatmul` backward) in one paired launch
+ * (`recordPair`): `groupedRowsProduct(g, w, offsets, false, prior)` (dA) and
+ * `groupedInnerProduct(g, a, offsets)` (dW). Bit-identical to the two calls.
+ */
+export function groupedRowsAndInner(
+  g: Tensor,
+  w: Tensor,
+  a: Tensor,
+  offsets: Tensor,
+  prior: Tensor | null,
+): [Tensor, Tensor] {
+  const x = plan(...groupedRowsArgs(g, w, offsets, false), prior);
+  const y = plan(...groupedInnerArgs(g, a, offsets), null);
+  if (x instanceof Tensor || y instanceof Tensor) {
+    for (const q of [x, y]) if (!(q instanceof Tensor)) record1(q);
+  } else recordPair(x, y);
+  return [x instanceof Tensor ? x : x.out, y instanceof Tensor ? y : y.out];
 }
 
 /**
@@ -1263,6 +1303,15 @@ export function groupedRowsProduct(
  * element 0. Deterministic (each output sums its group's rows in order). Not recorded.
  */
 export function groupedInnerProduct(p: Tensor, q: Tensor, offsets: Tensor): Tensor {
+  return launch(...groupedInnerArgs(p, q, offsets));
+}
+
+/** `groupedInnerProduct`'s problem, operands and output shape. */
+function groupedInnerArgs(
+  p: Tensor,
+  q: Tensor,
+  offsets: Tensor,
+): [Problem, Tensor, Tensor, number[]] {
   const E = offsets.shape[0] - 1;
   const [M, A] = p.shape;
   const B = q.shape[1];
@@ -1275,5 +1324,5 @@ export function groupedInnerProduct(p: Tensor, q: Tensor, offsets: Tensor): Tens
     b: { offset: q.offset, rowStride: q.strides[0], colStride: q.strides[1], batchStrides: [] },
     group: { mode: "inner", offsets, experts: E, bExpertStride: 0 },
   };
-  return launch(prob, p, q, [E, A, B]);
+  return [prob, p, q, [E, A, B]];
 }

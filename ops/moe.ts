@@ -34,7 +34,7 @@ import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { contiguous, denseView, MATH_WGSL } from "./elementwise.ts";
 import { grid1d, linearId } from "./grid.ts";
-import { groupedInnerProduct, groupedRowsProduct } from "./matmul.ts";
+import { groupedInnerProduct, groupedRowsAndInner, groupedRowsProduct } from "./matmul.ts";
 import { bucketSort } from "./bucket_sort.ts";
 import { usablePrior } from "./grad_prior.ts";
 import { checkIndexRange } from "./check_indices.ts";
@@ -761,8 +761,10 @@ export function groupedMatmul(a: Tensor, w: Tensor, offsets: Tensor): Tensor {
   const out = groupedRowsProduct(a, w, off, true);
   record(out, op, [a, w], (g, needs, [av, wv, ov], priors) => {
     const prior = needs[0] ? usablePrior(priors, 0, a.shape, "f32", g, wv, ov) : null;
-    const ga = needs[0] ? groupedRowsProduct(g, wv, ov, false, prior) : null;
     if (prior) priors!.absorb(0);
+    // Both gradients: one paired launch (ops/matmul.ts recordPair).
+    if (needs[0] && needs[1]) return groupedRowsAndInner(g, wv, av, ov, prior);
+    const ga = needs[0] ? groupedRowsProduct(g, wv, ov, false, prior) : null;
     const gw = needs[1] ? groupedWeightGrad(g, av, ov) : null;
     return [ga, gw];
   }, [a, w, off]);

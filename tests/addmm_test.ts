@@ -8,6 +8,7 @@ import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
 import * as mg from "../mod.ts";
 import { countDispatches, gpu, seededValues } from "./util.ts";
 import { setMatmulPairing } from "../ops/matmul.ts";
+import { groupedMatmul } from "../ops/moe.ts";
 
 const rand = (shape: readonly number[], seed: number) =>
   mg.tensor(seededValues(shape.reduce((x, y) => x * y, 1), seed), { shape: [...shape] });
@@ -139,4 +140,41 @@ Deno.test("a matmul's two gradients in one paired launch = two launches, bit for
       mg.setMatmulConfig(previousConfig);
     }
   }
+});
+
+Deno.test("a grouped (MoE) product's two gradients in one paired launch = two launches, bit for bit", async () => {
+  await gpu();
+  // 3 experts over 10 rows (groups of 4, 0 and 6 rows); a used twice (dA with a prior).
+  const offsets = mg.tensor([0, 4, 4, 10], { dtype: "i32" });
+  const grads = async (paired: boolean) => {
+    const previous = setMatmulPairing(paired);
+    try {
+      const a = rand([10, 12], 21).requiresGrad_();
+      const w = rand([3, 8, 12], 22).requiresGrad_();
+      const y = groupedMatmul(a, w, offsets).add(a.matmul(rand([12, 8], 23)));
+      const up = rand(y.shape, 24);
+      let n = 0;
+      const counts = countDispatches(() => y.mul(up).sum().backward());
+      for (const [k, c] of counts) if (k.startsWith("matmul")) n += c;
+      const out = { ga: await a.grad!.data(), gw: await w.grad!.data(), n };
+      for (const t of [a, w, y, up]) t.dispose();
+      return out;
+    } finally {
+      setMatmulPairing(previous);
+    }
+  };
+  for (const config of [null, { ...mg.matmulConfig(), shared: true, vec4: true, tm: 4, tn: 4 }]) {
+    const previousConfig = mg.setMatmulConfig(config);
+    try {
+      const one = await grads(true);
+      const two = await grads(false);
+      const what = JSON.stringify(config);
+      deepStrictEqual(one.ga, two.ga, what);
+      deepStrictEqual(one.gw, two.gw, what);
+      strictEqual(two.n - one.n, 1, `${what}: ${one.n} vs ${two.n} launches`);
+    } finally {
+      mg.setMatmulConfig(previousConfig);
+    }
+  }
+  offsets.dispose();
 });
