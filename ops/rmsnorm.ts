@@ -4,9 +4,9 @@
  * the row in vec4 loads when the layout allows, reduce in workgroup memory, write y and save the
  * row's rsqrt for backward (13–15 ms against 47–67 ms before on lavapipe, 1024² f32; see
  * `forward`). Backward: a workgroup per row (one thread per row when rows are short) computes
- * dx = r·g·dy − x·r³/n·Σ(dy·g·x) and, in the same pass, each element's share dy·x·r of
- * dg = Σ_rows dy·x·r, which one column-parallel kernel then sums over the rows: two dispatches
- * per norm (tiny-K2 step: 17 norms, 51 → 34 backward dispatches). Above FUSED_DG_ROWS rows (or
+ * dx = r·g·dy − x·r³/n·Σ(dy·g·x), and workgroups of the same dispatch after the row ones sum
+ * dg = Σ_rows dy·x·r column by column (a thread per column; dg does not need dx): one dispatch
+ * per norm (tiny-K2 step: 17 norms, 51 → 34 → 17 backward dispatches). Above FUSED_DG_ROWS rows (or
  * when only one of dx, dg is needed) dg comes from a column kernel over row chunks plus a
  * short column sum instead, so no column sum loops over more than 512 partials. Inputs are
  * read through a row stride and a column stride (a slice of a wider projection is not copied);
@@ -186,7 +186,13 @@ function setup(lanes: number): string {
   let n = p_n();`;
 }
 
-function rowKernel(name: string, bindings: Binding[], n: number, body: string) {
+function rowKernel(
+  name: string,
+  bindings: Binding[],
+  n: number,
+  body: string,
+  head: (wg: number) => string = () => "",
+) {
   // CPU adapters: 8 lanes per row (one SIMD8 group on llvmpipe, so the reduction's barriers
   // switch no coroutines; a tiny-K2 norm's backward, [256, 128]: 2.75–3.09 → 1.59–1.75 ms).
   const wide = rowLanesOverride ?? (deviceInfo().isFallbackAdapter ? CPU_ROW_LANES : ROW_WG);
@@ -197,9 +203,12 @@ function rowKernel(name: string, bindings: Binding[], n: number, body: string) {
     workgroupSize: [lanes === 1 ? ROW_WG : lanes],
     params: RMS,
     prelude: prelude(lanes),
-    body: setup(lanes) + body,
+    body: head(lanes === 1 ? ROW_WG : lanes) + setup(lanes) + body,
   });
-  return { k, grid: (rows: number) => grid1d(rows, lanes === 1 ? ROW_WG : 1) };
+  const wg = lanes === 1 ? ROW_WG : lanes;
+  /** Workgroups of the row job: one per row, or one per ROW_WG rows (a thread each). */
+  const rowGroups = (rows: number) => (lanes === 1 ? Math.ceil(rows / ROW_WG) : rows);
+  return { k, grid: (rows: number) => grid1d(rows, lanes === 1 ? ROW_WG : 1), wg, rowGroups };
 }
 
 function check(x: Tensor, weight: Tensor, eps: number): void {
@@ -332,9 +341,11 @@ function forward(xr: Rows, weight: Tensor, eps: number, shape: readonly number[]
 }
 
 /**
- * dx = r·g·dy − x·r³/n·Σ_j(dy·g·x), one workgroup (or thread) per row. With `withDg`, the same
- * pass also writes each element's share of dg, dy·x·r, into `part` [rows, n] (f32), which
- * `sumDgParts` then sums over the rows: dx and dg in two dispatches instead of three. With
+ * dx = r·g·dy − x·r³/n·Σ_j(dy·g·x), one workgroup (or thread) per row. With `withDg` (of dtype
+ * `withDg`), the same dispatch also computes dg = Σ_rows dy·x·r in workgroups of its own after
+ * the row workgroups (dg does not depend on dx: one thread per column sums the rows in order,
+ * each product rounded to f32 before it is added, as the former per-element shares and their
+ * column sum did: bit-identical, and one dispatch instead of two). With
  * `prior` (contiguous, shaped and typed like x: the gradient x accumulated from its other
  * uses in this backward pass), dx is prior + the above, summed in f32 and rounded once as
  * `add(prior, dx)` would (the residual stream's gradient: one dispatch fewer per norm).
@@ -344,15 +355,15 @@ function backwardX(
   xr: Rows,
   weight: Tensor,
   rstd: Tensor,
-  withDg = false,
+  withDg: DType | null = null,
   prior: Tensor | null = null,
-): { dx: Tensor; part: Tensor | null } {
+): { dx: Tensor; dg: Tensor | null } {
   const x = xr.t;
   const n = x.shape[x.rank - 1];
   const rows = rstd.size;
   const dx = Tensor.empty(x.shape, x.dtype);
-  const part = withDg ? Tensor.empty([rows, n], "f32") : null;
-  if (dx.size === 0) return { dx, part };
+  const dg = withDg ? Tensor.empty([n], withDg) : null;
+  if (dx.size === 0) return { dx, dg };
   const t = wgslType(x.dtype);
   const bindings: Binding[] = [
     { name: "dy", type: wgslType(dyr.t.dtype), access: "read" },
@@ -361,8 +372,24 @@ function backwardX(
     { name: "rstd", type: "f32", access: "read" },
     { name: "dx", type: t, access: "read_write" },
   ];
-  if (part) bindings.push({ name: "part", type: "f32", access: "read_write" });
+  if (dg) bindings.push({ name: "dg", type: wgslType(dg.dtype), access: "read_write" });
   if (prior) bindings.push({ name: "prior", type: t, access: "read" });
+  // The dg job: workgroups from p_perChunk() (the row job's count) on, a thread per column.
+  const dgJob = (wg: number) =>
+    !dg ? "" : `
+  let wgi = wid.y * nwg.x + wid.x;
+  if (wgi >= p_perChunk()) {
+    let j = (wgi - p_perChunk()) * ${wg}u + lidx;
+    if (j < p_n()) {
+      var acc = 0.0;
+      for (var r = 0u; r < p_rows(); r++) {
+        let share = f32(dy[at(0u, r, j)]) * f32(x[at(1u, r, j)]) * rstd[r];
+        acc += bitcast<f32>(bitcast<u32>(share) | p_zero());
+      }
+      dg[j] = ${wgslType(dg.dtype)}(acc);
+    }
+    return;
+  }`;
   const dxv = `r * f32(g[at(2u, row, j)]) * d - xv * c`;
   // With a prior, dx's own value passes through an integer OR with a runtime zero before the
   // add: shader compilers may otherwise reassociate prior + (a·b − c) (Mesa's inexact
@@ -371,8 +398,8 @@ function backwardX(
   const dxOut = !prior
     ? `${t}(${dxv})`
     : `${t}(f32(prior[p_priorOffset() + row * n + j]) + ${own})`;
-  const { k, grid } = rowKernel(
-    part ? "rms_norm_dx_dg" : "rms_norm_dx",
+  const { k, grid, wg, rowGroups } = rowKernel(
+    dg ? "rms_norm_dx_dg" : "rms_norm_dx",
     bindings,
     n,
     `
@@ -385,10 +412,12 @@ function backwardX(
   for (var j = lane; j < n; j += step) {
     let d = f32(dy[at(0u, row, j)]);
     let xv = f32(x[at(1u, row, j)]);
-    dx[row * n + j] = ${dxOut};${part ? "\n    part[row * n + j] = d * xv * r;" : ""}
+    dx[row * n + j] = ${dxOut};
   }`,
+    dgJob,
   );
-  const words = packRowsWith(prior?.offset ?? 0, rows, n, 0, 0, dyr, xr, gainRows(weight));
+  const jobs = rowGroups(rows);
+  const words = packRowsWith(prior?.offset ?? 0, rows, n, 0, jobs, dyr, xr, gainRows(weight));
   const op = "rmsNorm_grad";
   const bufs = [
     dyr.t.storage(op).buf,
@@ -397,10 +426,10 @@ function backwardX(
     rstd.storage(op).buf,
     dx.storage(op).buf,
   ];
-  if (part) bufs.push(part.storage(op).buf);
+  if (dg) bufs.push(dg.storage(op).buf);
   if (prior) bufs.push(prior.storage(op).buf);
-  dispatch(k, bufs, words, grid(rows));
-  return { dx, part };
+  dispatch(k, bufs, words, dg ? grid1d(jobs + Math.ceil(n / wg), 1) : grid(rows));
+  return { dx, dg };
 }
 
 /** dg = Σ_rows dy·x·r: partial sums over row chunks (one thread per column), then a column sum. */
@@ -517,12 +546,11 @@ export function rmsNorm(x: Tensor, weight: Tensor, eps = 1e-6): Tensor {
       : null;
     let out: (Tensor | null)[];
     if (needs[0] && needs[1] && sr.size > 0 && sr.size <= FUSED_DG_ROWS) {
-      const { dx, part } = backwardX(gr, xs, sw, sr, true, prior);
-      out = [dx, sumDgParts(part!, sw.dtype)];
-      part!.dispose();
+      const { dx, dg } = backwardX(gr, xs, sw, sr, sw.dtype, prior);
+      out = [dx, dg];
     } else {
       out = [
-        needs[0] ? backwardX(gr, xs, sw, sr, false, prior).dx : null,
+        needs[0] ? backwardX(gr, xs, sw, sr, null, prior).dx : null,
         needs[1] ? backwardG(gr, xs, sr, sw.dtype) : null,
       ];
     }
