@@ -51,3 +51,31 @@ Deno.test("bucketSort reads a key view at an offset", async () => {
   assert.deepEqual(Array.from(await s.perm.data()), [3, 1, 5, 4, 0, 2]);
   for (const x of [all, s.counts, s.offsets, s.perm, s.inv]) x.dispose();
 });
+
+Deno.test("indexAdd: the one-dispatch index scan and the sorted path both = the host sum in index order, bit for bit", async () => {
+  await gpu();
+  const rng = new mg.Rng(5);
+  // Small (scan) and large (outputs × index length over 2^26: sorted); negative indices
+  // (counted from the end) and a base tensor.
+  for (const [rows, n, cols] of [[7, 50, 3], [1100, 20000, 4]]) {
+    const base = Array.from({ length: rows * cols }, () => rng.next() * 2 - 1);
+    const idx = Array.from({ length: n }, () => Math.floor(rng.next() * 2 * rows) - rows);
+    const src = Array.from({ length: n * cols }, () => rng.next() * 2 - 1);
+    const want = Float32Array.from(base);
+    idx.forEach((v, r) => {
+      const w = v < 0 ? v + rows : v;
+      if (w < 0 || w >= rows) return;
+      for (let c = 0; c < cols; c++) {
+        want[w * cols + c] = Math.fround(want[w * cols + c] + Math.fround(src[r * cols + c]));
+      }
+    });
+    const out = mg.indexAdd(
+      mg.tensor(base, { shape: [rows, cols] }),
+      0,
+      mg.tensor(idx, { dtype: "i32" }),
+      mg.tensor(src, { shape: [n, cols] }),
+    );
+    assert.deepEqual(await out.data(), want, `${rows} rows, index of ${n}`);
+    out.dispose();
+  }
+});

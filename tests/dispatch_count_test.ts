@@ -34,14 +34,14 @@ const OPTIMIZER_BOUND_12 = { muonclip: 76, adamw: 23 } as const;
 const FULL = mg.deviceInfo().limits.maxStorageBuffersPerShaderStage >= 16;
 
 /**
- * Whole-step bounds. MuonClip is under the issue's target (≤ 400): forward 111 + backward 120 +
- * optimizer 69 = 300 (1595 before this work). AdamW is not yet at its target (≤ 200): 111 + 120
- * + 16 = 247 (571 before). Both bounds are the current totals plus 2 %, so a regression anywhere
+ * Whole-step bounds. MuonClip is under the issue's target (≤ 400): forward 111 + backward 116 +
+ * optimizer 69 = 296 (1595 before this work). AdamW is not yet at its target (≤ 200): 111 + 116
+ * + 16 = 243 (571 before). Both bounds are the current totals plus 2 %, so a regression anywhere
  * in the step fails here; the forward and backward counts are shared, so what remains for
  * AdamW's target is forward/backward work (bench/RESULTS.md, "Dispatches per tiny-K2 training
  * step").
  */
-const STEP_BOUND = { muonclip: 306, adamw: 252 } as const;
+const STEP_BOUND = { muonclip: 302, adamw: 248 } as const;
 /** The issue's targets. */
 const TARGET = { muonclip: 400, adamw: 200 } as const;
 

@@ -134,12 +134,13 @@ async function layoutAndIndexing(dtype: FloatType | "i32"): Promise<void> {
       mg.gather(x, 2, mg.tensor(Array(24).fill(1), { shape: [2, 3, 4], dtype: "i32" })),
       mg.scatterAdd(x, 1, mg.tensor(Array(24).fill(0), { shape: [2, 3, 4], dtype: "i32" }), x),
       mg.indexAdd(x, 1, idx, x),
-      // Over 1024 target rows: the bucket sort's global-atomics histogram.
+      // Outputs × index length over 2^26: the sorted path (small ones scan the index instead),
+      // with over 1024 target rows: the bucket sort's global-atomics histogram.
       mg.indexAdd(
         mg.zeros([1100, 4], { dtype: x.dtype }),
         0,
-        idx,
-        x.reshape([6, 4]).slice(0, 0, 3),
+        mg.tensor(Array.from({ length: 20000 }, (_, i) => (i * 7) % 1100), { dtype: "i32" }),
+        mg.ones([20000, 4], { dtype: x.dtype }),
       ),
       x.expand([2, 2, 3, 4]).contiguous(),
     ];
