@@ -25,8 +25,11 @@ const WG = 256;
 /** Most outputs × index entries the one-dispatch scan takes (2^26 ≈ 67M index reads). */
 const SCAN_WORK = 2 ** 26;
 
-/** The scan: outputs, rows (m), index length (n), inner size, offsets of src, base, index. */
-const INDEX_ADD_SCAN = params("index_add_scan", {
+/**
+ * Outputs (outer · m · inner), rows of the output (m) and of src (n), the inner size, and
+ * the element offsets of src, base and (the scan) the index.
+ */
+const INDEX_ADD = params("index_add", {
   total: "u32",
   m: "u32",
   n: "u32",
@@ -34,19 +37,6 @@ const INDEX_ADD_SCAN = params("index_add_scan", {
   srcOffset: "u32",
   baseOffset: "u32",
   indexOffset: "u32",
-});
-
-/**
- * Outputs (outer · m · inner), rows of the output (m) and of src (n), the inner size, and
- * the element offsets of src and base.
- */
-const INDEX_ADD_SORTED = params("index_add_sorted", {
-  total: "u32",
-  m: "u32",
-  n: "u32",
-  inner: "u32",
-  srcOffset: "u32",
-  baseOffset: "u32",
 });
 
 /**
@@ -65,12 +55,32 @@ export function indexAddSorted(
   return noGrad(() => {
     const M = shape[axis];
     const N = index.shape[0];
-    const outer = shape.slice(0, axis).reduce((a, b) => a * b, 1);
     const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
     const out = Tensor.empty(shape, dtype);
-    const total = outer * M * inner;
-    if (total === 0) return out;
-    if (total * N <= SCAN_WORK) return scan(base, out, M, N, inner, index, src);
+    if (out.size === 0) return out;
+    if (out.size * N <= SCAN_WORK) {
+      // Every output thread scans the index for its row, in index order.
+      const ix = index.isContiguous ? index : contiguous(index);
+      addRows(
+        base,
+        out,
+        M,
+        N,
+        inner,
+        src,
+        "scan",
+        [ix],
+        `
+  for (var r = 0u; r < n; r++) {
+    var w = index[p_indexOffset() + r];
+    if (w < 0) { w += i32(m); }
+    if (w == i32(v)) { sum += ADD(r); }
+  }`,
+        ix.offset,
+      );
+      if (ix !== index) ix.dispose();
+      return out;
+    }
     const keys = pointwise(
       "index_wrap",
       [index, { scalar: M, dtype: "i32" }],
@@ -80,23 +90,60 @@ export function indexAddSorted(
     );
     const sorted = bucketSort(keys, M);
     keys.dispose();
-    const s = src.isContiguous ? src : contiguous(src);
-    const b = base === null ? null : base.isContiguous ? base : contiguous(base);
-    const t = wgslType(dtype);
-    const acc = isFloat(dtype) ? "f32" : "i32";
-    const bindings = [
-      { name: "offsets", type: "i32", access: "read" as const },
-      { name: "perm", type: "i32", access: "read" as const },
-      { name: "src", type: t, access: "read" as const },
-      ...(b ? [{ name: "base", type: t, access: "read" as const }] : []),
-      { name: "out", type: t, access: "read_write" as const },
-    ];
-    const k = kernel({
-      name: "index_add_sorted",
-      bindings,
-      workgroupSize: [WG],
-      params: INDEX_ADD_SORTED,
-      body: `
+    // Every output thread adds the rows the sort grouped under its row, in index order.
+    addRows(
+      base,
+      out,
+      M,
+      N,
+      inner,
+      src,
+      "sorted",
+      [sorted.offsets, sorted.perm],
+      `
+  let end = u32(offsets[v + 1u]);
+  for (var j = u32(offsets[v]); j < end; j++) { sum += ADD(u32(perm[j])); }`,
+      0,
+    );
+    for (const x of [sorted.counts, sorted.offsets, sorted.perm, sorted.inv]) x.dispose();
+    return out;
+  });
+}
+
+/**
+ * Records one thread per element of `out`: sum = base (or 0), then `loop`, which reads the
+ * extra i32 bindings (`index`, or `offsets` and `perm`) and adds source row r with `ADD(r)`.
+ */
+function addRows(
+  base: Tensor | null,
+  out: Tensor,
+  M: number,
+  N: number,
+  inner: number,
+  src: Tensor,
+  kind: "scan" | "sorted",
+  extra: Tensor[],
+  loop: string,
+  indexOffset: number,
+): void {
+  const dtype = out.dtype;
+  const s = src.isContiguous ? src : contiguous(src);
+  const b = base === null ? null : base.isContiguous ? base : contiguous(base);
+  const t = wgslType(dtype);
+  const acc = isFloat(dtype) ? "f32" : "i32";
+  const extraNames = extra.length === 1 ? ["index"] : ["offsets", "perm"];
+  const bindings = [
+    ...extraNames.map((name) => ({ name, type: "i32", access: "read" as const })),
+    { name: "src", type: t, access: "read" as const },
+    ...(b ? [{ name: "base", type: t, access: "read" as const }] : []),
+    { name: "out", type: t, access: "read_write" as const },
+  ];
+  const k = kernel({
+    name: `index_add_${kind}`,
+    bindings,
+    workgroupSize: [WG],
+    params: INDEX_ADD,
+    body: `
   let t = ${linearId(WG)};
   if (t >= p_total()) { return; }
   let m = p_m();
@@ -105,91 +152,22 @@ export function indexAddSorted(
   let i = t % inner;
   let v = (t / inner) % m;
   let o = t / (inner * m);
-  var sum = ${b ? `${acc}(base[p_baseOffset() + t])` : `${acc}(0)`};
-  let end = u32(offsets[v + 1u]);
-  for (var j = u32(offsets[v]); j < end; j++) {
-    let r = u32(perm[j]);
-    sum += ${acc}(src[p_srcOffset() + (o * n + r) * inner + i]);
-  }
-  out[t] = ${t}(sum);`,
-    });
-    const bufs = [sorted.offsets, sorted.perm, s, ...(b ? [b] : []), out].map((x) =>
-      x.storage("indexAdd").buf
-    );
-    const words = INDEX_ADD_SORTED.pack({
-      total,
-      m: M,
-      n: N,
-      inner,
-      srcOffset: s.offset,
-      baseOffset: b ? b.offset : 0,
-    });
-    dispatch(k, bufs, words, grid1d(total, WG));
-    for (const x of [sorted.counts, sorted.offsets, sorted.perm, sorted.inv]) x.dispose();
-    if (s !== src) s.dispose();
-    if (b && b !== base) b.dispose();
-    return out;
-  });
-}
-
-/** `indexAddSorted` by one scan of the index per output element (see the module doc). */
-function scan(
-  base: Tensor | null,
-  out: Tensor,
-  M: number,
-  N: number,
-  inner: number,
-  index: Tensor,
-  src: Tensor,
-): Tensor {
-  const dtype = out.dtype;
-  const total = out.size;
-  const s = src.isContiguous ? src : contiguous(src);
-  const b = base === null ? null : base.isContiguous ? base : contiguous(base);
-  const ix = index.isContiguous ? index : contiguous(index);
-  const t = wgslType(dtype);
-  const acc = isFloat(dtype) ? "f32" : "i32";
-  const bindings = [
-    { name: "index", type: "i32", access: "read" as const },
-    { name: "src", type: t, access: "read" as const },
-    ...(b ? [{ name: "base", type: t, access: "read" as const }] : []),
-    { name: "out", type: t, access: "read_write" as const },
-  ];
-  const k = kernel({
-    name: "index_add_scan",
-    bindings,
-    workgroupSize: [WG],
-    params: INDEX_ADD_SCAN,
-    body: `
-  let t = ${linearId(WG)};
-  if (t >= p_total()) { return; }
-  let m = p_m();
-  let n = p_n();
-  let inner = p_inner();
-  let i = t % inner;
-  let v = i32((t / inner) % m);
-  let o = t / (inner * m);
-  var sum = ${b ? `${acc}(base[p_baseOffset() + t])` : `${acc}(0)`};
-  for (var r = 0u; r < n; r++) {
-    var w = index[p_indexOffset() + r];
-    if (w < 0) { w += i32(m); }
-    if (w == v) { sum += ${acc}(src[p_srcOffset() + (o * n + r) * inner + i]); }
-  }
+  var sum = ${b ? `${acc}(base[p_baseOffset() + t])` : `${acc}(0)`};${
+      loop.replace(/ADD\(([^;]*)\);/g, `${acc}(src[p_srcOffset() + (o * n + $1) * inner + i]);`)
+    }
   out[t] = ${t}(sum);`,
   });
-  const bufs = [ix, s, ...(b ? [b] : []), out].map((x) => x.storage("indexAdd").buf);
-  const words = INDEX_ADD_SCAN.pack({
-    total,
+  const bufs = [...extra, s, ...(b ? [b] : []), out].map((x) => x.storage("indexAdd").buf);
+  const words = INDEX_ADD.pack({
+    total: out.size,
     m: M,
     n: N,
     inner,
     srcOffset: s.offset,
     baseOffset: b ? b.offset : 0,
-    indexOffset: ix.offset,
+    indexOffset,
   });
-  dispatch(k, bufs, words, grid1d(total, WG));
+  dispatch(k, bufs, words, grid1d(out.size, WG));
   if (s !== src) s.dispose();
   if (b && b !== base) b.dispose();
-  if (ix !== index) ix.dispose();
-  return out;
 }
