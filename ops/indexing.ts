@@ -96,7 +96,6 @@ function spreadIndex(index: Tensor, shape: readonly number[], axis: number): Ten
 
 // ---- kernels ----------------------------------------------------------------------------
 
-/** WGSL: the valid position of index value `j` on an axis of length `len`, or -1. */
 /**
  * gather: elements, rank, axis and its length in x, the index shape, x's strides and offset,
  * the index's strides and offset (ranks up to MAX_RANK).
