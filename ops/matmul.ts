@@ -823,7 +823,9 @@ function recordPair(x: Planned, y: Planned): void {
       names[j][b.name] = name;
     });
   });
-  if (!ok) {
+  // The WebGPU default allows 8 storage buffers per stage; a device may allow fewer or more.
+  const most = deviceInfo().limits.maxStorageBuffersPerShaderStage;
+  if (!ok || bindings.length > most) {
     record1(x);
     record1(y);
     return;
