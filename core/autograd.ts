@@ -107,7 +107,11 @@ export interface GradNode {
   saved: Tensor[];
   /** Live references: the output handle plus every recorded node that uses the output. */
   refs: number;
+  /** Recording order: every node's inputs were recorded before it (smaller `seq`). */
+  readonly seq: number;
 }
+
+let nextSeq = 0;
 
 let gradEnabled = true;
 
@@ -173,7 +177,14 @@ export function record(
   }
   out.requiresGrad = true;
   for (const t of inputs) if (t.gradFn) t.gradFn.refs++;
-  out.gradFn = { op, inputs, vjp, saved: saved.map((t) => t.retainForBackward()), refs: 1 };
+  out.gradFn = {
+    op,
+    inputs,
+    vjp,
+    saved: saved.map((t) => t.retainForBackward()),
+    refs: 1,
+    seq: nextSeq++,
+  };
   return out;
 }
 
@@ -356,8 +367,18 @@ export function freeNode(node: GradNode): void {
   node.vjp = null;
 }
 
-/** Nodes reachable from `root`, inputs before the nodes that use them. */
+/**
+ * Nodes reachable from `root` in recording order (inputs before the nodes that use them), so
+ * backward runs the vjps in reverse recording order, like PyTorch's sequence numbers: work the
+ * forward recorded side by side (MLA's query and key/value paths) is differentiated side by
+ * side, and the runtime can co-launch the two halves (core/colaunch.ts).
+ */
 function topoOrder(root: Tensor): GradNode[] {
+  return reachable(root).sort((a, b) => a.seq - b.seq);
+}
+
+/** Nodes reachable from `root`, inputs before the nodes that use them (depth first). */
+function reachable(root: Tensor): GradNode[] {
   const order: GradNode[] = [];
   const seen = new Set<GradNode>();
   if (!root.gradFn) return order;

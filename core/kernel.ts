@@ -39,6 +39,16 @@ export interface KernelDef {
    * `p_shape(i)`) go into the source; the host packs values with the same declaration.
    */
   params?: ParamLayout;
+  /**
+   * May share one launch with an independent neighbouring dispatch (core/colaunch.ts). The
+   * runtime holds such a dispatch back until the next one is recorded.
+   */
+  pairable?: boolean;
+  /**
+   * Words of the uniform parameter block: PARAM_WORDS (the default) or WIDE_PARAM_WORDS (a
+   * co-launch's two blocks, core/colaunch.ts). Word PARAM_ZERO_WORD is the zero word either way.
+   */
+  paramWords?: number;
 }
 
 /** A compiled compute pipeline with its explicit bind-group layout. */
@@ -66,6 +76,8 @@ export interface Kernel {
   readonly access: readonly Access[];
   /** Bytes of the uniform parameter block. */
   readonly paramBytes: number;
+  /** The definition, kept for pairable kernels (core/colaunch.ts merges two of them). */
+  readonly def?: KernelDef;
   /**
    * Set when the compiler or pipeline validation rejected this kernel (known asynchronously,
    * shortly after creation): the kernel's name, where it was created and the compiler's
@@ -104,6 +116,9 @@ export const PARAM_WORDS = 64;
  */
 export const PARAM_ZERO_WORD = PARAM_WORDS - 1;
 
+/** The wide parameter block of a co-launched kernel: two blocks' words (core/colaunch.ts). */
+export const WIDE_PARAM_WORDS = 2 * PARAM_WORDS;
+
 /**
  * Parameter reads a kernel body or prelude must not make itself: only the accessors generated
  * from its declaration touch the uniform block (by name, through the zero word).
@@ -133,7 +148,7 @@ export function kernelSource(def: KernelDef): string {
     lines.push(`@group(0) @binding(${i}) var<storage, read_write> ${b.name}: array<${b.type}>;`);
   });
   lines.push(
-    `struct Params { w: array<vec4<u32>, ${PARAM_WORDS / 4}> }`,
+    `struct Params { w: array<vec4<u32>, ${(def.paramWords ?? PARAM_WORDS) / 4}> }`,
     `@group(0) @binding(${def.bindings.length}) var<uniform> params: Params;`,
     `fn param_word(i: u32) -> u32 { let j = i + params.w[${PARAM_ZERO_WORD >> 2}][${
       PARAM_ZERO_WORD & 3
@@ -183,7 +198,11 @@ export function kernel(def: KernelDef): Kernel {
   entries.push({
     binding: def.bindings.length,
     visibility: COMPUTE_STAGE,
-    buffer: { type: "uniform", hasDynamicOffset: true, minBindingSize: PARAM_WORDS * 4 },
+    buffer: {
+      type: "uniform",
+      hasDynamicOffset: true,
+      minBindingSize: (def.paramWords ?? PARAM_WORDS) * 4,
+    },
   });
   device.pushErrorScope("validation");
   const layout = device.createBindGroupLayout({ label: def.name, entries });
@@ -202,7 +221,8 @@ export function kernel(def: KernelDef): Kernel {
     storageCount: def.bindings.length,
     dynamicCount,
     access: def.bindings.map((b) => b.access),
-    paramBytes: PARAM_WORDS * 4,
+    paramBytes: (def.paramWords ?? PARAM_WORDS) * 4,
+    ...(def.pairable ? { def } : {}),
   };
   cache.set(source, k);
   const where = creationSite(new Error().stack ?? "");

@@ -52,6 +52,20 @@ export interface ParamLayout {
   readonly words: number;
   /** WGSL accessor functions, one per parameter, reading through `param_word`. */
   readonly wgsl: string;
+  /** The parameters in word order (declarations made with `params` have them). */
+  readonly entries?: readonly ParamEntry[];
+}
+
+/** One declared parameter of a layout. */
+export interface ParamEntry {
+  /** Name (the accessor is `p_name`). */
+  readonly name: string;
+  /** Element type. */
+  readonly kind: ParamKind;
+  /** First word. */
+  readonly offset: number;
+  /** Array length; 0 for a scalar. */
+  readonly length: number;
 }
 
 /** A kernel's parameter block: its WGSL accessors and the packer of its host values. */
@@ -68,13 +82,7 @@ export interface ParamBlock<D extends ParamDecls> extends ParamLayout {
   pack(values: ParamValues<D>): Uint32Array;
 }
 
-interface Entry {
-  name: string;
-  kind: ParamKind;
-  offset: number;
-  /** 0 for a scalar. */
-  length: number;
-}
+type Entry = ParamEntry;
 
 const NAME = /^[A-Za-z][A-Za-z0-9_]*$/;
 const F32 = new Float32Array(1);
@@ -179,7 +187,15 @@ export function params<const D extends ParamDecls>(kernel: string, decls: D): Pa
     }
     return out;
   };
-  return { kernel, decls, words, wgsl, offsets: offsets as ParamBlock<D>["offsets"], pack };
+  return {
+    kernel,
+    decls,
+    words,
+    wgsl,
+    entries,
+    offsets: offsets as ParamBlock<D>["offsets"],
+    pack,
+  };
 }
 
 /** The u32 bits of one value of parameter entry `e` (`what` names it in errors). */
@@ -217,4 +233,79 @@ function word(kernel: string, e: Entry, v: unknown, what: string): number {
  */
 export function fitLength(fixed: number, perUnit: number): number {
   return Math.floor((PARAM_USABLE_WORDS - fixed) / perUnit);
+}
+
+/** A parameter block re-laid out with its arrays cut to the words a launch uses. */
+export interface CompactParams {
+  /** WGSL accessors (`p_name<suffix>`), reading words from `base` on. */
+  wgsl: string;
+  /** The launch's words in the compact layout. */
+  words: number[];
+  /** The used array lengths: the accessors' source depends on them. */
+  key: string;
+}
+
+/**
+ * Re-lays a launch's packed words (`packed`, laid out by `layout`) with each array cut after
+ * its last non-zero word, for core/colaunch.ts, which puts two kernels' parameters in one
+ * block. The accessors keep their meaning exactly: an array read past the cut returns 0, as
+ * the original block's zero padding did. Null when the layout has no entries (not made by
+ * `params`).
+ *
+ * @example
+ * ```ts
+ * import { compactParams, params } from "./params.ts";
+ * const P = params("k", { n: "u32", shape: ["u32", 20] });
+ * const c = compactParams(P, P.pack({ n: 7, shape: [2, 3] }), 10, "_c1")!;
+ * console.log(c.words, c.wgsl.includes("fn p_shape_c1(i: u32)")); // [7, 2, 3] true
+ * ```
+ */
+export function compactParams(
+  layout: ParamLayout,
+  packed: Uint32Array,
+  base: number,
+  suffix: string,
+): CompactParams | null {
+  if (!layout.entries) return null;
+  const words: number[] = [];
+  const lines: string[] = [];
+  const used: number[] = [];
+  for (const e of layout.entries) {
+    const at = base + words.length;
+    const read = (i: string) =>
+      e.kind === "u32" ? `param_word(${i})` : `bitcast<${e.kind}>(param_word(${i}))`;
+    if (e.length === 0) {
+      words.push(packed[e.offset]);
+      lines.push(`fn p_${e.name}${suffix}() -> ${e.kind} { return ${read(`${at}u`)}; }`);
+      continue;
+    }
+    let n = e.length;
+    while (n > 1 && packed[e.offset + n - 1] === 0) n--;
+    used.push(n);
+    for (let i = 0; i < n; i++) words.push(packed[e.offset + i]);
+    const word = `param_word(${at}u + min(i, ${n - 1}u))`;
+    const value = n === e.length ? word : `select(0u, ${word}, i < ${n}u)`;
+    lines.push(
+      `fn p_${e.name}${suffix}(i: u32) -> ${e.kind} { return ${
+        e.kind === "u32" ? value : `bitcast<${e.kind}>(${value})`
+      }; }`,
+    );
+  }
+  return { wgsl: lines.join("\n"), words, key: used.join(",") };
+}
+
+/**
+ * WGSL accessors `p_<name>()` for u32 words at `base`, `base + 1`, … of the block (core/colaunch.ts
+ * places its grid words after two kernels' compacted parameters with them).
+ *
+ * @example
+ * ```ts
+ * import { wordAccessors } from "./params.ts";
+ * console.log(wordAccessors(["n0"], 40)); // fn p_n0() -> u32 { return param_word(40u); }
+ * ```
+ */
+export function wordAccessors(names: readonly string[], base: number): string {
+  return names.map((n, i) => `fn p_${n}() -> u32 { return param_word(${base + i}u); }`).join(
+    "\n",
+  );
 }

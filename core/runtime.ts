@@ -6,11 +6,13 @@ import {
   type Kernel,
   kernel,
   kernelChecksDone,
+  PARAM_WORDS,
   PARAM_ZERO_WORD,
 } from "./kernel.ts";
 import { params } from "./params.ts";
 import { acquire, type GpuBuf, release, type Slab } from "./pool.ts";
 import { checkDispatch } from "./limits.ts";
+import { coLaunch, type Launch } from "./colaunch.ts";
 
 /**
  * Records GPU work into one command encoder (one compute pass for consecutive dispatches)
@@ -70,10 +72,10 @@ const bindGroups = new Map<string, GPUBindGroup>();
 const keysBySlab = new Map<number, string[]>();
 const batchOps = new Set<string>();
 const pendingScopes = new Set<Promise<void>>();
-let stats = { dispatches: 0, submits: 0, bindGroupsCreated: 0, aliasCopies: 0 };
+let stats = { dispatches: 0, submits: 0, bindGroupsCreated: 0, aliasCopies: 0, coLaunched: 0 };
 
-function ensureArena(device: GPUDevice, paramBytes: number): NonNullable<typeof arena> {
-  paramStride = Math.max(device.limits.minUniformBufferOffsetAlignment, paramBytes);
+function ensureArena(device: GPUDevice): NonNullable<typeof arena> {
+  paramStride = Math.max(device.limits.minUniformBufferOffsetAlignment, PARAM_WORDS * 4);
   if (!arena) {
     const bytes = paramStride * MAX_DISPATCHES_PER_BATCH;
     arena = {
@@ -97,7 +99,7 @@ export function currentBatch(): number {
 
 /** True when the open batch holds recorded work that has not been submitted. */
 export function hasPendingWork(): boolean {
-  return encoder !== null;
+  return encoder !== null || held !== null;
 }
 
 function openEncoder(device: GPUDevice): GPUCommandEncoder {
@@ -182,7 +184,12 @@ export function setDispatchProfiler(p: DispatchProfiler | null): DispatchProfile
   return previous;
 }
 
-/** Records one compute dispatch. Never waits; submits when the batch is full. */
+/**
+ * Records one compute dispatch. Never waits; submits when the batch is full. A dispatch of a
+ * pairable kernel is held back until the next dispatch: when that one is pairable and
+ * independent too, both are recorded as one launch (core/colaunch.ts). `runtimeStats()`
+ * counts launches, so a held dispatch counts at once and a merged pair counts one.
+ */
 export function dispatch(
   k: Kernel,
   buffers: readonly GpuBuf[],
@@ -196,16 +203,77 @@ export function dispatch(
   if (buffers.length !== k.storageCount) {
     throw new Error(`${k.name}: kernel expects ${k.storageCount} buffers, got ${buffers.length}`);
   }
-  const copies = hasAlias(buffers) ? separateAliases(k, buffers) : null;
-  const bufs = copies?.bufs ?? buffers;
-  const a = ensureArena(device, k.paramBytes);
-  const offset = a.slot * paramStride;
   if (params.length > PARAM_ZERO_WORD && params[PARAM_ZERO_WORD] !== 0) {
     throw new Error(`${k.name}: parameter word ${PARAM_ZERO_WORD} is reserved and must be 0`);
   }
-  a.cpu.set(params.subarray(0, PARAM_ZERO_WORD), offset / 4);
+  const launch: Launch = {
+    k,
+    bufs: buffers,
+    params,
+    groups: [groups[0], groups[1] ?? 1, groups[2] ?? 1],
+  };
+  stats.dispatches++;
+  if (!coLaunching || !k.def || hasAlias(buffers)) {
+    settle();
+    record(launch);
+    return;
+  }
+  const next = { ...launch, bufs: buffers.slice(), params: params.slice() };
+  if (held) {
+    const first = held;
+    held = null;
+    const both = coLaunch(first, next, {
+      storageBuffers: device.limits.maxStorageBuffersPerShaderStage,
+      workgroupBytes: device.limits.maxComputeWorkgroupStorageSize,
+      groupsPerDimension: device.limits.maxComputeWorkgroupsPerDimension,
+    });
+    if (both) {
+      stats.dispatches--;
+      stats.coLaunched++;
+      record(both);
+      return;
+    }
+    record(first);
+  }
+  held = next;
+}
+
+let held: Launch | null = null;
+let coLaunching = true;
+
+/**
+ * Turns co-launching of independent pairable dispatches off (false) or on (true, the
+ * default); returns the previous setting. Tests compare both; not part of the public API.
+ */
+export function setCoLaunch(on: boolean): boolean {
+  settle();
+  const previous = coLaunching;
+  coLaunching = on;
+  return previous;
+}
+
+/** Records the held dispatch, if any (before anything else touches the encoder or queue). */
+function settle(): void {
+  if (!held) return;
+  const h = held;
+  held = null;
+  record(h);
+}
+
+/** Records one launch into the open compute pass. */
+function record(launch: Launch): void {
+  const { k, bufs: buffers, params, groups } = launch;
+  const device = gpuDevice(k.name);
+  const copies = hasAlias(buffers) ? separateAliases(k, buffers) : null;
+  const bufs = copies?.bufs ?? buffers;
+  // A wide block (a co-launch's) takes two slots; the batch is submitted before it would not fit.
+  const slots = Math.ceil(k.paramBytes / paramStride);
+  if (arena && arena.slot + slots > MAX_DISPATCHES_PER_BATCH) flush();
+  const a = ensureArena(device);
+  const offset = a.slot * paramStride;
+  a.cpu.set(params.subarray(0, k.paramBytes / 4), offset / 4);
   a.cpu[offset / 4 + PARAM_ZERO_WORD] = 0; // every parameter read adds it (core/kernel.ts)
-  a.slot++;
+  a.slot += slots;
   const group = bindGroupFor(device, k, a, bufs);
   const offsets: number[] = [];
   for (let i = 0; i < k.dynamicCount; i++) offsets.push(bufs[i].offset);
@@ -223,13 +291,12 @@ export function dispatch(
   batchOps.add(k.name);
   pass.setPipeline(k.pipeline);
   pass.setBindGroup(0, group, offsets);
-  pass.dispatchWorkgroups(groups[0], groups[1] ?? 1, groups[2] ?? 1);
+  pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
   if (timestampWrites) {
     pass.end();
     pass = null;
   }
   dispatches++;
-  stats.dispatches++;
   if (copies) { for (const c of copies.scratch) release(c); }
   if (a.slot >= MAX_DISPATCHES_PER_BATCH) flush();
 }
@@ -374,6 +441,7 @@ export function copyBuffer(
   bytes: number,
 ): void {
   const device = gpuDevice("copy");
+  settle();
   if (pass) {
     pass.end();
     pass = null;
@@ -384,6 +452,7 @@ export function copyBuffer(
 
 /** Submits everything recorded so far. Does not wait for the GPU. */
 export function flush(): void {
+  settle();
   if (!encoder) return;
   const device = gpuDevice("flush");
   if (pass) {
@@ -412,6 +481,7 @@ export function flush(): void {
  */
 export function upload(buf: GpuBuf, byteOffset: number, bytes: Uint8Array<ArrayBuffer>): void {
   const device = gpuDevice("upload");
+  settle();
   if (buf.lastBatch === batch && encoder) flush();
   const padded = bytes.byteLength % 4 === 0 ? bytes : padTo4(bytes);
   device.queue.writeBuffer(buf.buffer, buf.offset + byteOffset, padded);
@@ -543,16 +613,18 @@ export interface RuntimeStats {
   bindGroupsCreated: number;
   /** Scratch copies made because one sub-buffer was passed to two bindings. */
   aliasCopies: number;
+  /** Pairs of dispatches recorded as one launch (core/colaunch.ts). */
+  coLaunched: number;
   /** Dispatches recorded in the open batch. */
   pending: number;
 }
 
 /** Counters of recorded dispatches, submitted batches and created bind groups. */
 export function runtimeStats(): RuntimeStats {
-  return { ...stats, pending: dispatches };
+  return { ...stats, pending: dispatches + (held ? 1 : 0) };
 }
 
 /** Resets the counters of `runtimeStats()`. */
 export function resetRuntimeStats(): void {
-  stats = { dispatches: 0, submits: 0, bindGroupsCreated: 0, aliasCopies: 0 };
+  stats = { dispatches: 0, submits: 0, bindGroupsCreated: 0, aliasCopies: 0, coLaunched: 0 };
 }

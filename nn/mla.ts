@@ -461,11 +461,19 @@ export class MultiHeadLatentAttention extends Module {
       // q = [q_nope | rope(q_rope)] from the whole head view of q_b_proj's output, and
       // kv = [k_nope | rope(k_rope) shared by the heads | v] from the head view of kv_b_proj's
       // output and the whole ckv = [c | k_rope]: one kernel each way, whose gradients land
-      // laid out like the projections' outputs (ops/rope_mla.ts).
-      const q = this.#rotary.forwardTail(this.#queryHeads(x), dn, positionOffset);
+      // laid out like the projections' outputs (ops/rope_mla.ts). The query and key/value
+      // paths advance step by step side by side: each step's two kernels are independent and
+      // of one kind, so the runtime launches them together (core/colaunch.ts), and so does
+      // the backward, which runs in reverse order of recording.
+      const [B, T] = x.shape;
+      let qa = this.qProj ? this.qProj.forward(x) : this.qAProj!.forward(x);
       const ckv = this.kvAProjWithMqa.forward(x);
+      if (this.qALayernorm) qa = this.qALayernorm.forward(qa);
       const c = this.kvALayernorm.forward(slice(ckv, 2, 0, r));
+      const qProjected = this.qBProj ? this.qBProj.forward(qa) : qa;
       const kvh = this.#kvHeads(c);
+      const qh = permute(reshape(qProjected, [B, T, this.numHeads, this.qHeadDim]), [0, 2, 1, 3]);
+      const q = this.#rotary.forwardTail(qh, dn, positionOffset);
       const kv = this.#rotary.forwardInsertShared(kvh, dn, ckv, r, positionOffset);
       const dqk = this.qHeadDim;
       const k = slice(kv, 3, 0, dqk);

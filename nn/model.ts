@@ -136,11 +136,12 @@ export class DecoderLayer extends Module {
       const m = scope(() => {
         const n2 = this.postAttentionLayernorm.forward(h);
         return this.mlp instanceof DeepseekMoE
-          ? this.mlp.forward(n2, ctx)
+          ? this.mlp.forward(n2, ctx, h)
           : this.mlp.forward(n2, h);
       }, aux);
-      // The dense MLP added h in its down projection's epilogue; the MoE output still needs it.
-      return this.mlp instanceof DeepseekMoE ? add(h, m) : m;
+      // h + MLP(norm(h)): the dense MLP adds h in its down projection's epilogue, the MoE in
+      // its routed combine's kernel.
+      return m;
     }, aux);
   }
 }

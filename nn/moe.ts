@@ -307,14 +307,32 @@ export class DeepseekMoE extends Module {
    * x f32 [..., D] → [..., D]. The leading axes are flattened to N tokens; for the auxiliary
    * loss a rank-3 input [B, T, D] is B sequences of T tokens, anything else one sequence.
    * `ctx`: where to record statistics (`stats`) and collect the auxiliary loss (`auxLosses`).
+   * With `residual` (shaped like x: the decoder layer's input to this block), returns
+   * residual + MoE(x), the residual added in the routed combine's kernel (no separate add):
+   * (residual + routed) + shared, which differs from residual + (routed + shared) by rounding
+   * only.
    */
-  forward(x: Tensor, ctx: ForwardContext = {}): Tensor {
+  forward(x: Tensor, ctx: ForwardContext = {}, residual?: Tensor): Tensor {
     const op = "DeepseekMoE.forward";
     const c = this.config;
     const d = c.hidden_size;
     if (!(x instanceof Tensor)) throw new MoongradError(op, `x must be a Tensor, got ${typeof x}`);
     if (x.rank < 1 || x.shape[x.rank - 1] !== d || x.dtype !== "f32") {
       throw new MoongradError(op, `x must be f32 [..., ${d}], got ${x.dtype} ${fmtShape(x.shape)}`);
+    }
+    if (
+      residual !== undefined &&
+      (!(residual instanceof Tensor) || residual.dtype !== "f32" ||
+        residual.shape.join() !== x.shape.join())
+    ) {
+      throw new MoongradError(
+        op,
+        `residual must be f32 ${fmtShape(x.shape)} like x, got ${
+          residual instanceof Tensor
+            ? `${residual.dtype} ${fmtShape(residual.shape)}`
+            : typeof residual
+        }`,
+      );
     }
     const n = x.size / d;
     const k = c.num_experts_per_tok;
@@ -346,9 +364,11 @@ export class DeepseekMoE extends Module {
           });
           return swiglu(g, u);
         });
-        return moeCombine(groupedMatmul(h, downProj, plan.offsets), weights, plan);
+        const res = residual ? reshape(residual, [n, d]) : undefined;
+        return moeCombine(groupedMatmul(h, downProj, plan.offsets), weights, plan, res);
       });
-      // routed + shared, the sum formed in the shared down projection's epilogue.
+      // (residual +) routed + shared, the sums formed in the combine kernel and in the shared
+      // down projection's epilogue.
       const y = this.sharedExperts ? this.sharedExperts.forward(xf, routed) : routed;
       let aux: Tensor | null = null;
       if (c.aux_loss_alpha > 0 && this.training && (ctx.auxLosses || stats)) {

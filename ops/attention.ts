@@ -608,6 +608,7 @@ function forwardKernel(ty: string, R: number, L: number, nv: number, kvShared: b
 function dqKernel(ty: string, R: number, L: number, nq: number, kvShared: boolean): Kernel {
   return kvKernel(kvShared, {
     name: "attention_dq",
+    pairable: true,
     bindings: [
       { name: "qx", type: ty, access: "read" },
       { name: "kx", type: ty, access: "read" },
@@ -678,6 +679,7 @@ function dkvKernel(
 ): Kernel {
   return kvKernel(kvShared, {
     name: "attention_dkv",
+    pairable: true,
     bindings: [
       { name: "qx", type: ty, access: "read" },
       { name: "kx", type: ty, access: "read" },
@@ -887,6 +889,7 @@ function dqDirect(
 ): Kernel {
   return kvKernel(kvShared, {
     name: "attention_dq_direct",
+    pairable: true,
     bindings: [
       ...directBindings(ty, vec, ["qx", "kx", "vx", "gx"]),
       { name: "lse", type: "f32", access: "read" },
@@ -927,6 +930,7 @@ function dkvDirect(
 ): Kernel {
   return kvKernel(kvShared, {
     name: "attention_dkv_direct",
+    pairable: true,
     bindings: [
       ...directBindings(ty, vec, ["qx", "kx", "vx", "gx"]),
       { name: "lse", type: "f32", access: "read" },

@@ -138,6 +138,7 @@ const CHECK = params("check_indices", {
 function checkKernel() {
   return kernel({
     name: "check_indices",
+    pairable: true,
     bindings: [
       { name: "idx", type: "i32", access: "read" },
       { name: "flags", type: "atomic<i32>", access: "read_write" },

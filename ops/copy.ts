@@ -114,6 +114,7 @@ export function fillInPlace(dst: Tensor, value: number): void {
   const load = t === "f16" ? "f16(p_value())" : "p_value()";
   const k = kernel({
     name: "fill",
+    pairable: true,
     bindings: [{ name: "dst", type: t, access: "read_write" }],
     workgroupSize: [WG],
     params: P,

@@ -159,6 +159,7 @@ function gatherRaw(op: string, x: Tensor, axis: number, index: Tensor): Tensor {
   });
   const k = kernel({
     name: "gather",
+    pairable: true,
     bindings: [
       { name: "x", type: t, access: "read" },
       { name: "idx", type: "i32", access: "read" },

@@ -305,6 +305,7 @@ function matmulKernel(
     params: MATMUL,
     prelude: src.prelude,
     body: src.body,
+    pairable: true,
   });
 }
 
@@ -851,6 +852,7 @@ function recordPair(x: Planned, y: Planned): void {
     workgroupSize: [x.c.wgX * x.c.wgY],
     params: MATMUL_PAIR,
     prelude: `${(x.c.shared ? srcs[0] : srcs[1]).tiles}\n${fns.join("\n")}`,
+    pairable: true,
     body: `
   let wg = wid.y * nwg.x + wid.x;
   let g0 = p_groups0();

@@ -130,6 +130,15 @@ const ROWS = params("moe_rows", {
   aOffset: "u32",
   bOffset: "u32",
 });
+/** moe_combine: ROWS's words plus the residual's offset. */
+const COMBINE = params("moe_combine", {
+  total: "u32",
+  d: "u32",
+  k: "u32",
+  aOffset: "u32",
+  bOffset: "u32",
+  rOffset: "u32",
+});
 /** Router bias update: experts, total pairs, offsets of bias and load, step γ. */
 const BIAS_UPDATE = params("moe_bias_update", {
   e: "u32",
@@ -373,6 +382,7 @@ function routeBackward(
   const s = denseView(scores);
   const kern = kernel({
     name: "moe_route_backward",
+    pairable: true,
     bindings: [
       { name: "s", type: "f32", access: "read" },
       { name: "idx", type: "i32", access: "read" },
@@ -484,6 +494,7 @@ function gatherSum(src: Tensor, plan: MoePlan, op: string, prior: Tensor | null 
   if (prior) bindings.push({ name: "prior", type: "f32", access: "read" });
   const kern = kernel({
     name: "moe_gather_sum",
+    pairable: true,
     bindings,
     workgroupSize: [WG],
     params: ROWS,
@@ -556,11 +567,19 @@ export function moeDispatch(x: Tensor, plan: MoePlan): Tensor {
 /**
  * The weighted return to tokens: y[n] = Σ_k weights[n, k] · ys[inv[n·K + k]], `ys` f32
  * [N·K, D] in sorted order, `weights` f32 [N, K] → [N, D]. Deterministic (a fixed-order sum
- * over each token's K slots, no atomics). Differentiable in `ys` and `weights`.
+ * over each token's K slots, no atomics). With `residual` (f32 [N, D]), returns residual + y,
+ * the sum formed in the same kernel (the decoder layer's residual connection, no separate
+ * add). Differentiable in `ys`, `weights` and `residual`.
  */
-export function moeCombine(ys: Tensor, weights: Tensor, plan: MoePlan): Tensor {
+export function moeCombine(
+  ys: Tensor,
+  weights: Tensor,
+  plan: MoePlan,
+  residual?: Tensor,
+): Tensor {
   const op = "moeCombine";
   const { tokens: n, topK: k } = plan;
+  if (residual !== undefined) checkT(op, residual, "residual", "f32", 2);
   checkRows(op, ys, "ys", n * k);
   checkT(op, weights, "weights", "f32", 2);
   if (weights.shape[0] !== n || weights.shape[1] !== k) {
@@ -570,19 +589,27 @@ export function moeCombine(ys: Tensor, weights: Tensor, plan: MoePlan): Tensor {
     );
   }
   const d = ys.shape[1];
+  if (residual && (residual.shape[0] !== n || residual.shape[1] !== d)) {
+    throw new MoongradError(
+      op,
+      `residual ${fmtShape(residual.shape)} must be [${n}, ${d}] (tokens, hidden size)`,
+    );
+  }
   const out = Tensor.empty([n, d], "f32");
   const y = denseView(ys);
   const w = denseView(weights);
+  const r = residual ? denseView(residual) : null;
   const kern = kernel({
-    name: "moe_combine",
+    name: r ? "moe_combine_residual" : "moe_combine",
     bindings: [
       { name: "ys", type: "f32", access: "read" },
       { name: "w", type: "f32", access: "read" },
       { name: "inv", type: "i32", access: "read" },
+      ...(r ? [{ name: "res", type: "f32", access: "read" as const }] : []),
       { name: "dst", type: "f32", access: "read_write" },
     ],
     workgroupSize: [WG],
-    params: ROWS,
+    params: COMBINE,
     body: `
   let i = ${linearId(WG)};
   if (i >= p_total()) { return; }
@@ -595,27 +622,43 @@ export function moeCombine(ys: Tensor, weights: Tensor, plan: MoePlan): Tensor {
     let p = t * k + j;
     acc += w[p_bOffset() + p] * ys[p_aOffset() + u32(inv[p]) * d + c];
   }
-  dst[i] = acc;`,
+  dst[i] = ${r ? "res[p_rOffset() + i] + acc" : "acc"};`,
   });
   launch1d(
     kern,
-    [y.t, w.t, plan.inv, out],
-    ROWS.pack({ total: n * d, d, k, aOffset: y.t.offset, bOffset: w.t.offset }),
+    [y.t, w.t, plan.inv, ...(r ? [r.t] : []), out],
+    COMBINE.pack({
+      total: n * d,
+      d,
+      k,
+      aOffset: y.t.offset,
+      bOffset: w.t.offset,
+      rOffset: r?.t.offset ?? 0,
+    }),
     n * d,
     op,
   );
   y.done();
   w.done();
-  return record(out, op, [ys, weights], (g, needs, [ysv, wv, inv, perm]) => {
+  r?.done();
+  const inputs = residual ? [ys, weights, residual] : [ys, weights];
+  return record(out, op, inputs, (g, needs, [ysv, wv, inv, perm]) => {
     const gd = denseView(g);
     const res = [
       needs[0] ? combineBackwardRows(gd.t, wv, perm, k) : null,
       needs[1] ? combineBackwardWeights(gd.t, ysv, inv, k) : null,
     ];
     gd.done();
-    return res;
+    // The residual's gradient is the upstream gradient itself (autograd aliases it).
+    return residual ? [...res, needs[2] ? g : null] : res;
   }, [ys, weights, plan.inv, plan.perm]);
 }
+
+/**
+ * Workgroup size of both combine gradients: the weights' row reductions and the rows' copy
+ * share it, so the two (independent) launches run as one (core/colaunch.ts).
+ */
+const COMBINE_BWD_WG = 64;
 
 function combineBackwardRows(g: Tensor, weights: Tensor, perm: Tensor, k: number): Tensor {
   const op = "moeCombine.backward";
@@ -625,28 +668,30 @@ function combineBackwardRows(g: Tensor, weights: Tensor, perm: Tensor, k: number
   const w = denseView(weights);
   const kern = kernel({
     name: "moe_combine_bwd_rows",
+    pairable: true,
     bindings: [
       { name: "g", type: "f32", access: "read" },
       { name: "w", type: "f32", access: "read" },
       { name: "perm", type: "i32", access: "read" },
       { name: "dst", type: "f32", access: "read_write" },
     ],
-    workgroupSize: [WG],
+    workgroupSize: [COMBINE_BWD_WG],
     params: ROWS,
     body: `
-  let i = ${linearId(WG)};
+  let i = ${linearId(COMBINE_BWD_WG)};
   if (i >= p_total()) { return; }
   let d = p_d();
   let p = u32(perm[i / d]);
   dst[i] = w[p_bOffset() + p] * g[p_aOffset() + (p / p_k()) * d + i % d];`,
   });
-  launch1d(
-    kern,
-    [g, w.t, perm, out],
-    ROWS.pack({ total: m * d, d, k, aOffset: g.offset, bOffset: w.t.offset }),
-    m * d,
-    op,
-  );
+  if (m * d > 0) {
+    dispatch(
+      kern,
+      [buf(g, op), buf(w.t, op), buf(perm, op), buf(out, op)],
+      ROWS.pack({ total: m * d, d, k, aOffset: g.offset, bOffset: w.t.offset }),
+      grid1d(m * d, COMBINE_BWD_WG),
+    );
+  }
   w.done();
   return out;
 }
@@ -656,9 +701,10 @@ function combineBackwardWeights(g: Tensor, ys: Tensor, inv: Tensor, k: number): 
   const [n, d] = g.shape;
   const out = Tensor.empty([n, k], "f32");
   const y = denseView(ys);
-  const RW = 64;
+  const RW = COMBINE_BWD_WG;
   const kern = kernel({
     name: "moe_combine_bwd_weights",
+    pairable: true,
     bindings: [
       { name: "g", type: "f32", access: "read" },
       { name: "ys", type: "f32", access: "read" },

@@ -94,6 +94,7 @@ function reduceRows(
       bindings,
       workgroupSize: [WG],
       params: ROWS,
+      pairable: true,
       body: `
   let row = ${linearId(WG)};
   if (row >= p_rows()) { return; }
@@ -126,6 +127,7 @@ function reduceRows(
     bindings,
     workgroupSize: [WG],
     params: ROWS,
+    pairable: true,
     prelude: `var<workgroup> sv: array<${ct}, ${WG}>;\nvar<workgroup> si: array<u32, ${WG}>;`,
     body: `
   let row = wid.y * nwg.x + wid.x;

@@ -202,6 +202,7 @@ function rowKernel(
     bindings,
     workgroupSize: [lanes === 1 ? ROW_WG : lanes],
     params: RMS,
+    pairable: true,
     prelude: prelude(lanes),
     body: head(lanes === 1 ? ROW_WG : lanes) + setup(lanes) + body,
   });
@@ -309,6 +310,7 @@ function forward(xr: Rows, weight: Tensor, eps: number, shape: readonly number[]
     ],
     workgroupSize: [FWD_LANES * FWD_ROWS],
     params: RMS,
+    pairable: true,
     prelude: FWD_PRELUDE,
     body: `
   let slot = lidx / ${FWD_LANES}u;
@@ -456,6 +458,7 @@ function backwardG(dyr: Rows, xr: Rows, rstd: Tensor, gDtype: DType): Tensor {
     ],
     workgroupSize: [COL_WG],
     params: RMS,
+    pairable: true,
     prelude: prelude(1),
     body: `
   let j = wid.x * ${COL_WG}u + lid.x;

@@ -261,6 +261,7 @@ export function rotate(
     bindings,
     workgroupSize: [WG],
     params: pass ? ROPE_CAT : ROPE,
+    pairable: true,
     prelude: TRIG_WGSL,
     body: `
   let i = ${linearId(WG)};

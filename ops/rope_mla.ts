@@ -264,6 +264,7 @@ function insertGrad(
     bindings,
     workgroupSize: [WG],
     params: INSERT_GRAD,
+    pairable: true,
     prelude: TRIG_WGSL,
     body: `
   let i = ${linearId(WG)};

@@ -6,6 +6,7 @@
  */
 import { deepStrictEqual, strictEqual, throws } from "node:assert/strict";
 import * as mg from "../mod.ts";
+import { setCoLaunch } from "../core/runtime.ts";
 import { countDispatches, gpu, seededValues } from "./util.ts";
 import { setMatmulPairing } from "../ops/matmul.ts";
 import { groupedMatmul } from "../ops/moe.ts";
@@ -111,7 +112,9 @@ Deno.test("a matmul's two gradients in one paired launch = two launches, bit for
         ] as const
       ) {
         const grads = async (paired: boolean) => {
+          // Co-launching (core/colaunch.ts) would merge the two unpaired launches too.
           const previous = setMatmulPairing(paired);
+          const coLaunch = setCoLaunch(false);
           try {
             const a = rand(as, 11).requiresGrad_();
             const b = rand(bs, 12).transpose(-1, -2).contiguous().transpose(-1, -2)
@@ -127,6 +130,7 @@ Deno.test("a matmul's two gradients in one paired launch = two launches, bit for
             return out;
           } finally {
             setMatmulPairing(previous);
+            setCoLaunch(coLaunch);
           }
         };
         const one = await grads(true);
@@ -148,6 +152,7 @@ Deno.test("a grouped (MoE) product's two gradients in one paired launch = two la
   const offsets = mg.tensor([0, 4, 4, 10], { dtype: "i32" });
   const grads = async (paired: boolean) => {
     const previous = setMatmulPairing(paired);
+    const coLaunch = setCoLaunch(false);
     try {
       const a = rand([10, 12], 21).requiresGrad_();
       const w = rand([3, 8, 12], 22).requiresGrad_();
@@ -161,6 +166,7 @@ Deno.test("a grouped (MoE) product's two gradients in one paired launch = two la
       return out;
     } finally {
       setMatmulPairing(previous);
+      setCoLaunch(coLaunch);
     }
   };
   for (const config of [null, { ...mg.matmulConfig(), shared: true, vec4: true, tm: 4, tn: 4 }]) {

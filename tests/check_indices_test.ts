@@ -10,7 +10,7 @@
 import * as mg from "../mod.ts";
 import assert from "node:assert/strict";
 import { check, expectMgError, fc, gpu } from "./util.ts";
-import { resetRuntimeStats, runtimeStats } from "../core/runtime.ts";
+import { resetRuntimeStats, runtimeStats, setCoLaunch } from "../core/runtime.ts";
 import { moePlan } from "../ops/moe.ts";
 
 /** The MoongradError a promise rejects with (fails when it resolves or throws another kind). */
@@ -124,6 +124,9 @@ Deno.test("sync() reports a failed check; the check is one dispatch; setCheckInd
   y.dispose();
   const was = mg.setCheckIndices(false);
   assert.equal(was, true, "on by default");
+  // Counted as launches of their own: co-launching (core/colaunch.ts) would merge the check
+  // with the gather.
+  const coLaunch = setCoLaunch(false);
   try {
     resetRuntimeStats();
     const off = mg.gather(x, 0, bad);
@@ -137,6 +140,7 @@ Deno.test("sync() reports a failed check; the check is one dispatch; setCheckInd
     on.dispose();
   } finally {
     mg.setCheckIndices(was);
+    setCoLaunch(coLaunch);
   }
   expectMgError(() => mg.setCheckIndices("yes" as never), "setCheckIndices", "true or false");
   for (const t of [x, bad]) t.dispose();

@@ -265,6 +265,18 @@ export function microConfig(overrides: Partial<mg.nn.KimiConfig> = {}): mg.nn.Ki
   });
 }
 
+/**
+ * Per-kernel counts of `countDispatches` with co-launched pairs ("a+b", core/colaunch.ts)
+ * counted once under each of their kernels' names.
+ */
+export function perKernel(launches: Map<string, number>): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [name, n] of launches) {
+    for (const k of name.split("+")) out.set(k, (out.get(k) ?? 0) + n);
+  }
+  return out;
+}
+
 /** Runs `fn` and returns how many dispatches it recorded, per kernel name (profiler hook). */
 export function countDispatches(fn: () => void): Map<string, number> {
   const counts = new Map<string, number>();
