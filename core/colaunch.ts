@@ -67,8 +67,9 @@ const merged = new Map<string, Kernel | null>();
  * @example Two independent launches become one (internal; the runtime calls it)
  * ```ts
  * import * as mg from "../mod.ts";
- * import { runtimeStats } from "./runtime.ts";
+ * import { runtimeStats, setCoLaunch } from "./runtime.ts";
  * await mg.init();
+ * setCoLaunch(true); // the default is off on CPU adapters
  * const a = mg.randn([64, 64], { seed: 0 }), b = mg.randn([64, 64], { seed: 1 });
  * const before = runtimeStats().dispatches;
  * const [p, q] = [a.matmul(b), b.matmul(a)]; // independent: one launch

@@ -1,5 +1,11 @@
 import { BufferUsage, MAP_READ } from "./webgpu_flags.ts";
-import { gpuDevice, reportGpuError, setRunningOp, throwPendingGpuError } from "./device.ts";
+import {
+  deviceInfo,
+  gpuDevice,
+  reportGpuError,
+  setRunningOp,
+  throwPendingGpuError,
+} from "./device.ts";
 import { MoongradError } from "./errors.ts";
 import {
   assertKernelUsable,
@@ -213,7 +219,7 @@ export function dispatch(
     groups: [groups[0], groups[1] ?? 1, groups[2] ?? 1],
   };
   stats.dispatches++;
-  if (!coLaunching || !k.def || hasAlias(buffers)) {
+  if (!(coLaunching ?? !deviceInfo().isFallbackAdapter) || !k.def || hasAlias(buffers)) {
     settle();
     record(launch);
     return;
@@ -239,13 +245,18 @@ export function dispatch(
 }
 
 let held: Launch | null = null;
-let coLaunching = true;
+/** Co-launch on, off, or (null) on except on CPU adapters (see `setCoLaunch`). */
+let coLaunching: boolean | null = null;
 
 /**
- * Turns co-launching of independent pairable dispatches off (false) or on (true, the
- * default); returns the previous setting. Tests compare both; not part of the public API.
+ * Turns co-launching of independent pairable dispatches (core/colaunch.ts) on (true), off
+ * (false), or back to the default (null): on, except on CPU (fallback) adapters. There the
+ * merged kernel costs more than the launch it saves: llvmpipe runs the branch on the
+ * workgroup index under an execution mask, so each job runs masked (measured on lavapipe:
+ * +30% for an ALU loop, and the tiny-K2 AdamW step's GPU time 191 → 229 ms). Returns the
+ * previous setting. Tests and the launch-count budget use it; not part of the public API.
  */
-export function setCoLaunch(on: boolean): boolean {
+export function setCoLaunch(on: boolean | null): boolean | null {
   settle();
   const previous = coLaunching;
   coLaunching = on;

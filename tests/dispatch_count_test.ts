@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
 import { tinyStep } from "../cli/profile.ts";
-import { runtimeStats } from "../core/runtime.ts";
+import { runtimeStats, setCoLaunch } from "../core/runtime.ts";
 import { makeConfig } from "../nn/config.ts";
 
 await mg.init();
@@ -34,14 +34,13 @@ const OPTIMIZER_BOUND_12 = { muonclip: 76, adamw: 23 } as const;
 const FULL = mg.deviceInfo().limits.maxStorageBuffersPerShaderStage >= 16;
 
 /**
- * Whole-step bounds. MuonClip is under the issue's target (≤ 400): forward 111 + backward 116 +
- * optimizer 69 = 296 (1595 before this work). AdamW is not yet at its target (≤ 200): 111 + 116
- * + 16 = 243 (571 before). Both bounds are the current totals plus 2 %, so a regression anywhere
- * in the step fails here; the forward and backward counts are shared, so what remains for
- * AdamW's target is forward/backward work (bench/RESULTS.md, "Dispatches per tiny-K2 training
- * step").
+ * Whole-step bounds, launches with co-launching on (core/colaunch.ts). MuonClip: forward 84 +
+ * backward 98 + optimizer 69 = 251 (1595 before this work, 296 before co-launching). AdamW:
+ * 84 + 98 + 16 = 198 (571 before, 243 before co-launching). MuonClip's bound is the current
+ * total plus 2 %; AdamW's is the issue's target, 2 above the count. With 12 storage buffers
+ * per stage (Dawn) the optimizer needs a few more launches (OPTIMIZER_BOUND_12): AdamW 203.
  */
-const STEP_BOUND = { muonclip: 302, adamw: 248 } as const;
+const STEP_BOUND = { muonclip: 256, adamw: 200 } as const;
 /** The issue's targets. */
 const TARGET = { muonclip: 400, adamw: 200 } as const;
 
@@ -50,6 +49,9 @@ type Phase = "forward" | "backward" | "optimizer";
 async function countStep(kind: "muonclip" | "adamw"): Promise<Record<Phase, number>> {
   const s = tinyStep(makeConfig("tiny"), kind, 4, 64);
   const counts: Record<Phase, number> = { forward: 0, backward: 0, optimizer: 0 };
+  // Launches as a GPU runs them: with co-launching, which CPU adapters leave off by default
+  // (core/runtime.ts `setCoLaunch`).
+  const coLaunch = setCoLaunch(true);
   try {
     for (let i = 0; i < 2; i++) {
       const stats = new mg.nn.StepStats();
@@ -71,6 +73,7 @@ async function countStep(kind: "muonclip" | "adamw"): Promise<Record<Phase, numb
       s.model.zeroGrad();
     }
   } finally {
+    setCoLaunch(coLaunch);
     (s.opt as { dispose?: () => void }).dispose?.();
     s.model.dispose();
     s.x.dispose();
@@ -95,8 +98,7 @@ for (const kind of ["muonclip", "adamw"] as const) {
     );
     const step = STEP_BOUND[kind] + (FULL ? 0 : OPTIMIZER_BOUND_12[kind] - OPTIMIZER_BOUND[kind]);
     assert.ok(total <= step, `${kind} step: ${total} dispatches > ${step}`);
-    if (kind === "muonclip") {
-      assert.ok(total <= TARGET.muonclip, `${kind} step: ${total} > target ${TARGET.muonclip}`);
-    }
+    // The targets hold as the issue measured them: wgpu (32 storage buffers per stage).
+    if (FULL) assert.ok(total <= TARGET[kind], `${kind} step: ${total} > target ${TARGET[kind]}`);
   });
 }
