@@ -59,8 +59,15 @@ const FAMILIES: [RegExp, string][] = [
   [/^embedding|^take|^index/, "embedding / indexing"],
 ];
 
-/** The op family of a kernel name (the name itself when no rule matches). */
+/**
+ * The op family of a kernel name (the name itself when no rule matches). A co-launched pair
+ * ("a+b", core/colaunch.ts) belongs to its kernels' family, or to "a family + b family" when
+ * they differ.
+ */
 export function opFamily(kernel: string): string {
+  if (kernel.includes("+")) {
+    return [...new Set(kernel.split("+").map(opFamily))].join(" + ");
+  }
   for (const [re, fam] of FAMILIES) if (re.test(kernel)) return fam;
   if (
     /^(add|sub|mul|div|neg|exp|log|sqrt|rsqrt|silu|swiglu|sigmoid|relu|pow|where|scale)/.test(

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
-import { PHASES, profileStep, type StepProfile, tinyStep } from "../cli/profile.ts";
+import { opFamily, PHASES, profileStep, type StepProfile, tinyStep } from "../cli/profile.ts";
 import { microConfig } from "./util.ts";
 
 await mg.init();
@@ -63,4 +63,13 @@ Deno.test("profile: a profiled step computes what an unprofiled one does", async
     s.model.dispose();
   }
   assert.equal(losses[1], losses[0]);
+});
+
+Deno.test("profile: a co-launched pair counts in its kernels' family", () => {
+  assert.equal(opFamily("matmul+matmul"), "matmul");
+  assert.equal(opFamily("rms_norm_vec4+rms_norm_vec4"), "RMSNorm");
+  assert.equal(
+    opFamily("check_indices+gather"),
+    "check_indices + MoE routing / dispatch / combine",
+  );
 });
