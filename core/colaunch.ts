@@ -31,13 +31,14 @@ import type { Binding, Kernel, KernelDef } from "./kernel.ts";
 import { kernel, PARAM_ZERO_WORD, WIDE_PARAM_WORDS } from "./kernel.ts";
 import { type CompactParams, compactParams, wordAccessors } from "./params.ts";
 import type { GpuBuf } from "./pool.ts";
+import type { GpuTex } from "./textures.ts";
 
 /** One dispatch as the runtime records it. */
 export interface Launch {
   /** The kernel. */
   k: Kernel;
-  /** Its storage buffers, in binding order. */
-  bufs: readonly GpuBuf[];
+  /** Its storage buffers (and textures), in binding order. */
+  bufs: readonly (GpuBuf | GpuTex)[];
   /** Its 64-word parameter block. */
   params: Uint32Array;
   /** Workgroups per dimension. */
@@ -81,10 +82,12 @@ export function coLaunch(x: Launch, y: Launch, limits: CoLaunchLimits): Launch |
   if (!dx || !dy) return null;
   // Shared bindings: the same sub-buffer both only read; any other overlap is a dependency.
   const shared: number[] = y.bufs.map(() => -1);
-  for (let j = 0; j < y.bufs.length; j++) {
-    const b = y.bufs[j];
-    for (let i = 0; i < x.bufs.length; i++) {
-      const a = x.bufs[i];
+  // Kernels with texture bindings are not pairable; only buffers reach here.
+  const [xb, yb] = [x.bufs as readonly GpuBuf[], y.bufs as readonly GpuBuf[]];
+  for (let j = 0; j < yb.length; j++) {
+    const b = yb[j];
+    for (let i = 0; i < xb.length; i++) {
+      const a = xb[i];
       if (a.buffer !== b.buffer || a.offset >= b.offset + b.size || b.offset >= a.offset + a.size) {
         continue;
       }

@@ -132,6 +132,8 @@ async function create(options: InitOptions): Promise<DeviceInfo> {
     maxComputeWorkgroupSizeX: al.maxComputeWorkgroupSizeX,
     maxComputeWorkgroupSizeY: al.maxComputeWorkgroupSizeY,
     maxStorageBuffersPerShaderStage: al.maxStorageBuffersPerShaderStage,
+    // The CPU adapters' matmul reads its operands from textures (ops/matmul_texture.ts).
+    maxTextureDimension2D: al.maxTextureDimension2D,
     // Tensors live in shared slabs bound with dynamic offsets (core/pool.ts): every storage
     // binding of a kernel up to this limit is keyed by slab, not by tensor.
     maxDynamicStorageBuffersPerPipelineLayout: al.maxDynamicStorageBuffersPerPipelineLayout,

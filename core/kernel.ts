@@ -20,6 +20,13 @@ export interface Binding {
   type: string;
   /** Read-only or read-write. */
   access: Access;
+  /**
+   * A texture instead of a storage buffer: "texture" is a `texture_2d<f32>` read with
+   * `textureLoad` (access "read"), "storage_texture" a write-only
+   * `texture_storage_2d<rgba32float, write>` (access "read_write"). Texture bindings come
+   * after every storage buffer binding; the runtime binds a GpuTex (core/textures.ts) there.
+   */
+  kind?: "texture" | "storage_texture";
 }
 
 /** What a kernel template function produces; the source text is the cache key. */
@@ -145,7 +152,13 @@ export function kernelSource(def: KernelDef): string {
   const lines: string[] = [];
   if (usesF16) lines.push("enable f16;");
   def.bindings.forEach((b, i) => {
-    lines.push(`@group(0) @binding(${i}) var<storage, read_write> ${b.name}: array<${b.type}>;`);
+    lines.push(
+      b.kind === "texture"
+        ? `@group(0) @binding(${i}) var ${b.name}: texture_2d<f32>;`
+        : b.kind === "storage_texture"
+        ? `@group(0) @binding(${i}) var ${b.name}: texture_storage_2d<rgba32float, write>;`
+        : `@group(0) @binding(${i}) var<storage, read_write> ${b.name}: array<${b.type}>;`,
+    );
   });
   lines.push(
     `struct Params { w: array<vec4<u32>, ${(def.paramWords ?? PARAM_WORDS) / 4}> }`,
@@ -186,14 +199,28 @@ export function kernel(def: KernelDef): Kernel {
     );
   }
   const device = gpuDevice(def.name);
+  const buffers = def.bindings.findIndex((b) => b.kind !== undefined);
+  if (buffers >= 0 && def.bindings.slice(buffers).some((b) => b.kind === undefined)) {
+    throw new MoongradError(def.name, "texture bindings must follow every storage buffer binding");
+  }
   const dynamicCount = Math.min(
-    def.bindings.length,
+    buffers >= 0 ? buffers : def.bindings.length,
     device.limits.maxDynamicStorageBuffersPerPipelineLayout ?? 4,
   );
   const entries: GPUBindGroupLayoutEntry[] = def.bindings.map((_, i) => ({
     binding: i,
     visibility: COMPUTE_STAGE,
-    buffer: { type: "storage", hasDynamicOffset: i < dynamicCount },
+    ...(def.bindings[i].kind === "texture"
+      ? { texture: { sampleType: "unfilterable-float", viewDimension: "2d" } as const }
+      : def.bindings[i].kind === "storage_texture"
+      ? {
+        storageTexture: {
+          access: "write-only",
+          format: "rgba32float",
+          viewDimension: "2d",
+        } as const,
+      }
+      : { buffer: { type: "storage", hasDynamicOffset: i < dynamicCount } as const }),
   }));
   entries.push({
     binding: def.bindings.length,

@@ -1,5 +1,6 @@
 import { destroyPooled, poolStats } from "./pool.ts";
-import { flush, forgetSlab, sync } from "./runtime.ts";
+import { flush, forgetSlab, forgetTexture, sync } from "./runtime.ts";
+import { destroyFreeTextures } from "./textures.ts";
 import { liveTensorCount } from "./tensor.ts";
 
 /**
@@ -58,6 +59,7 @@ export function memory(): MemoryStats {
 export function emptyCache(): void {
   flush();
   destroyPooled(forgetSlab);
+  for (const t of destroyFreeTextures()) forgetTexture(t);
 }
 
 export { sync };

@@ -19,6 +19,10 @@ import { params } from "./params.ts";
 import { acquire, type GpuBuf, release, type Slab } from "./pool.ts";
 import { checkDispatch } from "./limits.ts";
 import { coLaunch, type Launch } from "./colaunch.ts";
+import type { GpuTex } from "./textures.ts";
+
+/** What a kernel binding takes: a storage sub-buffer, or a texture where it declares one. */
+export type Bound = GpuBuf | GpuTex;
 
 /**
  * Records GPU work into one command encoder (one compute pass for consecutive dispatches)
@@ -76,6 +80,8 @@ let paramStride = 256;
 const bindGroups = new Map<string, GPUBindGroup>();
 /** Keys of cached bind groups per slab id, to forget them when a slab is destroyed. */
 const keysBySlab = new Map<number, string[]>();
+/** The same per texture id (core/textures.ts). */
+const keysByTexture = new Map<number, string[]>();
 const batchOps = new Set<string>();
 const pendingScopes = new Set<Promise<void>>();
 let stats = { dispatches: 0, submits: 0, bindGroupsCreated: 0, aliasCopies: 0, coLaunched: 0 };
@@ -198,7 +204,7 @@ export function setDispatchProfiler(p: DispatchProfiler | null): DispatchProfile
  */
 export function dispatch(
   k: Kernel,
-  buffers: readonly GpuBuf[],
+  buffers: readonly Bound[],
   params: Uint32Array,
   groups: readonly [number, number?, number?],
 ): void {
@@ -275,7 +281,7 @@ function settle(): void {
 function record(launch: Launch): void {
   const { k, bufs: buffers, params, groups } = launch;
   const device = gpuDevice(k.name);
-  const copies = hasAlias(buffers) ? separateAliases(k, buffers) : null;
+  const copies = hasAlias(buffers) ? separateAliases(k, buffers as GpuBuf[]) : null;
   const bufs = copies?.bufs ?? buffers;
   // A wide block (a co-launch's) takes two slots; the batch is submitted before it would not fit.
   const slots = Math.ceil(k.paramBytes / paramStride);
@@ -287,7 +293,7 @@ function record(launch: Launch): void {
   a.slot += slots;
   const group = bindGroupFor(device, k, a, bufs);
   const offsets: number[] = [];
-  for (let i = 0; i < k.dynamicCount; i++) offsets.push(bufs[i].offset);
+  for (let i = 0; i < k.dynamicCount; i++) offsets.push((bufs[i] as GpuBuf).offset);
   offsets.push(offset);
   for (const b of bufs) b.lastBatch = batch;
   // Profiling (off: one null check): a dispatch with timestamp writes gets its own pass.
@@ -322,22 +328,29 @@ function bindGroupFor(
   device: GPUDevice,
   k: Kernel,
   a: NonNullable<typeof arena>,
-  bufs: readonly GpuBuf[],
+  bufs: readonly Bound[],
 ): GPUBindGroup {
   let key = `${k.id}:${a.id}`;
   for (let i = 0; i < bufs.length; i++) {
     const b = bufs[i];
-    key += i < k.dynamicCount ? `,${b.slab.id}` : `,${b.slab.id}@${b.offset}`;
+    key += "view" in b
+      ? `,t${b.id}`
+      : i < k.dynamicCount
+      ? `,${b.slab.id}`
+      : `,${b.slab.id}@${b.offset}`;
   }
   let group = bindGroups.get(key);
   if (group) return group;
   if (bindGroups.size >= MAX_BIND_GROUPS) {
     bindGroups.clear();
     keysBySlab.clear();
+    keysByTexture.clear();
   }
   const entries: GPUBindGroupEntry[] = bufs.map((b, i) => ({
     binding: i,
-    resource: i < k.dynamicCount
+    resource: "view" in b
+      ? b.view
+      : i < k.dynamicCount
       ? { buffer: b.buffer, offset: 0, size: b.size }
       : { buffer: b.buffer, offset: b.offset, size: b.size },
   }));
@@ -348,10 +361,11 @@ function bindGroupFor(
   group = device.createBindGroup({ label: k.name, layout: k.layout, entries });
   stats.bindGroupsCreated++;
   bindGroups.set(key, group);
-  for (const slab of new Set(bufs.map((b) => b.slab))) {
-    const keys = keysBySlab.get(slab.id);
-    if (keys) keys.push(key);
-    else keysBySlab.set(slab.id, [key]);
+  for (const b of bufs) {
+    const [map, id] = "view" in b ? [keysByTexture, b.id] : [keysBySlab, b.slab.id];
+    const keys = map.get(id);
+    if (!keys) map.set(id, [key]);
+    else if (keys[keys.length - 1] !== key) keys.push(key);
   }
   return group;
 }
@@ -375,7 +389,7 @@ function copyKernel(): Kernel {
   });
 }
 
-function hasAlias(bufs: readonly GpuBuf[]): boolean {
+function hasAlias(bufs: readonly Bound[]): boolean {
   for (let i = 1; i < bufs.length; i++) {
     for (let j = 0; j < i; j++) if (bufs[i] === bufs[j]) return true;
   }
@@ -459,6 +473,34 @@ export function copyBuffer(
   }
   src.lastBatch = batch;
   openEncoder(device).copyBufferToBuffer(src.buffer, src.offset + srcOffset, dst, dstOffset, bytes);
+}
+
+/**
+ * Records a copy of `rows` rows of `width` texels (16 bytes each) from a sub-buffer (`srcOffset`
+ * bytes into it, rows `bytesPerRow` apart, a multiple of 256) into texture `dst` at row `y`.
+ */
+export function copyToTexture(
+  src: GpuBuf,
+  srcOffset: number,
+  bytesPerRow: number,
+  width: number,
+  rows: number,
+  dst: GpuTex,
+  y: number,
+): void {
+  const device = gpuDevice("copy");
+  settle();
+  if (pass) {
+    pass.end();
+    pass = null;
+  }
+  src.lastBatch = batch;
+  dst.lastBatch = batch;
+  openEncoder(device).copyBufferToTexture(
+    { buffer: src.buffer, offset: src.offset + srcOffset, bytesPerRow, rowsPerImage: rows },
+    { texture: dst.texture, origin: { x: 0, y } },
+    { width, height: rows },
+  );
 }
 
 /** Submits everything recorded so far. Does not wait for the GPU. */
@@ -589,6 +631,12 @@ export async function readback(
 export function forgetSlab(slab: Slab): void {
   for (const key of keysBySlab.get(slab.id) ?? []) bindGroups.delete(key);
   keysBySlab.delete(slab.id);
+}
+
+/** Forgets the cached bind groups that use a texture (before it is destroyed). */
+export function forgetTexture(t: GpuTex): void {
+  for (const key of keysByTexture.get(t.id) ?? []) bindGroups.delete(key);
+  keysByTexture.delete(t.id);
 }
 
 /**

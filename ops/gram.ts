@@ -17,6 +17,7 @@ import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { needContiguousF32 } from "./f32_operand.ts";
 import { grid1d, linearId } from "./grid.ts";
+import { texturedProduct, usesTextures } from "./matmul_texture.ts";
 
 const WG = 256;
 
@@ -91,6 +92,31 @@ export function gram(x: Tensor, options: GramOptions = {}): Tensor {
   }
   const out = Tensor.empty([nb, R, R], "f32");
   if (out.size === 0) return out;
+  if (K > 0 && usesTextures(R, R, K, options.config === undefined, nb)) {
+    // CPU adapters: X and Xᵀ (X read transposed) packed into textures, upper tiles, mirrored.
+    const rowMajor = { t: x, offset: x.offset, rowStride: K, colStride: 1 };
+    texturedProduct(
+      {
+        M: R,
+        N: R,
+        K,
+        batches: nb,
+        a: rowMajor,
+        aBatchStride: R * K,
+        b: { ...rowMajor, rowStride: 1, colStride: K },
+        bBatchStride: R * K,
+      },
+      out,
+      null,
+      {
+        alpha: options.alpha ?? 1,
+        beta: options.beta ?? 0,
+        gamma: options.gamma ?? 0,
+        d,
+      },
+    );
+    return out;
+  }
   const vec = K % 4 === 0 && R % 4 === 0 && x.offset % 4 === 0;
   let xt: Tensor | null = null;
   if (vec && !options.symmetricInput) xt = transposeCopy(x);

@@ -43,6 +43,7 @@ import { checkTileConfig } from "./tile_config.ts";
 import { sumTo } from "./reduce.ts";
 import { reshape } from "./layout.ts";
 import { usablePrior } from "./grad_prior.ts";
+import { texturedProduct, usesTextures } from "./matmul_texture.ts";
 import { add } from "./elementwise.ts";
 import { scope } from "../core/scope.ts";
 
@@ -734,7 +735,32 @@ function launch(
   return q.out;
 }
 
+/** Whether a planned product takes the CPU adapters' texture path (ops/matmul_texture.ts). */
+function textured(q: Planned): boolean {
+  const { p } = q;
+  return !p.group && p.batch.length <= 1 && q.ta.dtype === "f32" &&
+    usesTextures(p.M, p.N, p.K, override === null, p.batch[0] ?? 1);
+}
+
 function record1(q: Planned): void {
+  if (textured(q)) {
+    const { a, b, M, N, K, batch } = q.p;
+    texturedProduct(
+      {
+        M,
+        N,
+        K,
+        batches: batch[0] ?? 1,
+        a: { t: q.ta, ...a },
+        aBatchStride: a.batchStrides[0] ?? 0,
+        b: { t: q.tb, ...b },
+        bBatchStride: b.batchStrides[0] ?? 0,
+      },
+      q.out,
+      q.prior,
+    );
+    return;
+  }
   const k = matmulKernel(q.ta.dtype, q.c, q.v, q.p.group?.mode ?? "none", q.prior !== null);
   const bufs = operandsOf(q).map((t) => t.storage("matmul").buf);
   dispatch(k, bufs, MATMUL.pack(q.values), grid1d(q.groups, 1));
@@ -794,6 +820,11 @@ export function setMatmulPairing(on: boolean): boolean {
  * PAIR_RANK batch axes, or share a buffer in two different binding types.
  */
 function recordPair(x: Planned, y: Planned): void {
+  if (textured(x) || textured(y)) {
+    record1(x);
+    record1(y);
+    return;
+  }
   const sameConfig = JSON.stringify(x.c) === JSON.stringify(y.c);
   // One workgroup size; workgroup-memory tiles only when both use the same ones.
   const fits = x.c.wgX * x.c.wgY === y.c.wgX * y.c.wgY &&

@@ -12,6 +12,7 @@ import * as mg from "../mod.ts";
 import { tinyStep } from "../cli/profile.ts";
 import { runtimeStats, setCoLaunch } from "../core/runtime.ts";
 import { makeConfig } from "../nn/config.ts";
+import { setMatmulTextures } from "../ops/matmul_texture.ts";
 
 await mg.init();
 
@@ -50,8 +51,10 @@ async function countStep(kind: "muonclip" | "adamw"): Promise<Record<Phase, numb
   const s = tinyStep(makeConfig("tiny"), kind, 4, 64);
   const counts: Record<Phase, number> = { forward: 0, backward: 0, optimizer: 0 };
   // Launches as a GPU runs them: with co-launching, which CPU adapters leave off by default
-  // (core/runtime.ts `setCoLaunch`).
+  // (core/runtime.ts `setCoLaunch`), and without the CPU adapters' texture matmul, whose
+  // operand packs add two launches per large product (ops/matmul_texture.ts).
   const coLaunch = setCoLaunch(true);
+  const textures = setMatmulTextures(false);
   try {
     for (let i = 0; i < 2; i++) {
       const stats = new mg.nn.StepStats();
@@ -74,6 +77,7 @@ async function countStep(kind: "muonclip" | "adamw"): Promise<Record<Phase, numb
     }
   } finally {
     setCoLaunch(coLaunch);
+    setMatmulTextures(textures);
     (s.opt as { dispose?: () => void }).dispose?.();
     s.model.dispose();
     s.x.dispose();

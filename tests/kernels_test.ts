@@ -9,6 +9,7 @@
  */
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
+import { setMatmulTextures } from "../ops/matmul_texture.ts";
 import {
   compiledKernelCount,
   compiledKernelNames,
@@ -177,6 +178,19 @@ async function matmuls(dtype: FloatType): Promise<void> {
     }
   });
   await mg.sync();
+  // The CPU adapters' texture path (f32 only), forced: packs and both product variants.
+  if (dtype !== "f32") return;
+  const previous = setMatmulTextures(true);
+  try {
+    mg.scope(() => {
+      const a = mg.tensor(values(6 * 5), { shape: [6, 5], dtype, requiresGrad: true });
+      const b = mg.tensor(values(5 * 7), { shape: [5, 7], dtype });
+      total([a.matmul(b), a.matmul(b.add(b))]).backward();
+    });
+    await mg.sync();
+  } finally {
+    setMatmulTextures(previous);
+  }
 }
 
 /** Fused causal attention forward and backward (with the max-logit output). */

@@ -1,0 +1,105 @@
+/**
+ * rgba32float textures that kernels read operands through (`textureLoad`), for the CPU
+ * adapters' matmul (ops/matmul_texture.ts): on Mesa's llvmpipe a texel fetch is a vector
+ * gather, while every storage-buffer read inside control flow is a scalar loop over the SIMD
+ * lanes with a bounds branch per lane (bench/load_probe.ts), so a tiled product reading its
+ * operands from textures runs ~2× faster at 1024³ (bench/RESULTS.md).
+ *
+ * A pool keyed by size: `acquireTexture` hands out a texture (created on first use) and
+ * `releaseTexture` returns it at once after the dispatch that reads it is recorded — recorded
+ * work runs in order, so the next writer of a texture runs after its last reader. The pool
+ * keeps what it created until `emptyCache()` (core/memory.ts) destroys it.
+ */
+import { gpuDevice } from "./device.ts";
+
+/** GPUTextureUsage bits (not referenced through the global, which Node's Dawn may lack). */
+const COPY_DST = 0x02;
+const TEXTURE_BINDING = 0x04;
+const STORAGE_BINDING = 0x08;
+
+/** One pooled texture: a kernel binds it where its definition declares a texture binding. */
+export interface GpuTex {
+  /** The texture (rgba32float, 2-D). */
+  readonly texture: GPUTexture;
+  /** Its default view. */
+  readonly view: GPUTextureView;
+  /** Unique id (bind-group cache keys). */
+  readonly id: number;
+  /** Width in texels (4 floats each). */
+  readonly width: number;
+  /** Height in texels. */
+  readonly height: number;
+  /** The batch that last recorded work using it (see core/runtime.ts). */
+  lastBatch: number;
+}
+
+const free = new Map<string, GpuTex[]>();
+const all = new Set<GpuTex>();
+let nextId = 1;
+
+/**
+ * A width × height rgba32float texture that kernels may read (`texture_2d<f32>`) and write
+ * (`texture_storage_2d<rgba32float, write>`); return it with `releaseTexture`.
+ *
+ * @example
+ * ```ts
+ * import * as mg from "../mod.ts";
+ * import { acquireTexture, releaseTexture } from "./textures.ts";
+ * await mg.init();
+ * const t = acquireTexture(4, 2);
+ * console.log(t.width * t.height); // 8
+ * releaseTexture(t);
+ * ```
+ */
+export function acquireTexture(width: number, height: number): GpuTex {
+  const hit = free.get(`${width}x${height}`)?.pop();
+  if (hit) return hit;
+  const texture = gpuDevice("texture").createTexture({
+    label: `moongrad operand texture ${width}×${height}`,
+    size: [width, height],
+    format: "rgba32float",
+    usage: COPY_DST | TEXTURE_BINDING | STORAGE_BINDING,
+  });
+  const t: GpuTex = {
+    texture,
+    view: texture.createView(),
+    id: nextId++,
+    width,
+    height,
+    lastBatch: -1,
+  };
+  all.add(t);
+  return t;
+}
+
+/** Returns a texture to the pool (recorded work that reads it still runs first). */
+export function releaseTexture(t: GpuTex): void {
+  const key = `${t.width}x${t.height}`;
+  const list = free.get(key);
+  if (list) list.push(t);
+  else free.set(key, [t]);
+}
+
+/** Bytes of every texture the pool holds. */
+export function textureBytes(): number {
+  let n = 0;
+  for (const t of all) n += t.width * t.height * 16;
+  return n;
+}
+
+/**
+ * Destroys the pooled textures that are not handed out; returns them so the caller can forget
+ * bind groups that use them. Call `flush()` first if recorded work may use them.
+ */
+export function destroyFreeTextures(): GpuTex[] {
+  const gone: GpuTex[] = [];
+  for (const list of free.values()) {
+    for (const t of list) {
+      t.texture.destroy();
+      all.delete(t);
+      gone.push(t);
+    }
+  }
+  free.clear();
+  return gone;
+}

@@ -1,0 +1,181 @@
+/**
+ * The CPU adapters' texture matmul (ops/matmul_texture.ts): operands packed into rgba32float
+ * textures, then a tiled product reading them with textureLoad. Forced on and off here, it
+ * must give the storage kernel's result bit for bit (both are the fma chain over k in order),
+ * through transposed and offset views, with and without an accumulated operand (addmm, a
+ * folded gradient), and both gradients of a matmul; the float64 reference checks the values.
+ */
+import assert from "node:assert/strict";
+import * as mg from "../mod.ts";
+import { runtimeStats } from "../core/runtime.ts";
+import { setMatmulTextures, TEXTURE_MATMUL, usesTextures } from "../ops/matmul_texture.ts";
+import { countDispatches, gpu, seededValues } from "./util.ts";
+import { gram } from "../ops/gram.ts";
+
+await gpu();
+
+function bits(v: ArrayLike<number>): number[] {
+  return Array.from(new Uint32Array(Float32Array.from(v).buffer));
+}
+
+function consts(shape: number[], seed: number): mg.Tensor {
+  return mg.tensor(seededValues(shape.reduce((a, b) => a * b, 1), seed), { shape });
+}
+
+/** Runs `fn` with the texture path forced on and off; returns both results' bits. */
+async function bothPaths(fn: () => mg.Tensor[]) {
+  const run = async (on: boolean) => {
+    const previous = setMatmulTextures(on);
+    try {
+      const outs = fn();
+      const values = await Promise.all(outs.map((t) => t.data()));
+      outs.forEach((t) => t.dispose());
+      return values.map((v) => bits(v as Float32Array));
+    } finally {
+      setMatmulTextures(previous);
+    }
+  };
+  return { textures: await run(true), storage: await run(false) };
+}
+
+/** float64 reference of a [M, K] · [K, N] product. */
+function ref(a: ArrayLike<number>, b: ArrayLike<number>, M: number, K: number, N: number) {
+  const out = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += a[m * K + k] * b[k * N + n];
+      out[m * N + n] = s;
+    }
+  }
+  return out;
+}
+
+Deno.test("texture matmul = storage matmul bit for bit, and the float64 reference", async () => {
+  for (
+    const [M, K, N] of [[1, 1, 1], [5, 7, 9], [33, 20, 17], [64, 64, 64], [70, 130, 45]] as const
+  ) {
+    const a = consts([M, K], 1), b = consts([K, N], 2);
+    const r = await bothPaths(() => [a.matmul(b)]);
+    assert.deepEqual(r.textures, r.storage, `[${M}, ${K}] · [${K}, ${N}]`);
+    const want = ref(await a.data(), await b.data(), M, K, N);
+    const got = new Float32Array(new Uint32Array(r.textures[0]).buffer);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+    assert.ok(worst < 1e-5 * Math.sqrt(K), `[${M}, ${K}, ${N}]: max error ${worst}`);
+    for (const t of [a, b]) t.dispose();
+  }
+});
+
+Deno.test("texture matmul reads transposed and offset views, and adds an operand (addmm)", async () => {
+  const at = consts([40, 24], 3).transpose(); // [24, 40] read through strides
+  const base = consts([50, 33], 4);
+  const b = base.slice(0, 10, 50).slice(1, 2, 32); // [40, 30] at an offset
+  const c = consts([24, 30], 5);
+  const r = await bothPaths(() => [at.matmul(b), mg.addmm(c, at, b)]);
+  assert.deepEqual(r.textures, r.storage);
+  for (const t of [at, base, b, c]) t.dispose();
+});
+
+Deno.test("texture matmul: both gradients, with the accumulated gradient folded in", async () => {
+  const grads = async (on: boolean) => {
+    const previous = setMatmulTextures(on);
+    try {
+      const a = consts([24, 36], 6).requiresGrad_();
+      const w = consts([36, 20], 7).requiresGrad_();
+      // a feeds two products: its second gradient is folded into the first's epilogue.
+      const y = a.matmul(w).sum().add(a.matmul(consts([36, 4], 8)).sum());
+      y.backward();
+      const out = [bits(await a.grad!.data()), bits(await w.grad!.data())];
+      for (const t of [a, w, y]) t.dispose();
+      return out;
+    } finally {
+      setMatmulTextures(previous);
+    }
+  };
+  assert.deepEqual(await grads(true), await grads(false));
+});
+
+Deno.test("texture matmul: two packs and one product; used on CPU adapters for large products only", async () => {
+  const a = consts([32, 32], 9), b = consts([32, 32], 10);
+  const previous = setMatmulTextures(true);
+  try {
+    const before = runtimeStats().dispatches;
+    const counts = countDispatches(() => a.matmul(b).dispose());
+    assert.equal(runtimeStats().dispatches - before, 3);
+    assert.equal(counts.get("matmul_pack"), 2);
+    assert.equal(counts.get("matmul_texture"), 1);
+  } finally {
+    setMatmulTextures(previous);
+  }
+  const cpu = mg.deviceInfo().isFallbackAdapter;
+  const big = Math.cbrt(TEXTURE_MATMUL.minWork);
+  assert.equal(usesTextures(big, big, big, true), cpu);
+  assert.equal(
+    usesTextures(big, big, big, false),
+    false,
+    "a tile override keeps the storage kernel",
+  );
+  assert.equal(usesTextures(64, 64, 64, true), false, "small products keep the storage kernel");
+  for (const t of [a, b]) t.dispose();
+});
+
+Deno.test("texture gram (Newton–Schulz) = the storage gram kernel, upper tiles mirrored", async () => {
+  // Multiples of 4: bit for bit with the vec4 gram kernel (same fma chain, same epilogue).
+  for (const [nb, R, K] of [[2, 20, 12], [3, 36, 36]] as const) {
+    const x = consts([nb, R, K], 11);
+    const d = consts([nb, R, R], 12);
+    const sym = gram(x); // symmetric d for the epilogue
+    const r = await bothPaths(() => [
+      gram(x),
+      gram(x, { alpha: 0.5, d: sym, beta: -2, gamma: 3 }),
+      gram(sym, { alpha: 2, d: sym, beta: 1, gamma: -1, symmetricInput: true }),
+    ]);
+    assert.deepEqual(r.textures, r.storage, `[${nb}, ${R}, ${K}]`);
+    for (const t of [x, d, sym]) t.dispose();
+  }
+  // Other sizes: against float64 (the storage path's scalar kernel sums in another shape).
+  const [nb, R, K] = [2, 7, 9];
+  const x = consts([nb, R, K], 13);
+  const previous = setMatmulTextures(true);
+  const got = await gram(x, { alpha: 2, gamma: 1 }).data();
+  setMatmulTextures(previous);
+  const xv = await x.data();
+  for (let b = 0; b < nb; b++) {
+    for (let i = 0; i < R; i++) {
+      for (let j = 0; j < R; j++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += xv[b * R * K + i * K + k] * xv[b * R * K + j * K + k];
+        const want = 2 * s + (i === j ? 1 : 0);
+        assert.ok(Math.abs(got[b * R * R + i * R + j] - want) < 1e-5, `(${b}, ${i}, ${j})`);
+      }
+    }
+  }
+  x.dispose();
+});
+
+Deno.test("texture matmul: a batched product (Newton–Schulz's P·X), broadcast operand too", async () => {
+  const p = consts([3, 16, 16], 14), x = consts([3, 16, 24], 15), w = consts([24, 8], 16);
+  const r = await bothPaths(() => [p.matmul(x), x.matmul(w)]);
+  assert.deepEqual(r.textures, r.storage);
+  for (const t of [p, x, w]) t.dispose();
+});
+
+Deno.test("texture matmul: copied operands ignore what pooled textures held before (NaN)", async () => {
+  // K and N multiples of 64 take the copy path; M = 70 leaves stale padding rows in A's
+  // texture, which an earlier product filled with NaN.
+  const [M, K, N] = [70, 64, 128];
+  const previous = setMatmulTextures(true);
+  try {
+    const nanA = mg.full([80, K], NaN), nanB = mg.full([K, N], NaN);
+    await nanA.matmul(nanB).data(); // fills both pooled textures with NaN
+    const a = consts([M, K], 17), b = consts([K, N], 18);
+    const got = await a.matmul(b).data();
+    setMatmulTextures(false);
+    const want = await a.matmul(b).data();
+    assert.deepEqual(bits(got), bits(want));
+    for (const t of [nanA, nanB, a, b]) t.dispose();
+  } finally {
+    setMatmulTextures(previous);
+  }
+});
