@@ -96,7 +96,7 @@ Deno.test("texture matmul: both gradients, with the accumulated gradient folded 
   assert.deepEqual(await grads(true), await grads(false));
 });
 
-Deno.test("texture matmul: two packs and one product; used on CPU adapters for large products only", async () => {
+Deno.test("texture matmul: two packs and one product; used on CPU adapters for large products only", () => {
   const a = consts([32, 32], 9), b = consts([32, 32], 10);
   const previous = setMatmulTextures(true);
   try {
