@@ -16,7 +16,10 @@
  * - Agreement with the polar factor U·Vᵀ: ‖NS(G) − U·Vᵀ‖₂ = max |p(σ) − 1| ≤ the band's
  *   distance from 1; Polar Express output and quintic output share their singular vectors.
  * - Gram NS equals standard NS up to rounding: measured ≤ 1.2e-6 with the default restart and
- *   up to 2.3e-5 without restarts (square 24×24); checked 2e-5 and 1e-4. Batch = loop.
+ *   up to 2.3e-5 without restarts (square 24×24); checked 5e-5 and 1e-4. (A 3×4 Gaussian,
+ *   seed 999999990, differs by 2.4e-5 with the default restart under the Polar Express
+ *   coefficients, on this code and on the stop-18 code alike: found by a random fast-check run.)
+ *   Batch = loop.
  */
 import * as mg from "../mod.ts";
 import {
@@ -196,13 +199,13 @@ Deno.test("NS vs the polar factor: ‖NS(G) − UVᵀ‖₂ within the band; PE 
   }, 15);
 });
 
-Deno.test("Gram NS equals standard NS (default restart 2e-5; no restart 1e-4; quintic and PE)", async () => {
+Deno.test("Gram NS equals standard NS (default restart 5e-5; no restart 1e-4; quintic and PE)", async () => {
   await check(arbMat, async ([m, n, seed]) => {
     const g = gaussian(m, n, seed);
     for (const coefficients of [Q5, PE]) {
       const want = await ns(g, { coefficients });
       const got = await ns(g, { coefficients, method: "gram" });
-      assertClose(got.a, want.a, { rtol: 0, atol: 2e-5 }, `gram ${m}×${n}`);
+      assertClose(got.a, want.a, { rtol: 0, atol: 5e-5 }, `gram ${m}×${n}`);
       const never = await ns(g, { coefficients, method: "gram", restarts: [] });
       assertClose(never.a, want.a, { rtol: 0, atol: 1e-4 }, `gram, no restart ${m}×${n}`);
     }
