@@ -93,8 +93,12 @@ export function gram(x: Tensor, options: GramOptions = {}): Tensor {
   const out = Tensor.empty([nb, R, R], "f32");
   if (out.size === 0) return out;
   if (K > 0 && usesTextures(R, R, K, options.config === undefined, nb)) {
-    // CPU adapters: X and Xᵀ (X read transposed) packed into textures, upper tiles, mirrored.
+    // CPU adapters: X and Xᵀ packed into textures (Xᵀ = X when X is symmetric, so both
+    // are row-major copies), upper tiles, mirrored.
     const rowMajor = { t: x, offset: x.offset, rowStride: K, colStride: 1 };
+    const transposed = options.symmetricInput
+      ? rowMajor
+      : { ...rowMajor, rowStride: 1, colStride: K };
     texturedProduct(
       {
         M: R,
@@ -103,7 +107,7 @@ export function gram(x: Tensor, options: GramOptions = {}): Tensor {
         batches: nb,
         a: rowMajor,
         aBatchStride: R * K,
-        b: { ...rowMajor, rowStride: 1, colStride: K },
+        b: transposed,
         bBatchStride: R * K,
       },
       out,
