@@ -92,7 +92,10 @@ export function coLaunch(x: Launch, y: Launch, limits: CoLaunchLimits): Launch |
         continue;
       }
       const reads = x.k.access[i] === "read" && y.k.access[j] === "read";
-      if (!reads || a !== b) return null;
+      // One binding serves both only when both declare it alike (a vec4<f32> job must not
+      // read through an f32 declaration).
+      const [bx, by] = [dx.bindings[i], dy.bindings[j]];
+      if (!reads || a !== b || bx.type !== by.type || bx.kind !== by.kind) return null;
       shared[j] = i;
     }
   }
@@ -122,7 +125,7 @@ export function coLaunch(x: Launch, y: Launch, limits: CoLaunchLimits): Launch |
     k = def ? kernel(def) : null;
     merged.set(key, k);
   }
-  if (!k) return null;
+  if (!k || k.failure) return null;
   const params = new Uint32Array(wide ? WIDE_PARAM_WORDS : PARAM_ZERO_WORD + 1);
   params.set(cx.words, 0);
   params.set(cy.words, yAt);
@@ -168,9 +171,20 @@ function mergeDefs(
   ) {
     if (!sharedVars.has(m[1])) rename.set(m[1], `${m[1]}${SUFFIX}`);
   }
-  // Names the first job or the merged module use must not be taken by a renamed one.
+  // Names the first job or the merged module use must not be taken by a renamed one, and a
+  // shared binding's name (the first job's) must not already name something in the second.
   const taken = dx.body + px + wgslX;
   for (const to of rename.values()) if (to.endsWith(SUFFIX) && taken.includes(to)) return null;
+  const yText = dy.body + py;
+  for (const [from, to] of rename) {
+    // (Unless the second job's own `to` is itself renamed away, e.g. its binding of that name.)
+    const free = rename.has(to) && rename.get(to) !== to;
+    if (
+      !free && !to.endsWith(SUFFIX) && from !== to && new RegExp(`(?<![.\\w])${to}\\b`).test(yText)
+    ) {
+      return null;
+    }
+  }
   const own = (text: string) =>
     text
       .replace(/(?<![.\w])[A-Za-z_]\w*/g, (id) => rename.get(id) ?? id)

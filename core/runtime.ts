@@ -234,11 +234,16 @@ export function dispatch(
   if (held) {
     const first = held;
     held = null;
-    const both = coLaunch(first, next, {
-      storageBuffers: device.limits.maxStorageBuffersPerShaderStage,
-      workgroupBytes: device.limits.maxComputeWorkgroupStorageSize,
-      groupsPerDimension: device.limits.maxComputeWorkgroupsPerDimension,
-    });
+    let both: Launch | null = null;
+    try {
+      both = coLaunch(first, next, {
+        storageBuffers: device.limits.maxStorageBuffersPerShaderStage,
+        workgroupBytes: device.limits.maxComputeWorkgroupStorageSize,
+        groupsPerDimension: device.limits.maxComputeWorkgroupsPerDimension,
+      });
+    } catch {
+      both = null; // a merge that cannot be built: the two launches as they were
+    }
     if (both) {
       stats.dispatches--;
       stats.coLaunched++;

@@ -738,7 +738,7 @@ function launch(
 /** Whether a planned product takes the CPU adapters' texture path (ops/matmul_texture.ts). */
 function textured(q: Planned): boolean {
   const { p } = q;
-  return !p.group && p.batch.length <= 1 && q.ta.dtype === "f32" &&
+  return !p.group && p.batch.length <= 1 && q.ta.dtype === "f32" && p.K > 0 &&
     usesTextures(p.M, p.N, p.K, override === null, p.batch[0] ?? 1);
 }
 

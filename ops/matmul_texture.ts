@@ -130,7 +130,7 @@ function pack(
   const batches = dst.height / rowsPad;
   if (
     o.colStride === 1 && o.rowStride === cols && cols % 64 === 0 && o.offset % 4 === 0 &&
-    (rows === rowsPad || allowStaleRows)
+    (batches === 1 || batchStride % 4 === 0) && (rows === rowsPad || allowStaleRows)
   ) {
     const buf = o.t.storage("matmul").buf;
     for (let b = 0; b < batches; b++) {

@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
-import { runtimeStats, setCoLaunch } from "../core/runtime.ts";
+import { dispatch, runtimeStats, setCoLaunch } from "../core/runtime.ts";
+import { kernel } from "../core/kernel.ts";
 import { compactParams, params } from "../core/params.ts";
 import { ropeTail } from "../ops/rope_mla.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
@@ -152,4 +153,63 @@ Deno.test("compactParams: arrays cut after their last non-zero word, reads past 
   );
   assert.match(c.wgsl, /fn p_eps_x\(\) -> f32 \{ return bitcast<f32>\(param_word\(13u\)\); \}/);
   assert.equal(compactParams({ kernel: "x", words: 1, wgsl: "" }, packed, 0, ""), null);
+});
+
+Deno.test("co-launch: a buffer both read is shared only when declared alike and its name is free", async () => {
+  const P = params("cl_probe", { n: "u32" });
+  const probe = (name: string, type: string, body: string) =>
+    kernel({
+      name,
+      pairable: true,
+      bindings: [
+        { name: type === "f32" ? "x" : "xv", type, access: "read" },
+        { name: "out", type: "f32", access: "read_write" },
+      ],
+      workgroupSize: [64],
+      params: P,
+      body: `
+  let i = wid.x * 64u + lidx;
+  if (i >= p_n()) { return; }
+  ${body}`,
+    });
+  const scalar = probe("cl_scalar", "f32", "out[i] = x[i] * 2.0;");
+  const vec = probe("cl_vec4", "vec4<f32>", "out[i] = xv[i / 4u][i % 4u] + 1.0;");
+  // Reads y's binding through a local named like the first kernel's binding.
+  const shadow = kernel({
+    name: "cl_shadow",
+    pairable: true,
+    bindings: [
+      { name: "y", type: "f32", access: "read" },
+      { name: "out", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [64],
+    params: P,
+    body: `
+  let i = wid.x * 64u + lidx;
+  if (i >= p_n()) { return; }
+  let x = 3.0;
+  out[i] = y[i] + x;`,
+  });
+  const src = consts([64], 20);
+  const want = Array.from(await src.data());
+  const previous = setCoLaunch(true);
+  try {
+    for (const second of [vec, shadow]) {
+      const o1 = mg.zeros([64]), o2 = mg.zeros([64]);
+      await mg.sync();
+      const before = runtimeStats().coLaunched;
+      const buf = (t: mg.Tensor) => t.storage("test").buf;
+      dispatch(scalar, [buf(src), buf(o1)], P.pack({ n: 64 }), [1]);
+      dispatch(second, [buf(src), buf(o2)], P.pack({ n: 64 }), [1]);
+      const [a, b] = [Array.from(await o1.data()), Array.from(await o2.data())];
+      assert.equal(runtimeStats().coLaunched - before, 0, second.name);
+      assert.deepEqual(a, want.map((v) => Math.fround(v * 2)));
+      const add = second === vec ? 1 : 3;
+      assert.deepEqual(b, want.map((v) => Math.fround(v + add)), second.name);
+      for (const t of [o1, o2]) t.dispose();
+    }
+  } finally {
+    setCoLaunch(previous);
+  }
+  src.dispose();
 });
