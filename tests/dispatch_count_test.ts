@@ -86,7 +86,15 @@ async function countStep(kind: "muonclip" | "adamw"): Promise<Record<Phase, numb
   return counts;
 }
 
-for (const kind of ["muonclip", "adamw"] as const) {
+/**
+ * On Dawn/SwiftShader (12 storage buffers per stage) only the AdamW step is counted: compiling
+ * the MuonClip step's co-launched and Newton–Schulz kernels there took 4 min 56 s of CI (stop
+ * 19), and the merged kernels' Tint validity is tests/colaunch_test.ts's micro-K2 case. Its
+ * Dawn count (72 optimizer launches, 254 in all) was measured and is in bench/RESULTS.md.
+ */
+const KINDS = FULL ? (["muonclip", "adamw"] as const) : (["adamw"] as const);
+
+for (const kind of KINDS) {
   Deno.test(`dispatch count: one tiny-K2 ${kind} step (optimizer ≤ ${OPTIMIZER_BOUND[kind]}, step ≤ ${STEP_BOUND[kind]})`, async () => {
     const c = await countStep(kind);
     const total = c.forward + c.backward + c.optimizer;
