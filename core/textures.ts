@@ -80,13 +80,6 @@ export function releaseTexture(t: GpuTex): void {
   else free.set(key, [t]);
 }
 
-/** Bytes of every texture the pool holds. */
-export function textureBytes(): number {
-  let n = 0;
-  for (const t of all) n += t.width * t.height * 16;
-  return n;
-}
-
 /**
  * Destroys the pooled textures that are not handed out; returns them so the caller can forget
  * bind groups that use them. Call `flush()` first if recorded work may use them.

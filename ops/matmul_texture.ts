@@ -5,21 +5,24 @@
  * Why: Mesa's llvmpipe (lavapipe 22.3, the CI adapter) turns every storage-buffer read inside
  * control flow into a scalar loop over the 8 SIMD lanes with a bounds branch per lane, so the
  * storage kernel of ops/matmul.ts is bound by its reads (bench/load_probe.ts); a texel fetch
- * is one vector gather. Measured at 1024³ f32 in one raw-WebGPU run (same tiling, 16×16 per
- * thread): textures 71 ms (30 GFLOP/s), storage buffers 2–2.7× slower; the library's storage
- * kernel (8×16) 111–135 ms.
+ * is one vector gather. Measured on lavapipe at 1024³ f32: a raw-WGSL 16×8-per-thread product
+ * 78 ms with texture operands, 191 ms with storage reads; `mg.matmul` 135 ms before this path,
+ * 64–83 ms with it (bench/RESULTS.md, stop 19).
  *
- * How: `C = A·B` (+ D) for C [M, N] with A [M, K] and B [K, N] read through any strides.
- * 1. `matmul_pack` writes A as texels (x = k/4, y = m) and B as texels (x = n/4, y = k), zero
- *    past the matrix (the tiles read whole texels and whole tiles).
+ * How: `C = A·B` (+ D) per matrix of a batch, for C [M, N] with A [M, K] and B [K, N] read
+ * through any strides (batch strides 0 broadcast); ops/gram.ts uses the same kernel for X·Xᵀ.
+ * 1. A goes in as texels (x = k/4, y = m) and B as texels (x = n/4, y = k), batches stacked
+ *    along y: `copyBufferToTexture` for row-major rows of a multiple of 64 floats (padding
+ *    left stale where only unstored outputs read it), else `matmul_pack`, zero past the matrix.
  * 2. `matmul_texture`: each thread owns TM rows × 4·TN4 columns of C in vec4 registers and
  *    walks k four at a time: TM texels of A and 4·TN4 of B per step, 16·TM·TN4 FMAs. Each
  *    output element is the f32 fma chain over k = 0, 1, … K−1 from 0, then + D when
  *    accumulating (rounded once more, as `add` does).
  * Used on fallback (CPU) adapters under the default tile configuration, for f32 products of
- * at least TEXTURE_MATMUL.minWork multiply-adds whose textures fit maxTextureDimension2D; 3
- * launches instead of 1, so small products (every one of the tiny K2 model) keep the storage
- * kernel. Costs: the packs move (M·K + K·N)·4 bytes each way, ~1 ms at 1024².
+ * at least TEXTURE_MATMUL.minWork multiply-adds whose textures fit maxTextureDimension2D: up
+ * to 3 launches instead of 1 (the packs), so smaller products keep the storage kernel (in the
+ * tiny K2 step, lm_head's and Newton–Schulz's products take this path). Costs: moving
+ * (M·K + K·N)·4 bytes into textures per product.
  */
 import { deviceInfo, gpuDevice } from "../core/device.ts";
 import { kernel } from "../core/kernel.ts";

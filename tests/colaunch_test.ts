@@ -11,18 +11,9 @@ import { kernel } from "../core/kernel.ts";
 import { compactParams, params } from "../core/params.ts";
 import { ropeTail } from "../ops/rope_mla.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
-import { microConfig, seededValues } from "./util.ts";
+import { f32Bits as bits, microConfig, seededTensor as consts } from "./util.ts";
 
 await mg.init();
-
-/** Bits of f32 values, for exact comparison (NaN-safe, −0 ≠ +0). */
-function bits(v: ArrayLike<number>): number[] {
-  return Array.from(new Uint32Array(Float32Array.from(v).buffer));
-}
-
-function consts(shape: number[], seed: number): mg.Tensor {
-  return mg.tensor(seededValues(shape.reduce((a, b) => a * b, 1), seed), { shape });
-}
 
 /**
  * Runs `fn` (which records work and returns tensors) with co-launching on and off; returns

@@ -14,23 +14,16 @@ import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
 import { groupedMatmul, moeDispatch, moePlan } from "../ops/moe.ts";
 import { CPU_MATMUL_CONFIG, GPU_MATMUL_CONFIG } from "../ops/matmul.ts";
-import { assertClose, countDispatches, gpu, seededValues } from "./util.ts";
+import { assertClose, countDispatches, f32Bits, gpu, seededTensor, seededValues } from "./util.ts";
 
 type Use = (x: mg.Tensor) => mg.Tensor;
 
-function consts(shape: readonly number[], seed: number): mg.Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  return mg.tensor(seededValues(n, seed, -1, 1), { shape });
-}
+const consts = seededTensor;
+const bits = f32Bits;
 
 /** Σ c ⊙ y: a weighted scalar loss, so every element gets a distinct gradient. */
 function wsum(y: mg.Tensor, seed: number): mg.Tensor {
   return y.mul(consts(y.shape, seed)).sum();
-}
-
-/** Bits of f32 values, for exact comparison (NaN-safe, −0 ≠ +0). */
-function bits(v: ArrayLike<number>): number[] {
-  return Array.from(new Uint32Array(Float32Array.from(v).buffer));
 }
 
 interface Run {

@@ -9,18 +9,10 @@ import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
 import { runtimeStats } from "../core/runtime.ts";
 import { setMatmulTextures, TEXTURE_MATMUL, usesTextures } from "../ops/matmul_texture.ts";
-import { countDispatches, gpu, seededValues } from "./util.ts";
+import { countDispatches, f32Bits as bits, gpu, seededTensor as consts } from "./util.ts";
 import { gram } from "../ops/gram.ts";
 
 await gpu();
-
-function bits(v: ArrayLike<number>): number[] {
-  return Array.from(new Uint32Array(Float32Array.from(v).buffer));
-}
-
-function consts(shape: number[], seed: number): mg.Tensor {
-  return mg.tensor(seededValues(shape.reduce((a, b) => a * b, 1), seed), { shape });
-}
 
 /** Runs `fn` with the texture path forced on and off; returns both results' bits. */
 async function bothPaths(fn: () => mg.Tensor[]) {
@@ -109,7 +101,7 @@ Deno.test("texture matmul: two packs and one product; used on CPU adapters for l
     setMatmulTextures(previous);
   }
   const cpu = mg.deviceInfo().isFallbackAdapter;
-  const big = Math.cbrt(TEXTURE_MATMUL.minWork);
+  const big = Math.ceil(Math.cbrt(TEXTURE_MATMUL.minWork));
   assert.equal(usesTextures(big, big, big, true), cpu);
   assert.equal(
     usesTextures(big, big, big, false),

@@ -139,6 +139,16 @@ export function arbSpecialValues(
   );
 }
 
+/** Bits of f32 values, for exact comparison (NaN-safe, −0 ≠ +0). */
+export function f32Bits(v: ArrayLike<number>): number[] {
+  return Array.from(new Uint32Array(Float32Array.from(v).buffer));
+}
+
+/** A f32 tensor of `seededValues` in [−1, 1) shaped `shape`. */
+export function seededTensor(shape: readonly number[], seed: number): mg.Tensor {
+  return mg.tensor(seededValues(shape.reduce((a, b) => a * b, 1), seed), { shape: [...shape] });
+}
+
 /** Deterministic pseudo-random values in [lo, hi), for fixed-size tests. */
 export function seededValues(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   let s = seed >>> 0 || 1;
