@@ -159,7 +159,10 @@ async function errorsSettled(): Promise<void> {
  */
 export interface DispatchProfiler {
   /** Sees one dispatch of kernel `kernel`; may return timestamp writes for its own pass. */
-  dispatch(kernel: string): GPUComputePassTimestampWrites | undefined;
+  dispatch(
+    kernel: string,
+    groups?: readonly [number, number?, number?],
+  ): GPUComputePassTimestampWrites | undefined;
   /** The batch's encoder, before `finish()` (e.g. to resolve a query set). */
   beforeSubmit(encoder: GPUCommandEncoder): void;
   /** The batch was submitted (e.g. map what `beforeSubmit` copied). */
@@ -302,7 +305,7 @@ function record(launch: Launch): void {
   offsets.push(offset);
   for (const b of bufs) b.lastBatch = batch;
   // Profiling (off: one null check): a dispatch with timestamp writes gets its own pass.
-  const timestampWrites = profiler?.dispatch(k.name);
+  const timestampWrites = profiler?.dispatch(k.name, groups);
   if (timestampWrites && pass) {
     pass.end();
     pass = null;

@@ -84,16 +84,32 @@ export interface AdamWShared {
   weightDecay: number;
 }
 
-function access(name: string, prefix: string, count: number, store: boolean): string {
+function access(name: string, prefix: string, count: number, store: boolean, type: string): string {
   const cases = Array.from(
     { length: count },
     (_, t) => `case ${t}u: { ${store ? `${prefix}${t}[i] = v;` : `v = ${prefix}${t}[i];`} }`,
   );
   return store
-    ? `fn ${name}(t: u32, i: u32, v: f32) {\n  switch t { ${cases.join(" ")} default: {} }\n}`
-    : `fn ${name}(t: u32, i: u32) -> f32 {\n  var v = 0.0;\n  switch t { ${
+    ? `fn ${name}(t: u32, i: u32, v: ${type}) {\n  switch t { ${cases.join(" ")} default: {} }\n}`
+    : `fn ${name}(t: u32, i: u32) -> ${type} {\n  var v = ${type}();\n  switch t { ${
       cases.join(" ")
     } default: {} }\n  return v;\n}`;
+}
+
+/** The launch classes: vec4 (contiguous, sizes and offsets multiples of 4), scalar, strided. */
+type Layout = "vec4" | "scalar" | "strided";
+
+function layoutOf(it: AdamWItem): Layout {
+  if (!it.grad.isContiguous) return "strided";
+  const aligned = [
+    it.param.size,
+    it.param.offset,
+    it.grad.offset,
+    it.expAvg.offset,
+    it.expAvgSq.offset,
+  ]
+    .every((x) => x % 4 === 0);
+  return aligned ? "vec4" : "scalar";
 }
 
 /**
@@ -111,9 +127,12 @@ export function adamwUpdateMany(items: readonly AdamWItem[], a: AdamWShared): vo
   });
   const stage = gpuDevice("adamw").limits.maxStorageBuffersPerShaderStage;
   const per = Math.max(1, Math.min(MOST, Math.floor(stage / 4)));
-  for (const strided of [false, true]) {
+  for (const layout of ["vec4", "scalar", "strided"] as const) {
+    const strided = layout === "strided";
+    const w = layout === "vec4" ? 4 : 1;
+    const type = w === 4 ? "vec4<f32>" : "f32";
     const list = items.map((_, i) => i).filter((i) =>
-      items[i].param.size > 0 && !items[i].grad.isContiguous === strided
+      items[i].param.size > 0 && layoutOf(items[i]) === layout
     );
     for (let c = 0; c < list.length; c += per) {
       const chunk = list.slice(c, c + per);
@@ -122,27 +141,27 @@ export function adamwUpdateMany(items: readonly AdamWItem[], a: AdamWShared): vo
       let n = 0;
       for (const i of chunk) {
         start.push(n);
-        n += items[i].param.size;
+        n += items[i].param.size / w;
       }
       const bind = (prefix: string, write: boolean) =>
         chunk.map((_, t) => ({
           name: `${prefix}${t}`,
-          type: "f32" as const,
+          type,
           access: write ? "read_write" as const : "read" as const,
         }));
       const k = kernel({
-        name: `adamw_multi_${T}${strided ? "_strided" : ""}`,
+        name: `adamw_multi_${T}${strided ? "_strided" : w === 4 ? "_vec4" : ""}`,
         bindings: [...bind("P", true), ...bind("G", false), ...bind("M", true), ...bind("V", true)],
         workgroupSize: [WG],
         params: ADAMW_MULTI,
         prelude: [
-          access("load_p", "P", T, false),
-          access("store_p", "P", T, true),
-          access("load_g", "G", T, false),
-          access("load_m", "M", T, false),
-          access("store_m", "M", T, true),
-          access("load_v", "V", T, false),
-          access("store_v", "V", T, true),
+          access("load_p", "P", T, false, type),
+          access("store_p", "P", T, true, type),
+          access("load_g", "G", T, false, type),
+          access("load_m", "M", T, false, type),
+          access("store_m", "M", T, true, type),
+          access("load_v", "V", T, false, type),
+          access("store_v", "V", T, true, type),
         ].join("\n"),
         body: `
   let i = ${linearId(WG)};
@@ -173,15 +192,15 @@ export function adamwUpdateMany(items: readonly AdamWItem[], a: AdamWShared): vo
         decay: 1 - a.lr * a.weightDecay,
         eps: a.eps,
         start,
-        pOffset: chunk.map((i) => items[i].param.offset),
-        gOffset: chunk.map((i) => items[i].grad.offset),
+        pOffset: chunk.map((i) => items[i].param.offset / w),
+        gOffset: chunk.map((i) => items[i].grad.offset / w),
         gD1: chunk.map((i) => views[i][0]),
         gD2: chunk.map((i) => views[i][1]),
         gS0: chunk.map((i) => views[i][2]),
         gS1: chunk.map((i) => views[i][3]),
         gS2: chunk.map((i) => views[i][4]),
-        mOffset: chunk.map((i) => items[i].expAvg.offset),
-        vOffset: chunk.map((i) => items[i].expAvgSq.offset),
+        mOffset: chunk.map((i) => items[i].expAvg.offset / w),
+        vOffset: chunk.map((i) => items[i].expAvgSq.offset / w),
         stepSize: chunk.map((i) => a.lr / items[i].biasCorrection1),
         bc2Sqrt: chunk.map((i) => Math.sqrt(items[i].biasCorrection2)),
       });

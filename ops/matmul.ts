@@ -1216,7 +1216,21 @@ function product2(a: Tensor, b: Tensor, addend: Tensor | null): Tensor {
         da = { q: plan(r.p, g2, sb, r.outShape, prior), target: r.outShape };
       } else da = summedPlan(g2, gm, sb, transposed(mb), ma.shape);
     }
-    const db = da ? summedPlan(sa, transposed(ma), g2, gm, mb.shape) : null;
+    // b a transposed view of a contiguous matrix (a Linear layer's weight): dB in b's memory
+    // order, as the transposed view of (dC)ᵀ·A, so the weight's gradient is contiguous.
+    const colMajorB = b.rank === 2 && mb.strides[0] === 1 && mb.strides[1] === mb.shape[0] &&
+      mb.shape[0] > 1 && mb.shape[1] > 1;
+    const dbOperands = (): [Tensor, Mat, Tensor, Mat, number[]] =>
+      colMajorB
+        ? [g2, transposed(gm), sa, ma, [mb.shape[1], mb.shape[0]]]
+        : [sa, transposed(ma), g2, gm, [...mb.shape]];
+    const asB = (r: Tensor): Tensor => {
+      if (!colMajorB) return r.rank === b.rank ? r : reshapeAndDispose(r, b.shape);
+      const v = r.view([...b.shape], [1, b.shape[0]], r.offset);
+      r.dispose();
+      return v;
+    };
+    const db = da ? summedPlan(...dbOperands()) : null;
     if (da && db) {
       if (da.q instanceof Tensor || db.q instanceof Tensor) {
         for (const d of [da, db]) if (!(d.q instanceof Tensor)) record1(d.q);
@@ -1224,7 +1238,7 @@ function product2(a: Tensor, b: Tensor, addend: Tensor | null): Tensor {
       if (prior) priors!.absorb(0);
       const [ra, rb] = [finish(da), finish(db)];
       ga = ra.rank === a.rank ? ra : reshapeAndDispose(ra, a.shape);
-      gb = rb.rank === b.rank ? rb : reshapeAndDispose(rb, b.shape);
+      gb = asB(rb);
     } else {
       // Not both as single products: record what was planned, then the rest one by one.
       if (da) (da.q instanceof Tensor ? da.q : da.q.out).dispose();
@@ -1235,10 +1249,7 @@ function product2(a: Tensor, b: Tensor, addend: Tensor | null): Tensor {
         const r = productSummedTo(g2, gm, sb, transposed(mb), ma.shape);
         ga = r.rank === a.rank ? r : reshapeAndDispose(r, a.shape);
       }
-      if (needs[1]) {
-        const r = productSummedTo(sa, transposed(ma), g2, gm, mb.shape);
-        gb = r.rank === b.rank ? r : reshapeAndDispose(r, b.shape);
-      }
+      if (needs[1]) gb = asB(productSummedTo(...dbOperands()));
     }
     g2.dispose();
     // The addend's gradient is the upstream gradient itself (autograd aliases it).

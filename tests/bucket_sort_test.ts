@@ -52,30 +52,42 @@ Deno.test("bucketSort reads a key view at an offset", async () => {
   for (const x of [all, s.counts, s.offsets, s.perm, s.inv]) x.dispose();
 });
 
-Deno.test("indexAdd: the one-dispatch index scan and the sorted path both = the host sum in index order, bit for bit", async () => {
+Deno.test("indexAdd: the one-dispatch masked rows and the sorted path both = the host sum in index order, bit for bit", async () => {
   await gpu();
   const rng = new mg.Rng(5);
-  // Small (scan) and large (outputs × index length over 2^26: sorted); negative indices
-  // (counted from the end) and a base tensor.
-  for (const [rows, n, cols] of [[7, 50, 3], [1100, 20000, 4]]) {
-    const base = Array.from({ length: rows * cols }, () => rng.next() * 2 - 1);
+  // Small (one dispatch: a workgroup per row, its index entries marked in a bit mask) and
+  // large (outputs × index length over 2^26: sorted); negative indices (counted from the end),
+  // a base tensor, an outer axis, rows longer than the row workgroup (130 > 64) and an index
+  // of several mask words that is not a multiple of 32.
+  for (
+    const [outer, rows, n, cols] of [[1, 7, 50, 3], [2, 5, 300, 130], [3, 40, 33, 1], [
+      1,
+      1100,
+      20000,
+      4,
+    ]]
+  ) {
+    const base = Array.from({ length: outer * rows * cols }, () => rng.next() * 2 - 1);
     const idx = Array.from({ length: n }, () => Math.floor(rng.next() * 2 * rows) - rows);
-    const src = Array.from({ length: n * cols }, () => rng.next() * 2 - 1);
+    const src = Array.from({ length: outer * n * cols }, () => rng.next() * 2 - 1);
     const want = Float32Array.from(base);
-    idx.forEach((v, r) => {
-      const w = v < 0 ? v + rows : v;
-      if (w < 0 || w >= rows) return;
-      for (let c = 0; c < cols; c++) {
-        want[w * cols + c] = Math.fround(want[w * cols + c] + Math.fround(src[r * cols + c]));
-      }
-    });
+    for (let o = 0; o < outer; o++) {
+      idx.forEach((v, r) => {
+        const w = v < 0 ? v + rows : v;
+        if (w < 0 || w >= rows) return;
+        for (let c = 0; c < cols; c++) {
+          const at = (o * rows + w) * cols + c;
+          want[at] = Math.fround(want[at] + Math.fround(src[(o * n + r) * cols + c]));
+        }
+      });
+    }
     const out = mg.indexAdd(
-      mg.tensor(base, { shape: [rows, cols] }),
-      0,
+      mg.tensor(base, { shape: [outer, rows, cols] }),
+      1,
       mg.tensor(idx, { dtype: "i32" }),
-      mg.tensor(src, { shape: [n, cols] }),
+      mg.tensor(src, { shape: [outer, n, cols] }),
     );
-    assert.deepEqual(await out.data(), want, `${rows} rows, index of ${n}`);
+    assert.deepEqual(await out.data(), want, `${outer} × ${rows} rows × ${cols}, index of ${n}`);
     out.dispose();
   }
 });

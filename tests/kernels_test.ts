@@ -135,7 +135,7 @@ async function layoutAndIndexing(dtype: FloatType | "i32"): Promise<void> {
       mg.gather(x, 2, mg.tensor(Array(24).fill(1), { shape: [2, 3, 4], dtype: "i32" })),
       mg.scatterAdd(x, 1, mg.tensor(Array(24).fill(0), { shape: [2, 3, 4], dtype: "i32" }), x),
       mg.indexAdd(x, 1, idx, x),
-      // Outputs × index length over 2^26: the sorted path (small ones scan the index instead),
+      // Outputs × index length over 2^26: the sorted path (small ones mark their rows instead),
       // with over 1024 target rows: the bucket sort's global-atomics histogram.
       mg.indexAdd(
         mg.zeros([1100, 4], { dtype: x.dtype }),

@@ -18,8 +18,21 @@ import {
   SGD,
   wsdSchedule,
 } from "../optim/mod.ts";
-import { assertClose, check, f32, fc, gpu, param, seededValues, setGrad } from "./util.ts";
+import {
+  assertClose,
+  check,
+  countDispatches,
+  f32,
+  fc,
+  gpu,
+  param,
+  perKernel,
+  seededValues,
+  setGrad,
+} from "./util.ts";
 import { adamwStepRef, sgdStepRef } from "./reference/optim.ts";
+import { type AdamWItem, adamwUpdateMany } from "../ops/adamw_multi.ts";
+import { adamwUpdate } from "../ops/optim_update.ts";
 import assert from "node:assert/strict";
 
 await gpu();
@@ -330,4 +343,80 @@ Deno.test("AdamW reads strided gradients in place: a transposed-view gradient up
   }
   assert.deepEqual(out[1], out[0]);
   assert.ok(out[0].some((v, i) => Math.abs(v - w[i]) > 1e-3), "the step moved the parameter");
+});
+
+Deno.test("adamwUpdateMany: vec4, scalar and strided launches = the one-parameter kernel, bit for bit", async () => {
+  // Sizes that are multiples of 4 (vec4 launches), that are not (scalar), a view at an odd
+  // offset (scalar), a transposed gradient (strided), more parameters than one launch takes.
+  const shapes = [[8, 4], [5, 7], [12], [3, 3], [16, 8], [4, 4], [2, 6]];
+  const results: Float32Array[][] = [];
+  for (const many of [false, true]) {
+    const rng = new mg.Rng(11);
+    const vals = (n: number) => Array.from({ length: n }, () => rng.next() * 2 - 1);
+    const made: mg.Tensor[] = [];
+    const keep = (t: mg.Tensor) => (made.push(t), t);
+    const items: AdamWItem[] = shapes.map(([a, b = 1], i) => {
+      const n = a * b;
+      const param = keep(mg.tensor(vals(n), { shape: [a, b] }));
+      let grad: mg.Tensor;
+      if (i === 3) grad = keep(keep(mg.tensor(vals(n + 1))).slice(0, 1, n + 1).reshape([a, b]));
+      else if (i === 5) grad = keep(keep(mg.tensor(vals(n), { shape: [b, a] })).transpose());
+      else grad = keep(mg.tensor(vals(n), { shape: [a, b] }));
+      return {
+        param,
+        grad,
+        expAvg: keep(mg.tensor(vals(n).map((v) => v / 10), { shape: [a, b] })),
+        expAvgSq: keep(mg.tensor(vals(n).map((v) => v * v), { shape: [a, b] })),
+        biasCorrection1: 1 - 0.9 ** 3,
+        biasCorrection2: 1 - 0.999 ** 3,
+      };
+    });
+    const shared = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 };
+    if (many) {
+      const launched = perKernel(countDispatches(() => adamwUpdateMany(items, shared)));
+      for (const k of [/^adamw_multi_\d_vec4$/, /^adamw_multi_\d$/, /^adamw_multi_\d_strided$/]) {
+        assert.ok(
+          [...launched.keys()].some((n) => k.test(n)),
+          `${k} launched (${[...launched.keys()]})`,
+        );
+      }
+    } else {
+      for (const it of items) {
+        adamwUpdate(it.param, it.grad, it.expAvg, it.expAvgSq, {
+          ...shared,
+          biasCorrection1: it.biasCorrection1,
+          biasCorrection2: it.biasCorrection2,
+        });
+      }
+    }
+    const out: Float32Array[] = [];
+    for (const it of items) {
+      for (const t of [it.param, it.expAvg, it.expAvgSq]) out.push(await t.data() as Float32Array);
+    }
+    results.push(out);
+    made.forEach((t) => t.dispose());
+  }
+  results[1].forEach((r, i) => assert.deepEqual(r, results[0][i], `tensor ${i}`));
+});
+
+Deno.test("a Linear weight's gradient is contiguous (dW written in W's layout) and exact", async () => {
+  const rng = new mg.Rng(3);
+  const vals = (n: number) => Array.from({ length: n }, () => rng.next() * 2 - 1);
+  const [N, I, O] = [6, 5, 3];
+  const xs = vals(N * I), ws = vals(O * I), gs = vals(N * O);
+  const x = mg.tensor(xs, { shape: [N, I] });
+  const w = mg.tensor(ws, { shape: [O, I] }).keep().requiresGrad_();
+  const y = mg.matmul(x, w.transpose());
+  y.backward(mg.tensor(gs, { shape: [N, O] }));
+  assert.ok(w.grad!.isContiguous, "the weight gradient is contiguous");
+  const want = new Float64Array(O * I);
+  for (let o = 0; o < O; o++) {
+    for (let i = 0; i < I; i++) {
+      for (let n = 0; n < N; n++) {
+        want[o * I + i] += Math.fround(gs[n * O + o]) * Math.fround(xs[n * I + i]);
+      }
+    }
+  }
+  assertClose(await w.grad!.data(), want, { rtol: 1e-5, atol: 1e-6 }, "dW");
+  for (const t of [x, w, y]) t.dispose();
 });
