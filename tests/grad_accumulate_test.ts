@@ -294,6 +294,16 @@ Deno.test("grad accumulate: epilogues read a prior at a non-zero offset = add(pr
     await checkPriorAtOffset(`matmul ${dtype}`, x.matmul(consts([40, 7], 43).cast(dtype)), x);
     await checkPriorAtOffset(`rmsNorm ${dtype}`, mg.nn.rmsNorm(x, consts([40], 44).cast(dtype)), x);
     await checkPriorAtOffset(`slice ${dtype}`, x.slice(1, 3, 30, 3), x);
+    // N a multiple of 4: the matmul stores (and reads the prior) as vec4.
+    await checkPriorAtOffset(`matmul N=8 ${dtype}`, x.matmul(consts([40, 8], 45).cast(dtype)), x);
+    // Rows of 30: RMSNorm's backward reads scalars (40 above: vec4).
+    const x30 = consts([6, 30], 46).cast(dtype).requiresGrad_();
+    await checkPriorAtOffset(
+      `rmsNorm n=30 ${dtype}`,
+      mg.nn.rmsNorm(x30, consts([30], 47).cast(dtype)),
+      x30,
+    );
+    x30.dispose();
     x.dispose();
   }
   const ids = Int32Array.from({ length: 10 }, (_, i) => (i * 3) % 4);
