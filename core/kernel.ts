@@ -185,6 +185,24 @@ export function kernelSource(def: KernelDef): string {
   return lines.join("\n");
 }
 
+/** Kernels by a caller's key (see `kernelFor`). */
+const keyed = new Map<string, Kernel>();
+
+/**
+ * The kernel a generator `make` defines, looked up by `key` before the definition is built:
+ * for generators called on every dispatch (the matmul template), so that a hit costs one
+ * short-string lookup instead of generating and hashing the whole WGSL source (tiny-K2
+ * training step on lavapipe: ~15 ms of the ~30 ms the main thread spends recording).
+ * `key` must determine the definition completely (every input of `make`).
+ */
+export function kernelFor(key: string, make: () => KernelDef): Kernel {
+  const hit = keyed.get(key);
+  if (hit) return hit;
+  const k = kernel(make());
+  keyed.set(key, k);
+  return k;
+}
+
 /** Returns the compiled kernel for a definition, compiling it once per distinct source text. */
 export function kernel(def: KernelDef): Kernel {
   const source = kernelSource(def);

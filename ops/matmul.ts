@@ -38,7 +38,7 @@ import { contiguousStrides } from "../core/shape.ts";
 import { deviceInfo } from "../core/device.ts";
 import type { DType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { type Binding, type Kernel, kernel } from "../core/kernel.ts";
+import { type Binding, type Kernel, type KernelDef, kernelFor } from "../core/kernel.ts";
 import { params, type ParamValues } from "../core/params.ts";
 import type { GpuBuf } from "../core/pool.ts";
 import { dispatch } from "../core/runtime.ts";
@@ -310,16 +310,48 @@ function matmulKernel(
   gm: GroupMode = "none",
   accumulate = false,
 ): Kernel {
-  const src = matmulSource(dtype, c, v, gm, accumulate);
-  return kernel({
-    name: gm === "none" ? "matmul" : `matmul_grouped_${gm}`,
-    bindings: src.bindings,
-    workgroupSize: [c.wgX * c.wgY],
-    params: MATMUL,
-    prelude: src.prelude,
-    body: src.body,
-    pairable: true,
+  return kernelFor(sourceKey(dtype, c, v, gm, accumulate), () => {
+    const src = matmulSource(dtype, c, v, gm, accumulate);
+    return {
+      name: gm === "none" ? "matmul" : `matmul_grouped_${gm}`,
+      bindings: src.bindings,
+      workgroupSize: [c.wgX * c.wgY],
+      params: MATMUL,
+      prelude: src.prelude,
+      body: src.body,
+      pairable: true,
+    };
   });
+}
+
+/** Everything `matmulSource` depends on, as a short string. */
+function sourceKey(
+  dtype: DType,
+  c: MatmulConfig,
+  v: Variant,
+  gm: GroupMode,
+  accumulate: boolean,
+): string {
+  const b = (x: boolean) => (x ? 1 : 0);
+  const tiles = `${c.wgX},${c.wgY},${c.tm},${c.tn},${c.bk},${b(c.shared)},${b(c.vec4)}`;
+  const layout = [v.aKUnit, v.bNUnit, v.aVec, v.bVec, v.aMVec, v.bKVec, v.cVec].map(b).join("");
+  return `${dtype}|${tiles}|${layout}|${gm}|${b(accumulate)}`;
+}
+
+const sources = new Map<string, MatmulSource>();
+
+/** `matmulSource`, generated once per distinct key (it is a pure function of its arguments). */
+function cachedSource(
+  dtype: DType,
+  c: MatmulConfig,
+  v: Variant,
+  gm: GroupMode,
+  accumulate: boolean,
+): { key: string; src: MatmulSource } {
+  const key = sourceKey(dtype, c, v, gm, accumulate);
+  let src = sources.get(key);
+  if (!src) sources.set(key, src = matmulSource(dtype, c, v, gm, accumulate));
+  return { key, src };
 }
 
 /** The WGSL of one tiled product: body (reads MATMUL's accessors), prelude and bindings. */
@@ -857,9 +889,10 @@ function recordPair(x: Planned, y: Planned): void {
   const fits = x.c.wgX * x.c.wgY === y.c.wgX * y.c.wgY &&
     (sameConfig || (!x.c.shared && !y.c.shared));
   const simple = [x, y].every((q) => q.p.batch.length <= PAIR_RANK);
-  const srcs = [x, y].map((q) =>
-    matmulSource(q.ta.dtype, q.c, q.v, q.p.group?.mode ?? "none", q.prior !== null)
+  const cached = [x, y].map((q) =>
+    cachedSource(q.ta.dtype, q.c, q.v, q.p.group?.mode ?? "none", q.prior !== null)
   );
+  const srcs = cached.map((s) => s.src);
   // One binding per distinct buffer; a buffer in two roles must have one type, and be read.
   const bindings: Binding[] = [];
   const bufs: GpuBuf[] = [];
@@ -895,26 +928,33 @@ function recordPair(x: Planned, y: Planned): void {
       .replace(/\bp_([A-Za-z]+)\(/g, `p_$1${j}(`)
       .replace(/\b(A|B|C|D|off)\[/g, (_, n: string) => `${names[j][n]}[`)
       .replace(/\b(find_tile|mm_grp)\b/g, `$1${j}`);
-  const fns = srcs.map((src, j) => {
-    const body = own(src.body.replace("let wg = wid.y * nwg.x + wid.x;", "let wg = wgi;"), j);
-    return `${own(src.groupPrelude, j)}\nfn job${j}(wgi: u32, lidx: u32) {\n${body}\n}`;
-  });
+  const makePair = (): KernelDef => {
+    const fns = srcs.map((src, j) => {
+      const body = own(src.body.replace("let wg = wid.y * nwg.x + wid.x;", "let wg = wgi;"), j);
+      return `${own(src.groupPrelude, j)}\nfn job${j}(wgi: u32, lidx: u32) {\n${body}\n}`;
+    });
+    return {
+      name: "matmul_pair",
+      bindings,
+      workgroupSize: [x.c.wgX * x.c.wgY],
+      params: MATMUL_PAIR,
+      prelude: `${(x.c.shared ? srcs[0] : srcs[1]).tiles}\n${fns.join("\n")}`,
+      pairable: true,
+      body: `
+  let wg = wid.y * nwg.x + wid.x;
+  let g0 = p_groups0();
+  if (wg < g0) { job0(wg, lidx); } else { job1(wg - g0, lidx); }`,
+    };
+  };
+  // The pair's source is fixed by both sources and by which bindings they share.
+  const pairKey = `${cached[0].key}#${cached[1].key}#${
+    bindings.map((b) => `${b.name}:${b.type}:${b.access}`).join(",")
+  }#${names.map((m) => Object.entries(m).join(",")).join(";")}`;
+  const k = kernelFor(pairKey, makePair);
   const values: Record<string, number | ArrayLike<number>> = {};
   [x, y].forEach((q, j) => {
     for (const k of PAIR_SCALARS) values[`${k}${j}`] = q.values[k] as number;
     for (const k of PAIR_ARRAYS) values[`${k}${j}`] = q.values[k] as ArrayLike<number>;
-  });
-  const k = kernel({
-    name: "matmul_pair",
-    bindings,
-    workgroupSize: [x.c.wgX * x.c.wgY],
-    params: MATMUL_PAIR,
-    prelude: `${(x.c.shared ? srcs[0] : srcs[1]).tiles}\n${fns.join("\n")}`,
-    pairable: true,
-    body: `
-  let wg = wid.y * nwg.x + wid.x;
-  let g0 = p_groups0();
-  if (wg < g0) { job0(wg, lidx); } else { job1(wg - g0, lidx); }`,
   });
   dispatch(k, bufs, MATMUL_PAIR.pack(values as never), grid1d(x.groups + y.groups, 1));
 }

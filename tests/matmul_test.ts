@@ -113,7 +113,7 @@ Deno.test("matmul forward vs float64 reference: random shapes, broadcast batches
   await check(arbCase(70, 2), checkForward, 25);
 });
 
-Deno.test("matmul forward: every tile configuration, odd tiles and sizes that do not divide them (tol 1e-4·Σ|ab|)", async () => {
+Deno.test("matmul forward: every tile configuration, odd tiles, permuted ones, sizes that do not divide them (tol 1e-4·Σ|ab|)", async () => {
   await gpu();
   const configs: MatmulConfig[] = [
     CPU_MATMUL_CONFIG,
@@ -122,6 +122,12 @@ Deno.test("matmul forward: every tile configuration, odd tiles and sizes that do
     { wgX: 3, wgY: 5, tm: 3, tn: 2, bk: 5, shared: true, vec4: false },
     { wgX: 3, wgY: 5, tm: 3, tn: 2, bk: 5, shared: false, vec4: false },
     { wgX: 2, wgY: 3, tm: 4, tn: 4, bk: 3, shared: true, vec4: true },
+    // Kernels are looked up by a key of the configuration's fields (ops/matmul.ts sourceKey):
+    // two configurations whose values are a permutation of each other, one written with its
+    // keys in another order, must each get their own kernel.
+    { wgX: 4, wgY: 2, tm: 8, tn: 4, bk: 8, shared: false, vec4: true },
+    { wgX: 2, wgY: 4, tm: 4, tn: 8, bk: 8, shared: false, vec4: true },
+    { vec4: true, shared: false, bk: 8, tn: 8, tm: 4, wgY: 2, wgX: 4 },
   ];
   const cases: Case[] = [];
   const side = (shape: number[], seed: number, transposed = false): Side => ({
