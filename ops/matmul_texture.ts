@@ -25,7 +25,7 @@
  * (M·K + K·N)·4 bytes into textures per product.
  */
 import { deviceInfo, gpuDevice } from "../core/device.ts";
-import { kernel } from "../core/kernel.ts";
+import { kernel, type KernelDef, kernelFor } from "../core/kernel.ts";
 import { params } from "../core/params.ts";
 import { copyToTexture, dispatch } from "../core/runtime.ts";
 import type { Tensor } from "../core/tensor.ts";
@@ -196,6 +196,11 @@ type Epilogue = "plain" | "add" | "gram" | "gramD";
  * above the diagonal run, each writing its mirror.
  */
 function productKernel(epilogue: Epilogue) {
+  return kernelFor(`matmul_texture|${epilogue}`, () => productDef(epilogue));
+}
+
+/** The definition of `productKernel`'s kernel. */
+function productDef(epilogue: Epilogue): KernelDef {
   const { wg, tm, tn4 } = TEXTURE_MATMUL;
   const gram = epilogue === "gram" || epilogue === "gramD";
   const hasD = epilogue === "add" || epilogue === "gramD";
@@ -244,7 +249,7 @@ function productKernel(epilogue: Epilogue) {
     }
     lines.push("  }");
   }
-  return kernel({
+  return {
     name: gram ? "gram_texture" : "matmul_texture",
     bindings: [
       { name: "C", type: "f32", access: "read_write" },
@@ -270,7 +275,7 @@ function productKernel(epilogue: Epilogue) {
   let cb = p_offC() + bi * M * N;
   let db = p_offD() + bi * p_dBatch();
 ${lines.join("\n")}`,
-  });
+  };
 }
 
 /** A product's operands, shapes and batching, as `texturedProduct` takes them. */
