@@ -1,8 +1,9 @@
 /**
- * `deno task profile [--optimizer muonclip|adamw] [--batch 4] [--seq 64] [--no-timestamps]`: where
- * the time of one tiny-K2 training step goes: per phase (forward = `model.loss`, backward =
- * `loss.backward()`, optimizer = `opt.step()`), per op family (kernel names grouped by
- * `opFamily`), the dispatch count, the GPU time and the CPU time spent recording.
+ * `deno task profile [--optimizer muonclip|adamw] [--batch 4] [--seq 64] [--no-timestamps]
+ * [--top N]`: where the time of one tiny-K2 training step goes: per phase (forward =
+ * `model.loss`, backward = `loss.backward()`, optimizer = `opt.step()`), per op family (kernel
+ * names grouped by `opFamily`), the dispatch count, the GPU time and the CPU time spent
+ * recording; with `--top N`, the N slowest dispatches with their workgroup grids.
  *
  * Method. One warm-up step (compiles the pipelines), then the profiled step with a
  * `DispatchProfiler` installed (core/runtime.ts; nothing is installed otherwise):
@@ -107,6 +108,20 @@ export interface StepProfile {
   submit: Record<Phase, { ms: number; count: number }>;
   /** Dispatches recorded without a timestamp (query capacity exceeded; normally 0). */
   untimed: number;
+  /** Every dispatch in recording order: phase, kernel, workgroup grid and GPU time. */
+  launches: LaunchRecord[];
+}
+
+/** One dispatch of a profiled step. */
+export interface LaunchRecord {
+  /** The phase it was recorded in. */
+  phase: Phase;
+  /** The kernel's name ("a+b" for a co-launched pair). */
+  kernel: string;
+  /** Workgroups dispatched, "x×y×z". */
+  grid: string;
+  /** GPU time (ms) from timestamps, or null without them. */
+  gpuMs: number | null;
 }
 
 /** Collects per-dispatch names, CPU times and (when available) GPU timestamps. */
@@ -120,11 +135,16 @@ class StepProfiler implements DispatchProfiler {
   dispatches = 0;
   untimed = 0;
   last = performance.now();
+  readonly launches: LaunchRecord[] = [];
   readonly #querySet: GPUQuerySet | null;
   readonly #capacity = MAX_DISPATCHES_PER_BATCH;
-  /** The cells of the open batch's timed dispatches, in query order. */
-  #timed: FamilyStats[] = [];
-  #copied: { staging: GPUBuffer; resolve: GPUBuffer; cells: FamilyStats[] } | null = null;
+  /** The cells (and records) of the open batch's timed dispatches, in query order. */
+  #timed: { cell: FamilyStats; launch: LaunchRecord }[] = [];
+  #copied: {
+    staging: GPUBuffer;
+    resolve: GPUBuffer;
+    cells: { cell: FamilyStats; launch: LaunchRecord }[];
+  } | null = null;
   readonly pending: Promise<void>[] = [];
   /** Per phase: time in `finish()` + `queue.submit()` (ms) and submits. */
   readonly submitMs: Record<Phase, number> = { forward: 0, backward: 0, optimizer: 0 };
@@ -150,9 +170,19 @@ class StepProfiler implements DispatchProfiler {
     return c;
   }
 
-  dispatch(kernel: string): GPUComputePassTimestampWrites | undefined {
+  dispatch(
+    kernel: string,
+    groups: readonly [number, number?, number?] = [1],
+  ): GPUComputePassTimestampWrites | undefined {
     const now = performance.now();
     const c = this.cell(kernel);
+    const launch: LaunchRecord = {
+      phase: this.phase,
+      kernel,
+      grid: `${groups[0]}×${groups[1] ?? 1}×${groups[2] ?? 1}`,
+      gpuMs: this.#querySet ? 0 : null,
+    };
+    this.launches.push(launch);
     c.dispatches++;
     c.cpuMs += Math.max(0, now - this.last - this.#inSubmit);
     this.#inSubmit = 0;
@@ -165,7 +195,7 @@ class StepProfiler implements DispatchProfiler {
       return undefined;
     }
     const j = this.#timed.length;
-    this.#timed.push(c);
+    this.#timed.push({ cell: c, launch });
     return {
       querySet: this.#querySet,
       beginningOfPassWriteIndex: 2 * j,
@@ -205,9 +235,10 @@ class StepProfiler implements DispatchProfiler {
       c.staging.mapAsync(MAP_READ).then(() => {
         const t = new BigUint64Array(c.staging.getMappedRange().slice(0));
         c.staging.unmap();
-        c.cells.forEach((cell, j) => {
+        c.cells.forEach(({ cell, launch }, j) => {
           const ns = t[2 * j + 1] >= t[2 * j] ? Number(t[2 * j + 1] - t[2 * j]) : 0;
           cell.gpuMs = (cell.gpuMs ?? 0) + ns / 1e6;
+          launch.gpuMs = ns / 1e6;
         });
       }).finally(() => {
         c.staging.destroy();
@@ -298,6 +329,7 @@ export async function profileStep(
       optimizer: { ms: p.submitMs.optimizer, count: p.submits.optimizer },
     },
     untimed: p.untimed,
+    launches: p.launches,
   };
 }
 
@@ -305,8 +337,12 @@ function f(ms: number | null): string {
   return ms === null ? "—" : ms >= 100 ? ms.toFixed(0) : ms.toFixed(ms >= 10 ? 1 : 2);
 }
 
-/** The profile as Markdown: a summary per phase and one table per phase (families by time). */
-export function formatProfile(p: StepProfile): string {
+/**
+ * The profile as Markdown: a summary per phase, one table per phase (families by time) and,
+ * with `top` > 0, the `top` slowest dispatches (by GPU time; by recording order without
+ * timestamps) with their grids.
+ */
+export function formatProfile(p: StepProfile, top = 0): string {
   const lines: string[] = [];
   const gpuOf = (m: Map<string, FamilyStats>) =>
     [...m.values()].reduce((a, c) => a + (c.gpuMs ?? 0), 0);
@@ -358,6 +394,20 @@ export function formatProfile(p: StepProfile): string {
     }
     lines.push("");
   }
+  if (top > 0) {
+    const slowest = p.launches.map((l, i) => ({ ...l, i }))
+      .sort((a, b) => (b.gpuMs ?? 0) - (a.gpuMs ?? 0) || a.i - b.i).slice(0, top);
+    lines.push(
+      `**the ${slowest.length} slowest dispatches**`,
+      "",
+      "| # in step | phase | kernel | workgroups | GPU ms |",
+      "| --------- | ----- | ------ | ---------- | ------ |",
+      ...slowest.map((l) =>
+        `| ${l.i + 1} | ${l.phase} | ${l.kernel} | ${l.grid} | ${f(l.gpuMs)} |`
+      ),
+      "",
+    );
+  }
   return lines.join("\n").trimEnd();
 }
 
@@ -394,18 +444,23 @@ if (import.meta.main) {
   const [batch, seq] = [Number(opt("batch", "4")), Number(opt("seq", "64"))];
   const info = await mg.init();
   const timestamps = !args.includes("--no-timestamps");
+  const top = Number(opt("top", "0"));
+  if (!Number.isInteger(top) || top < 0) {
+    console.error(`--top must be a whole number >= 0, got ${opt("top", "0")}`);
+    Deno.exit(2);
+  }
   const p = await profileStep(tinyStep(makeConfig("tiny"), optimizer, batch, seq), { timestamps });
   const date = new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC";
   const head = [
     `One training step of the tiny preset, ${optimizer === "adamw" ? "AdamW" : "MuonClip"}, ` +
     `batch ${batch} × ${seq}, after one warm-up step. Adapter: ${info.description}. ` +
     `Date: ${date}. Command: \`deno task profile --optimizer ${optimizer} --batch ${batch} ` +
-    `--seq ${seq}${timestamps ? "" : " --no-timestamps"}\`.`,
+    `--seq ${seq}${timestamps ? "" : " --no-timestamps"}${top ? ` --top ${top}` : ""}\`.`,
     "",
     `Method: ${p.method}; CPU before a dispatch = main-thread time since the previous dispatch, ` +
     `submits excluded (awaited readbacks included). Dispatches: ${p.dispatches} seen by the profiler, ${p.runtimeDispatches} counted by ` +
     `runtimeStats()${p.untimed ? ` (${p.untimed} without a timestamp)` : ""}.`,
     "",
   ].join("\n");
-  console.log(head + "\n" + formatProfile(p));
+  console.log(head + "\n" + formatProfile(p, top));
 }

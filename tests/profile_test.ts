@@ -6,7 +6,14 @@
  */
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
-import { opFamily, PHASES, profileStep, type StepProfile, tinyStep } from "../cli/profile.ts";
+import {
+  formatProfile,
+  opFamily,
+  PHASES,
+  profileStep,
+  type StepProfile,
+  tinyStep,
+} from "../cli/profile.ts";
 import { microConfig } from "./util.ts";
 
 await mg.init();
@@ -37,6 +44,30 @@ for (const timestamps of [true, false]) {
       }
     }
     assert.equal(p.untimed, 0);
+    // One record per dispatch, in phase order; per phase and kernel they sum to the families.
+    assert.equal(p.launches.length, all);
+    const order = p.launches.map((l) => PHASES.indexOf(l.phase));
+    assert.ok(order.every((o, i) => i === 0 || o >= order[i - 1]), "records in phase order");
+    for (const ph of PHASES) {
+      for (const [fam, c] of p.families[ph]) {
+        const mine = p.launches.filter((l) => l.phase === ph && opFamily(l.kernel) === fam);
+        assert.equal(mine.length, c.dispatches, `${ph} ${fam}: records`);
+        if (timed) {
+          const sum = mine.reduce((a, l) => a + (l.gpuMs ?? 0), 0);
+          assert.ok(
+            Math.abs(sum - c.gpuMs!) <= 1e-6 * Math.max(1, c.gpuMs!),
+            `${ph} ${fam}: GPU ms`,
+          );
+        } else assert.ok(mine.every((l) => l.gpuMs === null));
+      }
+    }
+    assert.ok(p.launches.every((l) => /^\d+×\d+×\d+$/.test(l.grid)), "grids");
+    const table = formatProfile(p, 5);
+    assert.match(table, /\*\*the 5 slowest dispatches\*\*/);
+    assert.equal(
+      table.split("\n").filter((l) => /^\| \d+ \| (forward|backward|optimizer) \|/.test(l)).length,
+      5,
+    );
     s.model.dispose();
   });
 }
