@@ -17,7 +17,7 @@ import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { needContiguousF32 } from "./f32_operand.ts";
 import { grid1d, linearId } from "./grid.ts";
-import { texturedProduct, usesTextures } from "./matmul_texture.ts";
+import { type TexturedProblem, texturedProduct, textureLayout } from "./matmul_texture.ts";
 
 const WG = 256;
 
@@ -92,33 +92,27 @@ export function gram(x: Tensor, options: GramOptions = {}): Tensor {
   }
   const out = Tensor.empty([nb, R, R], "f32");
   if (out.size === 0) return out;
-  if (K > 0 && usesTextures(R, R, K, options.config === undefined, nb)) {
-    // CPU adapters: X and Xᵀ packed into textures (Xᵀ = X when X is symmetric, so both
-    // are row-major copies), upper tiles, mirrored.
-    const rowMajor = { t: x, offset: x.offset, rowStride: K, colStride: 1 };
-    const transposed = options.symmetricInput
-      ? rowMajor
-      : { ...rowMajor, rowStride: 1, colStride: K };
-    texturedProduct(
-      {
-        M: R,
-        N: R,
-        K,
-        batches: nb,
-        a: rowMajor,
-        aBatchStride: R * K,
-        b: transposed,
-        bBatchStride: R * K,
-      },
-      out,
-      null,
-      {
-        alpha: options.alpha ?? 1,
-        beta: options.beta ?? 0,
-        gamma: options.gamma ?? 0,
-        d,
-      },
-    );
+  // CPU adapters: X and Xᵀ in textures (Xᵀ = X when X is symmetric; otherwise X stored as it
+  // lies, read as Bᵀ), upper tiles, mirrored.
+  const rowMajor = { t: x, offset: x.offset, rowStride: K, colStride: 1 };
+  const tp: TexturedProblem = {
+    M: R,
+    N: R,
+    K,
+    batches: nb,
+    a: rowMajor,
+    aBatchStride: R * K,
+    b: options.symmetricInput ? rowMajor : { ...rowMajor, rowStride: 1, colStride: K },
+    bBatchStride: R * K,
+  };
+  const layout = K > 0 ? textureLayout(tp, options.config === undefined) : null;
+  if (layout) {
+    texturedProduct(tp, layout, out, null, {
+      alpha: options.alpha ?? 1,
+      beta: options.beta ?? 0,
+      gamma: options.gamma ?? 0,
+      d,
+    });
     return out;
   }
   const vec = K % 4 === 0 && R % 4 === 0 && x.offset % 4 === 0;

@@ -49,7 +49,13 @@ import { checkTileConfig } from "./tile_config.ts";
 import { sumTo } from "./reduce.ts";
 import { reshape } from "./layout.ts";
 import { usablePrior } from "./grad_prior.ts";
-import { texturedProduct, usesTextures } from "./matmul_texture.ts";
+import {
+  type TexturedProblem,
+  texturedProduct,
+  type TextureLayout,
+  textureLayout,
+} from "./matmul_texture.ts";
+import { findTileWgsl } from "./grouped_tiles.ts";
 import { add } from "./elementwise.ts";
 import { scope } from "../core/scope.ts";
 
@@ -423,20 +429,7 @@ function matmulSource(
       emit(`  if (gi.w == 0u) { return; }
   m0 = gi.y;
   offB += gi.x * p_bExpertStride();`);
-      groupPrelude += `
-// Row tile t of the concatenated per-expert tile lists: (expert, first row, end row, found).
-fn find_tile(t: u32) -> vec4<u32> {
-  var acc = 0u;
-  var res = vec4<u32>(0u);
-  for (var i = 0u; i < p_experts(); i++) {
-    let lo = off[i];
-    let hi = off[i + 1u];
-    let nt = (hi - lo + ${BM - 1}u) / ${BM}u;
-    if (res.w == 0u && t < acc + nt) { res = vec4<u32>(i, lo + (t - acc) * ${BM}u, hi, 1u); }
-    acc += nt;
-  }
-  return res;
-}`;
+      groupPrelude += findTileWgsl(BM);
     }
   }
   // Accumulators: vec4 groups of four columns when columns are blocked per thread.
@@ -794,30 +787,33 @@ function launch(
   return q.out;
 }
 
-/** Whether a planned product takes the CPU adapters' texture path (ops/matmul_texture.ts). */
-function textured(q: Planned): boolean {
+/**
+ * The CPU adapters' texture path for a planned product (ops/matmul_texture.ts): its problem
+ * and texture layout, or null when it keeps the storage kernel.
+ */
+function texturePlan(q: Planned): { tp: TexturedProblem; layout: TextureLayout } | null {
   const { p } = q;
-  return !p.group && p.batch.length <= 1 && q.ta.dtype === "f32" && p.K > 0 &&
-    usesTextures(p.M, p.N, p.K, override === null, p.batch[0] ?? 1);
+  if (p.batch.length > 1 || q.ta.dtype !== "f32" || p.K === 0) return null;
+  const g = p.group;
+  const tp: TexturedProblem = {
+    M: p.M,
+    N: p.N,
+    K: p.K,
+    batches: g?.mode === "inner" ? g.experts : p.batch[0] ?? 1,
+    a: { t: q.ta, offset: p.a.offset, rowStride: p.a.rowStride, colStride: p.a.colStride },
+    aBatchStride: p.a.batchStrides[0] ?? 0,
+    b: { t: q.tb, offset: p.b.offset, rowStride: p.b.rowStride, colStride: p.b.colStride },
+    bBatchStride: g?.mode === "rows" ? g.bExpertStride : p.b.batchStrides[0] ?? 0,
+    group: g && { mode: g.mode, offsets: g.offsets, experts: g.experts },
+  };
+  const layout = textureLayout(tp, override === null);
+  return layout && { tp, layout };
 }
 
 function record1(q: Planned): void {
-  if (textured(q)) {
-    const { a, b, M, N, K, batch } = q.p;
-    texturedProduct(
-      {
-        M,
-        N,
-        K,
-        batches: batch[0] ?? 1,
-        a: { t: q.ta, ...a },
-        aBatchStride: a.batchStrides[0] ?? 0,
-        b: { t: q.tb, ...b },
-        bBatchStride: b.batchStrides[0] ?? 0,
-      },
-      q.out,
-      q.prior,
-    );
+  const tex = texturePlan(q);
+  if (tex) {
+    texturedProduct(tex.tp, tex.layout, q.out, q.prior);
     return;
   }
   const k = matmulKernel(q.ta.dtype, q.c, q.v, q.p.group?.mode ?? "none", q.prior !== null);
@@ -879,7 +875,7 @@ export function setMatmulPairing(on: boolean): boolean {
  * PAIR_RANK batch axes, or share a buffer in two different binding types.
  */
 function recordPair(x: Planned, y: Planned): void {
-  if (textured(x) || textured(y)) {
+  if (texturePlan(x) || texturePlan(y)) {
     record1(x);
     record1(y);
     return;

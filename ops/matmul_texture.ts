@@ -31,13 +31,20 @@ import { copyToTexture, dispatch } from "../core/runtime.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { acquireTexture, type GpuTex, releaseTexture } from "../core/textures.ts";
 import { grid1d } from "./grid.ts";
+import { findTileWgsl } from "./grouped_tiles.ts";
 
 /**
  * The texture path's tiles as data: workgroup size, rows per thread (tm) and vec4 columns per
  * thread (tn4), and the least work (M·N·K) it is used for. 16 × 16 per thread measured best
  * at 1024³ on lavapipe with 32 × 8 (30 GFLOP/s each; 16 × 8 27.5, 8 × 16 21.3, 4 × 8 14.5).
  */
-export const TEXTURE_MATMUL = Object.freeze({ wg: 64, tm: 16, tn4: 4, minWork: 2 ** 23 });
+export const TEXTURE_MATMUL = Object.freeze({
+  wg: 16,
+  tm: 16,
+  tn4: 4,
+  minWork: 2 ** 23,
+  minWorkCopied: 2 ** 20,
+});
 
 /** One operand: its tensor and the element offset and strides of its [rows, cols] view. */
 export interface TextureOperand {
@@ -64,28 +71,6 @@ export function setMatmulTextures(on: boolean | null): boolean | null {
   return previous;
 }
 
-/**
- * Whether a product of these sizes (`batches` matrices) takes the texture path
- * (`defaultTiles`: no tile override is set).
- */
-export function usesTextures(
-  M: number,
-  N: number,
-  K: number,
-  defaultTiles: boolean,
-  batches = 1,
-): boolean {
-  const on = enabled ??
-    (defaultTiles && deviceInfo().isFallbackAdapter &&
-      batches * M * N * K >= TEXTURE_MATMUL.minWork);
-  if (!on) return false;
-  const { tm, tn4 } = TEXTURE_MATMUL;
-  const most = gpuDevice("matmul").limits.maxTextureDimension2D;
-  const k4 = Math.ceil(K / 4);
-  return k4 <= most && batches * Math.ceil(M / tm) * tm <= most && batches * 4 * k4 <= most &&
-    Math.ceil(N / (4 * tn4)) * tn4 <= most;
-}
-
 const PACK = params("matmul_pack", {
   rows: "u32",
   cols: "u32",
@@ -101,11 +86,13 @@ const PACK = params("matmul_pack", {
 const PRODUCT = params("matmul_texture", {
   M: "u32",
   N: "u32",
-  K4: "u32",
+  K: "u32",
   tilesN: "u32",
   tilesPerBatch: "u32",
   threads: "u32",
   aRows: "u32",
+  bRows: "u32",
+  experts: "u32",
   offC: "u32",
   offD: "u32",
   dBatch: "u32",
@@ -113,6 +100,12 @@ const PRODUCT = params("matmul_texture", {
   beta: "f32",
   gamma: "f32",
 });
+
+/** Whether operand `o` ([rows, cols] per batch) can be copied into a texture as it is. */
+function copyable(o: TextureOperand, cols: number, batches: number, batchStride: number): boolean {
+  return o.colStride === 1 && o.rowStride === cols && cols % 64 === 0 && o.offset % 4 === 0 &&
+    (batches === 1 || batchStride % 4 === 0);
+}
 
 /**
  * Writes operand `o` ([batches][rows, cols]; batch b at offset + b·batchStride) into texture
@@ -132,8 +125,8 @@ function pack(
   // so `rows` must equal `rowsPad` for B, whose padding rows would enter every sum).
   const batches = dst.height / rowsPad;
   if (
-    o.colStride === 1 && o.rowStride === cols && cols % 64 === 0 && o.offset % 4 === 0 &&
-    (batches === 1 || batchStride % 4 === 0) && (rows === rowsPad || allowStaleRows)
+    copyable(o, cols, batches, batchStride) &&
+    (rows === rowsPad || allowStaleRows)
   ) {
     const buf = o.t.storage("matmul").buf;
     for (let b = 0; b < batches; b++) {
@@ -191,17 +184,34 @@ function pack(
 type Epilogue = "plain" | "add" | "gram" | "gramD";
 
 /**
+ * How the product kernel reads its operands and splits its work:
+ * - `aT`: A's texture holds Aᵀ (texel (m/4, k), rows of k): the loop walks k one at a time
+ *   (weight gradients dW = dCᵀ·X read dC as it lies; B is then stored as it is).
+ * - `bT`: B's texture holds Bᵀ (texel (k/4, n)): a Linear layer's x·Wᵀ reads W as it lies.
+ * - `group`: "rows" (A's rows grouped by expert, B per expert; `find_tile`), "inner" (the
+ *   expert is the batch, k runs over its rows only: aT) or "none".
+ */
+interface TextureVariant {
+  epilogue: Epilogue;
+  aT: boolean;
+  bT: boolean;
+  group: "none" | "rows" | "inner";
+}
+
+/**
  * The product kernel. Epilogues: "plain" C = A·B; "add" C = D + A·B; "gram" C = α·A·B + γ·I
  * and "gramD" C = α·A·B + β·D + γ·I for a symmetric result (ops/gram.ts): only tiles on or
  * above the diagonal run, each writing its mirror.
  */
-function productKernel(epilogue: Epilogue) {
-  return kernelFor(`matmul_texture|${epilogue}`, () => productDef(epilogue));
+function productKernel(v: TextureVariant) {
+  const key = `matmul_texture|${v.epilogue}|${v.aT ? "aT" : "a"}|${v.bT ? "bT" : "b"}|${v.group}`;
+  return kernelFor(key, () => productDef(v));
 }
 
 /** The definition of `productKernel`'s kernel. */
-function productDef(epilogue: Epilogue): KernelDef {
+function productDef(v: TextureVariant): KernelDef {
   const { wg, tm, tn4 } = TEXTURE_MATMUL;
+  const { epilogue, aT, bT, group } = v;
   const gram = epilogue === "gram" || epilogue === "gramD";
   const hasD = epilogue === "add" || epilogue === "gramD";
   const acc = (i: number, j: number) => `c${i}_${j}`;
@@ -209,22 +219,51 @@ function productDef(epilogue: Epilogue): KernelDef {
   for (let i = 0; i < tm; i++) {
     for (let j = 0; j < tn4; j++) lines.push(`  var ${acc(i, j)} = vec4<f32>(0.0);`);
   }
-  lines.push("  for (var k4 = 0u; k4 < p_K4(); k4++) {");
-  for (let i = 0; i < tm; i++) {
-    lines.push(`    let a${i} = textureLoad(At, vec2<u32>(k4, ay + ${i}u), 0);`);
-  }
-  for (let kk = 0; kk < 4; kk++) {
-    for (let j = 0; j < tn4; j++) {
-      lines.push(
-        `    let b${kk}_${j} = textureLoad(Bt, vec2<u32>(n4 + ${j}u, by + k4 * 4u + ${kk}u), 0);`,
-      );
+  if (aT) {
+    // Aᵀ rows are k: per k, tm/4 texels of A and tn4 of B (stored as it is), the fma chain
+    // over k in order.
+    lines.push("  for (var k = kLo; k < kHi; k++) {");
+    for (let i4 = 0; i4 < tm / 4; i4++) {
+      lines.push(`    let a${i4} = textureLoad(At, vec2<u32>(mx + ${i4}u, ay + k), 0);`);
     }
-  }
-  // Per output element: the fma chain over k in order (kk inner, k4 outer).
-  for (let i = 0; i < tm; i++) {
     for (let j = 0; j < tn4; j++) {
-      for (let kk = 0; kk < 4; kk++) {
-        lines.push(`    ${acc(i, j)} = fma(vec4<f32>(a${i}[${kk}]), b${kk}_${j}, ${acc(i, j)});`);
+      lines.push(`    let b${j} = textureLoad(Bt, vec2<u32>(n4 + ${j}u, by + k), 0);`);
+    }
+    for (let i = 0; i < tm; i++) {
+      for (let j = 0; j < tn4; j++) {
+        lines.push(
+          `    ${acc(i, j)} = fma(vec4<f32>(a${i >> 2}[${i & 3}]), b${j}, ${acc(i, j)});`,
+        );
+      }
+    }
+  } else {
+    // A's texels hold four k each: per k4, tm texels of A and 4·tn4 of B.
+    lines.push("  for (var k4 = 0u; k4 < K4; k4++) {");
+    for (let i = 0; i < tm; i++) {
+      lines.push(`    let a${i} = textureLoad(At, vec2<u32>(k4, ay + ${i}u), 0);`);
+    }
+    for (let j = 0; j < tn4; j++) {
+      for (let q = 0; q < 4; q++) {
+        lines.push(
+          bT
+            ? `    let b${j}_${q} = textureLoad(Bt, vec2<u32>(k4, by + (n4 + ${j}u) * 4u + ${q}u), 0);`
+            : `    let b${q}_${j} = textureLoad(Bt, vec2<u32>(n4 + ${j}u, by + k4 * 4u + ${q}u), 0);`,
+        );
+      }
+    }
+    // B's four columns 4j…4j+3 at k = 4·k4 + kk.
+    const bv = (kk: number, j: number) =>
+      bT
+        ? `vec4<f32>(b${j}_0[${kk}], b${j}_1[${kk}], b${j}_2[${kk}], b${j}_3[${kk}])`
+        : `b${kk}_${j}`;
+    // Per output element: the fma chain over k in order (kk inner, k4 outer).
+    for (let i = 0; i < tm; i++) {
+      for (let j = 0; j < tn4; j++) {
+        for (let kk = 0; kk < 4; kk++) {
+          lines.push(
+            `    ${acc(i, j)} = fma(vec4<f32>(a${i}[${kk}]), ${bv(kk, j)}, ${acc(i, j)});`,
+          );
+        }
       }
     }
   }
@@ -237,7 +276,7 @@ function productDef(epilogue: Epilogue): KernelDef {
       C[cb + at] = g; C[cb + n * N + m] = g;`;
   };
   for (let i = 0; i < tm; i++) {
-    lines.push(`  if (m0 + ${i}u < M) {`);
+    lines.push(`  if (m0 + ${i}u < mEnd) {`);
     for (let j = 0; j < tn4; j++) {
       for (let q = 0; q < 4; q++) {
         const keep = gram ? " && (mt != nt || m <= n)" : "";
@@ -249,31 +288,57 @@ function productDef(epilogue: Epilogue): KernelDef {
     }
     lines.push("  }");
   }
-  return {
-    name: gram ? "gram_texture" : "matmul_texture",
-    bindings: [
-      { name: "C", type: "f32", access: "read_write" },
-      ...(hasD ? [{ name: "D", type: "f32", access: "read" as const }] : []),
-      { name: "At", type: "f32", access: "read", kind: "texture" },
-      { name: "Bt", type: "f32", access: "read", kind: "texture" },
-    ],
-    workgroupSize: [wg],
-    params: PRODUCT,
-    body: `
-  let t = (wid.y * nwg.x + wid.x) * ${wg}u + lidx;
-  if (t >= p_threads()) { return; }
-  let M = p_M();
-  let N = p_N();
+  // Which tile this thread owns, and where its operands' rows start in the textures.
+  const tile = group === "rows"
+    ? `
+  let nt = t % p_tilesN();
+  let gi = find_tile(t / p_tilesN());
+  if (gi.w == 0u) { return; }
+  let bi = gi.x;
+  let m0 = gi.y;
+  let mEnd = gi.z;
+  let cb = p_offC();
+  let db = p_offD();`
+    : `
   let bi = t / p_tilesPerBatch();
   let r = t % p_tilesPerBatch();
   let mt = r / p_tilesN();
   let nt = r % p_tilesN();${gram ? "\n  if (nt < mt) { return; }" : ""}
   let m0 = mt * ${tm}u;
-  let n4 = nt * ${tn4}u;
-  let ay = bi * p_aRows() + m0;
-  let by = bi * 4u * p_K4();
+  let mEnd = M;
   let cb = p_offC() + bi * M * N;
-  let db = p_offD() + bi * p_dBatch();
+  let db = p_offD() + bi * p_dBatch();`;
+  const rowsOfA = aT
+    ? `let mx = m0 / 4u;\n  let ay = ${group === "inner" ? "0u" : "bi * p_aRows()"};`
+    : group === "rows"
+    ? "let ay = m0;"
+    : `let ay = bi * p_aRows() + m0;`;
+  const kRange = group === "inner"
+    ? "let kLo = off[bi];\n  let kHi = off[bi + 1u];"
+    : aT
+    ? "let kLo = 0u;\n  let kHi = p_K();"
+    : "let K4 = (p_K() + 3u) / 4u;";
+  return {
+    name: gram ? "gram_texture" : group === "none" ? "matmul_texture" : `matmul_texture_${group}`,
+    bindings: [
+      { name: "C", type: "f32", access: "read_write" },
+      ...(hasD ? [{ name: "D", type: "f32", access: "read" as const }] : []),
+      ...(group !== "none" ? [{ name: "off", type: "u32", access: "read" as const }] : []),
+      { name: "At", type: "f32", access: "read", kind: "texture" },
+      { name: "Bt", type: "f32", access: "read", kind: "texture" },
+    ],
+    workgroupSize: [wg],
+    params: PRODUCT,
+    prelude: group === "rows" ? findTileWgsl(tm) : "",
+    body: `
+  let t = (wid.y * nwg.x + wid.x) * ${wg}u + lidx;
+  if (t >= p_threads()) { return; }
+  let M = p_M();
+  let N = p_N();${tile}
+  let n4 = nt * ${tn4}u;
+  ${rowsOfA}
+  let by = ${group === "inner" ? "0u" : "bi * p_bRows()"};
+  ${kRange}
 ${lines.join("\n")}`,
   };
 }
@@ -284,57 +349,193 @@ export interface TexturedProblem {
   M: number;
   /** Columns of C and B. */
   N: number;
-  /** The inner size. */
+  /** The inner size (grouped "inner": all rows of every expert). */
   K: number;
-  /** Matrices in the batch (1: none). */
+  /** Matrices in the batch (1: none; grouped "inner": the experts). */
   batches: number;
   /** A [M, K] per batch, `aBatchStride` elements apart (0: broadcast). */
   a: TextureOperand;
   /** See `a`. */
   aBatchStride: number;
-  /** B [K, N] per batch, `bBatchStride` elements apart (0: broadcast). */
+  /** B [K, N] per batch (grouped "rows": per expert), `bBatchStride` elements apart. */
   b: TextureOperand;
   /** See `b`. */
   bBatchStride: number;
+  /**
+   * Mixture-of-Experts grouping (ops/matmul.ts `Grouping`): "rows" (rows of A and C grouped
+   * by expert, B per expert) or "inner" (C per expert, k over the expert's rows), with the
+   * contiguous i32 [E + 1] row offsets.
+   */
+  group?: { mode: "rows" | "inner"; offsets: Tensor; experts: number };
+}
+
+/** One operand's texture: what it holds ([rows, cols] per batch), its size and padding. */
+interface OperandTexture {
+  o: TextureOperand;
+  rows: number;
+  cols: number;
+  /** Rows per batch in the texture (≥ rows). */
+  rowsPad: number;
+  batches: number;
+  batchStride: number;
+  width: number;
+  /** Padding rows may hold stale values (they only reach outputs that are not stored). */
+  staleRows: boolean;
+}
+
+/** How `texturedProduct` lays a problem out: operand orientations and textures. */
+export interface TextureLayout {
+  aT: boolean;
+  bT: boolean;
+  a: OperandTexture;
+  b: OperandTexture;
+  /** Operands that need a pack launch (the others are copied). */
+  packs: number;
+}
+
+function transposed(o: TextureOperand): TextureOperand {
+  return { t: o.t, offset: o.offset, rowStride: o.colStride, colStride: o.rowStride };
+}
+
+function copies(x: OperandTexture): boolean {
+  return copyable(x.o, x.cols, x.batches, x.batchStride) &&
+    (x.rows === x.rowsPad || x.staleRows);
 }
 
 /**
- * Records out = a·b (+ prior) through textures, per batch: `out` a new contiguous f32
- * [batches, M, N], `prior` (contiguous, shaped like out) or null. The caller checked
- * `usesTextures`. With `gram` (M = N and b = aᵀ, so the result is symmetric): out = α·a·b
- * + β·d + γ·I with d contiguous [batches, M, M] or null, upper tiles only, mirrored.
+ * The texture layout of a product, or null when it keeps the storage kernel: off unless
+ * forced or on a CPU adapter under the default tiles (`defaultTiles`), at least
+ * TEXTURE_MATMUL.minWork multiply-adds (minWorkCopied when both operands are copied, no pack
+ * launch), textures within maxTextureDimension2D. Each operand is stored as it lies when
+ * that makes it a copy: Bᵀ for a Linear layer's x·Wᵀ, Aᵀ for a weight gradient dCᵀ·X.
+ */
+export function textureLayout(p: TexturedProblem, defaultTiles: boolean): TextureLayout | null {
+  const { tm, tn4 } = TEXTURE_MATMUL;
+  const { M, N, K, batches } = p;
+  const g = p.group?.mode;
+  if (K === 0 || M === 0 || N === 0 || batches === 0) return null;
+  const K4 = Math.ceil(K / 4);
+  const tilesM = Math.ceil(M / tm);
+  const tilesN = Math.ceil(N / (4 * tn4));
+  const E = p.group?.experts ?? 1;
+  // Per-batch operand matrices: grouped "rows" has one A and E matrices B; "inner" one A and
+  // one B whose rows (k) the experts share.
+  const aBatches = g ? 1 : batches;
+  const bBatches = g === "rows" ? E : g === "inner" ? 1 : batches;
+  const natA: OperandTexture = {
+    o: p.a,
+    rows: M,
+    cols: K,
+    rowsPad: g === "rows" ? M + tm : tilesM * tm,
+    batches: aBatches,
+    batchStride: p.aBatchStride,
+    width: K4,
+    staleRows: true,
+  };
+  const trA: OperandTexture = {
+    o: transposed(p.a),
+    rows: K,
+    cols: M,
+    rowsPad: K,
+    batches: aBatches,
+    batchStride: p.aBatchStride,
+    width: tilesM * tm / 4,
+    staleRows: false,
+  };
+  const natB: OperandTexture = {
+    o: p.b,
+    rows: K,
+    cols: N,
+    rowsPad: g === "inner" ? K : 4 * K4,
+    batches: bBatches,
+    batchStride: p.bBatchStride,
+    width: tilesN * tn4,
+    staleRows: false,
+  };
+  const trB: OperandTexture = {
+    o: transposed(p.b),
+    rows: N,
+    cols: K,
+    rowsPad: tilesN * 4 * tn4,
+    batches: bBatches,
+    batchStride: p.bBatchStride,
+    width: K4,
+    staleRows: true,
+  };
+  let aT: boolean, bT: boolean;
+  if (g === "inner") [aT, bT] = [true, false];
+  else {
+    bT = !copies(natB) && copies(trB);
+    aT = g !== "rows" && !bT && !copies(natA) && copies(trA);
+  }
+  const a = aT ? trA : natA;
+  // With Aᵀ the loop walks k one at a time: B's rows past K are never read.
+  const b = bT ? trB : aT ? { ...natB, rowsPad: K } : natB;
+  const packs = (copies(a) ? 0 : 1) + (copies(b) ? 0 : 1);
+  const work = (g === "inner" ? 1 : batches) * M * N * K;
+  const on = enabled ??
+    (defaultTiles && deviceInfo().isFallbackAdapter &&
+      work >= (packs === 0 ? TEXTURE_MATMUL.minWorkCopied : TEXTURE_MATMUL.minWork));
+  if (!on) return null;
+  const most = gpuDevice("matmul").limits.maxTextureDimension2D;
+  const fits = (x: OperandTexture) => x.width <= most && x.batches * x.rowsPad <= most;
+  return fits(a) && fits(b) ? { aT, bT, a, b, packs } : null;
+}
+
+/**
+ * Records out = a·b (+ prior) through textures, per batch, laid out by `textureLayout`:
+ * `out` a new contiguous f32 [batches, M, N] (grouped "rows": [M, N]), `prior` (contiguous,
+ * shaped like out) or null. With `gram` (M = N and b = aᵀ, so the result is symmetric):
+ * out = α·a·b + β·d + γ·I with d contiguous [batches, M, M] or null, upper tiles only,
+ * mirrored.
  */
 export function texturedProduct(
   p: TexturedProblem,
+  layout: TextureLayout,
   out: Tensor,
   prior: Tensor | null,
   gram?: { alpha: number; beta: number; gamma: number; d: Tensor | null },
 ): void {
   const { tm, tn4, wg } = TEXTURE_MATMUL;
   const { M, N, K, batches } = p;
-  const K4 = Math.ceil(K / 4);
+  const g = p.group;
   const tilesM = Math.ceil(M / tm);
   const tilesN = Math.ceil(N / (4 * tn4));
-  const at = acquireTexture(K4, batches * tilesM * tm);
-  const bt = acquireTexture(tilesN * tn4, batches * 4 * K4);
+  const { a, b } = layout;
+  const at = acquireTexture(a.width, a.batches * a.rowsPad);
+  const bt = acquireTexture(b.width, b.batches * b.rowsPad);
   try {
-    pack(p.a, M, K, tilesM * tm, p.aBatchStride, at, true);
-    pack(p.b, K, N, 4 * K4, p.bBatchStride, bt, false);
-    const threads = batches * tilesM * tilesN;
+    pack(a.o, a.rows, a.cols, a.rowsPad, a.batchStride, at, a.staleRows);
+    pack(b.o, b.rows, b.cols, b.rowsPad, b.batchStride, bt, b.staleRows);
+    const threads = g?.mode === "rows" ? (tilesM + g.experts) * tilesN : batches * tilesM * tilesN;
     const d = gram ? gram.d : prior;
     const epilogue: Epilogue = gram ? (d ? "gramD" : "gram") : d ? "add" : "plain";
-    const bufs = [out.storage("matmul").buf, ...(d ? [d.storage("matmul").buf] : []), at, bt];
+    const kern = productKernel({
+      epilogue,
+      aT: layout.aT,
+      bT: layout.bT,
+      group: g?.mode ?? "none",
+    });
+    const bufs = [
+      out.storage("matmul").buf,
+      ...(d ? [d.storage("matmul").buf] : []),
+      ...(g ? [g.offsets.storage("matmul").buf] : []),
+      at,
+      bt,
+    ];
     dispatch(
-      productKernel(epilogue),
+      kern,
       bufs,
       PRODUCT.pack({
         M,
         N,
-        K4,
+        K,
         tilesN,
         tilesPerBatch: tilesM * tilesN,
         threads,
-        aRows: tilesM * tm,
+        aRows: a.rowsPad,
+        bRows: b.rowsPad,
+        experts: g?.experts ?? 0,
         offC: out.offset,
         offD: d?.offset ?? 0,
         dBatch: M * N,

@@ -8,9 +8,10 @@
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
 import { runtimeStats } from "../core/runtime.ts";
-import { setMatmulTextures, TEXTURE_MATMUL, usesTextures } from "../ops/matmul_texture.ts";
+import { setMatmulTextures, TEXTURE_MATMUL, textureLayout } from "../ops/matmul_texture.ts";
 import { countDispatches, f32Bits as bits, gpu, seededTensor as consts } from "./util.ts";
 import { gram } from "../ops/gram.ts";
+import { groupedMatmul } from "../ops/moe.ts";
 
 await gpu();
 
@@ -100,15 +101,40 @@ Deno.test("texture matmul: two packs and one product; used on CPU adapters for l
   } finally {
     setMatmulTextures(previous);
   }
+  // Which products take it (textureLayout reads only sizes and strides).
   const cpu = mg.deviceInfo().isFallbackAdapter;
-  const big = Math.ceil(Math.cbrt(TEXTURE_MATMUL.minWork));
-  assert.equal(usesTextures(big, big, big, true), cpu);
-  assert.equal(
-    usesTextures(big, big, big, false),
+  const rowMajor = (cols: number) => ({ t: a, offset: 0, rowStride: cols, colStride: 1 });
+  const colMajor = (rows: number) => ({ t: a, offset: 0, rowStride: 1, colStride: rows });
+  const problem = (M: number, K: number, N: number, aT = false, bT = false) => ({
+    M,
+    N,
+    K,
+    batches: 1,
+    a: aT ? colMajor(M) : rowMajor(K),
+    aBatchStride: 0,
+    b: bT ? colMajor(K) : rowMajor(N),
+    bBatchStride: 0,
+  });
+  const big = Math.ceil(Math.cbrt(TEXTURE_MATMUL.minWork)); // not a multiple of 64: two packs
+  assert.equal(textureLayout(problem(big, big, big), true)?.packs ?? null, cpu ? 2 : null);
+  assert.equal(textureLayout(problem(big, big, big), false), null, "a tile override keeps storage");
+  assert.equal(textureLayout(problem(64, 64, 64), true), null, "small products keep storage");
+  // Copied operands (rows of 64-float multiples, as they lie) need less work: x·Wᵀ reads W
+  // as Bᵀ, dW = dCᵀ·X reads dC as Aᵀ.
+  const copied = [[problem(128, 128, 128), false, false], [
+    problem(128, 128, 64, false, true),
     false,
-    "a tile override keeps the storage kernel",
-  );
-  assert.equal(usesTextures(64, 64, 64, true), false, "small products keep the storage kernel");
+    true,
+  ], [
+    problem(64, 128, 128, true, false),
+    true,
+    false,
+  ]] as const;
+  for (const [p, aT, bT] of copied) {
+    const layout = textureLayout(p, true);
+    assert.equal(layout !== null, cpu);
+    if (layout) assert.deepEqual([layout.aT, layout.bT, layout.packs], [aT, bT, 0]);
+  }
   for (const t of [a, b]) t.dispose();
 });
 
@@ -167,6 +193,69 @@ Deno.test("texture matmul: copied operands ignore what pooled textures held befo
     const want = await a.matmul(b).data();
     assert.deepEqual(bits(got), bits(want));
     for (const t of [nanA, nanB, a, b]) t.dispose();
+  } finally {
+    setMatmulTextures(previous);
+  }
+});
+
+/** A Linear layer's three products and a grouped (MoE) layer's, through autograd. */
+async function layerGrads(on: boolean, pooledNaN: boolean) {
+  const previous = setMatmulTextures(on);
+  try {
+    if (pooledNaN) {
+      // Fill pooled textures of the shapes below with NaN: padding must never reach a sum.
+      const n = mg.full([160, 128], NaN);
+      await n.matmul(n.transpose()).data();
+      await mg.full([70, 64], NaN).transpose().matmul(n.slice(0, 0, 70)).data();
+      n.dispose();
+    }
+    const x = consts([70, 128], 19).requiresGrad_();
+    const w = consts([50, 128], 20).requiresGrad_(); // [out, in]: x·wᵀ reads w as Bᵀ
+    const y = x.matmul(w.transpose()); // [70, 50]
+    const a = consts([70, 128], 21).requiresGrad_();
+    const we = consts([3, 64, 128], 22).requiresGrad_(); // experts [E, out, in]
+    const offsets = mg.tensor(new Int32Array([0, 29, 29, 70]), { shape: [4], dtype: "i32" });
+    const z = groupedMatmul(a, we, offsets); // [70, 64]; expert 1 owns no rows
+    const loss = y.mul(consts([70, 50], 23)).sum().add(z.mul(consts([70, 64], 24)).sum());
+    loss.backward();
+    const out = await Promise.all(
+      [y, z, x.grad!, w.grad!, a.grad!, we.grad!].map(async (t) => bits(await t.data())),
+    );
+    for (const t of [x, w, y, a, we, offsets, z, loss]) t.dispose();
+    return out;
+  } finally {
+    setMatmulTextures(previous);
+  }
+}
+
+Deno.test("texture matmul: Linear (x·Wᵀ, dX, dW) and grouped MoE products = storage, bit for bit", async () => {
+  const storage = await layerGrads(false, false);
+  const textures = await layerGrads(true, true);
+  const names = ["y", "z", "dx", "dW", "da", "dW experts"];
+  textures.forEach((t, i) => assert.deepEqual(t, storage[i], names[i]));
+  // Operands stored as they lie are copies: no pack launch for any of these products.
+  const previous = setMatmulTextures(true);
+  try {
+    const x = consts([70, 128], 25).requiresGrad_(), w = consts([64, 128], 26).requiresGrad_();
+    const counts = countDispatches(() => {
+      const y = x.matmul(w.transpose());
+      y.sum().backward();
+      y.dispose();
+    });
+    assert.equal(counts.get("matmul_pack") ?? 0, 0, JSON.stringify([...counts]));
+    assert.equal(counts.get("matmul_texture"), 3, JSON.stringify([...counts]));
+    // The grouped forward (rows, experts' W as Bᵀ), dA (rows) and dW (inner).
+    const a = consts([70, 128], 27).requiresGrad_(), we = consts([3, 64, 128], 28).requiresGrad_();
+    const offsets = mg.tensor(new Int32Array([0, 10, 40, 70]), { shape: [4], dtype: "i32" });
+    const grouped = countDispatches(() => {
+      const z = groupedMatmul(a, we, offsets);
+      z.sum().backward();
+      z.dispose();
+    });
+    assert.equal(grouped.get("matmul_pack") ?? 0, 0, JSON.stringify([...grouped]));
+    assert.equal(grouped.get("matmul_texture_rows"), 2, JSON.stringify([...grouped]));
+    assert.equal(grouped.get("matmul_texture_inner"), 1, JSON.stringify([...grouped]));
+    for (const t of [x, w, a, we, offsets]) t.dispose();
   } finally {
     setMatmulTextures(previous);
   }
