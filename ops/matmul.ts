@@ -13,7 +13,8 @@
  * `groupedInnerProduct`, used by ops/moe.ts): row tiles that each belong to one expert, found
  * from an offsets buffer, with that expert's weight; or the expert as the batch axis with k
  * running over the expert's own rows (weight gradients). So grouped products get the same
- * register tiles and the same GPU/CPU tile data as dense ones.
+ * register tiles and the same GPU/CPU tile data as dense ones; on CPU adapters both modes,
+ * like large dense products, take ops/matmul_texture.ts's texture kernel.
  *
  * Backward: dA = dC·Bᵀ and dB = Aᵀ·dC through transposed views, summed over broadcast batch
  * axes; when the gradient's target has no batch axes ([B, T, C] @ [C, D] -> dW) the batch is

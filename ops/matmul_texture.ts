@@ -11,18 +11,34 @@
  *
  * How: `C = A·B` (+ D) per matrix of a batch, for C [M, N] with A [M, K] and B [K, N] read
  * through any strides (batch strides 0 broadcast); ops/gram.ts uses the same kernel for X·Xᵀ.
- * 1. A goes in as texels (x = k/4, y = m) and B as texels (x = n/4, y = k), batches stacked
- *    along y: `copyBufferToTexture` for row-major rows of a multiple of 64 floats (padding
- *    left stale where only unstored outputs read it), else `matmul_pack`, zero past the matrix.
+ * 1. Each operand goes into a texture as it lies when that makes it a copy
+ *    (`copyBufferToTexture`: row-major rows of a multiple of 64 floats; padding left stale
+ *    where only unstored outputs read it), else through `matmul_pack` (zero past the matrix):
+ *    A as texels (x = k/4, y = m), or Aᵀ (x = m/4, y = k) when A is the transposed view of a
+ *    row-major matrix (a weight gradient dW = dCᵀ·X reads dC as it lies); B as (x = n/4,
+ *    y = k), or Bᵀ (x = k/4, y = n) for the transposed view of a row-major matrix (a Linear
+ *    layer's x·Wᵀ reads W as it lies). Batches stack along y.
  * 2. `matmul_texture`: each thread owns TM rows × 4·TN4 columns of C in vec4 registers and
- *    walks k four at a time: TM texels of A and 4·TN4 of B per step, 16·TM·TN4 FMAs. Each
- *    output element is the f32 fma chain over k = 0, 1, … K−1 from 0, then + D when
- *    accumulating (rounded once more, as `add` does).
+ *    walks k four at a time (TM texels of A and 4·TN4 of B per step, 16·TM·TN4 FMAs), or one
+ *    at a time with Aᵀ (TM/4 + TN4 texels, 4·TM·TN4 FMAs). Each output element is the f32
+ *    fma chain over k = 0, 1, … K−1 from 0, then + D when accumulating (rounded once more, as
+ *    `add` does): bit-identical to the storage kernels whatever the layout.
+ * 3. Mixture-of-Experts grouped products (ops/matmul.ts `Grouping`) use the same kernel:
+ *    "rows" (`matmul_texture_rows`: row tiles within one expert, found by `find_tile` as the
+ *    storage kernel does, B per expert stacked along y: the experts' forward with W as Bᵀ and
+ *    their dX) and "inner" (`matmul_texture_inner`: the expert is the batch and k runs over
+ *    its own rows, Aᵀ and B both as they lie: the experts' dW).
  * Used on fallback (CPU) adapters under the default tile configuration, for f32 products of
- * at least TEXTURE_MATMUL.minWork multiply-adds whose textures fit maxTextureDimension2D: up
- * to 3 launches instead of 1 (the packs), so smaller products keep the storage kernel (in the
- * tiny K2 step, lm_head's and Newton–Schulz's products take this path). Costs: moving
- * (M·K + K·N)·4 bytes into textures per product.
+ * at least TEXTURE_MATMUL.minWork multiply-adds (minWorkCopied when no operand needs a pack)
+ * whose textures fit maxTextureDimension2D. Measured on lavapipe (one product per launch,
+ * 60 per sync, 2026-12-03): [256, 128]·[128, 128] 0.30 ms with copied operands against 0.40
+ * ms for the storage kernel, [512, 128]·[128, 128] 0.52–0.58 against 0.79–0.96, [256, 384]·
+ * [384, 128] 0.66–0.84 against 1.19–1.39; the tiny-K2 MoE experts' backward 2.2–2.4 ms per
+ * paired storage launch against 0.6–0.9 (dX) + 0.7–0.8 (dW) textured (profiled); the whole
+ * tiny-K2 AdamW training step 185–204 against 208–228 ms (interleaved steps, busy machine).
+ * With 16-thread workgroups a product of 64 tiles spreads over 4 workgroups (CPU threads)
+ * instead of 1; 1024³ is unchanged (61–63 ms either way). Costs: copying or packing
+ * (M·K + K·N)·4 bytes into textures per product (4 MB: ~0.1 ms as a copy).
  */
 import { deviceInfo, gpuDevice } from "../core/device.ts";
 import { kernel, type KernelDef, kernelFor } from "../core/kernel.ts";
@@ -35,8 +51,10 @@ import { findTileWgsl } from "./grouped_tiles.ts";
 
 /**
  * The texture path's tiles as data: workgroup size, rows per thread (tm) and vec4 columns per
- * thread (tn4), and the least work (M·N·K) it is used for. 16 × 16 per thread measured best
- * at 1024³ on lavapipe with 32 × 8 (30 GFLOP/s each; 16 × 8 27.5, 8 × 16 21.3, 4 × 8 14.5).
+ * thread (tn4), and the least work (M·N·K) it is used for: `minWork` when an operand needs a
+ * pack launch, `minWorkCopied` when both are copies. 16 × 16 per thread measured best at
+ * 1024³ on lavapipe with 32 × 8 (30 GFLOP/s each; 16 × 8 27.5, 8 × 16 21.3, 4 × 8 14.5); 32 ×
+ * 16, 16 × 32 and 24 × 16 gave the same time (61–63 ms, 2026-12-03).
  */
 export const TEXTURE_MATMUL = Object.freeze({
   wg: 16,
