@@ -132,6 +132,7 @@ export {
   type AttentionConfig,
   attentionConfig,
   type AttentionOptions,
+  attentionPacked,
   type AttentionResult,
   setAttentionConfig,
 } from "./ops/attention.ts";

@@ -12,7 +12,7 @@ import { noGrad } from "../core/autograd.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { scope } from "../core/scope.ts";
 import { Tensor } from "../core/tensor.ts";
-import { attention } from "../ops/attention.ts";
+import { attention, attentionPacked } from "../ops/attention.ts";
 import { concat } from "../ops/concat.ts";
 import { copyInto } from "../ops/copy.ts";
 import { expand, permute, reshape, slice, transpose, unsqueeze } from "../ops/layout.ts";
@@ -445,9 +445,11 @@ export class MultiHeadLatentAttention extends Module {
    * positionOffset..positionOffset+T−1. Differentiable in x and every weight. The attention
    * runs in the fused kernel on q = [q_nope | q_rope] and k = [k_nope | k_rope shared by the
    * heads] (d_qk wide) and v: q is made by one `ropeTail` dispatch from the head view of the
-   * query projection, k and v are slices of one `ropeInsertShared` output [k_nope | k_rope | v]
-   * made from the head view of kv_b_proj's output and kv_a_proj_with_mqa's output (one
-   * dispatch); their backward kernels write the projections' gradients in the projections'
+   * query projection, k and v are the column windows of one `ropeInsertShared` output
+   * [k_nope | k_rope | v] made from the head view of kv_b_proj's output and
+   * kv_a_proj_with_mqa's output (one dispatch), which `attentionPacked` reads as it lies and
+   * whose gradient its key/value kernel writes whole (no slice gradients: tiny-K2 step −8
+   * launches); their backward kernels write the projections' gradients in the projections'
    * layouts and sum d(k_rope) over the heads. With `ctx.stats` (and in training mode)
    * records the per-head max logits (f32 [H], (q·k)·scale) into it. With `residual` (f32
    * [B, T, D], the decoder layer's input), returns residual + attention, the sum formed in
@@ -475,10 +477,11 @@ export class MultiHeadLatentAttention extends Module {
       const qh = permute(reshape(qProjected, [B, T, this.numHeads, this.qHeadDim]), [0, 2, 1, 3]);
       const q = this.#rotary.forwardTail(qh, dn, positionOffset);
       const kv = this.#rotary.forwardInsertShared(kvh, dn, ckv, r, positionOffset);
-      const dqk = this.qHeadDim;
-      const k = slice(kv, 3, 0, dqk);
-      const v = slice(kv, 3, dqk, dqk + this.vHeadDim);
-      const { out, maxLogits } = attention(q, k, v, { scale: this.softmaxScale, causal: true });
+      // k and v are kv's two column windows; d(kv) comes back as one tensor.
+      const { out, maxLogits } = attentionPacked(q, kv, this.qHeadDim, {
+        scale: this.softmaxScale,
+        causal: true,
+      });
       if (stats && this.training) stats.recordMaxLogits(this, maxLogits);
       return this.#output(out, residual);
     });

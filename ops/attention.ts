@@ -36,7 +36,7 @@ import { deviceInfo } from "../core/device.ts";
 import { isFloat, wgslType } from "../core/dtype.ts";
 import type { DType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
-import { type Kernel, kernel, type KernelDef } from "../core/kernel.ts";
+import { type Binding, type Kernel, kernel, type KernelDef } from "../core/kernel.ts";
 import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
@@ -45,6 +45,7 @@ import { grid1d, linearId } from "./grid.ts";
 import { checkTileConfig } from "./tile_config.ts";
 import { max, sum } from "./reduce.ts";
 import { reshape } from "./layout.ts";
+import { concat } from "./concat.ts";
 
 /**
  * Tile configuration of the attention kernels (tuning is data, not code).
@@ -669,6 +670,24 @@ function dqKernel(ty: string, R: number, L: number, nq: number, kvShared: boolea
   });
 }
 
+/**
+ * The key/value gradient kernels' bindings: the four inputs (names, or direct bindings), lse,
+ * dvec, then dk and dv, or with `packed` one output holding both rows side by side
+ * ([B, H, S, Dqk + Dv]: dk in the first Dqk columns, dv after).
+ */
+function dkvBindings(ty: string, inputs: string[] | Binding[], packed: boolean): Binding[] {
+  const ins = inputs.map((b) =>
+    typeof b === "string" ? { name: b, type: ty, access: "read" as const } : b
+  );
+  return [
+    ...ins,
+    { name: "lse", type: "f32", access: "read" },
+    { name: "dvec", type: "f32", access: "read" },
+    { name: "dk", type: ty, access: "read_write" },
+    ...(packed ? [] : [{ name: "dv", type: ty, access: "read_write" as const }]),
+  ];
+}
+
 function dkvKernel(
   ty: string,
   R: number,
@@ -676,20 +695,12 @@ function dkvKernel(
   nq: number,
   nv: number,
   kvShared: boolean,
+  packed: boolean,
 ): Kernel {
   return kvKernel(kvShared, {
     name: "attention_dkv",
     pairable: true,
-    bindings: [
-      { name: "qx", type: ty, access: "read" },
-      { name: "kx", type: ty, access: "read" },
-      { name: "vx", type: ty, access: "read" },
-      { name: "gx", type: ty, access: "read" },
-      { name: "lse", type: "f32", access: "read" },
-      { name: "dvec", type: "f32", access: "read" },
-      { name: "dk", type: ty, access: "read_write" },
-      { name: "dv", type: ty, access: "read_write" },
-    ],
+    bindings: dkvBindings(ty, ["qx", "kx", "vx", "gx"], packed),
     workgroupSize: [L, R],
     params: ATTN,
     prelude: sharedDecl(R, L, ["ss", "ps"]),
@@ -739,10 +750,10 @@ function dkvKernel(
     }${chunkAccumulate(R, L, nq, "dka", "ss", { buf: "qx", v: "q", row0: "q0", rows: "T" }, "DQ")}
   }
   if (rowOk) {
-    let kb = (bh * S + j) * DQ;
-    let vb = (bh * S + j) * DV;${accStore(L, nq, "dka", "dk", "kb", "DQ", ty, "scale")}${
-      accStore(L, nv, "dva", "dv", "vb", "DV", ty, "1.0")
-    }
+    let kb = (bh * S + j) * ${packed ? "(DQ + DV)" : "DQ"};
+    let vb = ${packed ? "kb + DQ" : "(bh * S + j) * DV"};${
+      accStore(L, nq, "dka", "dk", "kb", "DQ", ty, "scale")
+    }${accStore(L, nv, "dva", packed ? "dk" : "dv", "vb", "DV", ty, "1.0")}
   }`,
   });
 }
@@ -927,17 +938,12 @@ function dkvDirect(
   nv: number,
   vec: boolean,
   kvShared: boolean,
+  packed: boolean,
 ): Kernel {
   return kvKernel(kvShared, {
     name: "attention_dkv_direct",
     pairable: true,
-    bindings: [
-      ...directBindings(ty, vec, ["qx", "kx", "vx", "gx"]),
-      { name: "lse", type: "f32", access: "read" },
-      { name: "dvec", type: "f32", access: "read" },
-      { name: "dk", type: ty, access: "read_write" },
-      { name: "dv", type: ty, access: "read_write" },
-    ],
+    bindings: dkvBindings(ty, directBindings(ty, vec, ["qx", "kx", "vx", "gx"]), packed),
     workgroupSize: [wg],
     params: ATTN,
     prelude: COMMON,
@@ -957,8 +963,16 @@ function dkvDirect(
     let ds = vec4<f32>(p * ((${dotChunks("g", "v", nv)}) - dvec[bh * T + i]));${
       Array.from({ length: nv }, (_, c) => `\n    dva${c} = fma(pv, g${c}, dva${c});`).join("")
     }${Array.from({ length: nq }, (_, c) => `\n    dka${c} = fma(ds, q${c}, dka${c});`).join("")}
-  }${storeChunks("dka", nq, "dk", "row * DQ", "DQ", ty, "scale")}${
-      storeChunks("dva", nv, "dv", "row * DV", "DV", ty, "1.0")
+  }${storeChunks("dka", nq, "dk", packed ? "row * (DQ + DV)" : "row * DQ", "DQ", ty, "scale")}${
+      storeChunks(
+        "dva",
+        nv,
+        packed ? "dk" : "dv",
+        packed ? "row * (DQ + DV) + DQ" : "row * DV",
+        "DV",
+        ty,
+        "1.0",
+      )
     }`,
   });
 }
@@ -1155,11 +1169,18 @@ function sumGroups(g: Tensor, kvHeads: number): Tensor {
   return out;
 }
 
+/**
+ * dq, dk, dv of `attention`; with `packed` (k and v are the two column windows of one kv
+ * tensor, `attentionPacked`), dq and d(kv) [B, H, S, Dqk + Dv] instead: written side by side
+ * by the key/value kernel when every query head has its own key and value head, else dk and
+ * dv (summed over their head groups) concatenated.
+ */
 function backward(
   g: Tensor,
   needs: readonly boolean[],
   saved: readonly Tensor[],
   d: Dims,
+  packed = false,
 ): (Tensor | null)[] {
   const [q, k, v, out, lse] = saved;
   const ty = wgslType(d.dtype);
@@ -1199,34 +1220,46 @@ function backward(
   let dk: Tensor | null = null;
   let dv: Tensor | null = null;
   if (needs[1] || needs[2]) {
-    const dkH = Tensor.empty([d.B, d.H, d.S, d.Dqk], d.dtype);
-    const dvH = Tensor.empty([d.B, d.H, d.S, d.Dv], d.dtype);
+    // One output for both when the caller wants d(kv) and no head group needs a sum.
+    const one = packed && d.Hk === d.H && d.Hv === d.H;
+    const dkvH = one ? Tensor.empty([d.B, d.H, d.S, d.Dqk + d.Dv], d.dtype) : null;
+    const dkH = dkvH ?? Tensor.empty([d.B, d.H, d.S, d.Dqk], d.dtype);
+    const dvH = dkvH ? null : Tensor.empty([d.B, d.H, d.S, d.Dv], d.dtype);
+    const outs = dvH ? [dkH, dvH] : [dkH];
     const blocks = Math.ceil(d.S / R);
     if (cfg.direct) {
       const kvRows = d.B * d.H * d.S;
-      const kern = dkvDirect(ty, R, chunks(d.Dqk), chunks(d.Dv), vec, kvShared);
+      const kern = dkvDirect(ty, R, chunks(d.Dqk), chunks(d.Dv), vec, kvShared, one);
       launchRows(
         kern,
-        [q, k, ...vb, g, lse, dvec, dkH, dvH],
+        [q, k, ...vb, g, lse, dvec, ...outs],
         attnParams(d, 0, kvRows, ops),
         kvRows,
         R,
       );
     } else {
       launch(
-        dkvKernel(ty, R, L, nq, nv, kvShared),
-        [q, k, ...vb, g, lse, dvec, dkH, dvH],
+        dkvKernel(ty, R, L, nq, nv, kvShared, one),
+        [q, k, ...vb, g, lse, dvec, ...outs],
         (n) => attnParams(d, blocks, n, ops),
         blocks * d.B * d.H,
       );
     }
-    if (needs[1]) dk = sumGroups(dkH, d.Hk);
-    else dkH.dispose();
-    if (needs[2]) dv = sumGroups(dvH, d.Hv);
-    else dvH.dispose();
+    if (one) dk = dkvH;
+    else if (packed) {
+      const [gk, gv] = [sumGroups(dkH, d.Hk), sumGroups(dvH!, d.Hv)];
+      dk = concat([gk, gv], 3);
+      gk.dispose();
+      gv.dispose();
+    } else {
+      if (needs[1]) dk = sumGroups(dkH, d.Hk);
+      else dkH.dispose();
+      if (needs[2]) dv = sumGroups(dvH!, d.Hv);
+      else dvH!.dispose();
+    }
   }
   dvec.dispose();
-  return [dq, dk, dv];
+  return packed ? [dq, dk] : [dq, dk, dv];
 }
 
 /**
@@ -1270,4 +1303,64 @@ export function attention(
   ]);
   lse.dispose();
   return { out, maxLogits };
+}
+
+/**
+ * `attention` with keys and values packed in one tensor: kv [B, Hk, S, Dqk + Dv] holds k in
+ * its first `dqk` columns and v in the rest (MLA's [k_nope | k_rope | v], ops/rope_mla.ts).
+ * The result is `attention(q, kv[..., :dqk], kv[..., dqk:], options)` exactly; the gradient
+ * of kv arrives as one tensor, written by the key/value kernel in one launch when every query
+ * head has its own key/value head (no slice gradients to zero-fill and sum).
+ *
+ * @example Keys and values in one projection's output
+ * ```ts
+ * import * as mg from "@moongrad/moongrad";
+ * await mg.init();
+ * const q = mg.randn([1, 2, 8, 8], { seed: 0, requiresGrad: true });
+ * const kv = mg.randn([1, 2, 8, 12], { seed: 1, requiresGrad: true }); // k: 8, v: 4 columns
+ * const { out } = mg.attentionPacked(q, kv, 8);
+ * out.sum().backward();
+ * console.log(out.shape, kv.grad!.shape); // [1, 2, 8, 4] [1, 2, 8, 12]
+ * ```
+ */
+export function attentionPacked(
+  q: Tensor,
+  kv: Tensor,
+  dqk: number,
+  options: AttentionOptions = {},
+): AttentionResult {
+  if (!(kv instanceof Tensor) || kv.rank !== 4) {
+    throw new MoongradError(
+      "attentionPacked",
+      `kv must be a 4-D Tensor [B, heads, seq, dqk + dv], got ${
+        kv instanceof Tensor ? fmtShape(kv.shape) : typeof kv
+      }`,
+    );
+  }
+  const w = kv.shape[3];
+  if (!Number.isInteger(dqk) || dqk < 1 || dqk >= w) {
+    throw new MoongradError(
+      "attentionPacked",
+      `dqk must be an integer in 1..${w - 1} (kv ${fmtShape(kv.shape)}), got ${dqk}`,
+    );
+  }
+  const [B, Hk, S] = kv.shape;
+  const k = kv.view([B, Hk, S, dqk], kv.strides, kv.offset);
+  const v = kv.view([B, Hk, S, w - dqk], kv.strides, kv.offset + dqk * kv.strides[3]);
+  try {
+    const d = checkArgs(q, k, v, options);
+    const { out, lse, maxLogits } = forward(q, k, v, d);
+    record(
+      out,
+      "attention",
+      [q, kv],
+      (g, needs, saved) => backward(g, [needs[0], needs[1], needs[1]], saved, d, true),
+      [q, k, v, out, lse],
+    );
+    lse.dispose();
+    return { out, maxLogits };
+  } finally {
+    k.dispose();
+    v.dispose();
+  }
 }

@@ -498,3 +498,62 @@ Deno.test("the output is heads-inner: merging the heads is a view, values as the
   deepStrictEqual(await merged!.data(), await copy.data());
   for (const t of [q, out, maxLogits, merged!, copy]) t.dispose();
 });
+
+/** attentionPacked(q, kv, dqk) against attention on kv's two slices: values, dq and d(kv). */
+async function packedMatchesSlices(
+  B: number,
+  H: number,
+  Hk: number,
+  T: number,
+  dqk: number,
+  dv: number,
+) {
+  const w = dqk + dv;
+  const qv = seededValues(B * H * T * dqk, 31), kvv = seededValues(B * T * Hk * w, 32);
+  const gv = seededValues(B * H * T * dv, 33);
+  const run = async (packed: boolean) => {
+    const q = mg.tensor(qv, { shape: [B, H, T, dqk] }).requiresGrad_();
+    // kv as MLA makes it: the head view of a [B, T, Hk, w] projection output.
+    const base = mg.tensor(kvv, { shape: [B, T, Hk, w] }).requiresGrad_();
+    const kv = base.permute([0, 2, 1, 3]);
+    const out = packed
+      ? mg.attentionPacked(q, kv, dqk).out
+      : attention(q, kv.slice(3, 0, dqk), kv.slice(3, dqk, w)).out;
+    const counts = countDispatches(() =>
+      out.mul(mg.tensor(gv, { shape: [B, H, T, dv] })).sum().backward()
+    );
+    const zeroSign = (x: Float32Array) => Array.from(x, (v) => v + 0); // −0 and +0 alike
+    const res = [await out.data(), await q.grad!.data(), await base.grad!.data()].map((x) =>
+      zeroSign(x as Float32Array)
+    );
+    return { res, counts };
+  };
+  const p = await run(true), s = await run(false);
+  deepStrictEqual(p.res, s.res, `B${B} H${H} Hk${Hk} T${T} dqk${dqk} dv${dv}`);
+  if (Hk === H) {
+    strictEqual(p.counts.get("slice_grad") ?? 0, 0, JSON.stringify([...p.counts]));
+    strictEqual(p.counts.get("concat") ?? 0, 0, JSON.stringify([...p.counts]));
+  }
+}
+
+Deno.test("attentionPacked = attention on kv's slices, bit for bit; d(kv) in one launch (both kernel families)", async () => {
+  await gpu();
+  for (const cfg of [null, { rows: 8, lanes: 4 }]) {
+    const prev = setAttentionConfig(cfg);
+    try {
+      await packedMatchesSlices(2, 4, 4, 9, 24, 16); // MLA's layout: every head its own kv
+      await packedMatchesSlices(1, 4, 2, 7, 12, 8); // shared kv heads: dk, dv summed, then joined
+    } finally {
+      setAttentionConfig(prev);
+    }
+  }
+  const q = mg.zeros([1, 1, 2, 4]), kv = mg.zeros([1, 1, 2, 6]);
+  for (const bad of [0, 6, 2.5]) {
+    try {
+      mg.attentionPacked(q, kv, bad);
+      throw new Error("no error");
+    } catch (e) {
+      strictEqual((e as Error).message.includes("dqk must be an integer in 1..5"), true, String(e));
+    }
+  }
+});
