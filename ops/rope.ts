@@ -154,8 +154,9 @@ const ROPE_CAT = params("rope_cat", {
  * The rotation of x's last axis (contiguous output). With `pass` [..., P] (same outer shape),
  * the output is [..., P + d]: `pass` copied around the rotated x, which goes to output columns
  * at..at+d−1 (`at` defaults to P: [pass | rope(x)]), in the same dispatch (one thread per
- * pair, then one per copied element). With a pass, `out` may be given: a [..., P + d] view with
- * any (non-overlapping) strides to write into, e.g. a gradient laid out like a permuted input.
+ * pair, then one per 4, 2 or 1 copied elements). With a pass, `out` may be given: a
+ * [..., P + d] view with any (non-overlapping) strides to write into, e.g. a gradient laid out
+ * like a permuted input.
  */
 export function rotate(
   x: Tensor,
@@ -174,7 +175,10 @@ export function rotate(
   const out = into ?? Tensor.empty([...outer, dp + x.shape[x.rank - 1]], x.dtype);
   const half = x.shape[x.rank - 1] / 2;
   const nPairs = numel(outer) * half;
-  const copies = numel(outer) * dp;
+  // Copy threads move G consecutive pass columns each: the index arithmetic and parameter
+  // reads, which cost more than the copy itself on a CPU adapter, happen once per G.
+  const G = dp % 4 === 0 ? 4 : dp % 2 === 0 ? 2 : 1;
+  const copies = numel(outer) * dp / G;
   if (nPairs + copies === 0) return out;
   const r1 = outer.length;
   const byTensor = positions instanceof Tensor;
@@ -239,8 +243,8 @@ export function rotate(
   if (i >= p_pairs()) {
     let k = i - p_pairs();
     let dp = p_passWidth();
-    let prow = k / dp;
-    let col = k % dp;
+    let prow = k / (dp / ${G}u);
+    let col0 = (k % (dp / ${G}u)) * ${G}u;
     var prem = prow;
     var ao = p_passOffset();
     var co = p_outOffset();
@@ -251,8 +255,11 @@ export function rotate(
       co += cd * p_outStrides(u32(d));
       prem /= dim;
     }
-    let oc = select(col, col + 2u * half, col >= p_at());
-    out[co + oc * p_outLast()] = ${passName}[ao + col * p_passLast()];
+    for (var g = 0u; g < ${G}u; g++) {
+      let col = col0 + g;
+      let oc = select(col, col + 2u * half, col >= p_at());
+      out[co + oc * p_outLast()] = ${passName}[ao + col * p_passLast()];
+    }
     return;
   }`
     : "";

@@ -195,7 +195,10 @@ function insertGrad(
   const sharedRows = numel(ds.shape.slice(0, -1));
   const nPairs = sharedRows * half;
   const zeros = sharedRows * start;
-  const copies = numel(outer) * W;
+  // Copy threads move G consecutive columns each (ops/rope.ts `rotate`: the index arithmetic
+  // and parameter reads cost more than the copy on a CPU adapter).
+  const G = W % 4 === 0 ? 4 : W % 2 === 0 ? 2 : 1;
+  const copies = numel(outer) * W / G;
   if (nPairs + zeros + copies === 0) return;
   const byTensor = positions instanceof Tensor;
   const posStrides = byTensor
@@ -273,9 +276,9 @@ function insertGrad(
   if (i >= p_pairs() + p_zeros() + p_copies()) { return; }
   if (i >= p_pairs() + p_zeros()) {
     let k = i - p_pairs() - p_zeros();
-    let w = p_width();
+    let w = p_width() / ${G}u;
     var rem = k / w;
-    let col = k % w;
+    let col0 = (k % w) * ${G}u;
     var go = p_gOffset();
     var xo = p_dxOffset();
     for (var d = i32(p_outerRank()) - 1; d >= 0; d--) {
@@ -285,8 +288,11 @@ function insertGrad(
       go += cd * p_gStrides(u32(d));
       xo += cd * p_dxStrides(u32(d));
     }
-    let gc = select(col, col + 2u * half, col >= p_at());
-    dx[xo + col * p_dxLast()] = g[go + gc * gl];
+    for (var q = 0u; q < ${G}u; q++) {
+      let col = col0 + q;
+      let gc = select(col, col + 2u * half, col >= p_at());
+      dx[xo + col * p_dxLast()] = g[go + gc * gl];
+    }
     return;
   }
   if (i >= p_pairs()) {
