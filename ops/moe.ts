@@ -97,6 +97,20 @@ function launch1d(
   dispatch(k, bufs.map((t) => buf(t, op)), words, grid1d(n, WG));
 }
 
+/**
+ * Columns per thread of the row-gather kernels (dispatch, combine, their backward): 4 (or 2)
+ * consecutive columns of one row, so the row's index reads and arithmetic, which cost more
+ * than the copy itself on a CPU adapter, happen once per group; 1 when d is odd.
+ */
+function colsPerThread(d: number): number {
+  return d % 4 === 0 ? 4 : d % 2 === 0 ? 2 : 1;
+}
+
+/** `f(u)` for u = 0 … G − 1, joined (the unrolled column loop of the row-gather kernels). */
+function unrolled(G: number, f: (u: number) => string): string {
+  return Array.from({ length: G }, (_, u) => f(u)).join("\n  ");
+}
+
 /** Routing: tokens, experts, k, offsets of scores and bias, scale, normalize, the groups. */
 const ROUTE = params("moe_route", {
   n: "u32",
@@ -492,6 +506,7 @@ function gatherSum(src: Tensor, plan: MoePlan, op: string, prior: Tensor | null 
     { name: "dst", type: "f32", access: "read_write" as const },
   ];
   if (prior) bindings.push({ name: "prior", type: "f32", access: "read" });
+  const G = colsPerThread(d);
   const kern = kernel({
     name: "moe_gather_sum",
     pairable: true,
@@ -499,21 +514,30 @@ function gatherSum(src: Tensor, plan: MoePlan, op: string, prior: Tensor | null 
     workgroupSize: [WG],
     params: ROWS,
     body: `
-  let i = ${linearId(WG)};
-  if (i >= p_total()) { return; }
+  let i0 = ${linearId(WG)} * ${G}u;
+  if (i0 >= p_total()) { return; }
   let d = p_d();
   let k = p_k();
-  let t = i / d;
-  let c = i % d;
-  var acc = 0.0;
-  for (var j = 0u; j < k; j++) { acc += src[p_aOffset() + u32(inv[t * k + j]) * d + c]; }
-  dst[i] = ${prior ? "prior[p_bOffset() + i] + acc" : "acc"};`,
+  let t = i0 / d;
+  let c0 = i0 % d;
+  ${unrolled(G, (u) => `var acc${u} = 0.0;`)}
+  for (var j = 0u; j < k; j++) {
+    let base = p_aOffset() + u32(inv[t * k + j]) * d + c0;
+    ${unrolled(G, (u) => `acc${u} += src[base + ${u}u];`)}
+  }
+  ${
+      unrolled(
+        G,
+        (u) =>
+          `dst[i0 + ${u}u] = ${prior ? `prior[p_bOffset() + i0 + ${u}u] + acc${u}` : `acc${u}`};`,
+      )
+    }`,
   });
   launch1d(
     kern,
     [s.t, plan.inv, out, ...(prior ? [prior] : [])],
     ROWS.pack({ total: n * d, d, k, aOffset: s.t.offset, bOffset: prior?.offset ?? 0 }),
-    n * d,
+    n * d / G,
     op,
   );
   s.done();
@@ -531,6 +555,7 @@ export function moeDispatch(x: Tensor, plan: MoePlan): Tensor {
   const m = plan.tokens * plan.topK;
   const out = Tensor.empty([m, d], "f32");
   const s = denseView(x);
+  const G = colsPerThread(d);
   const kern = kernel({
     name: "moe_dispatch",
     bindings: [
@@ -541,17 +566,17 @@ export function moeDispatch(x: Tensor, plan: MoePlan): Tensor {
     workgroupSize: [WG],
     params: ROWS,
     body: `
-  let i = ${linearId(WG)};
-  if (i >= p_total()) { return; }
+  let i0 = ${linearId(WG)} * ${G}u;
+  if (i0 >= p_total()) { return; }
   let d = p_d();
-  let r = i / d;
-  dst[i] = x[p_aOffset() + (u32(perm[r]) / p_k()) * d + i % d];`,
+  let base = p_aOffset() + (u32(perm[i0 / d]) / p_k()) * d + i0 % d;
+  ${unrolled(G, (u) => `dst[i0 + ${u}u] = x[base + ${u}u];`)}`,
   });
   launch1d(
     kern,
     [s.t, plan.perm, out],
     ROWS.pack({ total: m * d, d, k: plan.topK, aOffset: s.t.offset, bOffset: 0 }),
-    m * d,
+    m * d / G,
     op,
   );
   s.done();
@@ -599,6 +624,7 @@ export function moeCombine(
   const y = denseView(ys);
   const w = denseView(weights);
   const r = residual ? denseView(residual) : null;
+  const G = colsPerThread(d);
   const kern = kernel({
     name: r ? "moe_combine_residual" : "moe_combine",
     bindings: [
@@ -611,18 +637,25 @@ export function moeCombine(
     workgroupSize: [WG],
     params: COMBINE,
     body: `
-  let i = ${linearId(WG)};
-  if (i >= p_total()) { return; }
+  let i0 = ${linearId(WG)} * ${G}u;
+  if (i0 >= p_total()) { return; }
   let d = p_d();
   let k = p_k();
-  let t = i / d;
-  let c = i % d;
-  var acc = 0.0;
+  let t = i0 / d;
+  let c0 = i0 % d;
+  ${unrolled(G, (u) => `var acc${u} = 0.0;`)}
   for (var j = 0u; j < k; j++) {
     let p = t * k + j;
-    acc += w[p_bOffset() + p] * ys[p_aOffset() + u32(inv[p]) * d + c];
+    let wp = w[p_bOffset() + p];
+    let base = p_aOffset() + u32(inv[p]) * d + c0;
+    ${unrolled(G, (u) => `acc${u} += wp * ys[base + ${u}u];`)}
   }
-  dst[i] = ${r ? "res[p_rOffset() + i] + acc" : "acc"};`,
+  ${
+      unrolled(
+        G,
+        (u) => `dst[i0 + ${u}u] = ${r ? `res[p_rOffset() + i0 + ${u}u] + acc${u}` : `acc${u}`};`,
+      )
+    }`,
   });
   launch1d(
     kern,
@@ -635,7 +668,7 @@ export function moeCombine(
       bOffset: w.t.offset,
       rOffset: r?.t.offset ?? 0,
     }),
-    n * d,
+    n * d / G,
     op,
   );
   y.done();
@@ -666,6 +699,7 @@ function combineBackwardRows(g: Tensor, weights: Tensor, perm: Tensor, k: number
   const m = perm.shape[0];
   const out = Tensor.empty([m, d], "f32");
   const w = denseView(weights);
+  const G = colsPerThread(d);
   const kern = kernel({
     name: "moe_combine_bwd_rows",
     pairable: true,
@@ -678,18 +712,20 @@ function combineBackwardRows(g: Tensor, weights: Tensor, perm: Tensor, k: number
     workgroupSize: [COMBINE_BWD_WG],
     params: ROWS,
     body: `
-  let i = ${linearId(COMBINE_BWD_WG)};
-  if (i >= p_total()) { return; }
+  let i0 = ${linearId(COMBINE_BWD_WG)} * ${G}u;
+  if (i0 >= p_total()) { return; }
   let d = p_d();
-  let p = u32(perm[i / d]);
-  dst[i] = w[p_bOffset() + p] * g[p_aOffset() + (p / p_k()) * d + i % d];`,
+  let p = u32(perm[i0 / d]);
+  let wp = w[p_bOffset() + p];
+  let base = p_aOffset() + (p / p_k()) * d + i0 % d;
+  ${unrolled(G, (u) => `dst[i0 + ${u}u] = wp * g[base + ${u}u];`)}`,
   });
   if (m * d > 0) {
     dispatch(
       kern,
       [buf(g, op), buf(w.t, op), buf(perm, op), buf(out, op)],
       ROWS.pack({ total: m * d, d, k, aOffset: g.offset, bOffset: w.t.offset }),
-      grid1d(m * d, COMBINE_BWD_WG),
+      grid1d(m * d / G, COMBINE_BWD_WG),
     );
   }
   w.done();
