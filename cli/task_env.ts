@@ -15,8 +15,8 @@
  * Mesa's llvmpipe/lavapipe (the CPU adapter when there is no GPU) runs compute work on
  * LP_NUM_THREADS threads, one per CPU by default. On the 2-core CI machine twice as many
  * measured faster: the tiny-K2 AdamW training step (batch 4 × 64) 145–153 ms with 4 threads
- * against 163–174 ms with 2, 163–170 with 3 and 162–165 with 6 (medians of 40 steps, runs
- * interleaved, 2026-12-03), and a 1024³ matmul 72–73 against 78–80 ms. So when the variable is
+ * (8 runs of 10) against 162–187 ms with 2, 163–170 with 3 and 162–165 with 6 (medians of 40
+ * steps, runs interleaved, 2026-12-03), and a 1024³ matmul 72–73 against 78–80 ms. So when the variable is
  * unset it is set to twice the CPU count (at most 16), before any adapter is requested; a value
  * the user set is kept. Only Mesa's CPU driver reads it.
  */
