@@ -256,6 +256,8 @@ Deno.test("texture matmul: Linear (x·Wᵀ, dX, dW) and grouped MoE products = s
     assert.equal(grouped.get("matmul_texture_rows"), 2, JSON.stringify([...grouped]));
     assert.equal(grouped.get("matmul_texture_inner"), 1, JSON.stringify([...grouped]));
     for (const t of [x, w, a, we, offsets]) t.dispose();
+    // Let the recorded work finish: Dawn aborts a process that exits with work in flight.
+    await mg.sync();
   } finally {
     setMatmulTextures(previous);
   }
