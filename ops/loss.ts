@@ -17,7 +17,7 @@ import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { contiguousStrides, numel, sameShape } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
-import { grid1d, linearId } from "./grid.ts";
+import { columnsPerThread, grid1d, linearId } from "./grid.ts";
 import { checkIndexRange } from "./check_indices.ts";
 import { mean, sum } from "./reduce.ts";
 import { pointwise } from "./pointwise.ts";
@@ -292,7 +292,7 @@ function crossEntropyBackward(
   const t = wgslType(logits.dtype);
   // G classes of one row per thread: the row's offsets (a loop over the outer axes with its
   // parameter reads, the main cost per element on a CPU adapter) are found once per G.
-  const G = n % 4 === 0 ? 4 : n % 2 === 0 ? 2 : 1;
+  const G = columnsPerThread(n);
   const k = kernel({
     name: "cross_entropy_grad",
     bindings: [

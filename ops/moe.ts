@@ -33,7 +33,7 @@ import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { Tensor } from "../core/tensor.ts";
 import { contiguous, denseView, MATH_WGSL } from "./elementwise.ts";
-import { grid1d, linearId } from "./grid.ts";
+import { columnsPerThread, grid1d, linearId } from "./grid.ts";
 import { groupedInnerProduct, groupedRowsAndInner, groupedRowsProduct } from "./matmul.ts";
 import { bucketSort } from "./bucket_sort.ts";
 import { usablePrior } from "./grad_prior.ts";
@@ -95,15 +95,6 @@ function launch1d(
 ) {
   if (n === 0) return;
   dispatch(k, bufs.map((t) => buf(t, op)), words, grid1d(n, WG));
-}
-
-/**
- * Columns per thread of the row-gather kernels (dispatch, combine, their backward): 4 (or 2)
- * consecutive columns of one row, so the row's index reads and arithmetic, which cost more
- * than the copy itself on a CPU adapter, happen once per group; 1 when d is odd.
- */
-function colsPerThread(d: number): number {
-  return d % 4 === 0 ? 4 : d % 2 === 0 ? 2 : 1;
 }
 
 /** `f(u)` for u = 0 … G − 1, joined (the unrolled column loop of the row-gather kernels). */
@@ -506,7 +497,7 @@ function gatherSum(src: Tensor, plan: MoePlan, op: string, prior: Tensor | null 
     { name: "dst", type: "f32", access: "read_write" as const },
   ];
   if (prior) bindings.push({ name: "prior", type: "f32", access: "read" });
-  const G = colsPerThread(d);
+  const G = columnsPerThread(d);
   const kern = kernel({
     name: "moe_gather_sum",
     pairable: true,
@@ -555,7 +546,7 @@ export function moeDispatch(x: Tensor, plan: MoePlan): Tensor {
   const m = plan.tokens * plan.topK;
   const out = Tensor.empty([m, d], "f32");
   const s = denseView(x);
-  const G = colsPerThread(d);
+  const G = columnsPerThread(d);
   const kern = kernel({
     name: "moe_dispatch",
     bindings: [
@@ -624,7 +615,7 @@ export function moeCombine(
   const y = denseView(ys);
   const w = denseView(weights);
   const r = residual ? denseView(residual) : null;
-  const G = colsPerThread(d);
+  const G = columnsPerThread(d);
   const kern = kernel({
     name: r ? "moe_combine_residual" : "moe_combine",
     bindings: [
@@ -699,7 +690,7 @@ function combineBackwardRows(g: Tensor, weights: Tensor, perm: Tensor, k: number
   const m = perm.shape[0];
   const out = Tensor.empty([m, d], "f32");
   const w = denseView(weights);
-  const G = colsPerThread(d);
+  const G = columnsPerThread(d);
   const kern = kernel({
     name: "moe_combine_bwd_rows",
     pairable: true,

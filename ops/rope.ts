@@ -35,7 +35,7 @@ import { Tensor } from "../core/tensor.ts";
 import { TRIG_WGSL } from "./wgsl_trig.ts";
 import { record } from "../core/autograd.ts";
 import { tensor } from "./creation.ts";
-import { grid1d, linearId } from "./grid.ts";
+import { columnsPerThread, grid1d, linearId } from "./grid.ts";
 
 const WG = 256;
 
@@ -177,7 +177,7 @@ export function rotate(
   const nPairs = numel(outer) * half;
   // Copy threads move G consecutive pass columns each: the index arithmetic and parameter
   // reads, which cost more than the copy itself on a CPU adapter, happen once per G.
-  const G = dp % 4 === 0 ? 4 : dp % 2 === 0 ? 2 : 1;
+  const G = columnsPerThread(dp);
   const copies = numel(outer) * dp / G;
   if (nPairs + copies === 0) return out;
   const r1 = outer.length;

@@ -35,7 +35,7 @@ import { numel } from "../core/shape.ts";
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { TRIG_WGSL } from "./wgsl_trig.ts";
-import { grid1d, linearId } from "./grid.ts";
+import { columnsPerThread, grid1d, linearId } from "./grid.ts";
 import { positionStrides, ropeArgs, type RopeOptions, rotate } from "./rope.ts";
 
 const WG = 256;
@@ -197,7 +197,7 @@ function insertGrad(
   const zeros = sharedRows * start;
   // Copy threads move G consecutive columns each (ops/rope.ts `rotate`: the index arithmetic
   // and parameter reads cost more than the copy on a CPU adapter).
-  const G = W % 4 === 0 ? 4 : W % 2 === 0 ? 2 : 1;
+  const G = columnsPerThread(W);
   const copies = numel(outer) * W / G;
   if (nPairs + zeros + copies === 0) return;
   const byTensor = positions instanceof Tensor;
