@@ -811,8 +811,8 @@ function texturePlan(q: Planned): { tp: TexturedProblem; layout: TextureLayout }
   return layout && { tp, layout };
 }
 
-function record1(q: Planned): void {
-  const tex = texturePlan(q);
+/** Records one planned product; `tex` is its texture plan when the caller already has it. */
+function record1(q: Planned, tex = texturePlan(q)): void {
   if (tex) {
     texturedProduct(tex.tp, tex.layout, q.out, q.prior);
     return;
@@ -876,9 +876,10 @@ export function setMatmulPairing(on: boolean): boolean {
  * PAIR_RANK batch axes, or share a buffer in two different binding types.
  */
 function recordPair(x: Planned, y: Planned): void {
-  if (texturePlan(x) || texturePlan(y)) {
-    record1(x);
-    record1(y);
+  const tx = texturePlan(x), ty = texturePlan(y);
+  if (tx || ty) {
+    record1(x, tx);
+    record1(y, ty);
     return;
   }
   const sameConfig = JSON.stringify(x.c) === JSON.stringify(y.c);
