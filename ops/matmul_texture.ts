@@ -53,19 +53,55 @@ import { grid1d } from "./grid.ts";
 import { findTileWgsl } from "./grouped_tiles.ts";
 
 /**
- * The texture path's tiles as data: workgroup size, rows per thread (tm) and vec4 columns per
- * thread (tn4), and the least work (M·N·K) it is used for: `minWork` when an operand needs a
- * pack launch, `minWorkCopied` when both are copies. 16 × 16 per thread measured best at
- * 1024³ on lavapipe with 32 × 8 (30 GFLOP/s each; 16 × 8 27.5, 8 × 16 21.3, 4 × 8 14.5); 32 ×
- * 16, 16 × 32 and 24 × 16 gave the same time (61–63 ms, 2026-12-03).
+ * The texture path's tiles as data: workgroup size, the tiles (rows per thread `tm`, vec4
+ * columns per thread `tn4`; the first whose `minOutputs` one matrix of the product reaches
+ * (M·N, batches not counted), and whose `adapter` pattern matches the adapter's description, is used), and
+ * the least work (M·N·K) the path is used for: `minWork` when an operand needs a pack launch,
+ * `minWorkCopied` when both are copies. Grouped products always take the last (smallest)
+ * tile: their row tiles must fit small experts. A tile must be square (tm = 4·tn4) for
+ * ops/gram.ts's mirrored tiles.
+ *
+ * Texel fetches, not the multiply-adds, bound the kernel on lavapipe (1024³: 46 ms as
+ * written, 15–22 ms with the fetches hoisted out of the loop), so there larger tiles, which
+ * fetch less per multiply-add, win where enough of them keep every CPU thread busy. Raw-kernel
+ * times at 1024³, one after the other (lavapipe, 2026-12-03): 16 × 16 per thread 45.9–58.3
+ * ms, 32 × 32 39.3–51.5, 64 × 64 39.3–42.5; at 512³ 5.6 against 5.1 ms, at 256³ the same
+ * (1.1 ms); `mg.matmul` 1024³ with its wait 59.0–59.7 → 53.0–54.0 ms. Batches of small
+ * matrices lose with it (tiny K2's MuonClip step, whose stacked Newton–Schulz products reach
+ * 2¹⁸ outputs only summed over the batch: 247 → 293 ms), so the bound is per matrix. Each
+ * kernel variant of the large tile takes lavapipe ~6 s to compile (against well under one
+ * for the small one; Mesa keeps it in its disk cache after that), which a 512² product's
+ * 0.5 ms gain would take 12 000 calls to repay, so the bound is 1024² outputs. On SwiftShader (Dawn)
+ * the 32 × 32 tile is slower (1024³ 234 → 329–1045 ms) and takes 4× longer to compile, so
+ * it is lavapipe's only.
  */
 export const TEXTURE_MATMUL = Object.freeze({
   wg: 16,
-  tm: 16,
-  tn4: 4,
+  tiles: Object.freeze([
+    Object.freeze({ tm: 32, tn4: 8, minOutputs: 2 ** 20, adapter: /llvmpipe/i }),
+    Object.freeze({ tm: 16, tn4: 4, minOutputs: 0, adapter: /./ }),
+  ]),
   minWork: 2 ** 23,
   minWorkCopied: 2 ** 20,
 });
+
+/** One of TEXTURE_MATMUL's tiles: rows and vec4 columns of C per thread. */
+export interface TextureTile {
+  /** Rows of C per thread (a multiple of 4). */
+  tm: number;
+  /** vec4 columns of C per thread. */
+  tn4: number;
+}
+
+/** The tile a product whose matrices have `outputs` elements of C each takes; see TEXTURE_MATMUL. */
+export function textureTile(outputs: number, grouped: boolean): TextureTile {
+  const { tiles } = TEXTURE_MATMUL;
+  const adapter = deviceInfo().description;
+  const tile = grouped
+    ? tiles[tiles.length - 1]
+    : tiles.find((t) => outputs >= t.minOutputs && t.adapter.test(adapter))!;
+  return { tm: tile.tm, tn4: tile.tn4 };
+}
 
 /** One operand: its tensor and the element offset and strides of its [rows, cols] view. */
 export interface TextureOperand {
@@ -213,6 +249,7 @@ type Epilogue = "plain" | "add" | "gram" | "gramD";
  *   expert is the batch, k runs over its rows only: aT) or "none".
  */
 interface TextureVariant {
+  tile: TextureTile;
   epilogue: Epilogue;
   aT: boolean;
   bT: boolean;
@@ -225,14 +262,16 @@ interface TextureVariant {
  * above the diagonal run, each writing its mirror.
  */
 function productKernel(v: TextureVariant) {
-  const key = `matmul_texture|${v.epilogue}|${v.aT ? "aT" : "a"}|${v.bT ? "bT" : "b"}|${v.group}`;
+  const key = `matmul_texture|${v.tile.tm}x${v.tile.tn4}|${v.epilogue}|${v.aT ? "aT" : "a"}|${
+    v.bT ? "bT" : "b"
+  }|${v.group}`;
   return kernelFor(key, () => productDef(v));
 }
 
 /** The definition of `productKernel`'s kernel. */
 function productDef(v: TextureVariant): KernelDef {
-  const { wg, tm, tn4 } = TEXTURE_MATMUL;
-  const { epilogue, aT, bT, group } = v;
+  const { wg } = TEXTURE_MATMUL;
+  const { epilogue, aT, bT, group, tile: { tm, tn4 } } = v;
   const gram = epilogue === "gram" || epilogue === "gramD";
   const hasD = epilogue === "add" || epilogue === "gramD";
   const acc = (i: number, j: number) => `c${i}_${j}`;
@@ -292,10 +331,16 @@ function productDef(v: TextureVariant): KernelDef {
   const store = (v: string) => {
     if (!gram) return hasD ? `C[cb + at] = D[db + at] + ${v};` : `C[cb + at] = ${v};`;
     // As ops/gram.ts's epilogue: α·acc, + β·D, + γ on the diagonal; the mirror too.
-    return `var g = p_alpha() * ${v};${hasD ? " g += p_beta() * D[db + at];" : ""}
-      if (m == n) { g += p_gamma(); }
+    return `var g = alpha * ${v};${hasD ? " g += beta * D[db + at];" : ""}
+      g = select(g, g + gamma, m == n);
       C[cb + at] = g; C[cb + n * N + m] = g;`;
   };
+  // Parameters read once, not per element (each read is a load the compilers keep).
+  if (gram) {
+    lines.push(
+      `  let alpha = p_alpha();${hasD ? " let beta = p_beta();" : ""} let gamma = p_gamma();`,
+    );
+  }
   for (let i = 0; i < tm; i++) {
     lines.push(`  if (m0 + ${i}u < mEnd) {`);
     for (let j = 0; j < tn4; j++) {
@@ -419,6 +464,8 @@ interface OperandTexture {
 
 /** How `texturedProduct` lays a problem out: operand orientations and textures. */
 export interface TextureLayout {
+  /** The tile each thread computes. */
+  tile: TextureTile;
   aT: boolean;
   bT: boolean;
   a: OperandTexture;
@@ -444,10 +491,11 @@ function copies(x: OperandTexture): boolean {
  * that makes it a copy: Bᵀ for a Linear layer's x·Wᵀ, Aᵀ for a weight gradient dCᵀ·X.
  */
 export function textureLayout(p: TexturedProblem, defaultTiles: boolean): TextureLayout | null {
-  const { tm, tn4 } = TEXTURE_MATMUL;
   const { M, N, K, batches } = p;
   const g = p.group?.mode;
   if (K === 0 || M === 0 || N === 0 || batches === 0) return null;
+  const tile = textureTile(M * N, g !== undefined);
+  const { tm, tn4 } = tile;
   const K4 = Math.ceil(K / 4);
   const tilesM = Math.ceil(M / tm);
   const tilesN = Math.ceil(N / (4 * tn4));
@@ -513,7 +561,7 @@ export function textureLayout(p: TexturedProblem, defaultTiles: boolean): Textur
   if (!on) return null;
   const most = gpuDevice("matmul").limits.maxTextureDimension2D;
   const fits = (x: OperandTexture) => x.width <= most && x.batches * x.rowsPad <= most;
-  return fits(a) && fits(b) ? { aT, bT, a, b, packs } : null;
+  return fits(a) && fits(b) ? { tile, aT, bT, a, b, packs } : null;
 }
 
 /**
@@ -530,7 +578,8 @@ export function texturedProduct(
   prior: Tensor | null,
   gram?: { alpha: number; beta: number; gamma: number; d: Tensor | null },
 ): void {
-  const { tm, tn4, wg } = TEXTURE_MATMUL;
+  const { wg } = TEXTURE_MATMUL;
+  const { tm, tn4 } = layout.tile;
   const { M, N, K, batches } = p;
   const g = p.group;
   const tilesM = Math.ceil(M / tm);
@@ -547,6 +596,7 @@ export function texturedProduct(
     const d = gram ? gram.d : prior;
     const epilogue: Epilogue = gram ? (d ? "gramD" : "gram") : d ? "add" : "plain";
     const kern = productKernel({
+      tile: layout.tile,
       epilogue,
       aT: layout.aT,
       bT: layout.bT,

@@ -8,7 +8,12 @@
 import assert from "node:assert/strict";
 import * as mg from "../mod.ts";
 import { runtimeStats } from "../core/runtime.ts";
-import { setMatmulTextures, TEXTURE_MATMUL, textureLayout } from "../ops/matmul_texture.ts";
+import {
+  setMatmulTextures,
+  TEXTURE_MATMUL,
+  textureLayout,
+  textureTile,
+} from "../ops/matmul_texture.ts";
 import { countDispatches, f32Bits as bits, gpu, seededTensor as consts } from "./util.ts";
 import { gram } from "../ops/gram.ts";
 import { groupedMatmul } from "../ops/moe.ts";
@@ -261,4 +266,62 @@ Deno.test("texture matmul: Linear (x·Wᵀ, dX, dW) and grouped MoE products = s
   } finally {
     setMatmulTextures(previous);
   }
+});
+
+Deno.test("texture matmul: large products take the larger tile, still bit for bit", async () => {
+  // On lavapipe matrices of ≥ 2²⁰ outputs take TEXTURE_MATMUL.tiles[0] (1000 × 1028 does not,
+  // nor 16 batches of 512 × 512; other adapters keep the last tile); the edges (1032 = 32·32 +
+  // 8, 1028 = 32·32 + 4) leave partial tiles. Each orientation's layout takes it (packs: A·B,
+  // Bᵀ copied: x·Wᵀ, Aᵀ copied: dCᵀ·X); A·B, x·Wᵀ and a gram run, as each large-tile variant
+  // takes lavapipe seconds to compile.
+  const [large, small] = [TEXTURE_MATMUL.tiles[0], TEXTURE_MATMUL.tiles.at(-1)!];
+  const lavapipe = /llvmpipe/i.test(mg.deviceInfo().description);
+  const a = consts([1032, 13], 27), b = consts([13, 1028], 28);
+  const x = consts([1032, 64], 29), w = consts([1028, 64], 30); // x·wᵀ: w is Bᵀ as it lies
+  const dc = consts([16, 1028], 31), xs = consts([16, 1032], 32); // dcᵀ·xs: dc is Aᵀ
+  const g = consts([1, 1032, 12], 34);
+  const products: [string, mg.Tensor, mg.Tensor][] = [["A·B", a, b], ["x·Wᵀ", x, w.transpose()], [
+    "dCᵀ·X",
+    dc.transpose(),
+    xs,
+  ]];
+  const previous = setMatmulTextures(true); // the tile depends on the outputs only
+  try {
+    for (const [name, l, r] of [...products, ["small", a.slice(0, 0, 1000), b] as const]) {
+      const layout = textureLayout({
+        M: l.shape[0],
+        N: r.shape[1],
+        K: l.shape[1],
+        batches: 1,
+        a: { t: l, offset: l.offset, rowStride: l.strides[0], colStride: l.strides[1] },
+        aBatchStride: 0,
+        b: { t: r, offset: r.offset, rowStride: r.strides[0], colStride: r.strides[1] },
+        bBatchStride: 0,
+      }, true);
+      const tile = name === "small" || !lavapipe ? small : large;
+      assert.deepEqual([layout?.tile.tm, layout?.tile.tn4], [tile.tm, tile.tn4], name);
+    }
+    const batched = textureLayout({
+      M: 512,
+      N: 512,
+      K: 13,
+      batches: 16,
+      a: { t: a, offset: 0, rowStride: 13, colStride: 1 },
+      aBatchStride: 0,
+      b: { t: b, offset: 0, rowStride: 1028, colStride: 1 },
+      bBatchStride: 0,
+    }, true);
+    assert.deepEqual([batched?.tile.tm, batched?.tile.tn4], [small.tm, small.tn4], "batched");
+    assert.deepEqual(textureTile(2 ** 20, true), { tm: small.tm, tn4: small.tn4 }, "grouped");
+  } finally {
+    setMatmulTextures(previous);
+  }
+  const r = await bothPaths(
+    () => [a.matmul(b), x.matmul(w.transpose()), gram(g, { alpha: 0.5, gamma: 2 })],
+  );
+  ["A·B", "x·Wᵀ", "gram"].forEach((name, i) => assert.deepEqual(r.textures[i], r.storage[i], name));
+  const want = ref(await a.data(), await b.data(), 1032, 13, 1028);
+  const got = new Float32Array(new Uint32Array(r.textures[0]).buffer);
+  for (let i = 0; i < want.length; i += 97) assert.ok(Math.abs(got[i] - want[i]) < 1e-5, `${i}`);
+  for (const t of [a, b, x, w, dc, xs, g]) t.dispose();
 });
