@@ -29,6 +29,8 @@ export interface GpuTex {
   readonly width: number;
   /** Height in texels. */
   readonly height: number;
+  /** Whether kernels may write it (storage usage). */
+  readonly writable: boolean;
   /** The batch that last recorded work using it (see core/runtime.ts). */
   lastBatch: number;
 }
@@ -38,27 +40,31 @@ const all = new Set<GpuTex>();
 let nextId = 1;
 
 /**
- * A width × height rgba32float texture that kernels may read (`texture_2d<f32>`) and write
- * (`texture_storage_2d<rgba32float, write>`); return it with `releaseTexture`.
+ * A width × height rgba32float texture that kernels may read (`texture_2d<f32>`) and, when
+ * `writable`, write (`texture_storage_2d<rgba32float, write>`); otherwise only copies fill it.
+ * Return it with `releaseTexture`. Ask for `writable` only where a kernel writes it: drivers
+ * may lay out textures with storage usage less favourably for reads (raw 1024³ texture
+ * product on lavapipe: 37–38 ms without it against 42–43 ms with it in 4 of 5 alternating
+ * pairs, 2026-12-03; within noise inside `mg.matmul`, 41–55 ms either way).
  *
  * @example
  * ```ts
  * import * as mg from "../mod.ts";
  * import { acquireTexture, releaseTexture } from "./textures.ts";
  * await mg.init();
- * const t = acquireTexture(4, 2);
- * console.log(t.width * t.height); // 8
+ * const t = acquireTexture(4, 2, true);
+ * console.log(t.width * t.height, t.writable); // 8 true
  * releaseTexture(t);
  * ```
  */
-export function acquireTexture(width: number, height: number): GpuTex {
-  const hit = free.get(`${width}x${height}`)?.pop();
+export function acquireTexture(width: number, height: number, writable: boolean): GpuTex {
+  const hit = free.get(poolKey(width, height, writable))?.pop();
   if (hit) return hit;
   const texture = gpuDevice("texture").createTexture({
-    label: `moongrad operand texture ${width}×${height}`,
+    label: `moongrad operand texture ${width}×${height}${writable ? " (writable)" : ""}`,
     size: [width, height],
     format: "rgba32float",
-    usage: COPY_DST | TEXTURE_BINDING | STORAGE_BINDING,
+    usage: COPY_DST | TEXTURE_BINDING | (writable ? STORAGE_BINDING : 0),
   });
   const t: GpuTex = {
     texture,
@@ -66,15 +72,21 @@ export function acquireTexture(width: number, height: number): GpuTex {
     id: nextId++,
     width,
     height,
+    writable,
     lastBatch: -1,
   };
   all.add(t);
   return t;
 }
 
+/** The pool a texture of this size and usage lives in. */
+function poolKey(width: number, height: number, writable: boolean): string {
+  return `${width}x${height}${writable ? "w" : ""}`;
+}
+
 /** Returns a texture to the pool (recorded work that reads it still runs first). */
 export function releaseTexture(t: GpuTex): void {
-  const key = `${t.width}x${t.height}`;
+  const key = poolKey(t.width, t.height, t.writable);
   const list = free.get(key);
   if (list) list.push(t);
   else free.set(key, [t]);

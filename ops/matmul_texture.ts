@@ -165,28 +165,18 @@ function copyable(o: TextureOperand, cols: number, batches: number, batchStride:
 }
 
 /**
- * Writes operand `o` ([batches][rows, cols]; batch b at offset + b·batchStride) into texture
- * `dst`: batch b, row r and columns 4x…4x+3 at texel (x, b·rowsPad + r), zero outside.
+ * Writes operand `x.o` ([batches][rows, cols]; batch b at offset + b·batchStride) into texture
+ * `dst`: batch b, row r and columns 4x…4x+3 at texel (x, b·rowsPad + r), zero outside. A copy
+ * per batch where `copies(x)` (then `dst` need not be writable), else a `matmul_pack` launch.
  */
-function pack(
-  o: TextureOperand,
-  rows: number,
-  cols: number,
-  rowsPad: number,
-  batchStride: number,
-  dst: GpuTex,
-  allowStaleRows: boolean,
-): void {
+function pack(x: OperandTexture, dst: GpuTex): void {
+  const { o, rows, cols, rowsPad, batchStride } = x;
   // Row-major rows of a multiple of 64 floats at a 16-byte offset: a copy per batch (padding
   // rows and texels keep stale values; they only reach outputs the product does not store,
   // so `rows` must equal `rowsPad` for B, whose padding rows would enter every sum).
-  const batches = dst.height / rowsPad;
-  if (
-    copyable(o, cols, batches, batchStride) &&
-    (rows === rowsPad || allowStaleRows)
-  ) {
+  if (copies(x)) {
     const buf = o.t.storage("matmul").buf;
-    for (let b = 0; b < batches; b++) {
+    for (let b = 0; b < x.batches; b++) {
       const at = (o.offset + b * batchStride) * 4;
       copyToTexture(buf, at, cols * 4, cols / 4, rows, dst, b * rowsPad);
     }
@@ -585,11 +575,11 @@ export function texturedProduct(
   const tilesM = Math.ceil(M / tm);
   const tilesN = Math.ceil(N / (4 * tn4));
   const { a, b } = layout;
-  const at = acquireTexture(a.width, a.batches * a.rowsPad);
-  const bt = acquireTexture(b.width, b.batches * b.rowsPad);
+  const at = acquireTexture(a.width, a.batches * a.rowsPad, !copies(a));
+  const bt = acquireTexture(b.width, b.batches * b.rowsPad, !copies(b));
   try {
-    pack(a.o, a.rows, a.cols, a.rowsPad, a.batchStride, at, a.staleRows);
-    pack(b.o, b.rows, b.cols, b.rowsPad, b.batchStride, bt, b.staleRows);
+    pack(a, at);
+    pack(b, bt);
     // A gram's tiles: the upper triangle of its square tile grid (tilesM = tilesN).
     const tilesPerBatch = gram ? (tilesN * (tilesN + 1)) / 2 : tilesM * tilesN;
     const threads = g?.mode === "rows" ? (tilesM + g.experts) * tilesN : batches * tilesPerBatch;

@@ -16,6 +16,7 @@ import {
 } from "../ops/matmul_texture.ts";
 import { countDispatches, f32Bits as bits, gpu, seededTensor as consts } from "./util.ts";
 import { gram } from "../ops/gram.ts";
+import { acquireTexture, releaseTexture } from "../core/textures.ts";
 import { groupedMatmul } from "../ops/moe.ts";
 
 await gpu();
@@ -324,4 +325,27 @@ Deno.test("texture matmul: large products take the larger tile, still bit for bi
   const got = new Float32Array(new Uint32Array(r.textures[0]).buffer);
   for (let i = 0; i < want.length; i += 97) assert.ok(Math.abs(got[i] - want[i]) < 1e-5, `${i}`);
   for (const t of [a, b, x, w, dc, xs, g]) t.dispose();
+});
+
+Deno.test("texture pool: copied operands get read-only textures, packed ones writable", async () => {
+  // The pool keeps the two usages apart: a read-only texture is never handed to matmul_pack.
+  const w = acquireTexture(16, 3, true);
+  releaseTexture(w);
+  const r = acquireTexture(16, 3, false);
+  assert.equal(r.writable, false);
+  assert.notEqual(r.id, w.id);
+  const w2 = acquireTexture(16, 3, true);
+  assert.equal(w2.id, w.id);
+  releaseTexture(r);
+  releaseTexture(w2);
+  // A product that copies A (rows of 64 floats) and packs B (13 rows: not a copy), then one
+  // that packs A into the same size: each gets a texture of its own usage, values exact.
+  const a = consts([40, 64], 41), b = consts([64, 13], 42);
+  const r1 = await bothPaths(() => [a.matmul(b), b.transpose().matmul(a.transpose())]);
+  assert.deepEqual(r1.textures, r1.storage);
+  const want = ref(await a.data(), await b.data(), 40, 64, 13);
+  const got = new Float32Array(new Uint32Array(r1.textures[0]).buffer);
+  want.forEach((v, i) => assert.ok(Math.abs(got[i] - v) < 1e-4, `${i}`));
+  a.dispose();
+  b.dispose();
 });
