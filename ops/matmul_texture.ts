@@ -53,27 +53,27 @@ import { grid1d } from "./grid.ts";
 import { findTileWgsl } from "./grouped_tiles.ts";
 
 /**
- * The texture path's tiles as data: workgroup size, the tiles (rows per thread `tm`, vec4
- * columns per thread `tn4`; the first whose `minOutputs` one matrix of the product reaches
- * (M·N, batches not counted), and whose `adapter` pattern matches the adapter's description, is used), and
- * the least work (M·N·K) the path is used for: `minWork` when an operand needs a pack launch,
- * `minWorkCopied` when both are copies. Grouped products always take the last (smallest)
- * tile: their row tiles must fit small experts. A tile must be square (tm = 4·tn4) for
- * ops/gram.ts's mirrored tiles.
+ * The texture path's tiles as data: workgroup size; the tiles (rows per thread `tm`, vec4
+ * columns per thread `tn4`), of which a product takes the first whose `minOutputs` one of its
+ * matrices reaches (M·N, batches not counted) and whose `adapter` pattern matches the
+ * adapter's description; and the least work (M·N·K) the path is used for: `minWork` when an
+ * operand needs a pack launch, `minWorkCopied` when both are copies. Grouped products always
+ * take the last (smallest) tile: their row tiles must fit small experts. A tile must be square
+ * (tm = 4·tn4) for ops/gram.ts's mirrored tiles.
  *
  * Texel fetches, not the multiply-adds, bound the kernel on lavapipe (1024³: 46 ms as
  * written, 15–22 ms with the fetches hoisted out of the loop), so there larger tiles, which
  * fetch less per multiply-add, win where enough of them keep every CPU thread busy. Raw-kernel
  * times at 1024³, one after the other (lavapipe, 2026-12-03): 16 × 16 per thread 45.9–58.3
- * ms, 32 × 32 39.3–51.5, 64 × 64 39.3–42.5; at 512³ 5.6 against 5.1 ms, at 256³ the same
+ * ms, 32 × 32 36.5–51.5, 64 × 64 39.3–42.5; at 512³ 5.6 against 5.1 ms, at 256³ the same
  * (1.1 ms); `mg.matmul` 1024³ with its wait 59.0–59.7 → 53.0–54.0 ms. Batches of small
  * matrices lose with it (tiny K2's MuonClip step, whose stacked Newton–Schulz products reach
  * 2¹⁸ outputs only summed over the batch: 247 → 293 ms), so the bound is per matrix. Each
- * kernel variant of the large tile takes lavapipe ~6 s to compile (against well under one
- * for the small one; Mesa keeps it in its disk cache after that), which a 512² product's
- * 0.5 ms gain would take 12 000 calls to repay, so the bound is 1024² outputs. On SwiftShader (Dawn)
- * the 32 × 32 tile is slower (1024³ 234 → 329–1045 ms) and takes 4× longer to compile, so
- * it is lavapipe's only.
+ * kernel variant of the large tile takes lavapipe ~6 s to compile (the small one's well
+ * under 1 s; Mesa's disk cache keeps it after that), which a 512² product's 0.5 ms gain
+ * would take 12 000 calls to repay, so the bound is 1024² outputs; 64 × 64 took 260 s. On
+ * SwiftShader (Dawn) the 32 × 32 tile is slower (1024³ 234 → 329–1045 ms) and takes 4×
+ * longer to compile, so it is lavapipe's only.
  */
 export const TEXTURE_MATMUL = Object.freeze({
   wg: 16,

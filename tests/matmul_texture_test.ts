@@ -37,6 +37,20 @@ async function bothPaths(fn: () => mg.Tensor[]) {
   return { textures: await run(true), storage: await run(false) };
 }
 
+/** The texture layout of the 2-D product l·r (views read through their strides). */
+function layoutOf(l: mg.Tensor, r: mg.Tensor) {
+  return textureLayout({
+    M: l.shape[0],
+    N: r.shape[1],
+    K: l.shape[1],
+    batches: 1,
+    a: { t: l, offset: l.offset, rowStride: l.strides[0], colStride: l.strides[1] },
+    aBatchStride: 0,
+    b: { t: r, offset: r.offset, rowStride: r.strides[0], colStride: r.strides[1] },
+    bBatchStride: 0,
+  }, true);
+}
+
 /** float64 reference of a [M, K] · [K, N] product. */
 function ref(a: ArrayLike<number>, b: ArrayLike<number>, M: number, K: number, N: number) {
   const out = new Float64Array(M * N);
@@ -289,16 +303,7 @@ Deno.test("texture matmul: large products take the larger tile, still bit for bi
   const previous = setMatmulTextures(true); // the tile depends on the outputs only
   try {
     for (const [name, l, r] of [...products, ["small", a.slice(0, 0, 1000), b] as const]) {
-      const layout = textureLayout({
-        M: l.shape[0],
-        N: r.shape[1],
-        K: l.shape[1],
-        batches: 1,
-        a: { t: l, offset: l.offset, rowStride: l.strides[0], colStride: l.strides[1] },
-        aBatchStride: 0,
-        b: { t: r, offset: r.offset, rowStride: r.strides[0], colStride: r.strides[1] },
-        bBatchStride: 0,
-      }, true);
+      const layout = layoutOf(l, r);
       const tile = name === "small" || !lavapipe ? small : large;
       assert.deepEqual([layout?.tile.tm, layout?.tile.tn4], [tile.tm, tile.tn4], name);
     }
@@ -338,9 +343,18 @@ Deno.test("texture pool: copied operands get read-only textures, packed ones wri
   assert.equal(w2.id, w.id);
   releaseTexture(r);
   releaseTexture(w2);
-  // A product that copies A (rows of 64 floats) and packs B (13 rows: not a copy), then one
-  // that packs A into the same size: each gets a texture of its own usage, values exact.
+  // A·B copies A (rows of 64 floats) and packs B (rows of 13); Bᵀ·Aᵀ packs bᵀ (read as it
+  // lies: rows of 13) and copies aᵀ: both usages bound in both slots, values exact.
   const a = consts([40, 64], 41), b = consts([64, 13], 42);
+  const previous = setMatmulTextures(true);
+  try {
+    for (const [l, r] of [[a, b], [b.transpose(), a.transpose()]]) {
+      const layout = layoutOf(l, r);
+      assert.equal(layout?.packs, 1, "one operand packed, one copied");
+    }
+  } finally {
+    setMatmulTextures(previous);
+  }
   const r1 = await bothPaths(() => [a.matmul(b), b.transpose().matmul(a.transpose())]);
   assert.deepEqual(r1.textures, r1.storage);
   const want = ref(await a.data(), await b.data(), 40, 64, 13);
