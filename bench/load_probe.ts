@@ -1,13 +1,16 @@
 /**
  * What one memory read costs inside a WGSL loop on this adapter, by kind: a storage buffer
  * read at a per-invocation address and at a workgroup-uniform address, the same from a
- * uniform buffer and from an rgba32float texture (`textureLoad`), and no read at all. Each
+ * uniform buffer and from an rgba32float texture (`textureLoad`), a per-invocation read of
+ * one bound as a read-only storage texture, and no read at all. Each
  * kernel runs 4096 workgroups of 8 invocations; each invocation does 256 steps of one vec4
  * read + one vec4 FMA (8 per loop iteration, written out). Prints ms (min of 3) and ns per
  * invocation-read. Why it exists: on Mesa lavapipe 22.3 every storage read inside control
  * flow is a scalar loop over the 8 SIMD lanes with a bounds branch per lane (gallivm), so a
  * tiled matmul is bound by its read count, not by its FMAs (bench/RESULTS.md, "matmul on the
- * CPU adapter"). Raw WebGPU, no moongrad code.
+ * CPU adapter"). Measured 2026-12-03: lavapipe 2.2–2.4 ns per read (1.5 without one), but
+ * 1.7–1.8 ns from the read-only storage texture; SwiftShader (Dawn) the other way round,
+ * 7.1 ns sampled against 8.6 ns (1024 workgroups). Raw WebGPU, no moongrad code.
  *
  *   deno run -A --preload cli/task_env.ts bench/load_probe.ts
  */
@@ -26,9 +29,16 @@ const tex = device.createTexture({
   format: "rgba32float",
   usage: GPUTextureUsage.TEXTURE_BINDING,
 });
+// Storage usage may change the driver's layout: the storage-texture read gets its own texture.
+const stex = device.createTexture({
+  size: [W, H],
+  format: "rgba32float",
+  usage: GPUTextureUsage.STORAGE_BINDING,
+});
 const STORAGE = "@group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;";
 const UNIFORM = "@group(0) @binding(0) var<uniform> U: array<vec4<f32>, 4096>;";
 const TEXTURE = "@group(0) @binding(0) var T: texture_2d<f32>;";
+const STORAGE_TEXTURE = "@group(0) @binding(0) var T: texture_storage_2d<rgba32float, read>;";
 const shader = (read: string, decl: string, tail = "") => {
   const steps = [...Array(8).keys()]
     .map((u) => `    { let k = k0 + ${u}u; acc = fma(${read}, vec4<f32>(1.0001), acc); }`)
@@ -56,6 +66,11 @@ const kinds: [string, string, GPUBindingResource][] = [
     "texture, uniform",
     shader(`textureLoad(T, vec2<u32>(k, w.x % ${H}u), 0)`, TEXTURE),
     tex.createView(),
+  ],
+  [
+    "storage texture, per-lane",
+    shader("textureLoad(T, vec2<u32>(k, row))", STORAGE_TEXTURE),
+    stex.createView(),
   ],
 ];
 console.log(`read cost on ${adapter.info?.description || "(adapter)"}`);

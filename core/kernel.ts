@@ -22,11 +22,13 @@ export interface Binding {
   access: Access;
   /**
    * A texture instead of a storage buffer: "texture" is a `texture_2d<f32>` read with
-   * `textureLoad` (access "read"), "storage_texture" a write-only
+   * `textureLoad(t, xy, 0)` (access "read"), "storage_texture_read" a read-only
+   * `texture_storage_2d<rgba32float, read>` read with `textureLoad(t, xy)` (access "read"; its
+   * GpuTex needs storage usage), "storage_texture" a write-only
    * `texture_storage_2d<rgba32float, write>` (access "read_write"). Texture bindings come
    * after every storage buffer binding; the runtime binds a GpuTex (core/textures.ts) there.
    */
-  kind?: "texture" | "storage_texture";
+  kind?: "texture" | "storage_texture_read" | "storage_texture";
 }
 
 /** What a kernel template function produces; the source text is the cache key. */
@@ -155,6 +157,8 @@ export function kernelSource(def: KernelDef): string {
     lines.push(
       b.kind === "texture"
         ? `@group(0) @binding(${i}) var ${b.name}: texture_2d<f32>;`
+        : b.kind === "storage_texture_read"
+        ? `@group(0) @binding(${i}) var ${b.name}: texture_storage_2d<rgba32float, read>;`
         : b.kind === "storage_texture"
         ? `@group(0) @binding(${i}) var ${b.name}: texture_storage_2d<rgba32float, write>;`
         : `@group(0) @binding(${i}) var<storage, read_write> ${b.name}: array<${b.type}>;`,
@@ -230,10 +234,11 @@ export function kernel(def: KernelDef): Kernel {
     visibility: COMPUTE_STAGE,
     ...(def.bindings[i].kind === "texture"
       ? { texture: { sampleType: "unfilterable-float", viewDimension: "2d" } as const }
-      : def.bindings[i].kind === "storage_texture"
+      : def.bindings[i].kind === "storage_texture_read" ||
+          def.bindings[i].kind === "storage_texture"
       ? {
         storageTexture: {
-          access: "write-only",
+          access: def.bindings[i].kind === "storage_texture" ? "write-only" : "read-only",
           format: "rgba32float",
           viewDimension: "2d",
         } as const,

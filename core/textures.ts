@@ -29,8 +29,11 @@ export interface GpuTex {
   readonly width: number;
   /** Height in texels. */
   readonly height: number;
-  /** Whether kernels may write it (storage usage). */
-  readonly writable: boolean;
+  /**
+   * Whether it has storage usage: kernels may bind it as a storage texture, write-only (a
+   * pack target) or read-only (operand reads on adapters where those are the cheaper fetch).
+   */
+  readonly storage: boolean;
   /** The batch that last recorded work using it (see core/runtime.ts). */
   lastBatch: number;
 }
@@ -40,12 +43,13 @@ const all = new Set<GpuTex>();
 let nextId = 1;
 
 /**
- * A width × height rgba32float texture that kernels may read (`texture_2d<f32>`) and, when
- * `writable`, write (`texture_storage_2d<rgba32float, write>`); otherwise only copies fill it.
- * Return it with `releaseTexture`. Ask for `writable` only where a kernel writes it: drivers
- * may lay out textures with storage usage less favourably for reads (raw 1024³ texture
- * product on lavapipe: 37–38 ms without it against 42–43 ms with it in 4 of 5 alternating
- * pairs, 2026-12-03; within noise inside `mg.matmul`, 41–55 ms either way).
+ * A width × height rgba32float texture that kernels may read (`texture_2d<f32>`) and, with
+ * `storage`, bind as a storage texture (`texture_storage_2d<rgba32float, write>` or `read>`);
+ * without it only copies fill it. Return it with `releaseTexture`. Ask for `storage` only
+ * where a kernel binds it so: drivers may lay out textures with storage usage differently
+ * (lavapipe: a sampled read of one is slower, raw 1024³ texture product 37–38 ms without the
+ * usage against 42–43 ms with it in 4 of 5 alternating pairs, 2026-12-03; a read-only storage
+ * read of one is faster, see ops/matmul_texture.ts).
  *
  * @example
  * ```ts
@@ -53,18 +57,18 @@ let nextId = 1;
  * import { acquireTexture, releaseTexture } from "./textures.ts";
  * await mg.init();
  * const t = acquireTexture(4, 2, true);
- * console.log(t.width * t.height, t.writable); // 8 true
+ * console.log(t.width * t.height, t.storage); // 8 true
  * releaseTexture(t);
  * ```
  */
-export function acquireTexture(width: number, height: number, writable: boolean): GpuTex {
-  const hit = free.get(poolKey(width, height, writable))?.pop();
+export function acquireTexture(width: number, height: number, storage: boolean): GpuTex {
+  const hit = free.get(poolKey(width, height, storage))?.pop();
   if (hit) return hit;
   const texture = gpuDevice("texture").createTexture({
-    label: `moongrad operand texture ${width}×${height}${writable ? " (writable)" : ""}`,
+    label: `moongrad operand texture ${width}×${height}${storage ? " (storage)" : ""}`,
     size: [width, height],
     format: "rgba32float",
-    usage: COPY_DST | TEXTURE_BINDING | (writable ? STORAGE_BINDING : 0),
+    usage: COPY_DST | TEXTURE_BINDING | (storage ? STORAGE_BINDING : 0),
   });
   const t: GpuTex = {
     texture,
@@ -72,7 +76,7 @@ export function acquireTexture(width: number, height: number, writable: boolean)
     id: nextId++,
     width,
     height,
-    writable,
+    storage,
     lastBatch: -1,
   };
   all.add(t);
@@ -80,13 +84,13 @@ export function acquireTexture(width: number, height: number, writable: boolean)
 }
 
 /** The pool a texture of this size and usage lives in. */
-function poolKey(width: number, height: number, writable: boolean): string {
-  return `${width}x${height}${writable ? "w" : ""}`;
+function poolKey(width: number, height: number, storage: boolean): string {
+  return `${width}x${height}${storage ? "s" : ""}`;
 }
 
 /** Returns a texture to the pool (recorded work that reads it still runs first). */
 export function releaseTexture(t: GpuTex): void {
-  const key = poolKey(t.width, t.height, t.writable);
+  const key = poolKey(t.width, t.height, t.storage);
   const list = free.get(key);
   if (list) list.push(t);
   else free.set(key, [t]);

@@ -5,9 +5,11 @@
  * Why: Mesa's llvmpipe (lavapipe 22.3, the CI adapter) turns every storage-buffer read inside
  * control flow into a scalar loop over the 8 SIMD lanes with a bounds branch per lane, so the
  * storage kernel of ops/matmul.ts is bound by its reads (bench/load_probe.ts); a texel fetch
- * is one vector gather. Measured on lavapipe at 1024³ f32: a raw-WGSL 16×8-per-thread product
- * 78 ms with texture operands, 191 ms with storage reads; `mg.matmul` 135 ms before this path,
- * 64–83 ms with it (bench/RESULTS.md, stop 19).
+ * costs less, and a read of a read-only storage texture less again (0.3 ns over a loop step
+ * without a read, against 0.8–0.9 ns sampled). Measured on lavapipe at 1024³ f32: a raw-WGSL
+ * 16×8-per-thread product 78 ms with texture operands, 191 ms with storage reads; `mg.matmul`
+ * 135 ms before this path, 64–83 ms with it (bench/RESULTS.md, stop 19), 46–52 ms once the
+ * operands were read as storage textures (stop 25).
  *
  * How: `C = A·B` (+ D) per matrix of a batch, for C [M, N] with A [M, K] and B [K, N] read
  * through any strides (batch strides 0 broadcast); ops/gram.ts uses the same kernel for X·Xᵀ.
@@ -28,6 +30,8 @@
  *    storage kernel does, B per expert stacked along y: the experts' forward with W as Bᵀ and
  *    their dX) and "inner" (`matmul_texture_inner`: the expert is the batch and k runs over
  *    its own rows, Aᵀ and B both as they lie: the experts' dW).
+ * Operand textures are read as read-only storage textures on the adapters
+ * TEXTURE_MATMUL.storageReads names (lavapipe), else sampled (`textureReads`).
  * Used on fallback (CPU) adapters under the default tile configuration, for f32 products of
  * at least TEXTURE_MATMUL.minWork multiply-adds (minWorkCopied when no operand needs a pack)
  * whose textures fit maxTextureDimension2D. Measured on lavapipe (one product per launch,
@@ -74,6 +78,14 @@ import { findTileWgsl } from "./grouped_tiles.ts";
  * would take 12 000 calls to repay, so the bound is 1024² outputs; 64 × 64 took 260 s. On
  * SwiftShader (Dawn) the 32 × 32 tile is slower (1024³ 234 → 329–1045 ms) and takes 4×
  * longer to compile, so it is lavapipe's only.
+ *
+ * `storageReads`: the adapters whose product kernel binds the operand textures as read-only
+ * storage textures instead of sampled ones. On lavapipe such a read costs 0.25–0.33 ns over a
+ * loop step without a read against 0.8–0.9 ns sampled (bench/load_probe.ts); raw 1024³
+ * kernels 40–45 → 33–35 ms (32 × 32) and 48–64 → 31–39 ms (16 × 16), after which the two
+ * tiles measure alike inside `mg.matmul` (44–52 ms each); the tiny-K2 training step 8–10 %
+ * faster (alternating steps in one process, 2026-12-03). SwiftShader reads them slower (8.6
+ * against 7.1 ns), so it keeps sampled reads.
  */
 export const TEXTURE_MATMUL = Object.freeze({
   wg: 16,
@@ -83,7 +95,35 @@ export const TEXTURE_MATMUL = Object.freeze({
   ]),
   minWork: 2 ** 23,
   minWorkCopied: 2 ** 20,
+  storageReads: /llvmpipe/i,
 });
+
+/**
+ * How the product kernel fetches its operands' texels: "storage" binds the operand textures
+ * as read-only storage textures (`texture_storage_2d<rgba32float, read>`), "sampled" as
+ * `texture_2d<f32>`. TEXTURE_MATMUL.storageReads names the adapters that take "storage";
+ * `setTextureReads` overrides it (tests run both on every adapter).
+ */
+export type TextureReads = "storage" | "sampled";
+
+let readsOverride: TextureReads | null = null;
+
+/**
+ * Forces the operand reads of the texture path ("storage" or "sampled"), or back to the
+ * adapter's default (null); returns the previous setting. Tests compare both; not part of the
+ * public API.
+ */
+export function setTextureReads(reads: TextureReads | null): TextureReads | null {
+  const previous = readsOverride;
+  readsOverride = reads;
+  return previous;
+}
+
+/** The operand reads the texture path uses on this adapter (see TEXTURE_MATMUL.storageReads). */
+export function textureReads(): TextureReads {
+  return readsOverride ??
+    (TEXTURE_MATMUL.storageReads.test(deviceInfo().description) ? "storage" : "sampled");
+}
 
 /** One of TEXTURE_MATMUL's tiles: rows and vec4 columns of C per thread. */
 export interface TextureTile {
@@ -167,7 +207,8 @@ function copyable(o: TextureOperand, cols: number, batches: number, batchStride:
 /**
  * Writes operand `x.o` ([batches][rows, cols]; batch b at offset + b·batchStride) into texture
  * `dst`: batch b, row r and columns 4x…4x+3 at texel (x, b·rowsPad + r), zero outside. A copy
- * per batch where `copies(x)` (then `dst` need not be writable), else a `matmul_pack` launch.
+ * per batch where `copies(x)` (then `dst` needs storage usage only if the product reads it
+ * so), else a `matmul_pack` launch.
  */
 function pack(x: OperandTexture, dst: GpuTex): void {
   const { o, rows, cols, rowsPad, batchStride } = x;
@@ -240,6 +281,7 @@ type Epilogue = "plain" | "add" | "gram" | "gramD";
  */
 interface TextureVariant {
   tile: TextureTile;
+  reads: TextureReads;
   epilogue: Epilogue;
   aT: boolean;
   bT: boolean;
@@ -252,16 +294,19 @@ interface TextureVariant {
  * above the diagonal run, each writing its mirror.
  */
 function productKernel(v: TextureVariant) {
-  const key = `matmul_texture|${v.tile.tm}x${v.tile.tn4}|${v.epilogue}|${v.aT ? "aT" : "a"}|${
-    v.bT ? "bT" : "b"
-  }|${v.group}`;
+  const key = `matmul_texture|${v.tile.tm}x${v.tile.tn4}|${v.reads}|${v.epilogue}|${
+    v.aT ? "aT" : "a"
+  }|${v.bT ? "bT" : "b"}|${v.group}`;
   return kernelFor(key, () => productDef(v));
 }
 
 /** The definition of `productKernel`'s kernel. */
 function productDef(v: TextureVariant): KernelDef {
   const { wg } = TEXTURE_MATMUL;
-  const { epilogue, aT, bT, group, tile: { tm, tn4 } } = v;
+  const { epilogue, aT, bT, group, reads, tile: { tm, tn4 } } = v;
+  // A texel of operand `t` at (x, y): storage textures take no mip level.
+  const load = (t: string, x: string, y: string) =>
+    `textureLoad(${t}, vec2<u32>(${x}, ${y})${reads === "storage" ? "" : ", 0"})`;
   const gram = epilogue === "gram" || epilogue === "gramD";
   const hasD = epilogue === "add" || epilogue === "gramD";
   const acc = (i: number, j: number) => `c${i}_${j}`;
@@ -274,10 +319,10 @@ function productDef(v: TextureVariant): KernelDef {
     // over k in order.
     lines.push("  for (var k = kLo; k < kHi; k++) {");
     for (let i4 = 0; i4 < tm / 4; i4++) {
-      lines.push(`    let a${i4} = textureLoad(At, vec2<u32>(mx + ${i4}u, ay + k), 0);`);
+      lines.push(`    let a${i4} = ${load("At", `mx + ${i4}u`, "ay + k")};`);
     }
     for (let j = 0; j < tn4; j++) {
-      lines.push(`    let b${j} = textureLoad(Bt, vec2<u32>(n4 + ${j}u, by + k), 0);`);
+      lines.push(`    let b${j} = ${load("Bt", `n4 + ${j}u`, "by + k")};`);
     }
     for (let i = 0; i < tm; i++) {
       for (let j = 0; j < tn4; j++) {
@@ -290,14 +335,14 @@ function productDef(v: TextureVariant): KernelDef {
     // A's texels hold four k each: per k4, tm texels of A and 4·tn4 of B.
     lines.push("  for (var k4 = 0u; k4 < K4; k4++) {");
     for (let i = 0; i < tm; i++) {
-      lines.push(`    let a${i} = textureLoad(At, vec2<u32>(k4, ay + ${i}u), 0);`);
+      lines.push(`    let a${i} = ${load("At", "k4", `ay + ${i}u`)};`);
     }
     for (let j = 0; j < tn4; j++) {
       for (let q = 0; q < 4; q++) {
         lines.push(
           bT
-            ? `    let b${j}_${q} = textureLoad(Bt, vec2<u32>(k4, by + (n4 + ${j}u) * 4u + ${q}u), 0);`
-            : `    let b${q}_${j} = textureLoad(Bt, vec2<u32>(n4 + ${j}u, by + k4 * 4u + ${q}u), 0);`,
+            ? `    let b${j}_${q} = ${load("Bt", "k4", `by + (n4 + ${j}u) * 4u + ${q}u`)};`
+            : `    let b${q}_${j} = ${load("Bt", `n4 + ${j}u`, `by + k4 * 4u + ${q}u`)};`,
         );
       }
     }
@@ -387,14 +432,15 @@ function productDef(v: TextureVariant): KernelDef {
     : aT
     ? "let kLo = 0u;\n  let kHi = p_K();"
     : "let K4 = (p_K() + 3u) / 4u;";
+  const texKind = reads === "storage" ? "storage_texture_read" as const : "texture" as const;
   return {
     name: gram ? "gram_texture" : group === "none" ? "matmul_texture" : `matmul_texture_${group}`,
     bindings: [
       { name: "C", type: "f32", access: "read_write" },
       ...(hasD ? [{ name: "D", type: "f32", access: "read" as const }] : []),
       ...(group !== "none" ? [{ name: "off", type: "u32", access: "read" as const }] : []),
-      { name: "At", type: "f32", access: "read", kind: "texture" },
-      { name: "Bt", type: "f32", access: "read", kind: "texture" },
+      { name: "At", type: "f32", access: "read", kind: texKind },
+      { name: "Bt", type: "f32", access: "read", kind: texKind },
     ],
     workgroupSize: [wg],
     params: PRODUCT,
@@ -575,8 +621,9 @@ export function texturedProduct(
   const tilesM = Math.ceil(M / tm);
   const tilesN = Math.ceil(N / (4 * tn4));
   const { a, b } = layout;
-  const at = acquireTexture(a.width, a.batches * a.rowsPad, !copies(a));
-  const bt = acquireTexture(b.width, b.batches * b.rowsPad, !copies(b));
+  const reads = textureReads();
+  const at = acquireTexture(a.width, a.batches * a.rowsPad, reads === "storage" || !copies(a));
+  const bt = acquireTexture(b.width, b.batches * b.rowsPad, reads === "storage" || !copies(b));
   try {
     pack(a, at);
     pack(b, bt);
@@ -587,6 +634,7 @@ export function texturedProduct(
     const epilogue: Epilogue = gram ? (d ? "gramD" : "gram") : d ? "add" : "plain";
     const kern = productKernel({
       tile: layout.tile,
+      reads,
       epilogue,
       aT: layout.aT,
       bT: layout.bT,

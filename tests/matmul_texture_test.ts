@@ -10,8 +10,10 @@ import * as mg from "../mod.ts";
 import { runtimeStats } from "../core/runtime.ts";
 import {
   setMatmulTextures,
+  setTextureReads,
   TEXTURE_MATMUL,
   textureLayout,
+  textureReads,
   textureTile,
 } from "../ops/matmul_texture.ts";
 import { countDispatches, f32Bits as bits, gpu, seededTensor as consts } from "./util.ts";
@@ -283,6 +285,34 @@ Deno.test("texture matmul: Linear (x·Wᵀ, dX, dW) and grouped MoE products = s
   }
 });
 
+Deno.test("texture matmul: operands read as read-only storage textures or sampled = storage, bit for bit", async () => {
+  // Each adapter has its default (TEXTURE_MATMUL.storageReads); both kinds must compile on
+  // naga and Tint and give the storage kernels' bits: packed and copied operands, Aᵀ and Bᵀ
+  // layouts, grouped rows and inner, a gram and a batched product with a broadcast operand.
+  assert.equal(
+    textureReads(),
+    TEXTURE_MATMUL.storageReads.test(mg.deviceInfo().description) ? "storage" : "sampled",
+  );
+  const storage = await layerGrads(false, false);
+  const p = consts([33, 20], 35), q = consts([20, 17], 36), g = consts([2, 40, 24], 37);
+  const products =
+    () => [p.matmul(q), gram(g, { alpha: 0.5, beta: 0, gamma: 1 }), g.matmul(p.slice(0, 0, 24))];
+  const want = await bothPaths(products);
+  for (const reads of ["storage", "sampled"] as const) {
+    const previous = setTextureReads(reads);
+    try {
+      assert.equal(textureReads(), reads);
+      const got = await layerGrads(true, true);
+      got.forEach((t, i) => assert.deepEqual(t, storage[i], `${reads}: layer output ${i}`));
+      const r = await bothPaths(products);
+      r.textures.forEach((t, i) => assert.deepEqual(t, want.storage[i], `${reads}: product ${i}`));
+    } finally {
+      setTextureReads(previous);
+    }
+  }
+  for (const t of [p, q, g]) t.dispose();
+});
+
 Deno.test("texture matmul: large products take the larger tile, still bit for bit", async () => {
   // On lavapipe matrices of ≥ 2²⁰ outputs take TEXTURE_MATMUL.tiles[0] (1000 × 1028 does not,
   // nor 16 batches of 512 × 512; other adapters keep the last tile); the edges (1032 = 32·32 +
@@ -332,19 +362,21 @@ Deno.test("texture matmul: large products take the larger tile, still bit for bi
   for (const t of [a, b, x, w, dc, xs, g]) t.dispose();
 });
 
-Deno.test("texture pool: copied operands get read-only textures, packed ones writable", async () => {
-  // The pool keeps the two usages apart: a read-only texture is never handed to matmul_pack.
+Deno.test("texture pool: storage usage only for pack targets, or for operands read as storage", async () => {
+  // The pool keeps the two usages apart: a texture without storage usage is never handed to
+  // matmul_pack, nor bound as a read-only storage texture.
   const w = acquireTexture(16, 3, true);
   releaseTexture(w);
   const r = acquireTexture(16, 3, false);
-  assert.equal(r.writable, false);
+  assert.equal(r.storage, false);
   assert.notEqual(r.id, w.id);
   const w2 = acquireTexture(16, 3, true);
   assert.equal(w2.id, w.id);
   releaseTexture(r);
   releaseTexture(w2);
   // A·B copies A (rows of 64 floats) and packs B (rows of 13); Bᵀ·Aᵀ packs bᵀ (read as it
-  // lies: rows of 13) and copies aᵀ: both usages bound in both slots, values exact.
+  // lies: rows of 13) and copies aᵀ. With sampled reads both usages are bound in both slots;
+  // with storage reads every operand texture has storage usage. Values exact either way.
   const a = consts([40, 64], 41), b = consts([64, 13], 42);
   const previous = setMatmulTextures(true);
   try {
@@ -355,11 +387,18 @@ Deno.test("texture pool: copied operands get read-only textures, packed ones wri
   } finally {
     setMatmulTextures(previous);
   }
-  const r1 = await bothPaths(() => [a.matmul(b), b.transpose().matmul(a.transpose())]);
-  assert.deepEqual(r1.textures, r1.storage);
   const want = ref(await a.data(), await b.data(), 40, 64, 13);
-  const got = new Float32Array(new Uint32Array(r1.textures[0]).buffer);
-  want.forEach((v, i) => assert.ok(Math.abs(got[i] - v) < 1e-4, `${i}`));
+  for (const reads of ["sampled", "storage"] as const) {
+    const before = setTextureReads(reads);
+    try {
+      const r1 = await bothPaths(() => [a.matmul(b), b.transpose().matmul(a.transpose())]);
+      assert.deepEqual(r1.textures, r1.storage, reads);
+      const got = new Float32Array(new Uint32Array(r1.textures[0]).buffer);
+      want.forEach((v, i) => assert.ok(Math.abs(got[i] - v) < 1e-4, `${reads} ${i}`));
+    } finally {
+      setTextureReads(before);
+    }
+  }
   a.dispose();
   b.dispose();
 });
