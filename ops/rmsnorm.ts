@@ -254,6 +254,12 @@ const FWD_ROWS = 8;
  * WGSL of the forward kernel's row sum: FWD_LANES adjacent invocations share a row and reduce
  * their partial sums in workgroup memory (3 barrier steps; a workgroup holds FWD_ROWS rows).
  */
+/** WGSL of `at`: the element offset of operand t's (row, j) through its strides. */
+const FWD_PRELUDE_AT = `
+fn at(t: u32, row: u32, j: u32) -> u32 {
+  return p_offsets(t) + row * p_rowStrides(t) + j * p_colStrides(t);
+}`;
+
 const FWD_PRELUDE = `
 var<workgroup> fwd_red: array<f32, ${FWD_LANES * FWD_ROWS}>;
 fn row_sum(v: f32, lane: u32, slot: u32) -> f32 {
@@ -265,10 +271,7 @@ fn row_sum(v: f32, lane: u32, slot: u32) -> f32 {
     workgroupBarrier();
   }
   return fwd_red[at0];
-}
-fn at(t: u32, row: u32, j: u32) -> u32 {
-  return p_offsets(t) + row * p_rowStrides(t) + j * p_colStrides(t);
-}`;
+}${FWD_PRELUDE_AT}`;
 
 /**
  * True when x rows and the gain can be read as vec4: unit column strides, row length, row
@@ -280,13 +283,43 @@ function vec4Rows(xr: Rows, g: Rows, n: number): boolean {
 }
 
 /**
- * Forward: FWD_LANES invocations per row, FWD_ROWS rows per workgroup. Each lane sums x² over
- * the row's elements lane, lane + FWD_LANES, ... (vec4 when the layout allows: adjacent lanes
- * read adjacent 16-byte words), the lanes reduce in workgroup memory, and each lane writes its
- * elements of y. Rows past the end are clamped (every invocation reaches the barriers) and
+ * The forward kernel's layouts: "lanes" (FWD_LANES invocations share a row, FWD_ROWS rows per
+ * workgroup, the row sum in workgroup memory) or "thread" (one invocation per row, FWD_LANES ·
+ * FWD_ROWS rows per workgroup, no workgroup memory, no barrier).
+ */
+export type RmsNormForwardLayout = "lanes" | "thread";
+
+/** CPU adapters take the "thread" layout from this many rows (enough for every CPU thread). */
+const THREAD_ROWS_MIN = 64;
+let forwardOverride: RmsNormForwardLayout | null = null;
+
+/**
+ * Overrides the forward kernel's layout (tests run both on one adapter); null restores the
+ * default ("thread" on CPU adapters from THREAD_ROWS_MIN rows, else "lanes"). Returns the
+ * previous override. Not part of the public API (not exported by mod.ts).
+ */
+export function setRmsNormForwardLayout(
+  layout: RmsNormForwardLayout | null,
+): RmsNormForwardLayout | null {
+  const previous = forwardOverride;
+  forwardOverride = layout;
+  return previous;
+}
+
+/**
+ * Forward. "lanes": FWD_LANES invocations per row, FWD_ROWS rows per workgroup. Each lane sums
+ * x² over the row's elements lane, lane + FWD_LANES, ... (vec4 when the layout allows: adjacent
+ * lanes read adjacent 16-byte words), the lanes reduce in workgroup memory, and each lane writes
+ * its elements of y. Rows past the end are clamped (every invocation reaches the barriers) and
  * write nothing. Measured on lavapipe (2 cores, 1024×1024 f32, wait included): 13–15 ms per
  * call against 47–67 ms for the previous workgroup-per-row kernel (128 lanes, 7 barrier steps,
- * scalar strided loads); the wait alone is ~10.5 ms there.
+ * scalar strided loads); the wait alone is ~10.5 ms there. "thread": each invocation sums its
+ * row's x² in order and writes the row. On a GPU that would read x with a row's stride
+ * between adjacent threads; on a CPU adapter the SIMD lanes are adjacent invocations anyway,
+ * each storage access is a per-lane loop either way (ops/matmul_texture.ts), and what the
+ * "thread" layout saves is the barriers, which llvmpipe runs as coroutine switches: raw
+ * kernels at 1024² f32, 20 per wait, 1.45–1.51 → 1.15–1.23 ms per call (lavapipe,
+ * 2026-12-03).
  */
 function forward(xr: Rows, weight: Tensor, eps: number, shape: readonly number[]) {
   const x = xr.t;
@@ -304,7 +337,10 @@ function forward(xr: Rows, weight: Tensor, eps: number, shape: readonly number[]
   const xrow = v4 ? `row * (p_rowStrides(0u) / 4u) + ` : "";
   const loadX = (j: string) =>
     v4 ? `vec4<f32>(x[p_offsets(0u) / 4u + ${xrow}${j}])` : load("x", 0, j);
-  const k = kernel({
+  const thread = (forwardOverride ??
+    (deviceInfo().isFallbackAdapter && rows >= THREAD_ROWS_MIN ? "thread" : "lanes")) ===
+    "thread";
+  const k = thread ? threadKernel(v4, vt, load, loadX) : kernel({
     name: v4 ? "rms_norm_vec4" : "rms_norm_lanes",
     bindings: [
       { name: "x", type: vt, access: "read" },
@@ -341,9 +377,46 @@ function forward(xr: Rows, weight: Tensor, eps: number, shape: readonly number[]
     k,
     [x.storage(op).buf, weight.storage(op).buf, y.storage(op).buf, rstd.storage(op).buf],
     words,
-    grid1d(rows, FWD_ROWS),
+    grid1d(rows, thread ? FWD_LANES * FWD_ROWS : FWD_ROWS),
   );
   return { y, rstd };
+}
+
+/** The forward's "thread" layout: one invocation per row (see `forward`). */
+function threadKernel(
+  v4: boolean,
+  vt: string,
+  load: (b: string, k: number, j: string) => string,
+  loadX: (j: string) => string,
+) {
+  return kernel({
+    name: v4 ? "rms_norm_vec4_thread" : "rms_norm_thread",
+    bindings: [
+      { name: "x", type: vt, access: "read" },
+      { name: "g", type: vt, access: "read" },
+      { name: "y", type: vt, access: "read_write" },
+      { name: "rstd", type: "f32", access: "read_write" },
+    ],
+    workgroupSize: [FWD_LANES * FWD_ROWS],
+    params: RMS,
+    pairable: true,
+    prelude: FWD_PRELUDE_AT,
+    body: `
+  let row = (wid.y * nwg.x + wid.x) * ${FWD_LANES * FWD_ROWS}u + lidx;
+  if (row >= p_rows()) { return; }
+  let n = p_n();
+  let m = ${v4 ? "n / 4u" : "n"};
+  var acc = 0.0;
+  for (var j = 0u; j < m; j++) {
+    let v = ${loadX("j")};
+    acc += ${v4 ? "dot(v, v)" : "v * v"};
+  }
+  let r = inverseSqrt(acc / f32(n) + p_eps());
+  rstd[row] = r;
+  for (var j = 0u; j < m; j++) {
+    y[row * m + j] = ${vt}(${loadX("j")} * r * ${load("g", 1, "j")});
+  }`,
+  });
 }
 
 /**

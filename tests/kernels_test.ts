@@ -22,7 +22,7 @@ import {
   CPU_ATTENTION_CONFIG,
   DEFAULT_ATTENTION_CONFIG,
 } from "../ops/attention.ts";
-import { setRmsNormRowLanes } from "../ops/rmsnorm.ts";
+import { setRmsNormForwardLayout, setRmsNormRowLanes } from "../ops/rmsnorm.ts";
 import { gpu } from "./util.ts";
 
 type FloatType = "f32" | "f16";
@@ -334,6 +334,15 @@ Deno.test("every kernel template compiles with no compiler error or warning, and
     for (const t of floatTypes) await rows(t);
   } finally {
     setRmsNormRowLanes(lanes);
+  }
+  // RMSNorm's forward in both layouts (one thread per row is CPU adapters' default from 64 rows).
+  for (const layout of ["lanes", "thread"] as const) {
+    const previous = setRmsNormForwardLayout(layout);
+    try {
+      for (const t of floatTypes) await rows(t);
+    } finally {
+      setRmsNormForwardLayout(previous);
+    }
   }
   const matmulConfigs: MatmulConfig[] = [GPU_MATMUL_CONFIG, CPU_MATMUL_CONFIG].flatMap((c) => [
     c,
