@@ -340,8 +340,12 @@ function forward(xr: Rows, weight: Tensor, eps: number, shape: readonly number[]
   const thread = (forwardOverride ??
     (deviceInfo().isFallbackAdapter && rows >= THREAD_ROWS_MIN ? "thread" : "lanes")) ===
     "thread";
-  const k = thread ? threadKernel(v4, vt, load, loadX) : kernel({
-    name: v4 ? "rms_norm_vec4" : "rms_norm_lanes",
+  // The layouts differ in who owns a row and how its sum is formed; the rest is shared.
+  const [first, step] = thread ? ["0u", "1u"] : ["lane", `${FWD_LANES}u`];
+  const k = kernel({
+    name: thread
+      ? (v4 ? "rms_norm_vec4_thread" : "rms_norm_thread")
+      : (v4 ? "rms_norm_vec4" : "rms_norm_lanes"),
     bindings: [
       { name: "x", type: vt, access: "read" },
       { name: "g", type: vt, access: "read" },
@@ -351,23 +355,35 @@ function forward(xr: Rows, weight: Tensor, eps: number, shape: readonly number[]
     workgroupSize: [FWD_LANES * FWD_ROWS],
     params: RMS,
     pairable: true,
-    prelude: FWD_PRELUDE,
-    body: `
+    prelude: thread ? FWD_PRELUDE_AT : FWD_PRELUDE,
+    body: `${
+      thread
+        ? `
+  let row = (wid.y * nwg.x + wid.x) * ${FWD_LANES * FWD_ROWS}u + lidx;
+  if (row >= p_rows()) { return; }`
+        : `
   let slot = lidx / ${FWD_LANES}u;
   let lane = lidx % ${FWD_LANES}u;
   let row0 = (wid.y * nwg.x + wid.x) * ${FWD_ROWS}u + slot;
-  let row = min(row0, p_rows() - 1u);
+  let row = min(row0, p_rows() - 1u);`
+    }
   let n = p_n();
   let m = ${v4 ? "n / 4u" : "n"};
   var acc = 0.0;
-  for (var j = lane; j < m; j += ${FWD_LANES}u) {
+  for (var j = ${first}; j < m; j += ${step}) {
     let v = ${loadX("j")};
     acc += ${v4 ? "dot(v, v)" : "v * v"};
-  }
+  }${
+      thread
+        ? `
+  let r = inverseSqrt(acc / f32(n) + p_eps());
+  rstd[row] = r;`
+        : `
   let r = inverseSqrt(row_sum(acc, lane, slot) / f32(n) + p_eps());
   if (row0 >= p_rows()) { return; }
-  if (lane == 0u) { rstd[row] = r; }
-  for (var j = lane; j < m; j += ${FWD_LANES}u) {
+  if (lane == 0u) { rstd[row] = r; }`
+    }
+  for (var j = ${first}; j < m; j += ${step}) {
     y[row * m + j] = ${vt}(${loadX("j")} * r * ${load("g", 1, "j")});
   }`,
   });
@@ -380,43 +396,6 @@ function forward(xr: Rows, weight: Tensor, eps: number, shape: readonly number[]
     grid1d(rows, thread ? FWD_LANES * FWD_ROWS : FWD_ROWS),
   );
   return { y, rstd };
-}
-
-/** The forward's "thread" layout: one invocation per row (see `forward`). */
-function threadKernel(
-  v4: boolean,
-  vt: string,
-  load: (b: string, k: number, j: string) => string,
-  loadX: (j: string) => string,
-) {
-  return kernel({
-    name: v4 ? "rms_norm_vec4_thread" : "rms_norm_thread",
-    bindings: [
-      { name: "x", type: vt, access: "read" },
-      { name: "g", type: vt, access: "read" },
-      { name: "y", type: vt, access: "read_write" },
-      { name: "rstd", type: "f32", access: "read_write" },
-    ],
-    workgroupSize: [FWD_LANES * FWD_ROWS],
-    params: RMS,
-    pairable: true,
-    prelude: FWD_PRELUDE_AT,
-    body: `
-  let row = (wid.y * nwg.x + wid.x) * ${FWD_LANES * FWD_ROWS}u + lidx;
-  if (row >= p_rows()) { return; }
-  let n = p_n();
-  let m = ${v4 ? "n / 4u" : "n"};
-  var acc = 0.0;
-  for (var j = 0u; j < m; j++) {
-    let v = ${loadX("j")};
-    acc += ${v4 ? "dot(v, v)" : "v * v"};
-  }
-  let r = inverseSqrt(acc / f32(n) + p_eps());
-  rstd[row] = r;
-  for (var j = 0u; j < m; j++) {
-    y[row * m + j] = ${vt}(${loadX("j")} * r * ${load("g", 1, "j")});
-  }`,
-  });
 }
 
 /**
