@@ -146,6 +146,40 @@ Deno.test("sync() reports a failed check; the check is one dispatch; setCheckInd
   for (const t of [x, bad]) t.dispose();
 });
 
+Deno.test("a sync or readback with a verdict to read waits once, not twice", async () => {
+  // The verdict's buffers are mapped while the queue is awaited (core/runtime.ts `sync`).
+  // Deno's WebGPU pays ~10 ms after each wait (an idle sync); one after the other, a sync with
+  // a verdict cost two. Elsewhere an idle sync is short and there is nothing to compare.
+  await gpu();
+  const x = mg.arange(3);
+  const ok = i32s(x);
+  const minOf = async (fn: () => Promise<unknown>) => {
+    let best = Infinity;
+    for (let i = 0; i < 5; i++) {
+      const t = performance.now();
+      await fn();
+      best = Math.min(best, performance.now() - t);
+    }
+    return best;
+  };
+  await mg.sync();
+  const idle = await minOf(() => mg.sync());
+  const checked = await minOf(() => {
+    mg.gather(x, 0, ok).dispose();
+    return mg.sync();
+  });
+  const read = await minOf(async () => {
+    const y = mg.gather(x, 0, ok);
+    await y.data();
+    y.dispose();
+  });
+  if (idle >= 5) {
+    assert.ok(checked < 1.5 * idle + 2, `sync with a verdict ${checked} ms, idle ${idle} ms`);
+    assert.ok(read < 1.5 * idle + 2, `readback with a verdict ${read} ms, idle sync ${idle} ms`);
+  }
+  x.dispose();
+});
+
 const held: mg.Tensor[] = [];
 function i32(v: number[] | number[][]): mg.Tensor {
   return mg.tensor(v, { dtype: "i32" });
