@@ -2,8 +2,8 @@
  * Fused RMSNorm over the last axis: y = x · rsqrt(mean(x²) + eps) · g, with its fused
  * backward. Forward: 8 adjacent invocations share a row (8 rows per workgroup), sum x² over
  * the row in vec4 loads when the layout allows, reduce in workgroup memory, write y and save the
- * row's rsqrt for backward (13–15 ms against 47–67 ms before on lavapipe, 1024² f32; see
- * `forward`). Backward: a workgroup per row (one thread per row when rows are short) computes
+ * row's rsqrt for backward (13–15 ms against 47–67 ms before on lavapipe, 1024² f32); on CPU
+ * adapters, from 64 rows, one invocation owns a row and needs no barrier (see `forward`). Backward: a workgroup per row (one thread per row when rows are short) computes
  * dx = r·g·dy − x·r³/n·Σ(dy·g·x), and workgroups of the same dispatch after the row ones sum
  * dg = Σ_rows dy·x·r column by column (a thread per column; dg does not need dx): one dispatch
  * per norm (tiny-K2 step: 17 norms, 51 → 34 → 17 backward dispatches). Above FUSED_DG_ROWS rows (or
