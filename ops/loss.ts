@@ -31,6 +31,7 @@ import {
   rowParams,
   rowPrelude,
   rowSetup,
+  rowWorkgroup,
 } from "./softmax.ts";
 
 /**
@@ -170,7 +171,7 @@ export function crossEntropy(
         { name: "tgt", type: "i32", access: "read" },
         { name: "rowsOut", type: "f32", access: "read_write" },
       ],
-      workgroupSize: [128],
+      workgroupSize: [rowWorkgroup(lanes)],
       params: CE_ROWS.block,
       prelude: rowPrelude(CE_ROWS, lanes),
       body: `${rowSetup(lanes)}${rowMaxSum("x")}

@@ -3,18 +3,19 @@
  * backward. Forward: 8 adjacent invocations share a row (8 rows per workgroup), sum x² over
  * the row in vec4 loads when the layout allows, reduce in workgroup memory, write y and save the
  * row's rsqrt for backward (13–15 ms against 47–67 ms before on lavapipe, 1024² f32); on CPU
- * adapters, from 64 rows, one invocation owns a row and needs no barrier (see `forward`). Backward: a workgroup per row (one thread per row when rows are short) computes
- * dx = r·g·dy − x·r³/n·Σ(dy·g·x), and workgroups of the same dispatch after the row ones sum
- * dg = Σ_rows dy·x·r column by column (a thread per column; dg does not need dx): one dispatch
- * per norm (tiny-K2 step: 17 norms, 51 → 34 → 17 backward dispatches). Above FUSED_DG_ROWS rows (or
- * when only one of dx, dg is needed) dg comes from a column kernel over row chunks plus a
- * short column sum instead, so no column sum loops over more than 512 partials. Inputs are
- * read through a row stride and a column stride (a slice of a wider projection is not copied);
- * f16 is computed in f32. When rows are unit-stride and everything is aligned to 4, the
- * backward reads and writes four columns at a time (dg's per-column sums keep their row order;
- * dx's row sum adds each group of four first): llvmpipe runs every storage access lane by
- * lane, and the tiny-K2 AdamW step took 211 against 222 ms (median of 20 steps each,
- * interleaved in one process, lavapipe).
+ * adapters, from 64 rows, one invocation owns a row and needs no barrier (see `forward`).
+ * Backward: a workgroup per row (one thread per row when rows are short, and on CPU adapters
+ * from 64 rows: see `rowKernel`) computes dx = r·g·dy − x·r³/n·Σ(dy·g·x), and workgroups of
+ * the same dispatch after the row ones sum dg = Σ_rows dy·x·r column by column (a thread per
+ * column; dg does not need dx): one dispatch per norm (tiny-K2 step: 17 norms, 51 → 34 → 17
+ * backward dispatches). Above FUSED_DG_ROWS rows (or when only one of dx, dg is needed) dg
+ * comes from a column kernel over row chunks plus a short column sum instead, so no column
+ * sum loops over more than 512 partials. Inputs are read through a row stride and a column
+ * stride (a slice of a wider projection is not copied); f16 is computed in f32. When rows are
+ * unit-stride and everything is aligned to 4, the backward reads and writes four columns at a
+ * time (dg's per-column sums keep their row order; dx's row sum adds each group of four
+ * first): llvmpipe runs every storage access lane by lane, and the tiny-K2 AdamW step took 211
+ * against 222 ms (median of 20 steps each, interleaved in one process, lavapipe).
  */
 import { type DType, isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
@@ -32,20 +33,22 @@ import { usablePrior } from "./grad_prior.ts";
 
 /** Threads per workgroup of the workgroup-per-row kernels. */
 const ROW_WG = 128;
-/** Lanes per row of the workgroup-per-row kernels on CPU adapters. */
+/** Lanes per row of the workgroup-per-row kernels on CPU adapters, below THREAD_ROWS_MIN rows. */
 const CPU_ROW_LANES = 8;
+/** Threads per workgroup of the one-thread-per-row backward kernel on CPU adapters. */
+const CPU_THREAD_WG = 32;
 let rowLanesOverride: number | null = null;
 
 /**
- * Overrides the lanes per row of the backward row kernels (tests run both the CPU and the GPU
- * choice on one adapter); null restores the adapter's default. Returns the previous override.
- * Not part of the public API (not exported by mod.ts).
+ * Overrides the lanes per row of the backward row kernels (tests run the CPU and the GPU
+ * choices on one adapter; 1 is one thread per row); null restores the adapter's default.
+ * Returns the previous override. Not part of the public API (not exported by mod.ts).
  */
 export function setRmsNormRowLanes(lanes: number | null): number | null {
-  if (lanes !== null && (![2, 4, 8, 16, 32, 64, 128].includes(lanes))) {
+  if (lanes !== null && (![1, 2, 4, 8, 16, 32, 64, 128].includes(lanes))) {
     throw new MoongradError(
       "setRmsNormRowLanes",
-      `lanes must be a power of two 2..128, got ${lanes}`,
+      `lanes must be a power of two 1..128, got ${lanes}`,
     );
   }
   const previous = rowLanesOverride;
@@ -173,11 +176,11 @@ fn wsum(v: f32, lane: u32) -> f32 {
 }`;
 }
 
-/** WGSL defining row, lane, step and n, returning past the last row. */
-function setup(lanes: number): string {
+/** WGSL defining row, lane, step and n, returning past the last row (`wg`: workgroup size). */
+function setup(lanes: number, wg: number): string {
   return lanes === 1
     ? `
-  let row = ${linearId(ROW_WG)};
+  let row = ${linearId(wg)};
   if (row >= p_rows()) { return; }
   let lane = 0u;
   let step = 1u;
@@ -194,26 +197,32 @@ function rowKernel(
   name: string,
   bindings: Binding[],
   n: number,
+  rows: number,
   body: string,
   head: (wg: number) => string = () => "",
 ) {
-  // CPU adapters: 8 lanes per row (one SIMD8 group on llvmpipe, so the reduction's barriers
-  // switch no coroutines; a tiny-K2 norm's backward, [256, 128]: 2.75–3.09 → 1.59–1.75 ms).
-  const wide = rowLanesOverride ?? (deviceInfo().isFallbackAdapter ? CPU_ROW_LANES : ROW_WG);
+  // CPU adapters: one thread per row from THREAD_ROWS_MIN rows, in CPU_THREAD_WG-thread
+  // workgroups (no reduction, no barrier: llvmpipe runs barriers as coroutine switches; 8
+  // forward + backward per wait, [256, 128] 18.3–19.4 → 17.1–17.9 ms, [1024, 1024] 150.9 →
+  // 114.6 ms, lavapipe 2026-12-03), else 8 lanes per row (one SIMD8 group on llvmpipe, so the
+  // barriers switch no coroutines; [256, 128] against 128 lanes: 2.75–3.09 → 1.59–1.75 ms).
+  const cpu = deviceInfo().isFallbackAdapter;
+  const wide = rowLanesOverride ??
+    (cpu ? (rows >= THREAD_ROWS_MIN ? 1 : CPU_ROW_LANES) : ROW_WG);
   const lanes = n <= SHORT_ROW ? 1 : wide;
+  const wg = lanes === 1 ? (cpu ? CPU_THREAD_WG : ROW_WG) : lanes;
   const k = kernel({
-    name: `${name}_${lanes === 1 ? "short" : "rows"}`,
+    name: `${name}_${lanes === 1 ? "thread" : "rows"}`,
     bindings,
-    workgroupSize: [lanes === 1 ? ROW_WG : lanes],
+    workgroupSize: [wg],
     params: RMS,
     pairable: true,
     prelude: prelude(lanes),
-    body: head(lanes === 1 ? ROW_WG : lanes) + setup(lanes) + body,
+    body: head(wg) + setup(lanes, wg) + body,
   });
-  const wg = lanes === 1 ? ROW_WG : lanes;
-  /** Workgroups of the row job: one per row, or one per ROW_WG rows (a thread each). */
-  const rowGroups = (rows: number) => (lanes === 1 ? Math.ceil(rows / ROW_WG) : rows);
-  return { k, grid: (rows: number) => grid1d(rows, lanes === 1 ? ROW_WG : 1), wg, rowGroups };
+  /** Workgroups of the row job: one per row, or one per `wg` rows (a thread each). */
+  const rowGroups = (rows: number) => (lanes === 1 ? Math.ceil(rows / wg) : rows);
+  return { k, grid: (rows: number) => grid1d(rows, lanes === 1 ? wg : 1), wg, rowGroups };
 }
 
 function check(x: Tensor, weight: Tensor, eps: number): void {
@@ -478,6 +487,7 @@ function backwardX(
     `${dg ? "rms_norm_dx_dg" : "rms_norm_dx"}${v4 ? "_vec4" : ""}`,
     bindings,
     n,
+    rows,
     `
   let r = rstd[row];
   var acc = 0.0;

@@ -8,13 +8,16 @@
  * of lanes (up to a whole workgroup for long rows; several rows share a workgroup for medium
  * ones): an online max/sum per lane, then a shared-memory tree over the row's lanes. Short
  * rows (and many strided rows, which are then read coalesced across threads) get one thread
- * each. f16 inputs are computed in f32. Stability: the row maximum is subtracted before
- * every `exp`, so logits of ±1e4 give exact 0/1 probabilities, never Inf or NaN. A row that
- * is all −Inf, or holds +Inf or NaN, gives NaN (as in PyTorch), detected with bit tests that a
- * NaN-assuming compiler cannot fold (see `rowMaxSum`).
+ * each, and so does every row on a CPU adapter from CPU_THREAD_ROWS rows (see `rowLanes`:
+ * llvmpipe runs each barrier of the tree as a coroutine switch). f16 inputs are computed in
+ * f32. Stability: the row maximum is subtracted before every `exp`, so logits of ±1e4 give
+ * exact 0/1 probabilities, never Inf or NaN. A row that is all −Inf, or holds +Inf or NaN,
+ * gives NaN (as in PyTorch), detected with bit tests that a NaN-assuming compiler cannot fold
+ * (see `rowMaxSum`).
  */
 import { isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
+import { deviceInfo } from "../core/device.ts";
 import { type Binding, kernel } from "../core/kernel.ts";
 import {
   fitLength,
@@ -37,6 +40,44 @@ export const SHORT_ROW = 32;
 const STRIDED_ROWS = 2048;
 /** Elements each lane should handle at least, when picking the lanes per row. */
 const PER_LANE = 4;
+/** On CPU adapters, from this many rows every row gets one thread (see `rowLanes`)... */
+const CPU_THREAD_ROWS = 64;
+/**
+ * ...when rows are at most this long: a thread adds its row's terms one after the other, so
+ * longer rows keep the lanes' shorter sums (relative error grows with the terms summed).
+ */
+const CPU_THREAD_MAX_N = 8192;
+/**
+ * Threads per workgroup of a one-thread-per-row kernel on CPU adapters: a CPU thread runs a
+ * workgroup at a time, so smaller groups spread fewer rows over every core (see `rowWorkgroup`).
+ */
+const CPU_THREAD_WG = 32;
+
+/**
+ * Who owns a row: "lanes" (a power-of-two group of threads, reducing in workgroup memory) or
+ * "thread" (one thread, no workgroup memory, no barrier).
+ */
+export type RowLayout = "lanes" | "thread";
+let layoutOverride: RowLayout | null = null;
+
+/**
+ * Overrides the row layout of the softmax and cross-entropy kernels (tests run both on one
+ * adapter): "thread" gives every row one thread, "lanes" the rule without its CPU-adapter
+ * clause (short and many strided rows still get one thread); null restores the default.
+ * Returns the previous override. Not part of the public API (not exported by mod.ts).
+ *
+ * @example Force one thread per row, then restore the default
+ * ```ts
+ * import { setRowLayout } from "./softmax.ts";
+ * const previous = setRowLayout("thread");
+ * setRowLayout(previous);
+ * ```
+ */
+export function setRowLayout(layout: RowLayout | null): RowLayout | null {
+  const previous = layoutOverride;
+  layoutOverride = layout;
+  return previous;
+}
 
 /** One tensor addressed row by row: strides of the outer axes, stride along the row, offset. */
 export interface RowOperand {
@@ -238,7 +279,7 @@ fn reduce_sum(v: f32, lidx: u32, lane: u32) -> f32 {
 export function rowSetup(lanes: number): string {
   if (lanes === 1) {
     return `
-  let row = ${linearId(ROW_WG)};
+  let row = ${linearId(rowWorkgroup(1))};
   if (row >= p_rows()) { return; }
   let valid = true;
   let lane = 0u;
@@ -278,18 +319,44 @@ export function rowMaxSum(x: string): string {
  * Threads per row (a power of two ≤ ROW_WG): 1 for short rows and for many strided rows
  * (then neighbouring threads read neighbouring memory), else enough lanes for about
  * PER_LANE elements each, so a workgroup packs ROW_WG / lanes rows and medium rows do not
- * leave most of a workgroup idle.
+ * leave most of a workgroup idle. On CPU adapters every row gets one thread from
+ * CPU_THREAD_ROWS rows: there adjacent threads are the SIMD lanes of one CPU thread, each
+ * storage access is a per-lane loop however the threads are laid out, and what lanes would add
+ * is the reduction tree, whose barriers llvmpipe runs as coroutine switches (rows longer than
+ * CPU_THREAD_MAX_N keep their lanes, for the accuracy of the sum). Measured on
+ * lavapipe (2 cores, f32 softmax, 8 per wait, medians of 10, alternating in one process,
+ * 2026-12-03): 1024 × 1024 122.8–127.1 → 48.1–49.0 ms, 256 × 1024 40.4–41.5 → 22.4–22.7 ms;
+ * 64 × 4096 and 128 × 8192 tie with 128-thread workgroups and win with CPU_THREAD_WG-thread
+ * ones (128 × 8192: 54.2–55.6 → 33.9–35.1 ms, alternating processes). SwiftShader (Dawn)
+ * gains more: 1024 × 1024 2512–2736 → 230–294 ms, 128 × 8192 2191–2514 → 229–350 ms.
  */
 export function rowLanes(n: number, rows: number, axisStride: number): number {
+  if (layoutOverride === "thread") return 1;
   if (n <= SHORT_ROW || (axisStride !== 1 && rows >= STRIDED_ROWS)) return 1;
+  if (
+    layoutOverride === null && rows >= CPU_THREAD_ROWS && n <= CPU_THREAD_MAX_N &&
+    deviceInfo().isFallbackAdapter
+  ) {
+    return 1;
+  }
   let lanes = 8;
   while (lanes < ROW_WG && lanes * PER_LANE < n) lanes *= 2;
   return lanes;
 }
 
+/**
+ * Threads per workgroup of a row kernel with `lanes` threads per row: ROW_WG, or
+ * CPU_THREAD_WG for one thread per row on a CPU adapter.
+ */
+export function rowWorkgroup(lanes: number): number {
+  return lanes === 1 && deviceInfo().isFallbackAdapter ? CPU_THREAD_WG : ROW_WG;
+}
+
 /** Launch grid of a row kernel with `lanes` threads per row. */
 export function rowGrid(rows: number, lanes: number): [number, number] {
-  return lanes === 1 ? grid1d(rows, ROW_WG) : grid1d(Math.ceil(rows / (ROW_WG / lanes)), 1);
+  return lanes === 1
+    ? grid1d(rows, rowWorkgroup(1))
+    : grid1d(Math.ceil(rows / (ROW_WG / lanes)), 1);
 }
 
 function checkSoftmaxInput(op: string, x: Tensor, axis: number): number {
@@ -339,7 +406,7 @@ function forward(op: "softmax" | "logSoftmax", x: Tensor, axis: number): Tensor 
       { name: "x", type: t, access: "read" },
       { name: "y", type: t, access: "read_write" },
     ],
-    workgroupSize: [ROW_WG],
+    workgroupSize: [rowWorkgroup(lanes)],
     params: FORWARD.block,
     prelude: rowPrelude(FORWARD, lanes),
     body: `${rowSetup(lanes)}${rowMaxSum("x")}
@@ -376,7 +443,7 @@ function backward(op: "softmax" | "logSoftmax", g: Tensor, y: Tensor, axis: numb
   const k = kernel({
     name: `${op}_grad_l${lanes}`,
     bindings,
-    workgroupSize: [ROW_WG],
+    workgroupSize: [rowWorkgroup(lanes)],
     params: BACKWARD.block,
     prelude: rowPrelude(BACKWARD, lanes),
     body: `${rowSetup(lanes)}

@@ -23,6 +23,7 @@ import {
   DEFAULT_ATTENTION_CONFIG,
 } from "../ops/attention.ts";
 import { setRmsNormForwardLayout, setRmsNormRowLanes } from "../ops/rmsnorm.ts";
+import { setRowLayout } from "../ops/softmax.ts";
 import { gpu } from "./util.ts";
 
 type FloatType = "f32" | "f16";
@@ -328,12 +329,15 @@ Deno.test("every kernel template compiles with no compiler error or warning, and
     await layoutAndIndexing(t);
   }
   for (const t of floatTypes) await rows(t);
-  // RMSNorm's backward rows with the other lane count (8 on CPU adapters, 128 on GPUs).
-  const lanes = setRmsNormRowLanes(info.isFallbackAdapter ? 128 : 8);
-  try {
-    for (const t of floatTypes) await rows(t);
-  } finally {
-    setRmsNormRowLanes(lanes);
+  // RMSNorm's backward rows with every lane count an adapter takes (one thread per row or 8
+  // lanes on CPU adapters, 128 on GPUs).
+  for (const count of [1, 8, 128]) {
+    const lanes = setRmsNormRowLanes(count);
+    try {
+      for (const t of floatTypes) await rows(t);
+    } finally {
+      setRmsNormRowLanes(lanes);
+    }
   }
   // RMSNorm's forward in both layouts (one thread per row is CPU adapters' default from 64 rows).
   for (const layout of ["lanes", "thread"] as const) {
@@ -343,6 +347,13 @@ Deno.test("every kernel template compiles with no compiler error or warning, and
     } finally {
       setRmsNormForwardLayout(previous);
     }
+  }
+  // Softmax and cross-entropy with one thread per row (CPU adapters' default from 64 rows).
+  const layout = setRowLayout("thread");
+  try {
+    for (const t of floatTypes) await rows(t);
+  } finally {
+    setRowLayout(layout);
   }
   const matmulConfigs: MatmulConfig[] = [GPU_MATMUL_CONFIG, CPU_MATMUL_CONFIG].flatMap((c) => [
     c,

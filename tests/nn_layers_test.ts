@@ -12,6 +12,7 @@
 import * as mg from "../mod.ts";
 import * as nn from "../nn/mod.ts";
 import { setRmsNormRowLanes } from "../ops/rmsnorm.ts";
+import { setCoLaunch } from "../core/runtime.ts";
 import assert from "node:assert/strict";
 import {
   assertClose,
@@ -142,15 +143,40 @@ Deno.test("Embedding forward is an exact lookup and its weight gradient sums rep
 
 // ---- RMSNorm ------------------------------------------------------------------------------
 
-Deno.test("rmsNorm forward/backward match the reference: short and long rows, many row chunks, 8 and 128 lanes per row", async () => {
+Deno.test("rmsNorm forward/backward match the reference: short and long rows, many row chunks, one thread, 8 and 128 lanes per row", async () => {
   await gpu();
-  for (const lanes of [8, 128]) {
+  for (const lanes of [1, 8, 128]) {
     const previous = setRmsNormRowLanes(lanes);
     try {
       await rmsNormVsReference();
     } finally {
       setRmsNormRowLanes(previous);
     }
+  }
+});
+
+Deno.test("rmsNorm backward: CPU adapters take one thread per row from 64 rows", async () => {
+  const info = await gpu();
+  // Co-launching would record a pairable kernel later, merged, under a joint name.
+  const coLaunch = setCoLaunch(false);
+  try {
+    for (const [rows, thread] of [[63, false], [64, info.isFallbackAdapter]] as const) {
+      const x = mg.tensor(seededValues(rows * 64, 5, -1, 1), {
+        shape: [rows, 64],
+        requiresGrad: true,
+      });
+      const g = mg.tensor(seededValues(64, 6, 0.5, 1.5), { requiresGrad: true });
+      const y = nn.rmsNorm(x, g, 1e-6);
+      const dy = mg.tensor(seededValues(rows * 64, 7, -1, 1), { shape: [rows, 64] });
+      const counts = countDispatches(() => y.backward(dy));
+      const rowKernels = [...counts.keys()].filter((k) => k.startsWith("rms_norm_dx"));
+      const want = `rms_norm_dx_dg_vec4_${thread ? "thread" : "rows"}`;
+      assert.deepEqual(rowKernels, [want], `${rows} rows`);
+      for (const t of [x, g, y, dy]) t.dispose();
+    }
+    await mg.sync();
+  } finally {
+    setCoLaunch(coLaunch);
   }
 });
 
