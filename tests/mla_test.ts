@@ -521,7 +521,7 @@ Deno.test("MLA backward: the q / k / v assembly costs one kernel each side (rope
   // them; 25 before the epilogues), in 12 launches (independent pairs co-launched).
   assert.equal(c.get("rope_cat_offset"), 1, counts);
   assert.equal(c.get("rope_insert_grad_offset"), 1, counts);
-  for (const k of ["copy", "sum_short", "rope_offset", "alias_copy"]) {
+  for (const k of ["copy", "sum_thread", "sum_rows", "rope_offset", "alias_copy"]) {
     assert.equal(c.get(k), undefined, `${k}: ${counts}`);
   }
   assert.ok((c.get("slice_grad") ?? 0) <= 3 && (c.get("add") ?? 0) <= 3, counts);
