@@ -71,10 +71,26 @@ function rowThreads(rows: number, n: number): boolean {
 const ROWS = params("reduce", { rows: "u32", n: "u32", offset: "u32", scale: "f32" });
 
 interface Plan {
-  rows: Tensor; // contiguous [outer, inner] data (maybe a copy of x)
+  rows: Tensor; // contiguous [outer, inner] data (maybe a copy of x), or [inner, outer]
   outer: number;
   inner: number;
+  /** True when `rows` is x as it lies, [inner, outer]: the output's values are its columns. */
+  columns: boolean;
   outShape: number[]; // with keepDims applied
+}
+
+/**
+ * True when the `outer` columns of a contiguous [inner, outer] tensor are reduced in place, a
+ * thread per column (no transposing copy): on CPU adapters (see `rowThreads`) from
+ * CPU_THREAD_ROWS columns of at most CPU_THREAD_MAX_N values. Each thread reads with a stride
+ * of `outer`, neighbouring threads neighbouring values. Measured (8 per wait, [1024, 1024]
+ * summed over axis 0, medians of 12, alternating in one process, 2026-12-03): lavapipe
+ * 121.2–135.2 → 22.7–25.4 ms, SwiftShader 2395 → 64.8 ms.
+ */
+function columnThreads(columns: number, n: number): boolean {
+  if (layoutOverride === "workgroup") return false;
+  return columns >= CPU_THREAD_ROWS && n <= CPU_THREAD_MAX_N &&
+    (layoutOverride === "thread" || deviceInfo().isFallbackAdapter);
 }
 
 function plan(x: Tensor, axes: number[], keepDims: boolean): Plan {
@@ -83,6 +99,14 @@ function plan(x: Tensor, axes: number[], keepDims: boolean): Plan {
   const inner = axes.reduce((n, a) => n * x.shape[a], 1);
   const outer = kept.reduce((n, a) => n * x.shape[a], 1);
   const isIdentity = order.every((a, i) => a === i);
+  const outShape = keepDims
+    ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d))
+    : kept.map((a) => x.shape[a]);
+  // Leading axes of a contiguous tensor: x is [inner, outer] as it lies.
+  const leading = axes.length > 0 && axes.every((a, i) => a === i) && kept.length > 0;
+  if (leading && x.isContiguous && inner > 0 && columnThreads(outer, inner)) {
+    return { rows: x, outer, inner, columns: true, outShape };
+  }
   let rows: Tensor;
   if (isIdentity && x.isContiguous) rows = x;
   else {
@@ -90,10 +114,7 @@ function plan(x: Tensor, axes: number[], keepDims: boolean): Plan {
     rows = contiguous(p);
     p.dispose();
   }
-  const outShape = keepDims
-    ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d))
-    : kept.map((a) => x.shape[a]);
-  return { rows, outer, inner, outShape };
+  return { rows, outer, inner, columns: false, outShape };
 }
 
 function reduceRows(
@@ -103,6 +124,7 @@ function reduceRows(
   outer: number,
   inner: number,
   scale: number,
+  columns = false,
 ): Tensor {
   const isArg = kind === "argmax" || kind === "argmin";
   const outDtype: DType = isArg ? "i32" : rows.dtype;
@@ -125,7 +147,7 @@ function reduceRows(
     : kind === "sum" && isFloat(rows.dtype)
     ? `${t}(acc * p_scale())`
     : `${t}(acc)`;
-  const short = rowThreads(outer, inner);
+  const short = columns || rowThreads(outer, inner);
   const words = ROWS.pack({ rows: outer, n: inner, offset: rows.offset, scale });
   const bindings = [
     { name: "x", type: t, access: "read" as const },
@@ -133,7 +155,7 @@ function reduceRows(
   ];
   if (short) {
     const k = kernel({
-      name: `${op}_thread`,
+      name: `${op}_${columns ? "columns" : "thread"}`,
       bindings,
       workgroupSize: [WG],
       params: ROWS,
@@ -142,12 +164,12 @@ function reduceRows(
   let row = ${linearId(WG)};
   if (row >= p_rows()) { return; }
   let n = p_n();
-  let base = p_offset() + row * n;
+  let base = p_offset() + row${columns ? "" : " * n"};
   var acc = ${init};
   var ai = 0u;
   ${nanAware ? "var nan = mg_isnan(acc);" : ""}
   for (var j = ${kind === "sum" ? "0u" : "1u"}; j < n; j++) {
-    let v = ${ct}(x[base + j]);
+    let v = ${ct}(x[base + j${columns ? " * p_rows()" : ""}]);
     ${combine}
   }
   out[row] = ${finish};`,
@@ -213,12 +235,12 @@ function reduce(
   keepDims: boolean,
   scale = 1,
 ): Tensor {
-  const { rows, outer, inner, outShape } = plan(x, axes, keepDims);
+  const { rows, outer, inner, columns, outShape } = plan(x, axes, keepDims);
   if (inner === 0 && kind !== "sum") {
     if (rows !== x) rows.dispose();
     throw new MoongradError(op, `cannot reduce over an empty axis (shape ${fmtShape(x.shape)})`);
   }
-  const flat = reduceRows(op, kind, rows, outer, inner, scale);
+  const flat = reduceRows(op, kind, rows, outer, inner, scale, columns);
   if (rows !== x) rows.dispose();
   const out = flat.view(outShape, contiguousStrides(outShape), 0);
   flat.dispose();

@@ -3,7 +3,8 @@
  * thread (in order; CPU adapters' default from 64 rows of at most 8192), each forced on the
  * adapter at hand so both run on every adapter. Rows hold NaN, ±Inf and finite values on a
  * 1/64 grid; shapes fill no whole workgroup (65 rows), are long (700) or just past the short
- * bound (17), and reduce a leading axis (a transposing copy, then rows). Against the float64
+ * bound (17), and reduce a middle axis (a transposing copy, then rows) or leading axes (read
+ * in place, a thread per column, in the "thread" layout). Against the float64
  * references, whose special values are PyTorch's; tolerances as in nan_reduce_test.ts. Then the
  * layout CPU adapters pick, by kernel name.
  */
@@ -29,12 +30,14 @@ function gridValues(count: number, seed: number): number[] {
 
 Deno.test("reductions with NaN and ±Inf: both row layouts match PyTorch (float64 ref)", async () => {
   await gpu();
-  const cases: [number[], number][] = [
-    // [shape, axis]
+  const cases: [number[], number | number[]][] = [
+    // [shape, axis or axes]
     [[65, 40], 1],
     [[70, 700], 1],
     [[64, 17], -1],
     [[40, 66], 0],
+    [[2, 20, 64], 1], // a middle axis: copied, then rows
+    [[2, 20, 64], [0, 1]], // two leading axes: 64 columns of 40
     [[3, 64, 20], 2],
   ];
   for (const layout of LAYOUTS) {
@@ -45,17 +48,19 @@ Deno.test("reductions with NaN and ±Inf: both row layouts match PyTorch (float6
         const v = gridValues(count, count);
         const x = f32(v, shape);
         const r = nd(v, shape);
-        const ax = axis < 0 ? axis + shape.length : axis;
-        const what = `${layout} [${shape}] axis ${axis}`;
+        const ax = [axis].flat().map((a) => (a < 0 ? a + shape.length : a));
+        const what = `${layout} [${shape}] axes ${axis}`;
         const checks: [mg.Tensor, ArrayLike<number>, { rtol: number; atol: number }, string][] = [
-          [x.sum(axis), sumRef(r, [ax], false).data, SUM, "sum"],
-          [x.mean(axis), meanRef(r, [ax], false).data, MEAN, "mean"],
-          [x.var(axis, { correction: 0 }), varRef(r, [ax], false, 0).data, MEAN, "var"],
-          [x.max(axis), maxRef(r, [ax], false).data, EXACT, "max"],
-          [x.min(axis), minRef(r, [ax], false).data, EXACT, "min"],
-          [x.argmax(axis), argRef(r, [ax], false, "max").data, EXACT, "argmax"],
-          [mg.argmin(x, axis), argRef(r, [ax], false, "min").data, EXACT, "argmin"],
+          [x.sum(axis), sumRef(r, ax, false).data, SUM, "sum"],
+          [x.mean(axis), meanRef(r, ax, false).data, MEAN, "mean"],
+          [x.var(axis, { correction: 0 }), varRef(r, ax, false, 0).data, MEAN, "var"],
+          [x.max(axis), maxRef(r, ax, false).data, EXACT, "max"],
+          [x.min(axis), minRef(r, ax, false).data, EXACT, "min"],
         ];
+        if (typeof axis === "number") {
+          checks.push([x.argmax(axis), argRef(r, ax, false, "max").data, EXACT, "argmax"]);
+          checks.push([mg.argmin(x, axis), argRef(r, ax, false, "min").data, EXACT, "argmin"]);
+        }
         for (const [t, want, tol, name] of checks) {
           assertClose(await t.data(), want, tol, `${name} ${what}`);
           t.dispose();
@@ -82,6 +87,19 @@ Deno.test("reductions: CPU adapters give each row one thread from 64 rows of at 
     const x = mg.tensor(seededValues(rows * n, 3, -1, 1), { shape: [rows, n] });
     const counts = countDispatches(() => x.max(1).dispose());
     assert.deepEqual([...counts.keys()], [thread ? "max_thread" : "max_rows"], `${rows} × ${n}`);
+    x.dispose();
+  }
+  await mg.sync();
+});
+
+Deno.test("reductions over leading axes: CPU adapters read 64 or more columns in place", async () => {
+  const info = await gpu();
+  for (const columns of [63, 64]) {
+    const x = mg.tensor(seededValues(100 * columns, 4, -1, 1), { shape: [100, columns] });
+    const counts = countDispatches(() => x.sum(0).dispose());
+    const inPlace = info.isFallbackAdapter && columns >= 64;
+    assert.equal(counts.has("sum_columns"), inPlace, `${columns} columns: ${[...counts.keys()]}`);
+    if (inPlace) assert.equal(counts.size, 1, `only the column kernel: ${[...counts.keys()]}`);
     x.dispose();
   }
   await mg.sync();
