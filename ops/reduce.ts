@@ -2,8 +2,11 @@
  * Reductions over any set of axes: sum, mean, max, min, argmax, variance, and `sumTo` (the
  * broadcast-gradient reduction). The reduced axes are moved innermost (a copy only when the
  * layout needs it) and each output row is reduced by one workgroup, or by one thread when
- * rows are short, and on CPU adapters when there are many (see `rowThreads`). NaN propagates as in PyTorch: sums (and so mean and variance) by IEEE
- * arithmetic, max/min/argmax/argmin by a bit test per value (NaN wins, the first NaN's index).
+ * rows are short, and on CPU adapters when there are many (see `rowThreads`). On CPU adapters
+ * the leading axes of a contiguous tensor are reduced in place instead, a thread per column
+ * (see `columnThreads`). NaN propagates as in PyTorch: sums (and so mean and variance) by
+ * IEEE arithmetic, max/min/argmax/argmin by a bit test per value (NaN wins, the first NaN's
+ * index).
  */
 import { deviceInfo } from "../core/device.ts";
 import { type DType, isFloat, wgslType } from "../core/dtype.ts";
