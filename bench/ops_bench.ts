@@ -8,11 +8,16 @@
  * chain and RMSNorm run twice: one op per wait (latency: each op also pays the queue round
  * trip, ~10 ms on Deno's wgpu, identical for every library) and PIPELINED independent ops per
  * wait (throughput, how a training loop issues work: moongrad `mg.sync()`, tfjs a one-value
- * read, jax-js `blockUntilReady` on the list of results — its way to wait for several arrays).
+ * jax-js `blockUntilReady` on the list of results — its way to wait for several arrays).
+ * The chain's groups also time its floor on this adapter, "raw WGSL": the same chain as one
+ * hand-written kernel recorded straight onto moongrad's device (no library around it), so each
+ * run shows how far moongrad's fused kernel is from the least a WebGPU kernel costs here, and
+ * what ratio against the peers that floor itself reaches.
  *
  *   deno task bench bench/ops_bench.ts
  */
 import * as mg from "../mod.ts";
+import { gpuDevice } from "../core/device.ts";
 import { rmsNorm } from "../ops/rmsnorm.ts";
 import { benchCase, type Impl } from "./harness.ts";
 import { type Jax, loadJax, loadTfjs, type Tfjs, tfSync, values } from "./peers.ts";
@@ -113,6 +118,82 @@ function impls(
   ];
 }
 
+/** WGSL of (a + b) · c, one vec4 per invocation, 256-thread workgroups, an exact grid. */
+const RAW_ADD_MUL = `
+@group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> c: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  let i = w.x * 256u + l;
+  y[i] = (a[i] + b[i]) * c[i];
+}`;
+
+/**
+ * The floor of `(a + b) * c` over `n` f32 (a multiple of 1024, at most 65535 · 1024): the chain
+ * as one hand-written kernel on moongrad's device, `perWait` dispatches (distinct outputs) in
+ * one pass and one submit, then the queue's wait. No parameters, no bounds check, no library.
+ */
+function rawAddMul(n: number, perWait: number): Impl {
+  return {
+    lib: "raw WGSL",
+    prepare: () => {
+      const device = gpuDevice("bench");
+      const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+      const buffer = () => device.createBuffer({ size: 4 * n, usage });
+      const ins = [1, 2, 3].map((seed) => {
+        const b = buffer();
+        device.queue.writeBuffer(b, 0, values(n, seed));
+        return b;
+      });
+      const outs = Array.from({ length: perWait }, buffer);
+      const module = device.createShaderModule({ code: RAW_ADD_MUL });
+      const pipeline = device.createComputePipeline({
+        layout: "auto",
+        compute: { module, entryPoint: "main" },
+      });
+      const groups = outs.map((y) =>
+        device.createBindGroup({
+          layout: pipeline.getBindGroupLayout(0),
+          entries: [...ins, y].map((buffer, binding) => ({ binding, resource: { buffer } })),
+        })
+      );
+      const record = () => {
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        for (const g of groups) {
+          pass.setBindGroup(0, g);
+          pass.dispatchWorkgroups(n / 1024);
+        }
+        pass.end();
+        return encoder;
+      };
+      return Promise.resolve({
+        async run() {
+          device.queue.submit([record().finish()]);
+          await device.queue.onSubmittedWorkDone();
+        },
+        async result() {
+          const encoder = record();
+          const staging = device.createBuffer({
+            size: 4 * n,
+            usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+          });
+          encoder.copyBufferToBuffer(outs[0], 0, staging, 0, 4 * n);
+          device.queue.submit([encoder.finish()]);
+          await staging.mapAsync(GPUMapMode.READ);
+          const out = new Float32Array(staging.getMappedRange().slice(0));
+          staging.unmap();
+          staging.destroy();
+          return out;
+        },
+      });
+    },
+  };
+}
+
 console.log(`memory-bound ops on ${info.description}`);
 if (!tfl.ok) console.log(`  tfjs-webgpu unavailable: ${tfl.why}`);
 if (!jxl.ok) console.log(`  jax-js unavailable: ${jxl.why}`);
@@ -144,13 +225,16 @@ for (const perWait of [1, PIPELINED]) {
     work: { bytes: perWait * 4 * 4 * N },
     n: 10,
     tol: 1e-6,
-    impls: impls(
-      [[N], [N], [N]],
-      ([a, b, c]) => addMul(a, b, c),
-      (tf, [a, b, c]) => tf.mul(tf.add(a, b), c),
-      (_jax, [a, b, c]) => a.add(b).mul(c),
-      perWait,
-    ),
+    impls: [
+      ...impls(
+        [[N], [N], [N]],
+        ([a, b, c]) => addMul(a, b, c),
+        (tf, [a, b, c]) => tf.mul(tf.add(a, b), c),
+        (_jax, [a, b, c]) => a.add(b).mul(c),
+        perWait,
+      ),
+      rawAddMul(N, perWait),
+    ],
   });
 
   await benchCase({
