@@ -1,11 +1,12 @@
 /**
  * The row layouts of the softmax and cross-entropy kernels (ops/softmax.ts `rowLanes`):
  * "lanes" (a power-of-two group of threads per row, reducing in workgroup memory) and "thread"
- * (one thread per row, CPU adapters' default from 64 rows of at most 8192), each forced on the adapter at hand
- * so both run on every adapter. Shapes cover workgroups the rows do not fill (65 rows: one past
- * two 32-thread groups; 16 lanes per row pack 8 rows per 128-thread group), long rows (128
- * lanes), one-element rows, a leading (strided) axis, rows holding NaN, +Inf or only −Inf, and
- * cross-entropy with ignored rows. Forward against float64, backward against the reference
+ * (one thread per row, CPU adapters' default from 64 rows of at most 8192; softmax reads rows
+ * of a multiple of 4 as vec4 then), each forced on the adapter at hand so both run on every
+ * adapter. Shapes cover workgroups the rows do not fill (65 rows: one past two 32-thread
+ * groups; 16 lanes per row pack 8 rows per 128-thread group), long rows (128 lanes), rows of a
+ * multiple of 4 and not, one-element rows, a leading (strided) axis, rows holding NaN, +Inf or
+ * only −Inf (vec4 rows), and cross-entropy with ignored rows. Forward against float64, backward against the reference
  * vjp; tolerances as in softmax_test.ts and loss_test.ts (a thread sums its row in order, the
  * lanes in a tree: the same bounds hold for both).
  */
@@ -23,6 +24,7 @@ const LONG_LOG = { rtol: 2e-5, atol: 4e-6 };
 const GRAD_LONG = { rtol: 2e-5, atol: 4e-6 };
 const LOSS = { rtol: 1e-5, atol: 1e-5 };
 const GRAD = { rtol: 1e-5, atol: 1e-6 };
+const F16 = { rtol: 2e-3, atol: 2e-3 };
 
 /** Runs `fn` with the row layout forced to `layout`. */
 async function withLayout(layout: RowLayout, fn: () => Promise<void>) {
@@ -67,6 +69,25 @@ Deno.test("softmax/logSoftmax forward and backward: both row layouts match float
           for (const t of [x, y, g]) t.dispose();
         }
       }
+    });
+  }
+});
+
+Deno.test("softmax/logSoftmax in f16: both row layouts match float64 on f16-rounded inputs", async () => {
+  const info = await gpu();
+  if (!info.f16) return;
+  const shape = [66, 40];
+  const v = Float32Array.from(new Float16Array(seededValues(66 * 40, 5, -4, 4)));
+  for (const layout of LAYOUTS) {
+    await withLayout(layout, async () => {
+      const x = mg.tensor(v, { shape, dtype: "f16" });
+      for (const op of OPS) {
+        const y = op.run(x, -1);
+        assert.equal(y.dtype, "f16");
+        await assertTensorClose(y, op.ref(nd(v, shape), -1), F16, `${layout} ${op.name} f16`);
+        y.dispose();
+      }
+      x.dispose();
     });
   }
 });
@@ -137,11 +158,13 @@ Deno.test("crossEntropy forward and backward: both row layouts match float64", a
 
 Deno.test("softmax: CPU adapters take one thread per row from 64 rows of at most 8192", async () => {
   const info = await gpu();
-  // 40-element rows take 16 lanes in the "lanes" layout, rows of more than 512 take 128.
+  // 40-element rows take 16 lanes in the "lanes" layout, rows of more than 512 take 128; one
+  // thread reads a row of a multiple of 4 as vec4.
   const cases: [number, number, string][] = [
     [63, 40, "softmax_l16"],
-    [64, 40, info.isFallbackAdapter ? "softmax_l1" : "softmax_l16"],
-    [64, 8192, info.isFallbackAdapter ? "softmax_l1" : "softmax_l128"],
+    [64, 40, info.isFallbackAdapter ? "softmax_l1_vec4" : "softmax_l16"],
+    [64, 42, info.isFallbackAdapter ? "softmax_l1" : "softmax_l16"],
+    [64, 8192, info.isFallbackAdapter ? "softmax_l1_vec4" : "softmax_l128"],
     [64, 8193, "softmax_l128"],
   ];
   for (const [rows, n, name] of cases) {
