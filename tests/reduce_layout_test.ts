@@ -73,6 +73,45 @@ Deno.test("reductions with NaN and ±Inf: both row layouts match PyTorch (float6
   }
 });
 
+Deno.test("i32 reductions over rows and leading axes: both layouts give exact results", async () => {
+  await gpu();
+  const [rows, n] = [70, 64];
+  const v = Array.from({ length: rows * n }, (_, i) => ((i * 7919) % 201) - 100);
+  const at = (r: number, c: number) => v[r * n + c];
+  const rowSum = Array.from({ length: rows }, (_, r) => v.slice(r * n, (r + 1) * n))
+    .map((row) => row.reduce((a, b) => a + b, 0));
+  const colSum = Array.from({ length: n }, (_, c) => {
+    let t = 0;
+    for (let r = 0; r < rows; r++) t += at(r, c);
+    return t;
+  });
+  const colMax = Array.from({ length: n }, (_, c) => {
+    let best = 0;
+    for (let r = 1; r < rows; r++) if (at(r, c) > at(best, c)) best = r;
+    return [at(best, c), best];
+  });
+  for (const layout of LAYOUTS) {
+    const previous = setReduceLayout(layout);
+    try {
+      const x = mg.tensor(Int32Array.from(v), { shape: [rows, n] });
+      const checks: [mg.Tensor, number[], string][] = [
+        [x.sum(1), rowSum, "row sums"],
+        [x.sum(0), colSum, "column sums"],
+        [x.max(0), colMax.map((m) => m[0]), "column max"],
+        [x.argmax(0), colMax.map((m) => m[1]), "column argmax"],
+      ];
+      for (const [t, want, what] of checks) {
+        assert.equal(t.dtype, "i32", what);
+        assert.deepEqual(Array.from(await t.data()), want, `${layout} ${what}`);
+        t.dispose();
+      }
+      x.dispose();
+    } finally {
+      setReduceLayout(previous);
+    }
+  }
+});
+
 Deno.test("reductions: CPU adapters give each row one thread from 64 rows of at most 8192", async () => {
   const info = await gpu();
   const cases: [number, number, boolean][] = [
