@@ -8,7 +8,7 @@
  * IEEE arithmetic, max/min/argmax/argmin by a bit test per value (NaN wins, the first NaN's
  * index).
  */
-import { deviceInfo } from "../core/device.ts";
+import { CPU_THREAD_MAX_N, CPU_THREAD_ROWS, cpuRowThreads } from "./cpu_rows.ts";
 import { type DType, isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { kernel } from "../core/kernel.ts";
@@ -27,10 +27,6 @@ type ReduceKind = "sum" | "max" | "min" | "argmax" | "argmin";
 const WG = 64;
 /** Rows at most this long are reduced by one thread each instead of one workgroup. */
 const SHORT_ROW = 16;
-/** On CPU adapters, from this many rows of at most CPU_THREAD_MAX_N, one thread per row. */
-const CPU_THREAD_ROWS = 64;
-/** The longest row a thread reduces on a CPU adapter (its sum adds the terms in order). */
-const CPU_THREAD_MAX_N = 8192;
 
 /** Who reduces a row: one workgroup (a tree over its lanes) or one thread (in order). */
 export type ReduceLayout = "workgroup" | "thread";
@@ -66,8 +62,7 @@ export function setReduceLayout(layout: ReduceLayout | null): ReduceLayout | nul
  */
 function rowThreads(rows: number, n: number): boolean {
   if (layoutOverride === "thread" || n <= SHORT_ROW) return true;
-  return layoutOverride === null && rows >= CPU_THREAD_ROWS && n <= CPU_THREAD_MAX_N &&
-    deviceInfo().isFallbackAdapter;
+  return layoutOverride === null && cpuRowThreads(rows, n);
 }
 
 /** Row reductions: rows, row length, element offset of the first row, the scale of a sum. */
@@ -92,8 +87,8 @@ interface Plan {
  */
 function columnThreads(columns: number, n: number): boolean {
   if (layoutOverride === "workgroup") return false;
-  return columns >= CPU_THREAD_ROWS && n <= CPU_THREAD_MAX_N &&
-    (layoutOverride === "thread" || deviceInfo().isFallbackAdapter);
+  if (layoutOverride === "thread") return columns >= CPU_THREAD_ROWS && n <= CPU_THREAD_MAX_N;
+  return cpuRowThreads(columns, n);
 }
 
 function plan(x: Tensor, axes: number[], keepDims: boolean): Plan {

@@ -24,6 +24,7 @@ import { params } from "../core/params.ts";
 import { dispatch } from "../core/runtime.ts";
 import { numel } from "../core/shape.ts";
 import { deviceInfo } from "../core/device.ts";
+import { CPU_THREAD_WG, cpuRowThreads } from "./cpu_rows.ts";
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { grid1d, linearId } from "./grid.ts";
@@ -33,10 +34,8 @@ import { usablePrior } from "./grad_prior.ts";
 
 /** Threads per workgroup of the workgroup-per-row kernels. */
 const ROW_WG = 128;
-/** Lanes per row of the workgroup-per-row kernels on CPU adapters, below THREAD_ROWS_MIN rows. */
+/** Lanes per row of the workgroup-per-row kernels on CPU adapters, below CPU_THREAD_ROWS rows. */
 const CPU_ROW_LANES = 8;
-/** Threads per workgroup of the one-thread-per-row backward kernel on CPU adapters. */
-const CPU_THREAD_WG = 32;
 let rowLanesOverride: number | null = null;
 
 /**
@@ -201,14 +200,14 @@ function rowKernel(
   body: string,
   head: (wg: number) => string = () => "",
 ) {
-  // CPU adapters: one thread per row from THREAD_ROWS_MIN rows, in CPU_THREAD_WG-thread
-  // workgroups (no reduction, no barrier: llvmpipe runs barriers as coroutine switches; 8
-  // forward + backward per wait, [256, 128] 18.3–19.4 → 17.1–17.9 ms, [1024, 1024] 150.9 →
+  // CPU adapters: one thread per row from CPU_THREAD_ROWS rows, in CPU_THREAD_WG-thread
+  // workgroups (ops/cpu_rows.ts: no reduction, no barrier; 8 forward + backward per wait, [256, 128] 18.3–19.4 → 17.1–17.9 ms, [1024, 1024] 150.9 →
   // 114.6 ms, lavapipe 2026-12-03), else 8 lanes per row (one SIMD8 group on llvmpipe, so the
   // barriers switch no coroutines; [256, 128] against 128 lanes: 2.75–3.09 → 1.59–1.75 ms).
   const cpu = deviceInfo().isFallbackAdapter;
+  // A norm's rows are hidden sizes: no bound on their length (RMSNorm's forward likewise).
   const wide = rowLanesOverride ??
-    (cpu ? (rows >= THREAD_ROWS_MIN ? 1 : CPU_ROW_LANES) : ROW_WG);
+    (cpu ? (cpuRowThreads(rows, n, Infinity) ? 1 : CPU_ROW_LANES) : ROW_WG);
   const lanes = n <= SHORT_ROW ? 1 : wide;
   const wg = lanes === 1 ? (cpu ? CPU_THREAD_WG : ROW_WG) : lanes;
   const k = kernel({
@@ -298,13 +297,11 @@ function vec4Rows(xr: Rows, g: Rows, n: number): boolean {
  */
 export type RmsNormForwardLayout = "lanes" | "thread";
 
-/** CPU adapters take the "thread" layout from this many rows (enough for every CPU thread). */
-const THREAD_ROWS_MIN = 64;
 let forwardOverride: RmsNormForwardLayout | null = null;
 
 /**
  * Overrides the forward kernel's layout (tests run both on one adapter); null restores the
- * default ("thread" on CPU adapters from THREAD_ROWS_MIN rows, else "lanes"). Returns the
+ * default ("thread" on CPU adapters from CPU_THREAD_ROWS rows, else "lanes"). Returns the
  * previous override. Not part of the public API (not exported by mod.ts).
  */
 export function setRmsNormForwardLayout(
@@ -347,7 +344,7 @@ function forward(xr: Rows, weight: Tensor, eps: number, shape: readonly number[]
   const loadX = (j: string) =>
     v4 ? `vec4<f32>(x[p_offsets(0u) / 4u + ${xrow}${j}])` : load("x", 0, j);
   const thread = (forwardOverride ??
-    (deviceInfo().isFallbackAdapter && rows >= THREAD_ROWS_MIN ? "thread" : "lanes")) ===
+    (cpuRowThreads(rows, n, Infinity) ? "thread" : "lanes")) ===
     "thread";
   // The layouts differ in who owns a row and how its sum is formed; the rest is shared.
   const [first, step] = thread ? ["0u", "1u"] : ["lane", `${FWD_LANES}u`];

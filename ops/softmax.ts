@@ -18,6 +18,7 @@
 import { isFloat, wgslType } from "../core/dtype.ts";
 import { fmtShape, MoongradError } from "../core/errors.ts";
 import { deviceInfo } from "../core/device.ts";
+import { CPU_THREAD_WG, cpuRowThreads } from "./cpu_rows.ts";
 import { type Binding, kernel } from "../core/kernel.ts";
 import {
   fitLength,
@@ -40,18 +41,6 @@ export const SHORT_ROW = 32;
 const STRIDED_ROWS = 2048;
 /** Elements each lane should handle at least, when picking the lanes per row. */
 const PER_LANE = 4;
-/** On CPU adapters, from this many rows every row gets one thread (see `rowLanes`)... */
-const CPU_THREAD_ROWS = 64;
-/**
- * ...when rows are at most this long: a thread adds its row's terms one after the other, so
- * longer rows keep the lanes' shorter sums (relative error grows with the terms summed).
- */
-const CPU_THREAD_MAX_N = 8192;
-/**
- * Threads per workgroup of a one-thread-per-row kernel on CPU adapters: a CPU thread runs a
- * workgroup at a time, so smaller groups spread fewer rows over every core (see `rowWorkgroup`).
- */
-const CPU_THREAD_WG = 32;
 
 /**
  * Who owns a row: "lanes" (a power-of-two group of threads, reducing in workgroup memory) or
@@ -360,12 +349,7 @@ export function rowMaxSum4(x: string): string {
 export function rowLanes(n: number, rows: number, axisStride: number): number {
   if (layoutOverride === "thread") return 1;
   if (n <= SHORT_ROW || (axisStride !== 1 && rows >= STRIDED_ROWS)) return 1;
-  if (
-    layoutOverride === null && rows >= CPU_THREAD_ROWS && n <= CPU_THREAD_MAX_N &&
-    deviceInfo().isFallbackAdapter
-  ) {
-    return 1;
-  }
+  if (layoutOverride === null && cpuRowThreads(rows, n)) return 1;
   let lanes = 8;
   while (lanes < ROW_WG && lanes * PER_LANE < n) lanes *= 2;
   return lanes;
