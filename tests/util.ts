@@ -139,6 +139,24 @@ export function arbSpecialValues(
   );
 }
 
+/**
+ * How far a head's recomputed f32 max logit may sit from τ once QK-Clip scaled the head by γ
+ * (`gamma` = 1 for heads it left alone): the clipped weights' f32 rounding (≤ 1e-6·γ·M, as the
+ * γ-scaling checks) and the f32 error of the two forward passes that measured the logit before
+ * and after (≤ 5e-7·γ·M each; measured ≤ 3e-8·M), where `magnitude` M = Σ|q·k|·scale is the
+ * largest over the head's logits, plus 1e-5·τ. Relative to τ the margin grows with the logit's
+ * cancellation M/τ: on SwiftShader a head whose max logit 0.0056 came from terms of magnitude
+ * 0.75 (ratio 135), clipped to τ = 0.0024, landed 2.3e-5·τ above τ.
+ *
+ * @example
+ * ```ts
+ * assert.ok(after[h] <= tau + clipLandingBound(tau, g[h], Math.max(...L0.magnitude[h])));
+ * ```
+ */
+export function clipLandingBound(tau: number, gamma: number, magnitude: number): number {
+  return 1e-5 * tau + 2e-6 * gamma * magnitude;
+}
+
 /** Bits of f32 values, for exact comparison (NaN-safe, −0 ≠ +0). */
 export function f32Bits(v: ArrayLike<number>): number[] {
   return Array.from(new Uint32Array(Float32Array.from(v).buffer));
