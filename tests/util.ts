@@ -150,7 +150,9 @@ export function arbSpecialValues(
  *
  * @example
  * ```ts
- * assert.ok(after[h] <= tau + clipLandingBound(tau, g[h], Math.max(...L0.magnitude[h])));
+ * import { clipLandingBound } from "./util.ts";
+ * // τ = 0.0024, head scaled by γ = 0.43, its logits' largest Σ|q·k| = 0.75: ±6.7e-7.
+ * const margin = clipLandingBound(0.0024, 0.43, 0.75);
  * ```
  */
 export function clipLandingBound(tau: number, gamma: number, magnitude: number): number {
